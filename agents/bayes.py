@@ -1,0 +1,188 @@
+"""The Bayes observer: exact posteriors over personas from observed (situation, action) pairs.
+
+For a finite hypothesis set H with prior P(h), after pairs (s_t, a_t) of a target,
+``log P(h|D) = log P(h) + sum_t log pi_h(a_t|s_t) + const`` and the posterior predictive in any
+situation s is ``q*(a|s) = sum_h P(h|D) pi_h(a|s)``. For Dirichlet species the predictive has the
+closed form ``(n_a + alpha) / (n + 5 alpha)``, marginalised over the species' alphas.
+
+Everything is vectorised over leading axes (targets, worlds, observers) and over hypotheses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mirrorhall.agents.personas import GEM_WEIGHT, LIKES_NONE, SOCIAL_WEIGHT, SOCIALS, STYLES, Trait
+from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, Situations
+
+# --- trait utilities, shared by personas and hypotheses --------------------------------------
+
+
+def gem_basis(sit: Situations) -> np.ndarray:
+    """(S..., C + 1, 5): the gem term of U for likes = colour c, and (last row) likes none."""
+    gem = -GEM_WEIGHT * np.where(sit.gem_seen[..., None, :], sit.gem_d, 0.0)  # (S..., 5, C)
+    gem = np.swapaxes(gem, -1, -2)  # (S..., C, 5)
+    return np.concatenate([gem, np.zeros_like(gem[..., :1, :])], axis=-2)
+
+
+def social_basis(sit: Situations) -> np.ndarray:
+    """(S..., 3 + N, 5): social terms none, approach, avoid, then follow agent j for each j."""
+    seen = sit.agent_seen[..., None, :]  # (S..., 1, N)
+    near = np.where(seen, sit.agent_d, np.inf).min(-1)  # (S..., 5)
+    near = np.where(np.isfinite(near), near, 0.0)
+    follow = -SOCIAL_WEIGHT * np.where(seen, sit.agent_d, 0.0)  # (S..., 5, N)
+    fixed = np.stack([np.zeros_like(near), -SOCIAL_WEIGHT * near, SOCIAL_WEIGHT * near], axis=-2)
+    return np.concatenate([fixed, np.swapaxes(follow, -1, -2)], axis=-2)
+
+
+def trait_codes(trait: Trait, n_colors: int, n_agents: int) -> tuple[int, int, float]:
+    """(likes index into gem_basis, social index into social_basis, beta) for a scene."""
+    colors = COLOR_NAMES[:n_colors]
+    if trait.likes != LIKES_NONE and trait.likes not in colors:
+        raise ValueError(
+            f"unknown colour {trait.likes!r} for a world with {n_colors} colours; "
+            f"allowed: {', '.join((*colors, LIKES_NONE))}"
+        )
+    likes = n_colors if trait.likes == LIKES_NONE else colors.index(trait.likes)
+    if trait.social == "follow":
+        if trait.follow >= n_agents:
+            raise ValueError(f"follow: agent {trait.follow} does not exist (agents 0..{n_agents - 1})")
+        social = 3 + trait.follow
+    else:
+        social = SOCIALS.index(trait.social)
+    return likes, social, trait.beta
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+# --- hypothesis sets -----------------------------------------------------------------------------
+
+
+class HypothesisSet:
+    """A finite set of trait personas with a prior, evaluated in any situations at once."""
+
+    def __init__(self, traits: Sequence[Trait], n_colors: int, n_agents: int, prior=None):
+        if len(traits) == 0:
+            raise ValueError("a hypothesis set needs at least one trait persona")
+        self.traits = tuple(traits)
+        codes = np.array([trait_codes(t, n_colors, n_agents) for t in self.traits])
+        self.likes = codes[:, 0].astype(np.int64)  # (H,)
+        self.social = codes[:, 1].astype(np.int64)  # (H,)
+        self.beta = codes[:, 2]  # (H,)
+        prior = np.full(len(traits), 1.0 / len(traits)) if prior is None else np.asarray(prior, float)
+        if prior.shape != (len(traits),) or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+            raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
+        self.log_prior = np.log(np.maximum(prior, 1e-300))
+        self.n_colors, self.n_agents = n_colors, n_agents
+
+    def __len__(self) -> int:
+        return len(self.traits)
+
+    @classmethod
+    def grid(cls, n_colors: int, n_agents: int, likes=None, socials=("none", "approach", "avoid"),
+             styles=tuple(STYLES)) -> HypothesisSet:
+        """Every combination of the given trait values (likes defaults to every colour + none)."""
+        likes = (*COLOR_NAMES[:n_colors], LIKES_NONE) if likes is None else tuple(likes)
+        traits = [Trait(lk, so, st) for lk in likes for so in socials for st in styles]
+        return cls(traits, n_colors, n_agents)
+
+    def index(self, trait: Trait) -> int:
+        return self.traits.index(trait)
+
+    def utilities(self, sit: Situations) -> np.ndarray:
+        """(S..., H, 5) beta_h * U_h(s, a)."""
+        u = gem_basis(sit)[..., self.likes, :] + social_basis(sit)[..., self.social, :]
+        return self.beta[:, None] * u
+
+    def probs(self, sit: Situations) -> np.ndarray:
+        """(S..., H, 5) exact pi_h(a|s) for every hypothesis."""
+        return softmax(self.utilities(sit))
+
+    def log_probs(self, sit: Situations) -> np.ndarray:
+        return log_softmax(self.utilities(sit))
+
+
+class BayesObserver:
+    """Posterior over a hypothesis set from observed (situation, action) pairs."""
+
+    def __init__(self, hypotheses: HypothesisSet):
+        self.hypotheses = hypotheses
+
+    def prior(self, shape: tuple[int, ...] = ()) -> np.ndarray:
+        """(shape..., H) unnormalised log posterior before any observation."""
+        return np.broadcast_to(self.hypotheses.log_prior, (*shape, len(self.hypotheses))).copy()
+
+    def update(self, log_post: np.ndarray, sit: Situations, actions: np.ndarray, mask=None) -> np.ndarray:
+        """Add one observed step: sit with leading shape (shape...), actions (shape...)."""
+        ll = self.hypotheses.log_probs(sit)  # (shape..., H, 5)
+        a = np.asarray(actions, dtype=np.int64)
+        step = np.take_along_axis(ll, a[..., None, None], axis=-1)[..., 0]  # (shape..., H)
+        if mask is not None:
+            step = np.where(np.asarray(mask)[..., None], step, 0.0)
+        return log_post + step
+
+    def fit(self, sits: Situations, actions: np.ndarray, mask=None) -> np.ndarray:
+        """Log posterior after T steps; sits and actions have leading shape (T, shape...)."""
+        ll = self.hypotheses.log_probs(sits)  # (T, shape..., H, 5)
+        a = np.asarray(actions, dtype=np.int64)
+        step = np.take_along_axis(ll, a[..., None, None], axis=-1)[..., 0]  # (T, shape..., H)
+        if mask is not None:
+            step = np.where(np.asarray(mask)[..., None], step, 0.0)
+        return self.hypotheses.log_prior + step.sum(0)
+
+    @staticmethod
+    def posterior(log_post: np.ndarray) -> np.ndarray:
+        """Normalised posterior (shape..., H)."""
+        return softmax(log_post)
+
+    def predictive(self, log_post: np.ndarray, sit: Situations) -> np.ndarray:
+        """(shape..., 5) posterior predictive sum_h P(h|D) pi_h(a|s) in situations ``sit``."""
+        return np.einsum("...h,...ha->...a", self.posterior(log_post), self.hypotheses.probs(sit))
+
+
+# --- Dirichlet species: closed form ------------------------------------------------------------
+
+
+def _log_rising(n: np.ndarray, x: float) -> np.ndarray:
+    """log(x (x+1) ... (x+n-1)) = lgamma(x + n) - lgamma(x), elementwise for integers n >= 0."""
+    n = np.asarray(n, dtype=np.int64)
+    top = int(n.max()) if n.size else 0
+    table = np.concatenate([[0.0], np.cumsum(np.log(x + np.arange(top)))])  # (top + 1,)
+    return table[n]
+
+
+def dirichlet_log_marginal(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """(...,) log P(a particular sequence with these action counts | Dirichlet(alpha) agent)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = counts.sum(-1)
+    a = float(alpha)
+    num = _log_rising(counts, a).sum(-1)
+    den = _log_rising(n, N_ACTIONS * a)
+    return num - den
+
+
+def dirichlet_predictive(counts: np.ndarray, alphas: Sequence[float], weights=None) -> np.ndarray:
+    """(..., 5) exact predictive after observing action counts (..., 5) of a random agent.
+
+    The agent's alpha is drawn from ``alphas`` with prior ``weights`` (uniform by default), its
+    action distribution from Dirichlet(alpha); the alpha posterior uses the exact marginals.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    w = np.full(alphas.shape, 1.0 / alphas.size) if weights is None else np.asarray(weights, float)
+    logm = np.stack([dirichlet_log_marginal(counts, a) for a in alphas], axis=-1)  # (..., A)
+    post = softmax(logm + np.log(w))  # (..., A)
+    n = counts.sum(-1, keepdims=True)[..., None]  # (..., 1, 1)
+    pred = (counts[..., None, :] + alphas[:, None]) / (n + N_ACTIONS * alphas[:, None])  # (..., A, 5)
+    return np.einsum("...k,...ka->...a", post, pred)

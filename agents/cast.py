@@ -1,0 +1,190 @@
+"""The cast of a scene: every agent's persona as parameter arrays, evaluated exactly and in batch.
+
+``Cast`` holds B worlds x N agents of persona specs. It gives exact action probabilities for all
+agents in their own situations, or for any persona in any other agent's situation (the
+counterfactual query behind OTHER(k) labels), and updates the imitators' beliefs. It is a pure
+policy: the only state is ``CastState`` (the imitators' log beliefs), passed in and returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from mirrorhall.agents.bayes import HypothesisSet, gem_basis, social_basis, softmax, trait_codes
+from mirrorhall.agents.personas import Imitator, Mirror, PersonaSpec, Species, Trait
+from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, Situations, WorldConfig
+
+TRAIT, SPECIES, IMITATOR, MIRROR = 0, 1, 2, 3
+# Mirror map of actions: stay, up, down, left, right -> stay, up, down, right, left.
+REFLECT = np.array([0, 1, 2, 4, 3])
+
+
+@dataclass
+class CastParams:
+    """Persona parameters with a common leading shape P (B, N) or any gathered shape."""
+
+    kind: np.ndarray  # (P...) int: TRAIT, SPECIES, IMITATOR or MIRROR
+    likes: np.ndarray  # (P...) index into gem_basis (trait personas, and an imitator's own trait)
+    social: np.ndarray  # (P...) index into social_basis
+    beta: np.ndarray  # (P...) inverse temperature
+    species: np.ndarray  # (P..., 5) fixed action distribution of a random agent
+    target: np.ndarray  # (P...) imitated or mirrored agent, -1 otherwise
+    fidelity: np.ndarray  # (P...) imitator fidelity
+    noise: np.ndarray  # (P...) mirror noise
+
+    def take(self, index) -> CastParams:
+        return CastParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+@dataclass
+class CastState:
+    """The only persona state: each imitator's log belief over the hypothesis set."""
+
+    log_belief: np.ndarray  # (B, N, H); rows of non-imitators are unused
+
+    def copy(self) -> CastState:
+        return CastState(self.log_belief.copy())
+
+
+def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
+                  hypotheses: HypothesisSet) -> np.ndarray:
+    """(P..., 5) exact action probabilities of personas ``params`` in situations ``sit``.
+
+    ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P: element p is
+    persona p acting in situation p, which need not be its own.
+    """
+    u = (np.take_along_axis(gem_basis(sit), params.likes[..., None, None], axis=-2)[..., 0, :]
+         + np.take_along_axis(social_basis(sit), params.social[..., None, None], axis=-2)[..., 0, :])
+    out = softmax(params.beta[..., None] * u)  # (P..., 5) trait, and imitators' own policy
+
+    kind = params.kind
+    out = np.where((kind == SPECIES)[..., None], params.species, out)
+
+    mirror = kind == MIRROR
+    if mirror.any():
+        tgt = np.clip(params.target, 0, None)
+        last = np.take_along_axis(sit.last_action, tgt[..., None], axis=-1)[..., 0]  # (P...)
+        seen = last != NO_ACTION
+        onehot = np.eye(N_ACTIONS)[REFLECT[np.where(seen, last, 0)]]  # (P..., 5)
+        noise = params.noise[..., None]
+        mir = np.where(seen[..., None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
+        out = np.where(mirror[..., None], mir, out)
+
+    imit = kind == IMITATOR
+    if imit.any():
+        idx = np.nonzero(imit)
+        sub = sit.take(idx)
+        pred = np.einsum("ph,pha->pa", softmax(log_belief[idx]), hypotheses.probs(sub))  # (M, 5)
+        f = params.fidelity[idx][:, None]
+        out = out.copy()
+        out[idx] = f * pred + (1 - f) * out[idx]
+    return out
+
+
+class Cast:
+    """The personas of B worlds x N agents, validated against a world configuration."""
+
+    def __init__(self, specs: Sequence[Sequence[PersonaSpec]], config: WorldConfig,
+                 hypotheses: HypothesisSet | None = None):
+        specs = [list(row) for row in specs]
+        n = config.n_agents
+        if not specs or any(len(row) != n for row in specs):
+            raise ValueError(f"personas: need one row of exactly n_agents={n} specs per world")
+        self.specs = specs
+        self.config = config
+        self.hypotheses = hypotheses or HypothesisSet.grid(config.n_colors, n)
+        if self.hypotheses.n_agents != n or self.hypotheses.n_colors != config.n_colors:
+            raise ValueError("hypotheses were built for a different number of agents or colours")
+        b = len(specs)
+        p = CastParams(
+            kind=np.zeros((b, n), np.int64), likes=np.full((b, n), config.n_colors, np.int64),
+            social=np.zeros((b, n), np.int64), beta=np.ones((b, n)),
+            species=np.full((b, n, N_ACTIONS), 1.0 / N_ACTIONS), target=np.full((b, n), -1, np.int64),
+            fidelity=np.zeros((b, n)), noise=np.zeros((b, n)),
+        )
+        for w, row in enumerate(specs):
+            for i, spec in enumerate(row):
+                self._fill(p, w, i, spec, n)
+        self.params = p
+
+    def _fill(self, p: CastParams, w: int, i: int, spec: PersonaSpec, n: int) -> None:
+        trait = spec.own if isinstance(spec, Imitator) else spec
+        if isinstance(trait, Trait):
+            p.likes[w, i], p.social[w, i], p.beta[w, i] = trait_codes(trait, self.config.n_colors, n)
+        if isinstance(spec, Trait):
+            p.kind[w, i] = TRAIT
+        elif isinstance(spec, Species):
+            p.kind[w, i] = SPECIES
+            p.species[w, i] = spec.probs
+        elif isinstance(spec, (Imitator, Mirror)):
+            if spec.target >= n:
+                raise ValueError(
+                    f"agent_{i} targets agent {spec.target}, which does not exist "
+                    f"(agents 0..{n - 1})"
+                )
+            if spec.target == i:
+                verb = "imitate" if isinstance(spec, Imitator) else "mirror"
+                raise ValueError(f"agent_{i} cannot {verb} itself; choose another target")
+            p.target[w, i] = spec.target
+            if isinstance(spec, Imitator):
+                p.kind[w, i], p.fidelity[w, i] = IMITATOR, spec.fidelity
+            else:
+                p.kind[w, i], p.noise[w, i] = MIRROR, spec.noise
+        else:
+            raise ValueError(f"unknown persona spec {spec!r}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.params.kind.shape[0]
+
+    def initial_state(self) -> CastState:
+        b, n = self.params.kind.shape
+        return CastState(np.broadcast_to(self.hypotheses.log_prior, (b, n, len(self.hypotheses))).copy())
+
+    def probs(self, sit: Situations, state: CastState) -> np.ndarray:
+        """(B, N, 5) every agent's action distribution in its own situation."""
+        return persona_probs(self.params, sit, state.log_belief, self.hypotheses)
+
+    def probs_as(self, persona: np.ndarray, sit: Situations, state: CastState,
+                 situation: np.ndarray | None = None) -> np.ndarray:
+        """(B, K, 5) what agent ``persona[b, k]`` would do in agent ``situation[b, k]``'s situation.
+
+        ``persona`` and ``situation`` are (B, K) agent indices; situation defaults to 0..N-1.
+        The persona keeps its own internal state (an imitator its belief about its target).
+        """
+        b = self.batch_size
+        persona = np.asarray(persona, dtype=np.int64)
+        situation = np.broadcast_to(np.arange(sit.shape[1]), persona.shape) if situation is None \
+            else np.asarray(situation, dtype=np.int64)
+        rows = np.arange(b)[:, None]
+        return persona_probs(self.params.take((rows, persona)), sit.take((rows, situation)),
+                             state.log_belief[rows, persona], self.hypotheses)
+
+    def observe(self, state: CastState, sit: Situations, actions: np.ndarray) -> CastState:
+        """Each imitator updates its belief from its target's action in the step just taken.
+
+        ``sit`` are the situations in which ``actions`` (B, N) were chosen. An imitator learns
+        from its target's (situation, action) pair when it could see the target at that time.
+        """
+        imit = self.params.kind == IMITATOR
+        if not imit.any():
+            return state
+        wb, wm = np.nonzero(imit)
+        tgt = self.params.target[wb, wm]
+        seen = sit.agent_seen[wb, wm, tgt]
+        ll = self.hypotheses.log_probs(sit.take((wb, tgt)))  # (M, H, 5)
+        step = ll[np.arange(wb.size), :, actions[wb, tgt]]  # (M, H)
+        out = state.log_belief.copy()
+        out[wb, wm] += np.where(seen[:, None], step, 0.0)
+        out[wb, wm] -= out[wb, wm].max(-1, keepdims=True)  # keep log beliefs bounded
+        return CastState(out)
+
+
+def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(..., 5) probabilities -> (...) int64 actions by inverse CDF, one uniform draw each."""
+    u = rng.random(probs.shape[:-1])
+    cdf = np.cumsum(probs, axis=-1)
+    return np.minimum((cdf < u[..., None] * cdf[..., -1:]).sum(-1), N_ACTIONS - 1).astype(np.int64)

@@ -1,0 +1,206 @@
+"""Persona specifications: frozen, JSON-serialisable, described in plain language.
+
+A persona is a pure policy with exact action probabilities. The specs here say *which* policy;
+``mirrorhall.agents.cast`` evaluates any mix of them, vectorised over worlds and agents, in an
+agent's own situation or counterfactually in another agent's situation.
+
+- ``Trait(likes, social, style)``: ``pi(a|s) = softmax(beta_style * U(s, a))`` with
+  ``U = -GEM_WEIGHT * d(nearest liked gem after a) + social term after a``. The social term is
+  ``-SOCIAL_WEIGHT * d(nearest other agent)`` (approach), ``+SOCIAL_WEIGHT * d`` (avoid),
+  ``-SOCIAL_WEIGHT * d(agent k)`` (follow k), or 0; a term whose object is not visible is 0.
+- ``Species(probs, alpha)``: a fixed action distribution drawn from Dirichlet(alpha) (ToMnet).
+- ``Imitator(target, fidelity, own)``: keeps a Bayes belief ``b`` over trait hypotheses for agent
+  ``target`` and acts with ``f * sum_h b(h) pi_h(a|s) + (1 - f) * pi_own(a|s)``.
+- ``Mirror(target, noise)``: repeats the target's last action reflected left<->right, with
+  probability ``noise`` spread uniformly over the 5 actions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS
+
+LIKES_NONE = "none"
+SOCIALS = ("none", "approach", "avoid", "follow")
+STYLES = {"focused": 3.0, "casual": 1.0, "erratic": 0.3}
+"""Style -> inverse temperature beta."""
+GEM_WEIGHT = 1.0
+SOCIAL_WEIGHT = 0.5
+
+
+def _one_of(field: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Trait:
+    """A trait persona h = (likes, social, style)."""
+
+    likes: str = LIKES_NONE
+    """A colour name, or 'none'."""
+    social: str = "none"
+    """'none', 'approach' (nearest other agent), 'avoid' (nearest other agent) or 'follow'."""
+    style: str = "casual"
+    """'focused', 'casual' or 'erratic' (the inverse temperature, from STYLES)."""
+    follow: int | None = None
+    """The agent followed, when social == 'follow'."""
+
+    kind = "trait"
+
+    def __post_init__(self):
+        _one_of("likes", self.likes, (*COLOR_NAMES, LIKES_NONE))
+        _one_of("social", self.social, SOCIALS)
+        _one_of("style", self.style, tuple(STYLES))
+        if (self.social == "follow") != (self.follow is not None):
+            raise ValueError("follow: give an agent id exactly when social == 'follow'")
+        if self.follow is not None and (not isinstance(self.follow, int) or self.follow < 0):
+            raise ValueError(f"follow must be a non-negative agent id, got {self.follow!r}")
+
+    @property
+    def beta(self) -> float:
+        return STYLES[self.style]
+
+    @property
+    def combo(self) -> tuple[str, str, str]:
+        """(likes, social, style): the trait combination, used for held-out sets."""
+        return (self.likes, self.social, self.style)
+
+    def describe(self) -> str:
+        article = "an" if self.style[0] in "aeiou" else "a"
+        parts = [f"{article} {self.style} agent"]
+        parts.append("that likes no gem in particular" if self.likes == LIKES_NONE
+                     else f"that likes {self.likes} gems")
+        social = {
+            "none": "ignores others",
+            "approach": "approaches others",
+            "avoid": "avoids others",
+            "follow": f"follows agent {self.follow}",
+        }[self.social]
+        return f"{parts[0]} {parts[1]} and {social}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Species:
+    """A random agent with a fixed, state-independent action distribution."""
+
+    probs: tuple[float, ...]
+    alpha: float
+
+    kind = "species"
+
+    def __post_init__(self):
+        p = np.asarray(self.probs, dtype=np.float64)
+        if p.shape != (N_ACTIONS,) or not np.all(p >= 0) or abs(p.sum() - 1) > 1e-6:
+            raise ValueError(f"probs must be {N_ACTIONS} non-negative numbers summing to 1, got {self.probs!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
+        object.__setattr__(self, "probs", tuple(float(x) for x in p / p.sum()))
+
+    @classmethod
+    def draw(cls, alpha: float, rng: np.random.Generator) -> Species:
+        p = rng.dirichlet(np.full(N_ACTIONS, alpha))
+        p = np.maximum(p, 1e-12)  # tiny alphas underflow to exact zeros; keep log-probs finite
+        return cls(tuple(p / p.sum()), alpha)
+
+    def describe(self) -> str:
+        top = int(np.argmax(self.probs))
+        from mirrorhall.envs.core import ACTIONS
+
+        return f"a random agent (Dirichlet alpha={self.alpha:g}) that mostly moves {ACTIONS[top]}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "probs": list(self.probs), "alpha": self.alpha}
+
+
+@dataclass(frozen=True)
+class Imitator:
+    """Imitates agent ``target`` from a Bayes belief over trait hypotheses."""
+
+    target: int
+    fidelity: float
+    own: Trait = Trait()
+
+    kind = "imitator"
+
+    def __post_init__(self):
+        if not isinstance(self.target, (int, np.integer)) or self.target < 0:
+            raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
+        if not 0.0 <= self.fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1], got {self.fidelity!r}")
+        if not isinstance(self.own, Trait):
+            raise ValueError(f"own must be a Trait persona, got {type(self.own).__name__}")
+        object.__setattr__(self, "target", int(self.target))
+
+    def describe(self) -> str:
+        return (f"imitates agent {self.target} (fidelity {self.fidelity:.2f}); "
+                f"otherwise {self.own.describe()}")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "target": self.target, "fidelity": self.fidelity,
+                "own": self.own.to_json()}
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """The funhouse mirror: agent ``target``'s last move, reflected left<->right."""
+
+    target: int
+    noise: float = 0.1
+
+    kind = "mirror"
+
+    def __post_init__(self):
+        if not isinstance(self.target, (int, np.integer)) or self.target < 0:
+            raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise must be in [0, 1], got {self.noise!r}")
+        object.__setattr__(self, "target", int(self.target))
+
+    def describe(self) -> str:
+        return f"mirrors agent {self.target}'s moves left-right (noise {self.noise:.2f})"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "target": self.target, "noise": self.noise}
+
+
+PersonaSpec = Trait | Species | Imitator | Mirror
+PERSONA_KINDS = ("trait", "species", "imitator", "mirror")
+
+
+def persona_from_json(data: dict) -> PersonaSpec:
+    """Inverse of ``to_json``; unknown kinds or fields raise ValueError."""
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ValueError(f"a persona spec must be a JSON object with a 'kind' field, got {data!r}")
+    kind, rest = data["kind"], {k: v for k, v in data.items() if k != "kind"}
+    _one_of("persona kind", kind, PERSONA_KINDS)
+    cls = {"trait": Trait, "species": Species, "imitator": Imitator, "mirror": Mirror}[kind]
+    allowed = set(cls.__dataclass_fields__)
+    unknown = set(rest) - allowed
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)} for a {kind} persona; allowed: {sorted(allowed)}")
+    if kind == "species":
+        rest["probs"] = tuple(rest.get("probs", ()))
+    if kind == "imitator" and "own" in rest:
+        rest["own"] = persona_from_json(rest["own"])
+        if not isinstance(rest["own"], Trait):
+            raise ValueError("own must be a trait persona")
+    try:
+        return cls(**rest)
+    except TypeError as err:
+        raise ValueError(f"bad {kind} persona {data!r}: {err}") from None
+
+
+def personas_to_json(specs) -> str:
+    return json.dumps([s.to_json() for s in specs])
+
+
+def personas_from_json(text: str) -> tuple[PersonaSpec, ...]:
+    return tuple(persona_from_json(d) for d in json.loads(text))

@@ -1,0 +1,137 @@
+"""Named, frozen populations: which personas appear in a scene, in what proportions.
+
+A population is a registry entry, not a subclass. ``sample_scene`` draws one persona per agent
+with a passed-in generator; trait combinations in ``held_out`` never appear in training scenes
+(``split="train"``) and are kept for the probes (``split="held_out"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirrorhall.agents.bayes import HypothesisSet
+from mirrorhall.agents.personas import LIKES_NONE, STYLES, Imitator, Mirror, PersonaSpec, Species, Trait
+from mirrorhall.envs.core import COLOR_NAMES
+
+SPLITS = ("train", "held_out", "all")
+MIX_KINDS = ("trait", "imitator", "mirror", "species")
+
+
+@dataclass(frozen=True)
+class Population:
+    """A frozen recipe for the personas of a scene."""
+
+    name: str
+    description: str
+    mix: tuple[tuple[str, float], ...]
+    """(kind, weight) pairs; kinds from MIX_KINDS."""
+    socials: tuple[str, ...] = ("none", "approach", "avoid")
+    """Social traits used (follow targets are drawn among the other agents)."""
+    styles: tuple[str, ...] = tuple(STYLES)
+    held_out: frozenset = frozenset()
+    """(likes, social, style) combinations kept out of training scenes."""
+    fidelity: tuple[float, float] = (0.6, 1.0)
+    """Imitator fidelity range, drawn uniformly."""
+    mirror_noise: float = 0.1
+    alphas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    """Dirichlet concentrations of random species, drawn uniformly."""
+
+    def __post_init__(self):
+        for kind, weight in self.mix:
+            if kind not in MIX_KINDS:
+                raise ValueError(f"population {self.name}: unknown kind {kind!r}; allowed: {', '.join(MIX_KINDS)}")
+            if weight < 0:
+                raise ValueError(f"population {self.name}: weight of {kind} must be >= 0")
+
+    def combos(self, n_colors: int, split: str = "all") -> list[tuple[str, str, str]]:
+        """Trait combinations (likes, social, style) of this population for a world's colours."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        likes = (*COLOR_NAMES[:n_colors], LIKES_NONE)
+        allc = [(lk, so, st) for lk in likes for so in self.socials for st in self.styles]
+        if split == "all":
+            return allc
+        held = [c for c in allc if c in self.held_out]
+        return held if split == "held_out" else [c for c in allc if c not in self.held_out]
+
+    def hypotheses(self, n_colors: int, n_agents: int) -> HypothesisSet:
+        """Every trait persona of the population (held-out ones included), uniform prior.
+
+        Follow traits get one hypothesis per possible followed agent.
+        """
+        traits = []
+        for lk, so, st in self.combos(n_colors):
+            if so == "follow":
+                traits += [Trait(lk, so, st, follow=k) for k in range(n_agents)]
+            else:
+                traits.append(Trait(lk, so, st))
+        return HypothesisSet(traits, n_colors, n_agents)
+
+    def _trait(self, i: int, n_agents: int, n_colors: int, rng, split: str) -> Trait:
+        combos = self.combos(n_colors, split)
+        lk, so, st = combos[rng.integers(len(combos))]
+        if so == "follow":
+            if n_agents == 1:
+                so = "none"
+            else:
+                others = [k for k in range(n_agents) if k != i]
+                return Trait(lk, so, st, follow=int(others[rng.integers(len(others))]))
+        return Trait(lk, so, st)
+
+    def sample_scene(self, n_agents: int, n_colors: int, rng: np.random.Generator,
+                     split: str = "train") -> tuple[PersonaSpec, ...]:
+        """One persona per agent. Imitators and mirrors target another agent of the scene."""
+        kinds = [k for k, _ in self.mix]
+        w = np.array([wt for _, wt in self.mix], dtype=np.float64)
+        out = []
+        for i in range(n_agents):
+            kind = kinds[rng.choice(len(kinds), p=w / w.sum())]
+            if kind in ("imitator", "mirror") and n_agents == 1:
+                kind = "trait"
+            if kind == "trait":
+                out.append(self._trait(i, n_agents, n_colors, rng, split))
+            elif kind == "species":
+                out.append(Species.draw(self.alphas[rng.integers(len(self.alphas))], rng))
+            else:
+                target = int(rng.integers(n_agents - 1))
+                target += target >= i
+                if kind == "imitator":
+                    lo, hi = self.fidelity
+                    out.append(Imitator(target, float(rng.uniform(lo, hi)),
+                                        self._trait(i, n_agents, n_colors, rng, split)))
+                else:
+                    out.append(Mirror(target, self.mirror_noise))
+        return tuple(out)
+
+
+_HELD_OUT = frozenset({
+    ("red", "avoid", "focused"),
+    ("blue", "approach", "erratic"),
+    ("green", "none", "casual"),
+    (LIKES_NONE, "approach", "focused"),
+})
+
+POPULATIONS: dict[str, Population] = {
+    p.name: p
+    for p in (
+        Population("traits", "trait personas only (likes x social x style)", (("trait", 1.0),),
+                   held_out=_HELD_OUT),
+        Population("crowd", "trait personas with imitators and funhouse mirrors among them",
+                   (("trait", 0.7), ("imitator", 0.2), ("mirror", 0.1)), held_out=_HELD_OUT),
+        Population("followers", "trait personas, some following a named agent",
+                   (("trait", 1.0),), socials=("none", "approach", "avoid", "follow"),
+                   held_out=_HELD_OUT),
+        Population("species", "random agents with Dirichlet(alpha) action distributions (ToMnet)",
+                   (("species", 1.0),)),
+    )
+}
+DEFAULT_POPULATION = "crowd"
+
+
+def get_population(name: str) -> Population:
+    """The registered population ``name``; a clear error lists the known names."""
+    if name not in POPULATIONS:
+        raise ValueError(f"unknown population {name!r}; allowed: {', '.join(POPULATIONS)}")
+    return POPULATIONS[name]

@@ -1,0 +1,384 @@
+"""The batched world core: B worlds x N agents stepped with numpy arrays.
+
+This module knows nothing of PettingZoo. The ParallelEnv in ``mirrorhall_v0`` adapts one world
+(B = 1); data generation and RLlib step many worlds at once. The rules are documented in the
+spec card of ``mirrorhall.envs.mirrorhall_v0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+ACTIONS = ("stay", "up", "down", "left", "right")
+N_ACTIONS = len(ACTIONS)
+# (5, 2) row/column offset of each action; rows grow downwards.
+MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+NO_ACTION = -1
+COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink")
+ANY_COLOR = -1
+
+
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        span = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name} must be {span}, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that fixes a world's rules and sizes."""
+
+    n_agents: int = 8
+    """Number of agents, named agent_0 ... agent_{N-1}."""
+    width: int = 11
+    """Grid width in cells, border walls included."""
+    height: int = 11
+    """Grid height in cells, border walls included."""
+    n_colors: int = 4
+    """Number of gem colours (names from COLOR_NAMES, at most 8)."""
+    gems_per_color: int = 2
+    """Gems of each colour on the grid at all times (a collected gem respawns)."""
+    view_radius: int | None = None
+    """None: full observability; r: an agent sees cells within Chebyshev distance r."""
+    max_cycles: int = 100
+    """Steps before every agent is truncated."""
+    interior_walls: tuple[tuple[int, int], ...] = field(default=())
+    """Extra wall cells (row, col) inside the border."""
+
+    def __post_init__(self):
+        _check_int("n_agents", self.n_agents, 1, 256)
+        _check_int("width", self.width, 3, 64)
+        _check_int("height", self.height, 3, 64)
+        _check_int("n_colors", self.n_colors, 1, len(COLOR_NAMES))
+        _check_int("gems_per_color", self.gems_per_color, 1, 16)
+        _check_int("max_cycles", self.max_cycles, 1)
+        if self.view_radius is not None:
+            _check_int("view_radius", self.view_radius, 1, 64)
+        walls = tuple(tuple(int(x) for x in w) for w in self.interior_walls)
+        for r, c in walls:
+            if not (0 < r < self.height - 1 and 0 < c < self.width - 1):
+                raise ValueError(
+                    f"interior_walls: cell ({r}, {c}) is not inside the border "
+                    f"(rows 1..{self.height - 2}, cols 1..{self.width - 2})"
+                )
+        object.__setattr__(self, "interior_walls", walls)
+        free = int((~self.walls()).sum())
+        need = self.n_agents + self.n_gems
+        if need > free:
+            raise ValueError(
+                f"grid too small: {self.width}x{self.height} has {free} free cells but "
+                f"n_agents + n_colors * gems_per_color = {need}; enlarge width/height or use "
+                f"fewer agents or gems"
+            )
+
+    @property
+    def n_gems(self) -> int:
+        return self.n_colors * self.gems_per_color
+
+    @property
+    def color_names(self) -> tuple[str, ...]:
+        return COLOR_NAMES[: self.n_colors]
+
+    def color_index(self, name: str) -> int:
+        """Index of a colour name; 'any' is ANY_COLOR."""
+        if name == "any":
+            return ANY_COLOR
+        if name not in self.color_names:
+            raise ValueError(
+                f"unknown colour {name!r}; allowed: {', '.join(self.color_names + ('any',))}"
+            )
+        return self.color_names.index(name)
+
+    def walls(self) -> np.ndarray:
+        """(H, W) bool: border walls plus interior walls."""
+        w = np.zeros((self.height, self.width), dtype=bool)
+        w[0, :] = w[-1, :] = w[:, 0] = w[:, -1] = True
+        for r, c in self.interior_walls:
+            w[r, c] = True
+        return w
+
+    @property
+    def obs_layout(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Name -> (offset, shape) of each segment of the flat observation."""
+        grid = (self.height, self.width, 2 + self.n_colors)
+        agents = (self.n_agents, AGENT_COLUMNS)
+        goal = (self.n_colors + 1,)
+        out, off = {}, 0
+        for name, shape in (("grid", grid), ("agents", agents), ("goal", goal)):
+            out[name] = (off, shape)
+            off += int(np.prod(shape))
+        return out
+
+    @property
+    def obs_dim(self) -> int:
+        off, shape = self.obs_layout["goal"]
+        return off + int(np.prod(shape))
+
+
+# Columns of the agent table in the observation.
+AGENT_COLUMNS = 5  # visible, row, col, last_action, is_self
+
+
+@dataclass
+class WorldState:
+    """The state of B worlds. Arrays are owned by the state; ``copy()`` before keeping one."""
+
+    agent_pos: np.ndarray  # (B, N, 2) int64 row, col
+    gem_pos: np.ndarray  # (B, G, 2) int64 row, col
+    gem_color: np.ndarray  # (G,) int64, the same in every world
+    last_action: np.ndarray  # (B, N) int64, NO_ACTION before the first step
+    valued: np.ndarray  # (B, N) int64 colour each agent is rewarded for, ANY_COLOR for any
+    collected: np.ndarray  # (B, N, C) int64 gems collected so far, by colour
+    t: int = 0
+
+    def copy(self) -> WorldState:
+        return WorldState(
+            **{f.name: (getattr(self, f.name).copy() if f.name != "t" else self.t) for f in fields(self)}
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.agent_pos.shape[0]
+
+
+@dataclass
+class Situations:
+    """What each ego agent's observation says, as exact action-relative features.
+
+    Leading shape S is (B, N) for every agent in its own situation, or any gathered shape.
+    Distances are Manhattan distances from the ego's position after each of the 5 moves.
+    """
+
+    gem_d: np.ndarray  # (S..., 5, C) distance to the nearest visible gem of each colour
+    gem_seen: np.ndarray  # (S..., C) bool: some gem of that colour is visible
+    agent_d: np.ndarray  # (S..., 5, N) distance to each agent's current position
+    agent_seen: np.ndarray  # (S..., N) bool: that agent is visible and is not the ego
+    last_action: np.ndarray  # (S..., N) int64 last action of each agent as seen, NO_ACTION if unseen
+    ego: np.ndarray  # (S...) int64 id of the ego agent
+
+    def take(self, index) -> Situations:
+        """Select along the leading axes with numpy indexing."""
+        return Situations(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.ego.shape
+
+
+class WorldCore:
+    """Steps B worlds of one configuration. Randomness comes from the generator passed in."""
+
+    def __init__(self, config: WorldConfig):
+        self.config = config
+        self.wall = config.walls()  # (H, W)
+        self.free_cells = np.flatnonzero(~self.wall)  # (F,) flat indices of non-wall cells
+        self.gem_color = np.repeat(np.arange(config.n_colors), config.gems_per_color)  # (G,)
+
+    # --- reset and step -------------------------------------------------------------------------
+
+    def reset(self, batch_size: int, rng: np.random.Generator, valued: np.ndarray | None = None) -> WorldState:
+        """Agents and gems on distinct random free cells; ``valued`` (B, N) colour indices."""
+        cfg = self.config
+        n, g = cfg.n_agents, cfg.n_gems
+        order = np.argsort(rng.random((batch_size, self.free_cells.size)), axis=1)  # (B, F)
+        cells = self.free_cells[order[:, : n + g]]  # (B, N + G)
+        pos = np.stack(np.divmod(cells, cfg.width), axis=-1)  # (B, N + G, 2)
+        if valued is None:
+            valued = np.full((batch_size, n), ANY_COLOR, dtype=np.int64)
+        valued = np.broadcast_to(np.asarray(valued, dtype=np.int64), (batch_size, n)).copy()
+        return WorldState(
+            agent_pos=pos[:, :n].copy(),
+            gem_pos=pos[:, n:].copy(),
+            gem_color=self.gem_color.copy(),
+            last_action=np.full((batch_size, n), NO_ACTION, dtype=np.int64),
+            valued=valued,
+            collected=np.zeros((batch_size, n, cfg.n_colors), dtype=np.int64),
+            t=0,
+        )
+
+    def move_targets(self, pos: np.ndarray) -> np.ndarray:
+        """(..., 2) positions -> (..., 5, 2) positions after each action; walls block a move."""
+        new = pos[..., None, :] + MOVES  # (..., 5, 2)
+        blocked = self.wall[new[..., 0], new[..., 1]]  # (..., 5)
+        return np.where(blocked[..., None], pos[..., None, :], new)
+
+    def step(self, state: WorldState, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Advance every world one step in place; returns rewards (B, N) float32.
+
+        Moves are simultaneous; agents may share a cell. A gem entered by several agents goes to
+        the contender whose (id - t) mod N is smallest, so priority rotates fairly with time.
+        """
+        cfg = self.config
+        b, n = state.last_action.shape
+        actions = np.asarray(actions, dtype=np.int64)
+        targets = self.move_targets(state.agent_pos)  # (B, N, 5, 2)
+        state.agent_pos = np.take_along_axis(targets, actions[..., None, None], axis=2)[:, :, 0]
+        state.last_action = actions.copy()
+
+        agent_cell = state.agent_pos[..., 0] * cfg.width + state.agent_pos[..., 1]  # (B, N)
+        gem_cell = state.gem_pos[..., 0] * cfg.width + state.gem_pos[..., 1]  # (B, G)
+        on = agent_cell[:, :, None] == gem_cell[:, None, :]  # (B, N, G)
+        rewards = np.zeros((b, n), dtype=np.float32)
+        taken = on.any(axis=1)  # (B, G)
+        if taken.any():
+            priority = (np.arange(n) - state.t) % n  # (N,)
+            score = np.where(on, priority[None, :, None], n)  # (B, N, G)
+            winner = score.argmin(axis=1)  # (B, G)
+            wb, wg = np.nonzero(taken)
+            wa = winner[wb, wg]
+            color = state.gem_color[wg]
+            np.add.at(state.collected, (wb, wa, color), 1)
+            valued = state.valued[wb, wa]
+            np.add.at(rewards, (wb, wa), ((valued == ANY_COLOR) | (valued == color)).astype(np.float32))
+            self._respawn(state, taken, agent_cell, gem_cell, rng)
+        state.t += 1
+        return rewards
+
+    def _respawn(self, state, taken, agent_cell, gem_cell, rng) -> None:
+        """Move each taken gem to a distinct random cell holding no wall, agent or gem."""
+        cfg = self.config
+        b = taken.shape[0]
+        occupied = np.zeros((b, cfg.height * cfg.width), dtype=bool)
+        rows = np.arange(b)[:, None]
+        occupied[rows, agent_cell] = True
+        occupied[rows, gem_cell] = True
+        occupied |= self.wall.reshape(1, -1)
+        score = np.where(occupied, -1.0, rng.random(occupied.shape))  # (B, H*W)
+        order = np.argsort(-score, axis=1, kind="stable")  # free cells first, in random order
+        rank = np.cumsum(taken, axis=1) - 1  # (B, G) which free cell each taken gem gets
+        wb, wg = np.nonzero(taken)
+        cell = order[wb, rank[wb, wg]]
+        state.gem_pos[wb, wg] = np.stack(np.divmod(cell, cfg.width), axis=-1)
+
+    # --- what agents see ------------------------------------------------------------------------
+
+    def visible(self, state: WorldState) -> tuple[np.ndarray, np.ndarray]:
+        """(gem_vis (B, N, G), agent_vis (B, N, N)): what each agent sees (itself included)."""
+        r = self.config.view_radius
+        b, n = state.last_action.shape
+        g = state.gem_pos.shape[1]
+        if r is None:
+            return np.ones((b, n, g), dtype=bool), np.ones((b, n, n), dtype=bool)
+        me = state.agent_pos[:, :, None, :]  # (B, N, 1, 2)
+        gem_vis = np.abs(state.gem_pos[:, None] - me).max(-1) <= r  # (B, N, G)
+        agent_vis = np.abs(state.agent_pos[:, None] - me).max(-1) <= r  # (B, N, N)
+        return gem_vis, agent_vis
+
+    def situations(self, state: WorldState) -> Situations:
+        """Every agent's own situation, (B, N) leading shape."""
+        cfg = self.config
+        b, n = state.last_action.shape
+        gem_vis, agent_vis = self.visible(state)
+        after = self.move_targets(state.agent_pos)  # (B, N, 5, 2)
+        # (B, N, 5, G) distance from each post-move cell to each gem
+        d_gem = np.abs(after[:, :, :, None, :] - state.gem_pos[:, None, None, :, :]).sum(-1)
+        big = cfg.width + cfg.height
+        d_gem = np.where(gem_vis[:, :, None, :], d_gem, big)
+        per_color = d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color).min(-1)
+        gem_seen = gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color).any(-1)  # (B, N, C)
+        gem_d = np.where(gem_seen[:, :, None, :], per_color, 0)
+        # (B, N, 5, N) distance from each post-move cell to each agent's current cell
+        agent_d = np.abs(after[:, :, :, None, :] - state.agent_pos[:, None, None, :, :]).sum(-1)
+        eye = np.eye(n, dtype=bool)
+        agent_seen = agent_vis & ~eye  # (B, N, N)
+        agent_d = np.where(agent_seen[:, :, None, :], agent_d, 0)
+        last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
+        ego = np.broadcast_to(np.arange(n), (b, n)).copy()
+        return Situations(
+            gem_d=gem_d.astype(np.float64),
+            gem_seen=gem_seen,
+            agent_d=agent_d.astype(np.float64),
+            agent_seen=agent_seen,
+            last_action=last,
+            ego=ego,
+        )
+
+    def observe(self, state: WorldState) -> np.ndarray:
+        """(B, N, obs_dim) float32 flat observations; layout in the spec card."""
+        cfg = self.config
+        b, n = state.last_action.shape
+        h, w, c = cfg.height, cfg.width, cfg.n_colors
+        gem_vis, agent_vis = self.visible(state)
+        grid = np.zeros((b, n, h, w, 2 + c), dtype=np.float32)
+        if cfg.view_radius is None:
+            cell_vis = np.ones((b, n, h, w), dtype=bool)
+        else:
+            rr = np.arange(h)[None, None, :, None]
+            cc = np.arange(w)[None, None, None, :]
+            me = state.agent_pos
+            cell_vis = (np.abs(rr - me[:, :, 0, None, None]) <= cfg.view_radius) & (
+                np.abs(cc - me[:, :, 1, None, None]) <= cfg.view_radius
+            )  # (B, N, H, W)
+        grid[..., 0] = cell_vis
+        grid[..., 1] = cell_vis & self.wall
+        bi, ni, gi = np.nonzero(gem_vis)
+        gp = state.gem_pos[bi, gi]
+        grid[bi, ni, gp[:, 0], gp[:, 1], 2 + state.gem_color[gi]] = 1.0
+
+        table = np.full((b, n, n, AGENT_COLUMNS), -1.0, dtype=np.float32)
+        table[..., 0] = agent_vis
+        pos = np.broadcast_to(state.agent_pos[:, None], (b, n, n, 2))
+        table[..., 1:3] = np.where(agent_vis[..., None], pos, -1)
+        table[..., 3] = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)
+        table[..., 4] = np.eye(n, dtype=np.float32)
+
+        goal = np.zeros((b, n, c + 1), dtype=np.float32)
+        idx = np.where(state.valued == ANY_COLOR, c, state.valued)
+        np.put_along_axis(goal, idx[..., None], 1.0, axis=-1)
+        return np.concatenate(
+            [grid.reshape(b, n, -1), table.reshape(b, n, -1), goal], axis=-1
+        )
+
+
+def split_observation(obs: np.ndarray, config: WorldConfig) -> dict[str, np.ndarray]:
+    """Flat observation(s) (..., obs_dim) -> named segments with their documented shapes."""
+    lead = obs.shape[:-1]
+    return {
+        name: obs[..., off : off + int(np.prod(shape))].reshape(*lead, *shape)
+        for name, (off, shape) in config.obs_layout.items()
+    }
+
+
+def situation_from_observation(obs: np.ndarray, config: WorldConfig) -> Situations:
+    """One agent's flat observation -> its Situations (leading shape ()).
+
+    A plain per-agent decoder: the reference the vectorised ``WorldCore.situations`` must equal,
+    and the way a model-driven agent reads its own observation.
+    """
+    seg = split_observation(np.asarray(obs), config)
+    grid, table = seg["grid"], seg["agents"]
+    n, c = config.n_agents, config.n_colors
+    ego = int(np.flatnonzero(table[:, 4] == 1)[0])
+    me = table[ego, 1:3].astype(np.int64)
+    wall = grid[..., 1] > 0  # the cells next to the ego are always in view (view_radius >= 1)
+    after = np.empty((N_ACTIONS, 2), dtype=np.int64)
+    for a in range(N_ACTIONS):
+        nxt = me + MOVES[a]
+        after[a] = me if wall[nxt[0], nxt[1]] else nxt
+    gem_d = np.zeros((N_ACTIONS, c))
+    gem_seen = np.zeros(c, dtype=bool)
+    for col in range(c):
+        cells = np.argwhere(grid[..., 2 + col] > 0)
+        if len(cells):
+            gem_seen[col] = True
+            for a in range(N_ACTIONS):
+                gem_d[a, col] = np.abs(cells - after[a]).sum(1).min()
+    agent_d = np.zeros((N_ACTIONS, n))
+    agent_seen = np.zeros(n, dtype=bool)
+    last = np.full(n, NO_ACTION, dtype=np.int64)
+    for j in range(n):
+        if table[j, 0] > 0:
+            last[j] = int(table[j, 3])
+            if j != ego:
+                agent_seen[j] = True
+                for a in range(N_ACTIONS):
+                    agent_d[a, j] = np.abs(table[j, 1:3] - after[a]).sum()
+    return Situations(
+        gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
+        last_action=last, ego=np.array(ego),
+    )

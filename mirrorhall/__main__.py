@@ -1,0 +1,5 @@
+import sys
+
+from mirrorhall.cli import main
+
+sys.exit(main())
