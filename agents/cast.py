@@ -49,6 +49,13 @@ class CastState:
         return CastState(self.log_belief.copy())
 
 
+def trait_probs(sit: Situations, likes: np.ndarray, social: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """(P..., 5) trait personas (codes from ``trait_codes``) in situations of leading shape P."""
+    u = (np.take_along_axis(gem_basis(sit), likes[..., None, None], axis=-2)[..., 0, :]
+         + np.take_along_axis(social_basis(sit), social[..., None, None], axis=-2)[..., 0, :])
+    return softmax(np.asarray(beta)[..., None] * u)
+
+
 def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
                   hypotheses: HypothesisSet) -> np.ndarray:
     """(P..., 5) exact action probabilities of personas ``params`` in situations ``sit``.
@@ -56,9 +63,7 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
     ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P: element p is
     persona p acting in situation p, which need not be its own.
     """
-    u = (np.take_along_axis(gem_basis(sit), params.likes[..., None, None], axis=-2)[..., 0, :]
-         + np.take_along_axis(social_basis(sit), params.social[..., None, None], axis=-2)[..., 0, :])
-    out = softmax(params.beta[..., None] * u)  # (P..., 5) trait, and imitators' own policy
+    out = trait_probs(sit, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
 
     kind = params.kind
     out = np.where((kind == SPECIES)[..., None], params.species, out)

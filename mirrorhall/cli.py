@@ -78,6 +78,28 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_generate(sub) -> None:
+    from mirrorhall.imitation.dataset import GenerateConfig as G
+
+    p = sub.add_parser("generate", help="generate a hindsight-labelled dataset (Parquet shards)",
+                       description="Run scenes from a population and label every sampled "
+                                   "(agent, time, prompt) with the exact distribution asked for.")
+    p.add_argument("--population", default=G.population)
+    p.add_argument("--episodes", type=_positive("--episodes"), default=G.episodes)
+    p.add_argument("--out", required=True, help="dataset folder (created; a re-run resumes it)")
+    p.add_argument("--seed", type=_positive("--seed"), default=G.seed)
+    p.add_argument("--agents", type=_positive("--agents"), default=G.agents)
+    p.add_argument("--steps", type=_positive("--steps"), default=G.steps, help="steps per episode")
+    p.add_argument("--view-radius", type=_positive("--view-radius"), default=None)
+    p.add_argument("--episodes-per-shard", type=_positive("--episodes-per-shard"), default=G.episodes_per_shard)
+    p.add_argument("--prompts-per-step", type=_positive("--prompts-per-step"), default=G.prompts_per_step)
+    p.add_argument("--workers", type=_positive("--workers"), default=0,
+                   help="fan shards out as Ray tasks on a local loopback Ray instance with W CPUs")
+    p.add_argument("--ray-address", default=None, help="run the Ray tasks on this cluster instead")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_generate)
+
+
 def _fields(args: argparse.Namespace, cls) -> dict:
     return {k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)}
 
@@ -91,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mirrorhall {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
+    _add_generate(sub)
     _add_demo(sub)
     return parser
 
@@ -170,6 +193,32 @@ def summary_table(episode) -> str:
         "imitator's situation (1 = identical); belief: final posterior mass on the target's true persona."
     )
     return "\n".join(lines)
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from mirrorhall.imitation.dataset import GenerateConfig, generate
+
+    cfg = GenerateConfig(population=args.population, episodes=args.episodes, seed=args.seed,
+                         agents=args.agents, steps=args.steps, view_radius=args.view_radius,
+                         episodes_per_shard=args.episodes_per_shard,
+                         prompts_per_step=args.prompts_per_step)
+    bar = tqdm(total=cfg.n_shards, desc="shards", unit="shard", disable=not args.progress,
+               file=sys.stderr)
+
+    def progress(shards, samples):
+        bar.update(shards)
+        bar.set_postfix(samples=progress.total + samples)
+        progress.total += samples
+
+    progress.total = 0
+    manifest = generate(cfg, args.out, workers=args.workers, ray_address=args.ray_address,
+                        progress=progress)
+    bar.close()
+    print(f"{args.out}: {len(manifest['shards'])} shards, {manifest['episodes']} episodes, "
+          f"{manifest['samples']} labelled samples")
+    return 0
 
 
 def cmd_demo(args) -> int:

@@ -1,0 +1,217 @@
+"""Hindsight labelling with oracle queries: exact soft targets for (agent i, time t, prompt g).
+
+One shard is B episodes run together on the batched core. At every step each agent receives
+``prompts_per_step`` prompts; each label is the exact distribution of the action asked for:
+
+- SELF        pi_i(. | s_i,t)
+- DESCRIBE(h) pi_h(. | s_i,t), h a trait combination of the population (held-out ones excluded)
+- OTHER(k)    what agent k, with its internal state at t, would do in i's situation
+- SECOND(k)   what Imitator(k -> i) would do in i's situation: k's fidelity f (1 for agents that
+              are not imitators), k's current Bayes belief about i (from what k has seen of i), and
+              k's own policy (an imitator's own trait) for the remaining 1 - f
+- RETURN      the action i actually took, with the prompt built from the gems it actually
+              collected in the next 10 or 20 steps (only where the episode lasts that long; other
+              RETURN draws become SELF)
+
+Randomness: one SeedSequence per shard, spawned into personas, world, policy and prompt streams,
+so a shard's bytes depend only on the generator config and the shard index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, sample_actions, trait_probs
+from mirrorhall.agents.personas import Trait
+from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.bayes import HypothesisSet, softmax
+from mirrorhall.envs.core import ANY_COLOR, WorldConfig, WorldCore
+from mirrorhall.imitation.prompts import RETURN_HORIZONS, TEMPLATES, Kind, PromptSpace, render
+
+
+@dataclass
+class LabelledShard:
+    """The arrays of one shard: B episodes and their samples (flat over the shard)."""
+
+    personas: list  # (B,) tuples of N persona specs
+    persona_held_out: np.ndarray  # (B, N) bool: a trait combination held out of training
+    agent_pos: np.ndarray  # (T + 1, B, N, 2)
+    gem_pos: np.ndarray  # (T + 1, B, G, 2)
+    actions: np.ndarray  # (T, B, N)
+    valued: np.ndarray  # (B, N)
+    # samples, S of them
+    world: np.ndarray  # (S,) episode index within the shard
+    agent: np.ndarray  # (S,)
+    t: np.ndarray  # (S,) the step whose action is asked for (observations up to t are known)
+    kind: np.ndarray  # (S,) Kind
+    target: np.ndarray  # (S,) k for OTHER / SECOND, -1 otherwise
+    template: np.ndarray  # (S,)
+    prompt: list  # (S,) texts
+    prompt_held_out: np.ndarray  # (S,) bool
+    label: np.ndarray  # (S, 5) float32 exact distributions
+
+
+def shard_seeds(seed: int, shard: int) -> list[np.random.Generator]:
+    """Generators (personas, world, policy, prompts) of one shard."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, shard]).spawn(4)]
+
+
+def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
+    """Run ``n_episodes`` episodes of shard ``shard`` and label them. ``cfg``: GenerateConfig."""
+    world_cfg = cfg.world()
+    pop = get_population(cfg.population)
+    n, c, steps = world_cfg.n_agents, world_cfg.n_colors, cfg.steps
+    rng_personas, rng_world, rng_policy, rng_prompt = shard_seeds(cfg.seed, shard)
+    rows = [pop.sample_scene(n, c, rng_personas, split="train") for _ in range(n_episodes)]
+    hyp = pop.hypotheses(c, n)
+    cast = Cast(rows, world_cfg, hyp)
+    core = WorldCore(world_cfg)
+    b = n_episodes
+    state = core.reset(b, rng_world)
+    cstate = cast.initial_state()
+    # pair beliefs: (B, observer k, target i, H) what k has learned about i so far
+    pair = np.broadcast_to(hyp.log_prior, (b, n, n, len(hyp))).copy()
+
+    desc_traits = [Trait(*combo) for combo in pop.combos(c, "train") if combo[1] != "follow"]
+    desc_hyp = HypothesisSet(desc_traits, c, n)  # trait codes of the describable personas
+    is_imit = cast.params.kind == IMITATOR  # (B, N)
+    fidelity = np.where(is_imit, cast.params.fidelity, 1.0)  # (B, N)
+    own_params = cast.params  # imitators' own trait sits in likes/social/beta
+
+    kinds_p = np.asarray(cfg.kind_weights, dtype=np.float64)
+    kinds_p = kinds_p / kinds_p.sum()
+    m = cfg.prompts_per_step
+    pos_hist, gem_hist, act_hist = [state.agent_pos.copy()], [state.gem_pos.copy()], []
+    coll_hist = [state.collected.copy()]
+    out = {k: [] for k in ("world", "agent", "t", "kind", "target", "template", "label", "aux")}
+    wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, m))
+    ai = np.broadcast_to(np.arange(n)[None, :, None], (b, n, m))
+
+    for t in range(steps):
+        sit = core.situations(state)
+        probs = cast.probs(sit, cstate)  # (B, N, 5)
+        hprobs = hyp.probs(sit)  # (B, N, H, 5) every hypothesis in every agent's situation
+        kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=kinds_p)
+        if n == 1:
+            kind = np.where((kind == Kind.OTHER) | (kind == Kind.SECOND), Kind.SELF, kind)
+        other = rng_prompt.integers(max(n - 1, 1), size=(b, n, m))
+        other = other + (other >= ai)  # k != i
+        other = np.where(n == 1, 0, other)
+        desc = rng_prompt.integers(len(desc_traits), size=(b, n, m))
+        horizon = np.asarray(RETURN_HORIZONS)[rng_prompt.integers(len(RETURN_HORIZONS), size=(b, n, m))]
+        ret_color = rng_prompt.integers(-1, c, size=(b, n, m))  # -1: any colour
+        kind = np.where((kind == Kind.RETURN) & (t + horizon > steps), Kind.SELF, kind)
+
+        label = np.repeat(probs[:, :, None], m, axis=2)  # (B, N, M, 5) SELF
+        sel = kind == Kind.DESCRIBE
+        if sel.any():
+            h = desc[sel]
+            label[sel] = trait_probs(sit.take((wi[sel], ai[sel])), desc_hyp.likes[h], desc_hyp.social[h],
+                                     desc_hyp.beta[h])
+        sel = kind == Kind.OTHER
+        if sel.any():
+            label[sel] = _persona_in(cast, sit, cstate, wi[sel], other[sel], ai[sel])
+        sel = kind == Kind.SECOND
+        if sel.any():
+            k, i, w = other[sel], ai[sel], wi[sel]
+            own = np.where(is_imit[w, k][:, None],
+                           trait_probs(sit.take((w, i)), own_params.likes[w, k], own_params.social[w, k],
+                                       own_params.beta[w, k]),
+                           _persona_in(cast, sit, cstate, w, k, i))
+            label[sel] = second_order_probs(fidelity[w, k], pair[w, k, i], hprobs[w, i], own)
+
+        action = sample_actions(probs, rng_policy)  # (B, N)
+        sel = kind == Kind.RETURN
+        if sel.any():
+            label[sel] = np.eye(5)[action[wi[sel], ai[sel]]]
+
+        template = _templates(kind, rng_prompt)
+        named = (kind == Kind.OTHER) | (kind == Kind.SECOND)
+        for key, arr in (("world", wi), ("agent", ai), ("t", np.full_like(kind, t)), ("kind", kind),
+                         ("template", template), ("target", np.where(named, other, -1)),
+                         ("label", label), ("aux", np.stack([desc, horizon, ret_color], axis=-1))):
+            out[key].append(arr.reshape(b * n * m, *arr.shape[3:]))
+
+        # pair beliefs: every observer k that sees i learns from i's (situation, action)
+        ll = np.log(np.take_along_axis(hprobs, action[:, :, None, None], axis=-1)[..., 0])  # (B, N, H)
+        seen = sit.agent_seen  # (B, observer, target)
+        pair += np.where(seen[..., None], ll[:, None, :, :], 0.0)
+        pair -= pair.max(-1, keepdims=True)
+        cstate = cast.observe(cstate, sit, action)
+        core.step(state, action, rng_world)
+        pos_hist.append(state.agent_pos.copy()); gem_hist.append(state.gem_pos.copy())
+        act_hist.append(action); coll_hist.append(state.collected.copy())
+
+    flat = {k: np.concatenate(v) for k, v in out.items()}
+    collected = np.stack(coll_hist)  # (T + 1, B, N, C)
+    prompts, held = _prompt_texts(flat, collected, desc_traits, world_cfg)
+    return LabelledShard(
+        personas=rows,
+        persona_held_out=np.array([[getattr(p, "combo", None) in pop.held_out for p in row] for row in rows]),
+        agent_pos=np.stack(pos_hist), gem_pos=np.stack(gem_hist), actions=np.stack(act_hist),
+        valued=np.full((b, n), ANY_COLOR),
+        world=flat["world"], agent=flat["agent"], t=flat["t"], kind=flat["kind"],
+        target=flat["target"], template=flat["template"], prompt=prompts, prompt_held_out=held,
+        label=flat["label"].astype(np.float32),
+    )
+
+
+def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: np.ndarray,
+                       own: np.ndarray) -> np.ndarray:
+    """(S, 5) Imitator(k -> i) in i's situation: f * sum_h b(h) pi_h(s_i) + (1 - f) * own(s_i).
+
+    fidelity (S,), log_belief (S, H) k's belief about i, hyp_probs (S, H, 5) every hypothesis in
+    i's situation, own (S, 5) k's own policy in i's situation.
+    """
+    pred = np.einsum("sh,sha->sa", softmax(log_belief), hyp_probs)
+    f = np.asarray(fidelity)[:, None]
+    return f * pred + (1 - f) * own
+
+
+def _persona_in(cast: Cast, sit, cstate, w, k, i) -> np.ndarray:
+    """(S, 5) persona (w, k) with its own state, in agent (w, i)'s situation."""
+    return persona_probs(cast.params.take((w, k)), sit.take((w, i)), cstate.log_belief[w, k],
+                         cast.hypotheses)
+
+
+_TRAIN_TEMPLATES = [[i for i, t in enumerate(TEMPLATES[k]) if not t.held_out] for k in Kind]
+
+
+def _templates(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A training paraphrase template for every prompt of the given kinds."""
+    lens = np.array([len(x) for x in _TRAIN_TEMPLATES])
+    table = np.array([x + [x[0]] * (lens.max() - len(x)) for x in _TRAIN_TEMPLATES])  # (5, L)
+    r = rng.integers(1 << 30, size=kind.shape)
+    return table[kind, r % lens[kind]]
+
+
+def _prompt_texts(flat: dict, collected: np.ndarray, desc_traits, world_cfg: WorldConfig):
+    """Texts and held-out flags of every sample; RETURN outcomes read from what happened."""
+    space = PromptSpace(world_cfg.n_agents, world_cfg.n_colors, split="all")
+    desc, horizon, color = flat["aux"].T
+    kind, t, w, i = flat["kind"], flat["t"], flat["world"], flat["agent"]
+    ret = kind == Kind.RETURN
+    n_ret = np.zeros(kind.shape, dtype=np.int64)
+    if ret.any():
+        end = np.minimum(t + horizon, collected.shape[0] - 1)
+        gained = collected[end[ret], w[ret], i[ret]] - collected[t[ret], w[ret], i[ret]]  # (R, C)
+        c = color[ret]
+        n_ret[ret] = np.where(c == -1, gained.sum(-1), gained[np.arange(c.size), np.maximum(c, 0)])
+    cache: dict[tuple, tuple[str, bool]] = {}
+    texts, held = [], np.zeros(kind.shape, dtype=bool)
+    names = world_cfg.color_names
+    for s, key in enumerate(zip(kind.tolist(), flat["template"].tolist(), flat["target"].tolist(),
+                                np.where(kind == Kind.DESCRIBE, desc, -1).tolist(),
+                                np.where(ret, n_ret, -1).tolist(), np.where(ret, color, -2).tolist(),
+                                np.where(ret, horizon, -1).tolist(), strict=True)):
+        if key not in cache:
+            k, tmpl, target, d, nr, col, h = key
+            prompt = render(Kind(k), tmpl, target=target if target >= 0 else None,
+                            trait=desc_traits[d] if d >= 0 else None,
+                            outcome=(nr, "any" if col == -1 else names[col], h) if nr >= 0 else None)
+            cache[key] = (space.validate(prompt).text, prompt.held_out)
+        text, held[s] = cache[key]
+        texts.append(text)
+    return texts, held

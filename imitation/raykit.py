@@ -1,0 +1,47 @@
+"""Ray on this machine's terms: loopback only, no dashboard, no usage stats, lazy imports.
+
+``ray_session()`` starts a local Ray instance bound to 127.0.0.1 (or connects to the cluster at
+``address``) and shuts down what it started. Importing Ray costs seconds, so nothing in mirrorhall
+imports it at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+LOOPBACK_ENV = {
+    # Without this, Ray on Linux rewrites 127.0.0.1 to the routable address and listens on all
+    # interfaces; with it every socket stays on loopback.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def loopback_env() -> None:
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False,
+                temp_dir: str | None = None):
+    """Yield the ``ray`` module, connected. Starts (and later stops) a local instance if needed."""
+    loopback_env()
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": dashboard, "log_to_driver": False,
+                  "configure_logging": True, "logging_level": "ERROR"}
+        if address is None:
+            kwargs.update(num_cpus=num_cpus, _temp_dir=temp_dir)
+        else:
+            kwargs.update(address=address)
+        ray.init(**kwargs)
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,73 @@
+"""A word-level tokenizer whose vocabulary is saved with every checkpoint.
+
+Texts are lower-cased and split into words and numbers; a word outside the vocabulary becomes
+``<unk>`` (never an error), so researchers can type prompts the model has not seen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from mirrorhall.agents.personas import STYLES
+from mirrorhall.envs.core import COLOR_NAMES
+
+PAD, UNK = "<pad>", "<unk>"
+_WORD = re.compile(r"[a-z]+|\d+")
+MAX_NUMBER = 255
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(str(text).lower())
+
+
+class Tokenizer:
+    """Word <-> id. Id 0 is padding, id 1 the unknown word."""
+
+    def __init__(self, vocab: Iterable[str]):
+        vocab = list(vocab)
+        if vocab[:2] != [PAD, UNK] or len(set(vocab)) != len(vocab):
+            raise ValueError("tokenizer vocabulary must start with <pad>, <unk> and hold no duplicates")
+        self.vocab = vocab
+        self.index = {w: i for i, w in enumerate(vocab)}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Tokenizer) and self.vocab == other.vocab
+
+    @classmethod
+    def default(cls) -> Tokenizer:
+        """Every word of every prompt template, trait word, colour and number up to MAX_NUMBER."""
+        from mirrorhall.imitation.prompts import TEMPLATES
+
+        seen: dict[str, None] = {}
+        texts = [t.text for temps in TEMPLATES.values() for t in temps]
+        texts += [f"a an {s} agent that likes no gem gems in particular and ignores approaches "
+                  "avoids follows others" for s in STYLES]
+        texts += list(COLOR_NAMES) + [str(i) for i in range(MAX_NUMBER + 1)]
+        for text in texts:
+            for w in words(text):
+                seen.setdefault(w, None)
+        return cls([PAD, UNK, *seen])
+
+    def encode(self, text: str, max_len: int | None = None) -> list[int]:
+        ids = [self.index.get(w, 1) for w in words(text)]
+        return ids if max_len is None else ids[:max_len]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.vocab[i] for i in ids if i != 0)
+
+    def to_json(self) -> dict:
+        return {"kind": "word", "vocab": self.vocab}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Tokenizer:
+        if not isinstance(data, dict) or data.get("kind") != "word" or not isinstance(data.get("vocab"), list):
+            raise ValueError("unknown tokenizer: expected {'kind': 'word', 'vocab': [...]}")
+        return cls(data["vocab"])
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json())
