@@ -42,7 +42,7 @@ def trait_codes(trait: Trait, n_colors: int, n_agents: int) -> tuple[int, int, f
     colors = COLOR_NAMES[:n_colors]
     if trait.likes != LIKES_NONE and trait.likes not in colors:
         raise ValueError(
-            f"unknown colour {trait.likes!r} for a world with {n_colors} colours; "
+            f"likes: unknown colour {trait.likes!r} for a world with {n_colors} colours; "
             f"allowed: {', '.join((*colors, LIKES_NONE))}"
         )
     likes = n_colors if trait.likes == LIKES_NONE else colors.index(trait.likes)
@@ -182,7 +182,8 @@ def dirichlet_predictive(counts: np.ndarray, alphas: Sequence[float], weights=No
     alphas = np.asarray(alphas, dtype=np.float64)
     w = np.full(alphas.shape, 1.0 / alphas.size) if weights is None else np.asarray(weights, float)
     logm = np.stack([dirichlet_log_marginal(counts, a) for a in alphas], axis=-1)  # (..., A)
-    post = softmax(logm + np.log(w))  # (..., A)
+    with np.errstate(divide="ignore"):  # a zero prior weight is allowed: log 0 = -inf
+        post = softmax(logm + np.log(w))  # (..., A)
     n = counts.sum(-1, keepdims=True)[..., None]  # (..., 1, 1)
     pred = (counts[..., None, :] + alphas[:, None]) / (n + N_ACTIONS * alphas[:, None])  # (..., A, 5)
     return np.einsum("...k,...ka->...a", post, pred)

@@ -102,7 +102,9 @@ class Species:
             raise ValueError(f"probs must be {N_ACTIONS} non-negative numbers summing to 1, got {self.probs!r}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
-        object.__setattr__(self, "probs", tuple(float(x) for x in p / p.sum()))
+        if abs(p.sum() - 1) > 1e-12:  # renormalise only when needed, so JSON round trips are exact
+            p = p / p.sum()
+        object.__setattr__(self, "probs", tuple(float(x) for x in p))
 
     @classmethod
     def draw(cls, alpha: float, rng: np.random.Generator) -> Species:

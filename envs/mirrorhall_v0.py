@@ -112,7 +112,11 @@ class MirrorhallParallelEnv(ParallelEnv):
         if not isinstance(spec, dict):
             raise ValueError("options['valued'] must map agent names to colour names")
         for agent, color in spec.items():
-            valued[0, self.agent_index(agent)] = self.config.color_index(color)
+            i = self.agent_index(agent)
+            try:
+                valued[0, i] = self.config.color_index(color)
+            except ValueError as err:
+                raise ValueError(f"options['valued'][{agent!r}]: {err}") from None
         return valued
 
     def reset(self, seed=None, options=None):

@@ -1,0 +1,324 @@
+"""mirrorhall_v0 against PettingZoo's conformance tests and its own spec card, over many configs.
+
+Also: the vectorised ``WorldCore.situations`` equals the plain per-agent decoder
+``situation_from_observation`` for every agent (the core equivalence check).
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from pettingzoo.test import (
+    api_test,
+    max_cycles_test,
+    parallel_api_test,
+    parallel_seed_test,
+    render_test,
+)
+
+from mirrorhall.envs import REGISTRY, make, mirrorhall_v0
+from mirrorhall.envs.core import (
+    AGENT_COLUMNS,
+    NO_ACTION,
+    Situations,
+    WorldConfig,
+    WorldCore,
+    situation_from_observation,
+    split_observation,
+)
+
+# (id, kwargs, cycles): cycles bounds the loops of the slower tests (64 agents get fewer).
+CONFIGS = [
+    ("default", {}, 300),
+    ("single_agent", {"n_agents": 1}, 300),
+    ("crowd64", {"n_agents": 64, "width": 13, "height": 13}, 40),
+    ("wide_13x7", {"width": 13, "height": 7}, 300),
+    ("tall_7x13", {"width": 7, "height": 13}, 300),
+    ("view1", {"view_radius": 1}, 300),
+    ("view2_nonsquare", {"view_radius": 2, "width": 9, "height": 12, "n_agents": 5}, 300),
+    ("one_colour", {"n_colors": 1, "gems_per_color": 3}, 300),
+    ("eight_colours", {"n_colors": 8, "gems_per_color": 1}, 300),
+    ("interior_walls", {"interior_walls": ((3, 3), (3, 4), (3, 5), (6, 7), (7, 7))}, 300),
+    ("walls_view2_24", {"n_agents": 24, "width": 12, "height": 10, "view_radius": 2,
+                        "interior_walls": ((5, 2), (5, 3), (5, 4), (2, 8))}, 100),
+]
+IDS = [c[0] for c in CONFIGS]
+
+
+def env_fns(kwargs):
+    return (functools.partial(mirrorhall_v0.parallel_env, **kwargs),
+            functools.partial(mirrorhall_v0.env, **kwargs))
+
+
+# --- PettingZoo's own tests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_parallel_api(name, kwargs, cycles):
+    parallel_api_test(mirrorhall_v0.parallel_env(**kwargs), num_cycles=cycles)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_parallel_seed(name, kwargs, cycles):
+    par_fn, _ = env_fns({**kwargs, "max_cycles": cycles})
+    parallel_seed_test(par_fn, num_cycles=cycles)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_render_through_parallel_to_aec(name, kwargs, cycles):
+    _, aec_fn = env_fns(kwargs)
+    render_test(aec_fn)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_max_cycles(name, kwargs, cycles):
+    par_fn, aec_fn = env_fns(kwargs)
+    max_cycles_test(types.SimpleNamespace(parallel_env=par_fn, env=aec_fn))
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_aec_api(name, kwargs, cycles):
+    api_test(mirrorhall_v0.env(**kwargs), num_cycles=min(cycles, 100))
+
+
+def test_registered_under_versioned_name():
+    assert REGISTRY["mirrorhall_v0"] is mirrorhall_v0
+    assert mirrorhall_v0.MirrorhallParallelEnv.metadata["name"] == "mirrorhall_v0"
+    env = make("mirrorhall_v0", n_agents=3)
+    assert env.possible_agents == ["agent_0", "agent_1", "agent_2"]
+    assert set(env.metadata["render_modes"]) == {"human", "rgb_array", "ansi"}
+
+
+# --- the spec card ------------------------------------------------------------------------------
+
+
+def _random_run(env, steps, seed, options=None):
+    """Yield (obs, rewards, infos) after reset and after each of ``steps`` random joint actions."""
+    rng = np.random.default_rng(seed)
+    obs, infos = env.reset(seed=seed, options=options)
+    yield obs, None, infos
+    for _ in range(steps):
+        if not env.agents:
+            return
+        actions = {a: int(rng.integers(5)) for a in env.agents}
+        obs, rew, term, trunc, infos = env.step(actions)
+        assert not any(term.values()), "nobody terminates; episodes end by truncation"
+        yield obs, rew, infos
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_observation_shape_and_segments(name, kwargs, cycles):
+    env = mirrorhall_v0.parallel_env(**kwargs)
+    cfg = env.config
+    walls = cfg.walls()
+    r = cfg.view_radius
+    steps = min(cycles, 30)
+    for obs, _, _ in _random_run(env, steps, seed=3):
+        ws = env.world_state
+        assert set(obs) == set(env.agents)
+        for agent, o in obs.items():
+            i = env.agent_index(agent)
+            assert o.shape == (cfg.obs_dim,) == env.observation_space(agent).shape
+            assert o.dtype == np.float32
+            assert env.observation_space(agent).contains(o)
+            seg = split_observation(o, cfg)
+            grid, table, goal = seg["grid"], seg["agents"], seg["goal"]
+            assert grid.shape == (cfg.height, cfg.width, 2 + cfg.n_colors)
+            assert table.shape == (cfg.n_agents, AGENT_COLUMNS)
+            # own row: the only is_self row, visible, at the agent's true position
+            assert np.flatnonzero(table[:, 4] == 1).tolist() == [i]
+            assert table[i, 0] == 1
+            assert tuple(table[i, 1:3]) == tuple(ws.agent_pos[0, i])
+            assert table[i, 3] == ws.last_action[0, i]
+            # default goal: "any"
+            assert goal.tolist() == [0.0] * cfg.n_colors + [1.0]
+            me = ws.agent_pos[0, i]
+            if r is None:
+                assert np.all(grid[..., 0] == 1)
+                np.testing.assert_array_equal(grid[..., 1] == 1, walls)
+                # full view: exactly gems_per_color gems of each colour, on their true cells
+                assert grid[..., 2:].sum(axis=(0, 1)).tolist() == [cfg.gems_per_color] * cfg.n_colors
+                np.testing.assert_array_equal(table[:, 0], 1)
+                np.testing.assert_array_equal(table[:, 1:3], ws.agent_pos[0])
+                np.testing.assert_array_equal(table[:, 3], ws.last_action[0])
+            else:
+                rows, cols = np.indices((cfg.height, cfg.width))
+                in_view = (np.abs(rows - me[0]) <= r) & (np.abs(cols - me[1]) <= r)
+                np.testing.assert_array_equal(grid[..., 0] == 1, in_view)
+                np.testing.assert_array_equal(grid[..., 1] == 1, in_view & walls)
+                assert np.all(grid[~in_view] == 0)
+                dist = np.abs(ws.agent_pos[0] - me).max(-1)
+                np.testing.assert_array_equal(table[:, 0] == 1, dist <= r)
+                hidden = dist > r
+                assert np.all(table[hidden, 1:4] == -1)
+                gem_d = np.abs(ws.gem_pos[0] - me).max(-1)
+                for c in range(cfg.n_colors):
+                    assert grid[..., 2 + c].sum() == np.sum((gem_d <= r) & (ws.gem_color == c))
+            # the border is a wall wherever it is visible, and the ego's neighbours are visible
+            border = ~np.pad(np.ones((cfg.height - 2, cfg.width - 2), bool), 1)
+            assert np.all(grid[border & (grid[..., 0] == 1), 1] == 1)
+            assert np.all(grid[me[0] - 1: me[0] + 2, me[1] - 1: me[1] + 2, 0] == 1)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_state(name, kwargs, cycles):
+    env = mirrorhall_v0.parallel_env(**kwargs)
+    cfg = env.config
+    with pytest.raises(ValueError, match="reset"):
+        env.state()
+    for _ in _random_run(env, min(cycles, 10), seed=5):
+        s = env.state()
+        assert s.shape == env.state_space.shape == (cfg.obs_dim,)
+        assert s.dtype == np.float32
+        assert env.state_space.contains(s)
+        seg = split_observation(s, cfg)
+        assert np.all(seg["agents"][:, 4] == 0), "the global state has no is_self flag"
+        assert seg["goal"][0] == env.world_state.t and np.all(seg["goal"][1:] == 0)
+        np.testing.assert_array_equal(seg["agents"][:, 1:3], env.world_state.agent_pos[0])
+        np.testing.assert_array_equal(seg["grid"][..., 1] == 1, cfg.walls())
+        assert seg["grid"][..., 2:].sum() == cfg.n_gems
+
+
+def test_spaces_are_cached_objects():
+    env = mirrorhall_v0.parallel_env(n_agents=4)
+    for agent in env.possible_agents:
+        assert env.observation_space(agent) is env.observation_space(agent)
+        assert env.action_space(agent) is env.action_space(agent)
+        assert env.observation_space(agent) is env.observation_spaces[agent]
+        assert env.action_space(agent) is env.action_spaces[agent]
+    env.reset(seed=0)
+    env.step({a: 1 for a in env.agents})
+    assert env.observation_space("agent_0") is env.observation_spaces["agent_0"]
+    assert env.action_space("agent_3").n == 5
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"n_colors": 1, "gems_per_color": 3, "n_agents": 3},
+                                    {"n_colors": 8, "gems_per_color": 1, "view_radius": 2}])
+def test_rewards_only_for_the_valued_colour(kwargs):
+    env = mirrorhall_v0.parallel_env(max_cycles=400, **kwargs)
+    cfg = env.config
+    n, c = cfg.n_agents, cfg.n_colors
+    valued = {f"agent_{i}": cfg.color_names[i % c] for i in range(n) if i != n - 1}  # last: "any"
+    want = np.array([i % c for i in range(n - 1)] + [-1])
+    got_valued = got_other = 0
+    before = None
+    for obs, rew, infos in _random_run(env, 400, seed=11, options={"valued": valued}):
+        coll = env.world_state.collected[0].copy()  # (N, C)
+        for agent, o in obs.items():
+            goal = split_observation(o, cfg)["goal"]
+            assert goal.argmax() == (want[env.agent_index(agent)] % (c + 1))
+        if rew is not None:
+            diff = coll - before
+            assert diff.sum(-1).max() <= 1, "an agent collects at most one gem per step"
+            for agent, r in rew.items():
+                i = env.agent_index(agent)
+                assert infos[agent]["collected"] == diff[i].sum()
+                expect = diff[i].sum() if want[i] == -1 else diff[i, want[i]]
+                assert r == float(expect), (agent, r, diff[i])
+                if want[i] != -1:
+                    got_valued += diff[i, want[i]]
+                    got_other += diff[i].sum() - diff[i, want[i]]
+        before = coll
+    assert got_valued > 0 and (got_other > 0 or c == 1), "both branches of the rule must occur"
+
+
+def test_reset_options_other_keys_ignored_and_valued_reset_each_episode():
+    env = mirrorhall_v0.parallel_env(n_agents=2)
+    obs, _ = env.reset(seed=0, options={"valued": {"agent_1": "blue"}, "other": 1})
+    assert split_observation(obs["agent_1"], env.config)["goal"].tolist() == [0, 0, 1, 0, 0]
+    obs, _ = env.reset(seed=0)
+    assert split_observation(obs["agent_1"], env.config)["goal"].tolist() == [0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cycles"), CONFIGS, ids=IDS)
+def test_world_invariants_over_many_steps(name, kwargs, cycles):
+    """Gem counts constant (respawn), gems on distinct free cells, agents never on walls."""
+    env = mirrorhall_v0.parallel_env(max_cycles=max(cycles, 200), **kwargs)
+    cfg = env.config
+    walls = cfg.walls()
+    total = 0
+    for _, rew, _ in _random_run(env, max(cycles, 200), seed=7):
+        ws = env.world_state
+        ap, gp = ws.agent_pos[0], ws.gem_pos[0]
+        assert not walls[ap[:, 0], ap[:, 1]].any(), "an agent stands on a wall"
+        assert not walls[gp[:, 0], gp[:, 1]].any(), "a gem lies on a wall"
+        assert gp.shape == (cfg.n_gems, 2)
+        assert np.bincount(ws.gem_color, minlength=cfg.n_colors).tolist() == [cfg.gems_per_color] * cfg.n_colors
+        gem_cells = gp[:, 0] * cfg.width + gp[:, 1]
+        assert len(set(gem_cells.tolist())) == cfg.n_gems, "two gems share a cell"
+        agent_cells = set((ap[:, 0] * cfg.width + ap[:, 1]).tolist())
+        assert not agent_cells & set(gem_cells.tolist()), "a gem lies under an agent after a step"
+        if rew is not None:
+            total += sum(rew.values())
+    assert total == env.world_state.collected.sum() > 0
+    assert env.agents == [], "the episode ends by truncation after max_cycles"
+
+
+def test_truncation_at_max_cycles_and_step_after_end():
+    env = mirrorhall_v0.parallel_env(n_agents=2, max_cycles=3)
+    env.reset(seed=0)
+    for t in range(3):
+        _, _, term, trunc, _ = env.step({a: 0 for a in env.agents})
+        assert trunc == {"agent_0": t == 2, "agent_1": t == 2}
+        assert term == {"agent_0": False, "agent_1": False}
+    assert env.agents == []
+    with pytest.raises(ValueError, match="reset"):
+        env.step({})
+
+
+def test_conflict_rule_rotates_priority():
+    """Several agents entering one gem: it goes to the smallest (id - t) mod N."""
+    cfg = WorldConfig(n_agents=3, width=5, height=5, n_colors=1, gems_per_color=1)
+    core = WorldCore(cfg)
+    for t in range(6):
+        state = core.reset(1, np.random.default_rng(0))
+        state.t = t
+        state.gem_pos[0, 0] = (2, 2)
+        state.agent_pos[0] = [(1, 2), (3, 2), (2, 1)]  # above, below, left of the gem
+        rew = core.step(state, np.array([[2, 1, 4]]), np.random.default_rng(1))
+        winner = int(np.argmin((np.arange(3) - t) % 3))
+        assert rew[0].tolist() == [float(i == winner) for i in range(3)]
+        assert state.collected[0, :, 0].tolist() == [int(i == winner) for i in range(3)]
+        assert tuple(state.gem_pos[0, 0]) != (2, 2)
+
+
+# --- core equivalence ----------------------------------------------------------------------------
+
+CORE_CONFIGS = [
+    WorldConfig(),
+    WorldConfig(n_agents=6, width=13, height=7, view_radius=2),
+    WorldConfig(n_agents=6, width=7, height=13, view_radius=1, n_colors=2, gems_per_color=3),
+    WorldConfig(n_agents=12, width=12, height=9, n_colors=8, gems_per_color=1,
+                interior_walls=((4, 4), (4, 5), (4, 6), (2, 9))),
+    WorldConfig(n_agents=1, n_colors=1, view_radius=3),
+    WorldConfig(n_agents=20, width=10, height=10, view_radius=2, n_colors=3),
+]
+
+
+@pytest.mark.parametrize("cfg", CORE_CONFIGS, ids=lambda c: f"{c.n_agents}a_{c.width}x{c.height}_r{c.view_radius}")
+def test_vectorised_situations_equal_per_agent_decoder(cfg):
+    core = WorldCore(cfg)
+    rng = np.random.default_rng(cfg.n_agents)
+    state = core.reset(3, rng)
+    checked = 0
+    for t in range(16):
+        if t in (0, 1, 5, 15):
+            sit = core.situations(state)
+            obs = core.observe(state)
+            assert sit.shape == (3, cfg.n_agents)
+            for b in range(3):
+                for i in range(cfg.n_agents):
+                    ref = situation_from_observation(obs[b, i], cfg)
+                    got = sit.take((b, i))
+                    for f in fields(Situations):
+                        np.testing.assert_array_equal(getattr(got, f.name), getattr(ref, f.name),
+                                                      err_msg=f"{f.name} b={b} i={i} t={t}")
+                    checked += 1
+            if t == 0:
+                assert np.all(sit.last_action[sit.agent_seen] == NO_ACTION)
+        core.step(state, rng.integers(0, 5, size=(3, cfg.n_agents)), rng)
+    assert checked == 4 * 3 * cfg.n_agents
