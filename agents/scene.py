@@ -56,8 +56,14 @@ def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generat
 
 def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Sequence[PersonaSpec]],
               steps: int, seed: int, hypotheses: HypothesisSet | None = None, valued=None,
-              on_step: Callable[[int, WorldState, CastState], None] | None = None) -> Episode:
-    """Run ``steps`` steps of one world (a row of N specs) or B worlds (B rows) from ``seed``."""
+              on_step: Callable[[int, WorldState, CastState], None] | None = None,
+              model=None, prompts: str | Sequence[str] = "behave as yourself",
+              prompt_schedule: dict[int, dict[int, str]] | None = None) -> Episode:
+    """Run ``steps`` steps of one world (a row of N specs) or B worlds (B rows) from ``seed``.
+
+    ``model`` (a ``ModelPolicy``) drives its agents instead of their specs, starting from
+    ``prompts``; ``prompt_schedule`` {step: {agent: text}} changes prompts before that step.
+    """
     rows = [list(personas)] if personas and not isinstance(personas[0], (list, tuple)) else \
         [list(r) for r in personas]
     cast = Cast(rows, config, hypotheses)
@@ -69,6 +75,8 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     imit = cast.params.kind == IMITATOR  # (B, N)
     target = np.where(imit, cast.params.target, np.arange(n))  # (B, N)
 
+    mstate = model.initial_state(b, prompts) if model is not None else None
+    schedule = prompt_schedule or {}
     agent_pos, gem_pos = [state.agent_pos.copy()], [state.gem_pos.copy()]
     actions, probs, rewards, match = [], [], [], []
     if on_step is not None:
@@ -77,7 +85,14 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
         sit = core.situations(state)
         p = cast.probs(sit, cstate)  # (B, N, 5)
         q = cast.probs_as(target, sit, cstate)  # (B, N, 5) the target's choice in my situation
+        if model is not None:
+            for agent, text in schedule.get(state.t, {}).items():
+                mstate = model.set_prompt(mstate, agent, text)
+            feats, vis = model.features(state)
+            p[:, model.agents] = model.probs(mstate, feats, vis)
         a = sample_actions(p, policy_rng)
+        if model is not None:
+            mstate = model.observe(mstate, feats, vis, a)
         r = core.step(state, a, world_rng)
         cstate = cast.observe(cstate, sit, a)
         agent_pos.append(state.agent_pos.copy())

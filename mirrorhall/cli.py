@@ -100,6 +100,50 @@ def _add_generate(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
+def _add_train(sub) -> None:
+    from mirrorhall.imitation.train import MODEL_SIZES, TrainConfig as T
+
+    p = sub.add_parser("train", help="train the shared multi-policy model on a dataset",
+                       description="Maximum likelihood on the soft labels of a generated dataset; "
+                                   "one local process by default, Ray Train with --ray.")
+    p.add_argument("--data", required=True, help="dataset folder from mirrorhall generate")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, TensorBoard)")
+    p.add_argument("--steps", type=_positive("--steps"), default=T.steps)
+    p.add_argument("--size", choices=tuple(MODEL_SIZES), default=T.size)
+    p.add_argument("--lr", type=float, default=T.lr)
+    p.add_argument("--seed", type=_positive("--seed"), default=T.seed)
+    p.add_argument("--eval-every", type=_positive("--eval-every"), default=T.eval_every)
+    p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=T.checkpoint_every)
+    p.add_argument("--episodes-per-batch", type=_positive("--episodes-per-batch"), default=T.episodes_per_batch)
+    p.add_argument("--samples-per-episode", type=_positive("--samples-per-episode"), default=T.samples_per_episode)
+    p.add_argument("--threads", type=_positive("--threads"), default=0, help="torch threads (0: default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--ray", action="store_true", help="train with Ray Train (DDP over gloo on CPU)")
+    p.add_argument("--workers", type=_positive("--workers"), default=2, help="Ray Train workers (with --ray)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (with --ray)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_act(sub) -> None:
+    p = sub.add_parser("act", help="a scene where chosen agents are driven by a trained model",
+                       description="Run a scene of scripted personas in which the agents named by "
+                                   "--prompt are driven by the model, and summarise it.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or training run folder")
+    p.add_argument("--population", default="crowd")
+    p.add_argument("--agents", type=_positive("--agents"), default=8)
+    p.add_argument("--steps", type=_positive("--steps"), default=60)
+    p.add_argument("--seed", type=_positive("--seed"), default=0)
+    p.add_argument("--view-radius", type=_positive("--view-radius"), default=None)
+    p.add_argument("--prompt", action="append", default=[], metavar="agent_I=TEXT",
+                   help="drive agent I by the model with this prompt (repeatable)")
+    p.add_argument("--switch", action="append", default=[], metavar="STEP:agent_I=TEXT",
+                   help="change agent I's prompt before step STEP (repeatable)")
+    p.add_argument("--render", metavar="OUT.gif", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_act)
+
+
 def _fields(args: argparse.Namespace, cls) -> dict:
     return {k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)}
 
@@ -114,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
     _add_generate(sub)
+    _add_train(sub)
+    _add_act(sub)
     _add_demo(sub)
     return parser
 
@@ -167,8 +213,12 @@ def cmd_run(cfg: RunConfig) -> int:
     return 0
 
 
-def summary_table(episode) -> str:
-    """A per-agent table: persona, gems by colour, whom it imitates and how faithfully."""
+def summary_table(episode, labels: dict[int, str] | None = None) -> str:
+    """A per-agent table: persona, gems by colour, whom it imitates and how faithfully.
+
+    ``labels`` replaces the description of model-driven agents.
+    """
+    labels = labels or {}
     cfg = episode.config
     letters = [c[0] for c in cfg.color_names]
     personas = episode.personas[0]
@@ -178,11 +228,11 @@ def summary_table(episode) -> str:
     rows = [("agent", "persona", "gems (" + " ".join(letters) + ")", "imitates", "match", "belief")]
     for i, spec in enumerate(personas):
         gems = " ".join(str(int(x)) for x in episode.collected[0, i])
-        target = getattr(spec, "target", None)
+        target = None if i in labels else getattr(spec, "target", None)
         imit = "-" if target is None else (f"agent {target}" + (" (mirror)" if spec.kind == "mirror" else ""))
-        m = match[i] if spec.kind == "imitator" else np.nan
-        bel = episode.belief_on_target[0, i]
-        rows.append((f"agent_{i}", spec.describe(), gems, imit,
+        m = match[i] if spec.kind == "imitator" and i not in labels else np.nan
+        bel = np.nan if i in labels else episode.belief_on_target[0, i]
+        rows.append((f"agent_{i}", labels.get(i, spec.describe()), gems, imit,
                      "-" if np.isnan(m) else f"{m:.2f}", "-" if np.isnan(bel) else f"{bel:.2f}"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -218,6 +268,96 @@ def cmd_generate(args) -> int:
     bar.close()
     print(f"{args.out}: {len(manifest['shards'])} shards, {manifest['episodes']} episodes, "
           f"{manifest['samples']} labelled samples")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from mirrorhall.imitation.train import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, size=args.size, lr=args.lr,
+                      seed=args.seed, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                      episodes_per_batch=args.episodes_per_batch,
+                      samples_per_episode=args.samples_per_episode, threads=args.threads)
+    if args.ray:
+        from mirrorhall.imitation.train_ray import train_ray
+
+        metrics = train_ray(cfg, workers=args.workers, address=args.ray_address, resume=args.resume)
+    else:
+        metrics = train(cfg, resume=args.resume, progress=args.progress)
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("loss", "eval_kl", "eval_ce")) and isinstance(v, float)}
+    print(f"{args.out}: step {metrics.get('step')}, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
+def parse_assignment(text: str, n_agents: int, flag: str) -> tuple[int, str]:
+    """'agent_2=behave as agent 5' -> (2, 'behave as agent 5')."""
+    import re
+
+    m = re.fullmatch(r"\s*agent_(\d+)\s*=\s*(.+)", text, flags=re.S)
+    if not m:
+        raise UsageError(f"{flag} must look like 'agent_2=behave as agent 5', got {text!r}")
+    agent = int(m.group(1))
+    if agent >= n_agents:
+        raise UsageError(f"{flag} names agent_{agent}, which is not in the scene (agent_0..agent_{n_agents - 1})")
+    return agent, m.group(2).strip()
+
+
+def cmd_act(args) -> int:
+    from tqdm import tqdm
+
+    from mirrorhall.agents.model_policy import check_prompt
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.agents.scene import run_scene
+    from mirrorhall.envs.core import WorldConfig, WorldCore
+    from mirrorhall.imitation.checkpoint import load_model, load_policy
+
+    if not args.prompt:
+        raise UsageError("name at least one model-driven agent with --prompt 'agent_0=behave as yourself'")
+    if args.render is not None and not args.render.lower().endswith(".gif"):
+        raise UsageError(f"--render must name a .gif file, got {args.render!r}")
+    pop = get_population(args.population)
+    model, _, _ = load_model(args.checkpoint)
+    colors = model.config.n_colors
+    world = WorldConfig(n_agents=args.agents, n_colors=colors, view_radius=args.view_radius,
+                        max_cycles=max(args.steps, 1))
+    prompts = dict(parse_assignment(t, args.agents, "--prompt") for t in args.prompt)
+    schedule: dict[int, dict[int, str]] = {}
+    for text in args.switch:
+        step, _, rest = text.partition(":")
+        if not step.strip().isdigit():
+            raise UsageError(f"--switch must look like '20:agent_2=behave as agent 5', got {text!r}")
+        agent, prompt = parse_assignment(rest, args.agents, "--switch")
+        if agent not in prompts:
+            raise UsageError(f"--switch names agent_{agent}, which has no --prompt (only model-driven agents switch)")
+        schedule.setdefault(int(step), {})[agent] = check_prompt(prompt, args.agents)
+    for text in prompts.values():
+        check_prompt(text, args.agents)
+    driven = sorted(prompts)
+    policy = load_policy(args.checkpoint, WorldCore(world), driven)
+    personas = scene_personas(args.population, args.agents, colors, args.seed)
+    frames = []
+    bar = tqdm(total=args.steps, desc="act", unit="step", disable=not args.progress, file=sys.stderr)
+
+    def on_step(t, state, _):
+        if args.render is not None:
+            from mirrorhall.envs.render import render_rgb
+
+            frames.append(render_rgb(world, state))
+        if t:
+            bar.update(1)
+
+    episode = run_scene(world, personas, args.steps, args.seed, hypotheses=pop.hypotheses(colors, args.agents),
+                        on_step=on_step, model=policy, prompts=[prompts[a] for a in driven],
+                        prompt_schedule=schedule)
+    bar.close()
+    labels = {a: f"model: {prompts[a]!r}" + "".join(
+        f", from step {t}: {p[a]!r}" for t, p in sorted(schedule.items()) if a in p) for a in driven}
+    print(summary_table(episode, labels))
+    if args.render is not None:
+        from mirrorhall.envs.render import save_animation
+
+        save_animation(frames, args.render)
+        print(f"animation: {args.render} ({len(frames)} frames)")
     return 0
 
 

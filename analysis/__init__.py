@@ -1,0 +1,1 @@
+"""mirrorhall.analysis"""

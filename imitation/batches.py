@@ -1,0 +1,150 @@
+"""From stored episodes to model inputs: features, pooled evidence, tokens, soft labels.
+
+``EpisodeArrays`` rebuilds what every agent observed from an episode's stored states (the
+dataset stores states, never observations). ``BatchSampler`` picks episodes and samples
+deterministically from (seed, step), so a resumed run reads exactly the batches it would have.
+``model_inputs`` turns a batch into the tensors of ``MultiPolicyModel.forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mirrorhall.agents.features import entity_features
+from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.imitation.dataset import Episode
+from mirrorhall.imitation.tokenizer import Tokenizer
+
+
+@dataclass
+class EpisodeArrays:
+    """One episode as the model reads it."""
+
+    feats: np.ndarray  # (T + 1, Ni, Nj, 5, F) int8: what observer i sees of j's situation at each step
+    visible: np.ndarray  # (T + 1, Ni, Nj)
+    actions: np.ndarray  # (T, N)
+    agent: np.ndarray  # (S,) samples
+    t: np.ndarray  # (S,)
+    kind: np.ndarray  # (S,)
+    tokens: np.ndarray  # (S, L)
+    label: np.ndarray  # (S, 5)
+
+
+def episode_arrays(ep: Episode, world: WorldConfig, tokenizer: Tokenizer, max_len: int) -> EpisodeArrays:
+    core = WorldCore(world)
+    feats, visible = entity_features(core, ep.world_states(world))
+    # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
+    return EpisodeArrays(feats=feats.astype(np.int8), visible=visible, actions=ep.actions.astype(np.int64),
+                         agent=ep.agent, t=ep.t, kind=ep.kind,
+                         tokens=encode_batch(tokenizer, ep.prompt, max_len), label=ep.label)
+
+
+def encode_batch(tokenizer: Tokenizer, texts, max_len: int) -> np.ndarray:
+    """(S, max_len) token ids, padded with 0; repeated texts are encoded once."""
+    cache: dict[str, list[int]] = {}
+    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    for s, text in enumerate(texts):
+        ids = cache.get(text)
+        if ids is None:
+            ids = cache[text] = tokenizer.encode(text, max_len)
+        out[s, : len(ids)] = ids
+    return out
+
+
+@dataclass
+class Batch:
+    """Episodes stacked (E of them) and the samples drawn from them."""
+
+    feats: torch.Tensor  # (E, T + 1, N, N, 5, F)
+    visible: torch.Tensor  # (E, T + 1, N, N) bool
+    actions: torch.Tensor  # (E, T, N)
+    episode: torch.Tensor  # (S,) index into E
+    agent: torch.Tensor  # (S,)
+    t: torch.Tensor  # (S,)
+    kind: torch.Tensor  # (S,)
+    tokens: torch.Tensor  # (S, L)
+    label: torch.Tensor  # (S, 5)
+    full_view: bool = False
+
+
+def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], full_view: bool = False) -> Batch:
+    """Stack episodes (all of one length) and the chosen sample indices of each."""
+    ep_idx = np.concatenate([np.full(len(p), e) for e, p in enumerate(picks)])
+
+    def cat(name):
+        return np.concatenate([getattr(ep, name)[p] for ep, p in zip(episodes, picks, strict=True)])
+
+    return Batch(
+        feats=torch.from_numpy(np.stack([e.feats for e in episodes])).float(),
+        visible=torch.from_numpy(np.stack([e.visible for e in episodes])),
+        actions=torch.from_numpy(np.stack([e.actions for e in episodes])),
+        episode=torch.from_numpy(ep_idx), agent=torch.from_numpy(cat("agent")),
+        t=torch.from_numpy(cat("t")), kind=torch.from_numpy(cat("kind")),
+        tokens=torch.from_numpy(cat("tokens")), label=torch.from_numpy(cat("label")),
+        full_view=full_view,
+    )
+
+
+def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: torch.Tensor,
+                    full_view: bool = False):
+    """Exclusive running sums of evidence: (E, T + 1, Ni, Nj, de) and counts (E, T + 1, Ni, Nj).
+
+    Entry [e, t, i, j] sums the evidence of agent j's steps 0..t-1 that observer i saw. With
+    ``full_view`` every observer sees the same features (up to the column evidence ignores), so
+    each agent's evidence is computed once, from its own view, and masked per observer.
+    """
+    e, tp1, n = feats.shape[:3]
+    seen = visible[:, :-1].to(feats.dtype)  # (E, T, Ni, Nj)
+    if full_view:
+        own = feats[:, :-1, torch.arange(n), torch.arange(n)]  # (E, T, Nj, 5, F)
+        ev = model.evidence(own, actions)[:, :, None] * seen[..., None]  # (E, T, Ni, Nj, de)
+    else:
+        act = actions[:, :, None, :].expand(-1, -1, n, -1)  # (E, T, Ni, Nj)
+        ev = model.evidence(feats[:, :-1], act) * seen[..., None]
+    zeros = torch.zeros_like(ev[:, :1])
+    sums = torch.cat([zeros, ev.cumsum(1)], dim=1)
+    counts = torch.cat([torch.zeros_like(seen[:, :1]), seen.cumsum(1)], dim=1)
+    return sums, counts
+
+
+def model_inputs(model, batch: Batch) -> dict[str, torch.Tensor]:
+    """The keyword arguments of ``MultiPolicyModel.forward`` for every sample of a batch."""
+    sums, counts = pooled_evidence(model, batch.feats, batch.visible, batch.actions, batch.full_view)
+    e, t, i = batch.episode, batch.t, batch.agent
+    return {
+        "tokens": batch.tokens,
+        "char_sum": sums[e, t, i],  # (S, N, de)
+        "char_count": counts[e, t, i],  # (S, N)
+        "ego": i,
+        "entity_mask": batch.visible[e, t, i],  # (S, N)
+        "query": batch.feats[e, t, i, i],  # (S, 5, F)
+    }
+
+
+class BatchSampler:
+    """Deterministic batches: batch ``step`` depends only on (seed, step) and the episode list.
+
+    Epoch k visits the episodes in a permutation drawn from (seed, k); each batch takes
+    ``episodes_per_batch`` of them and ``samples_per_episode`` samples of each.
+    """
+
+    def __init__(self, n_episodes: int, episodes_per_batch: int, samples_per_episode: int, seed: int):
+        if n_episodes < 1:
+            raise ValueError("the dataset has no training episodes; generate more episodes")
+        self.n = n_episodes
+        self.e = min(episodes_per_batch, n_episodes)
+        self.k = samples_per_episode
+        self.seed = seed
+        self.per_epoch = max(self.n // self.e, 1)
+
+    def episodes(self, step: int) -> np.ndarray:
+        epoch, k = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return perm[k * self.e: (k + 1) * self.e]
+
+    def samples(self, step: int, sizes: list[int]) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, 1 << 20, step])
+        return [rng.choice(s, size=min(self.k, s), replace=False) for s in sizes]

@@ -1,0 +1,198 @@
+"""Checkpoints: safetensors weights + JSON metadata. Loading never unpickles anything.
+
+A checkpoint is a folder::
+
+    model.safetensors       the model's weights
+    optimizer.safetensors   AdamW moments (only in training checkpoints)
+    checkpoint.json         format, model config, run config, tokenizer vocabulary, dataset id,
+                            step, data position, metrics, optimizer hyper-parameters, and the
+                            sha256 of each weights file
+
+A run folder holds ``checkpoints/step-NNNNNNNN/`` folders and ``latest.json`` naming the newest;
+``resolve_checkpoint`` accepts either a checkpoint folder or a run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mirrorhall.imitation.dataset import atomic_write
+from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
+from mirrorhall.imitation.tokenizer import Tokenizer
+
+FORMAT = "mirrorhall-checkpoint"
+VERSION = 1
+META = "checkpoint.json"
+WEIGHTS = "model.safetensors"
+OPTIM = "optimizer.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and what is wrong."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    digest = _sha256(tmp)
+    tmp.replace(path)
+    return digest
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """AdamW state as flat named tensors plus JSON-able hyper-parameters."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            tensors[f"{key}.{idx}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        key, idx = name.rsplit(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(folder: Path, model: MultiPolicyModel, tokenizer: Tokenizer, *, run_config: dict,
+                    step: int, dataset: dict | None = None, metrics: dict | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically enough: weights first, the JSON that names them last."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {WEIGHTS: _save_tensors(model.state_dict(), folder / WEIGHTS)}
+    optim_meta = None
+    if optimizer is not None:
+        tensors, optim_meta = optimizer_tensors(optimizer)
+        files[OPTIM] = _save_tensors(tensors, folder / OPTIM)
+    meta = {
+        "format": FORMAT, "version": VERSION, "step": step,
+        "model_config": model.config.to_json(), "run_config": run_config,
+        "tokenizer": tokenizer.to_json(), "dataset": dataset or {}, "metrics": metrics or {},
+        "optimizer": optim_meta, "files": files, **(extra or {}),
+    }
+    atomic_write(folder / META, json.dumps(meta, indent=1).encode())
+    return folder
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint folder from a checkpoint folder, a run folder, or a checkpoint.json path."""
+    path = Path(path)
+    if path.is_file() and path.name == META:
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; pass a checkpoint folder or a training run folder")
+    if (path / META).exists():
+        return path
+    latest = path / "latest.json"
+    if latest.exists():
+        try:
+            rel = json.loads(latest.read_text())["checkpoint"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CheckpointError(f"{latest} is not valid; delete it to fall back to the newest checkpoint") from None
+        target = (path / rel).resolve()
+        if path.resolve() not in target.parents:
+            raise CheckpointError(f"{latest} points outside {path}; refusing to follow it")
+        return target
+    found = sorted((path / "checkpoints").glob("step-*/" + META)) if (path / "checkpoints").is_dir() else []
+    if found:
+        return found[-1].parent
+    raise CheckpointError(f"{path} holds no {META} and no checkpoints/; pass a checkpoint or run folder")
+
+
+def read_meta(folder: Path) -> dict:
+    path = Path(folder) / META
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} cannot be read as JSON ({type(err).__name__}); the checkpoint is damaged") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a mirrorhall checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {meta.get('version')!r}; this mirrorhall reads {VERSION}")
+    for key in ("model_config", "tokenizer", "files", "step"):
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks {key!r}; the checkpoint is damaged or from another tool")
+    return meta
+
+
+def _load_tensors(folder: Path, name: str, meta: dict) -> dict[str, torch.Tensor]:
+    path = Path(folder) / name
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing")
+    if _sha256(path) != meta["files"].get(name):
+        raise CheckpointError(f"{path} is truncated or corrupted (checksum mismatch); use another checkpoint")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({str(err).splitlines()[0]})") from None
+
+
+def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict with a one-line account of what does not match."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"missing {k}" for k in want if k not in have]
+    problems += [f"unexpected {k}" for k in have if k not in want]
+    problems += [f"{k} has shape {have[k]}, the model expects {want[k]}"
+                 for k in want if k in have and have[k] != want[k]]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{path} does not match the model config: {'; '.join(problems[:3])}{more}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path) -> tuple[MultiPolicyModel, Tokenizer, dict]:
+    """(model in eval mode, tokenizer, metadata) from a checkpoint or run folder."""
+    folder = resolve_checkpoint(path)
+    meta = read_meta(folder)
+    try:
+        config = ModelConfig.from_json(meta["model_config"])
+        tokenizer = Tokenizer.from_json(meta["tokenizer"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{folder / META}: {err}") from None
+    if len(tokenizer) != config.vocab_size:
+        raise CheckpointError(f"{folder / META}: tokenizer has {len(tokenizer)} words, model expects {config.vocab_size}")
+    model = MultiPolicyModel(config)
+    _load_weights(model, _load_tensors(folder, WEIGHTS, meta), folder / WEIGHTS)
+    model.eval()
+    return model, tokenizer, meta
+
+
+def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model and optimizer from a training checkpoint; returns its metadata."""
+    meta = read_meta(folder)
+    _load_weights(model, _load_tensors(folder, WEIGHTS, meta), Path(folder) / WEIGHTS)
+    if meta.get("optimizer") is None:
+        raise CheckpointError(f"{folder} has no optimizer state; it cannot be resumed")
+    load_optimizer(optimizer, _load_tensors(folder, OPTIM, meta), meta["optimizer"])
+    return meta
+
+
+def load_policy(path, core, agents, threads: int | None = None):
+    """A ``ModelPolicy`` driving ``agents`` of worlds ``core`` with the checkpoint at ``path``."""
+    from mirrorhall.agents.model_policy import ModelPolicy
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, tokenizer, meta = load_model(path)
+    if core.config.n_colors != model.config.n_colors:
+        raise CheckpointError(f"the checkpoint reads worlds of {model.config.n_colors} colours, this scene has "
+                              f"{core.config.n_colors}; use --colors {model.config.n_colors}")
+    if core.config.n_agents > model.config.max_agents:
+        raise CheckpointError(f"the checkpoint reads at most {model.config.max_agents} agents, the scene has "
+                              f"{core.config.n_agents}")
+    return ModelPolicy(model, tokenizer.encode, core, agents, model.config.max_prompt_len)

@@ -1,0 +1,182 @@
+"""The multi-policy model p_theta(a | prompt, history), shared by every agent.
+
+Shape of the computation (the Bayes observer's own shape, see docs/model.md):
+
+1. Evidence. For every observed step of every visible agent j, an MLP reads j's per-action
+   features (``mirrorhall.agents.features``) and the action j took, giving an evidence vector.
+2. Characters. Each agent's evidence is summed over the steps the ego has seen it (a running sum,
+   so acting is incremental); the sum, the mean and log(1 + count) make a character token.
+3. Prompt. A small Transformer encodes the prompt's words into a vector p (each distinct prompt
+   once per batch). p attends over the character tokens, each tagged with the agent's id embedded
+   with the same table as the number words (so "agent 3" binds to the agent wearing 3) and with a
+   flag for the ego. p, what it read and the ego's own character make a policy vector z.
+4. Head. One MLP scores each action from [z, the ego's features for that action]; logits over
+   the 5 actions.
+
+The model never sees personas, traits or labels: only features computed from the ego's
+observations and the prompt text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from mirrorhall.agents.features import EGO_COLUMN, n_features
+from mirrorhall.envs.core import N_ACTIONS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the model. Saved in every checkpoint."""
+
+    n_colors: int = 4
+    """Gem colours of the worlds the model reads (fixes the feature width)."""
+    vocab_size: int = 324
+    """Tokenizer vocabulary size."""
+    d_model: int = 128
+    """Width of prompt and character tokens."""
+    d_evidence: int = 128
+    """Width of per-step evidence vectors."""
+    n_heads: int = 4
+    n_layers: int = 2
+    d_head_mlp: int = 128
+    """Hidden width of the per-action head."""
+    max_prompt_len: int = 24
+    max_agents: int = 64
+    number_tokens: tuple[int, ...] = ()
+    """Token id of the word "j" for each agent id j (ties agent ids to number words)."""
+
+    def __post_init__(self):
+        for f in ("n_colors", "vocab_size", "d_model", "d_evidence", "n_heads", "n_layers",
+                  "d_head_mlp", "max_prompt_len", "max_agents"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"model config {f} must be a positive integer, got {v!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if len(self.number_tokens) < self.max_agents:
+            raise ValueError("number_tokens must give a token id for every agent id < max_agents")
+        object.__setattr__(self, "number_tokens", tuple(int(x) for x in self.number_tokens))
+
+    @property
+    def n_features(self) -> int:
+        return n_features(self.n_colors)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["number_tokens"] = list(self.number_tokens)
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        missing = known - set(data)
+        unknown = set(data) - known
+        if missing or unknown:
+            raise ValueError(f"model config does not match this code: missing {sorted(missing)}, "
+                             f"unknown {sorted(unknown)}")
+        d = dict(data)
+        d["number_tokens"] = tuple(d["number_tokens"])
+        return cls(**d)
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer, **kwargs) -> ModelConfig:
+        max_agents = kwargs.get("max_agents", cls.max_agents)
+        numbers = tuple(tokenizer.index.get(str(j), 1) for j in range(max_agents))
+        return cls(vocab_size=len(tokenizer), number_tokens=numbers, **kwargs)
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_hidden), nn.GELU(),
+                         nn.Linear(d_hidden, d_out))
+
+
+class MultiPolicyModel(nn.Module):
+    """p_theta(a | prompt, history); see the module docstring."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        f, d, de = config.n_features, config.d_model, config.d_evidence
+        fe = f - 1  # evidence ignores the distance-to-observer column: it is the same for every observer
+        self.evidence_net = _mlp(3 * fe + N_ACTIONS * fe + N_ACTIONS, de, de)
+        self.char_proj = nn.Sequential(nn.Linear(2 * de + 1, d), nn.GELU(), nn.Linear(d, d))
+        self.tok_emb = nn.Embedding(config.vocab_size, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_prompt_len + 1, d)
+        self.ego_emb = nn.Embedding(2, d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        layer = nn.TransformerEncoderLayer(d, config.n_heads, 4 * d, dropout=0.0, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.prompt_encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.prompt_norm = nn.LayerNorm(d)
+        self.entity_norm = nn.LayerNorm(d)
+        self.attend = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
+        self.mix = _mlp(3 * d, 2 * d, d)
+        self.head = _mlp(d + 2 * f, config.d_head_mlp, 1)
+        self.register_buffer("number_tokens", torch.tensor(config.number_tokens, dtype=torch.long),
+                             persistent=False)
+
+    @staticmethod
+    def _action_view(feats: torch.Tensor) -> torch.Tensor:
+        """(..., 5, F) -> (..., 5, 2F): each action's features and their difference from the mean."""
+        return torch.cat([feats, feats - feats.mean(-2, keepdim=True)], dim=-1)
+
+    def evidence(self, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(..., 5, F) features and (...) actions taken -> (..., d_evidence) evidence.
+
+        The distance-to-observer column (EGO_COLUMN) is left out, so under full observability an
+        agent's evidence is the same for every observer and is computed once.
+        """
+        feats = torch.cat([feats[..., :EGO_COLUMN], feats[..., EGO_COLUMN + 1:]], dim=-1)
+        onehot = nn.functional.one_hot(actions.clamp(min=0), N_ACTIONS).to(feats.dtype)  # (..., 5)
+        chosen = (feats * onehot[..., None]).sum(-2)  # (..., F)
+        mean = feats.mean(-2)
+        x = torch.cat([chosen, chosen - mean, mean, feats.flatten(-2), onehot], dim=-1)
+        return self.evidence_net(x)
+
+    def encode_prompts(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(P, L) token ids -> (P, d) prompt vectors. Padding (0) is ignored."""
+        p, length = tokens.shape
+        x = self.tok_emb(tokens) + self.pos_emb.weight[1: length + 1][None]
+        x = torch.cat([self.cls.expand(p, 1, -1) + self.pos_emb.weight[0], x], dim=1)
+        pad = torch.cat([torch.zeros(p, 1, dtype=torch.bool, device=tokens.device), tokens == 0], dim=1)
+        return self.prompt_norm(self.prompt_encoder(x, src_key_padding_mask=pad)[:, 0])
+
+    def prompt_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(S, L) -> (S, d), encoding each distinct prompt of the batch once."""
+        length = int((tokens != 0).sum(1).max().clamp(min=1))
+        tokens = tokens[:, :length]
+        uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+        return self.encode_prompts(uniq)[inverse]
+
+    def forward(self, tokens: torch.Tensor, char_sum: torch.Tensor, char_count: torch.Tensor,
+                ego: torch.Tensor, entity_mask: torch.Tensor, query: torch.Tensor,
+                prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (S, 5).
+
+        tokens (S, L) prompt token ids (0 = padding); char_sum (S, N, de) summed evidence of each
+        agent as the ego saw it; char_count (S, N) steps summed; ego (S,) the ego's agent id;
+        entity_mask (S, N) agents the ego can see now; query (S, 5, F) the ego's own features;
+        prompt (S, d) precomputed prompt vectors (``prompt_vectors``), to skip the prompt encoder.
+        """
+        s, n = char_count.shape
+        p = self.prompt_vectors(tokens) if prompt is None else prompt  # (S, d)
+        count = char_count.unsqueeze(-1)  # (S, N, 1)
+        mean = char_sum / count.clamp(min=1)
+        chars = self.char_proj(torch.cat([char_sum / 10.0, mean, torch.log1p(count)], dim=-1))  # (S, N, d)
+        is_ego = torch.arange(n, device=ego.device)[None] == ego[:, None]  # (S, N)
+        ids = self.tok_emb(self.number_tokens[:n])  # (N, d): agent j wears the word "j"
+        keys = self.entity_norm(chars + ids[None] + self.ego_emb(is_ego.long()))
+        read, _ = self.attend(p[:, None], keys, keys, key_padding_mask=~entity_mask,
+                              need_weights=False)  # (S, 1, d)
+        own = keys[is_ego]  # (S, d) the ego's own character
+        z = self.mix(torch.cat([p, read[:, 0], own], dim=-1))  # (S, d)
+        h = torch.cat([z[:, None].expand(-1, N_ACTIONS, -1), self._action_view(query)], dim=-1)
+        return self.head(h).squeeze(-1)  # (S, 5)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,299 @@
+"""Training the multi-policy model by maximum likelihood on soft labels.
+
+One loop body (``Trainer.train_step``) serves both paths: the default local loop in this process,
+and Ray Train's ``TorchTrainer`` (``mirrorhall.imitation.train_ray``), where it runs inside DDP.
+
+Run folder::
+
+    RUN/checkpoints/step-NNNNNNNN/   checkpoints (safetensors + JSON), every --checkpoint-every
+    RUN/latest.json                  the newest checkpoint, written after it is complete
+    RUN/metrics.jsonl                one JSON object per logged step (train and eval)
+    RUN/tb/                          TensorBoard scalars (when tensorboard is installed)
+
+Resuming (``--resume``) restores weights, optimizer moments and the step; batches are a pure
+function of (seed, step), so the data position follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mirrorhall.imitation.batches import BatchSampler, EpisodeArrays, episode_arrays, make_batch, model_inputs
+from mirrorhall.imitation.checkpoint import CheckpointError, load_training_state, resolve_checkpoint, save_checkpoint
+from mirrorhall.imitation.dataset import Dataset, atomic_write
+from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
+from mirrorhall.imitation.prompts import KIND_NAMES
+from mirrorhall.imitation.tokenizer import Tokenizer
+
+MODEL_SIZES = {
+    "tiny": dict(d_model=32, d_evidence=32, n_heads=2, n_layers=1, d_head_mlp=32),
+    "small": dict(d_model=64, d_evidence=64, n_heads=4, n_layers=2, d_head_mlp=64),
+    "default": dict(d_model=128, d_evidence=128, n_heads=4, n_layers=2, d_head_mlp=128),
+    "large": dict(d_model=256, d_evidence=256, n_heads=8, n_layers=4, d_head_mlp=256),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``mirrorhall train``: what to train on, for how long, and where to write."""
+
+    data: str
+    """Dataset folder written by ``mirrorhall generate``."""
+    out: str
+    """Run folder (checkpoints, metrics, TensorBoard)."""
+    steps: int = 2000
+    """Total optimisation steps of the run (a resumed run continues up to this)."""
+    size: str = "default"
+    """Model size preset: tiny, small, default, large."""
+    episodes_per_batch: int = 8
+    samples_per_episode: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    """Linear warm-up steps, then cosine decay to 10% of lr."""
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    log_every: int = 20
+    seed: int = 0
+    eval_fraction: float = 0.1
+    """Fraction of episodes held out for evaluation (never trained on)."""
+    eval_samples: int = 4096
+    threads: int = 0
+    """torch threads (0: leave torch's default)."""
+
+    def __post_init__(self):
+        if self.size not in MODEL_SIZES:
+            raise ValueError(f"size must be one of {', '.join(MODEL_SIZES)}; got {self.size!r}")
+        for f in ("steps", "episodes_per_batch", "samples_per_episode", "eval_every", "checkpoint_every",
+                  "log_every", "eval_samples"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{f} must be a positive integer, got {v!r}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def soft_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """(S,) cross-entropy of soft labels (S, 5) under the model's logits (S, 5)."""
+    return -(label * torch.log_softmax(logits, dim=-1)).sum(-1)
+
+
+def label_entropy(label: torch.Tensor) -> torch.Tensor:
+    return -(label * torch.log(label.clamp(min=1e-12))).sum(-1)
+
+
+def build_model(cfg: TrainConfig, tokenizer: Tokenizer, n_colors: int) -> MultiPolicyModel:
+    torch.manual_seed(cfg.seed)
+    config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, **MODEL_SIZES[cfg.size])
+    return MultiPolicyModel(config)
+
+
+def split_episodes(n: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, eval) episode indices: every k-th episode is held out for evaluation."""
+    if eval_fraction <= 0 or n < 2:
+        return np.arange(n), np.arange(0)
+    k = max(2, round(1 / eval_fraction))
+    idx = np.arange(n)
+    return idx[idx % k != k - 1], idx[idx % k == k - 1]
+
+
+def dataset_id(data: Dataset) -> dict:
+    manifest = json.dumps(data.manifest, sort_keys=True).encode()
+    return {"path": str(data.root), "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            "population": data.config.population, "episodes": data.config.episodes}
+
+
+class Trainer:
+    """Holds the model, optimizer, episodes and sampler; ``train_step`` is the loop body."""
+
+    def __init__(self, cfg: TrainConfig, episodes: list[EpisodeArrays], tokenizer: Tokenizer,
+                 n_colors: int, model: torch.nn.Module | None = None, full_view: bool = False):
+        self.cfg = cfg
+        self.full_view = full_view
+        self.tokenizer = tokenizer
+        self.model = model or build_model(cfg, tokenizer, n_colors)
+        self.core = self.model.module if hasattr(self.model, "module") else self.model
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+        other = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+        train_idx, eval_idx = split_episodes(len(episodes), cfg.eval_fraction)
+        self.train_eps = [episodes[i] for i in train_idx]
+        self.eval_eps = [episodes[i] for i in eval_idx]
+        self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode, cfg.seed)
+        self.step = 0
+
+    def batch(self, step: int):
+        eps = [self.train_eps[i] for i in self.sampler.episodes(step)]
+        picks = self.sampler.samples(step, [len(e.kind) for e in eps])
+        return make_batch(eps, picks, self.full_view)
+
+    def train_step(self) -> dict:
+        """One optimisation step on batch ``self.step``; returns scalar metrics."""
+        self.model.train()
+        batch = self.batch(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.cfg, self.step)
+        logits = self.model(**model_inputs(self.core, batch))
+        ce = soft_cross_entropy(logits, batch.label)
+        loss = ce.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        kl = (ce - label_entropy(batch.label)).detach()
+        return {"step": self.step, "loss": float(loss.detach()), "kl": float(kl.mean()), "grad_norm": float(gnorm),
+                "lr": self.optimizer.param_groups[0]["lr"], "samples": int(batch.label.shape[0])}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out cross-entropy and KL to the exact label, overall and per prompt kind."""
+        if not self.eval_eps:
+            return {}
+        self.model.eval()
+        per = max(1, self.cfg.eval_samples // len(self.eval_eps))
+        rng = np.random.default_rng([self.cfg.seed, 7])
+        ce_all, kl_all, kind_all = [], [], []
+        for start in range(0, len(self.eval_eps), 16):
+            eps = self.eval_eps[start: start + 16]
+            picks = [np.sort(rng.choice(len(e.kind), size=min(per, len(e.kind)), replace=False)) for e in eps]
+            batch = make_batch(eps, picks, self.full_view)
+            logits = self.core(**model_inputs(self.core, batch))
+            ce = soft_cross_entropy(logits, batch.label)
+            ce_all.append(ce)
+            kl_all.append(ce - label_entropy(batch.label))
+            kind_all.append(batch.kind)
+        ce, kl, kind = torch.cat(ce_all), torch.cat(kl_all), torch.cat(kind_all)
+        out = {"eval_ce": float(ce.mean()), "eval_kl": float(kl.mean()), "eval_samples": int(ce.numel())}
+        for k, name in enumerate(KIND_NAMES):
+            sel = kind == k
+            if sel.any():
+                out[f"eval_ce_{name}"] = float(ce[sel].mean())
+                out[f"eval_kl_{name}"] = float(kl[sel].mean())
+                out[f"eval_n_{name}"] = int(sel.sum())
+        return out
+
+
+def load_episodes(data: Dataset, tokenizer: Tokenizer, max_len: int) -> list[EpisodeArrays]:
+    return [episode_arrays(ep, data.world, tokenizer, max_len) for ep in data.episodes()]
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          on_log: Callable[[dict], None] | None = None) -> dict:
+    """The local training loop; returns the last metrics."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    data = Dataset(cfg.data)
+    tokenizer = Tokenizer.default()
+    probe = ModelConfig.for_tokenizer(tokenizer, n_colors=data.world.n_colors, **MODEL_SIZES[cfg.size])
+    if data.world.n_agents > probe.max_agents:
+        raise ValueError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
+    episodes = load_episodes(data, tokenizer, probe.max_prompt_len)
+    trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
+                      full_view=data.world.view_radius is None)
+    if resume:
+        _resume(trainer, out, cfg)
+    elif (out / "latest.json").exists():
+        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _tensorboard(out)
+    log_path = out / "metrics.jsonl"
+    meta = {"dataset": dataset_id(data), "parameters": count_parameters(trainer.model)}
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", unit="step", disable=not progress)
+    metrics: dict = {}
+    t0, seen = time.perf_counter(), 0
+    while trainer.step < cfg.steps:
+        metrics = trainer.train_step()
+        seen += metrics["samples"]
+        step = trainer.step
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics["samples_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
+            _log(log_path, writer, "train", metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", kl=f"{metrics['kl']:.3f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            ev = trainer.evaluate()
+            metrics.update(ev)
+            _log(log_path, writer, "eval", {"step": step, **ev})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            write_checkpoint(trainer, out, meta, metrics)
+        if on_log:
+            on_log(metrics)
+        bar.update(1)
+    bar.close()
+    if writer:
+        writer.close()
+    return metrics
+
+
+def write_checkpoint(trainer: Trainer, out: Path, meta: dict, metrics: dict) -> Path:
+    folder = out / "checkpoints" / f"step-{trainer.step:08d}"
+    save_checkpoint(folder, trainer.core, trainer.tokenizer, run_config=trainer.cfg.to_json(),
+                    step=trainer.step, dataset=meta["dataset"], metrics=metrics,
+                    optimizer=trainer.optimizer, extra={"parameters": meta["parameters"],
+                                                        "data_position": {"step": trainer.step}})
+    atomic_write(out / "latest.json", json.dumps({"checkpoint": str(folder.relative_to(out))}).encode())
+    return folder
+
+
+def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> None:
+    if not out.exists():
+        raise ValueError(f"--resume: {out} does not exist; start a run without --resume")
+    try:
+        folder = resolve_checkpoint(out)
+    except CheckpointError:
+        raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume") from None
+    meta = load_training_state(folder, trainer.core, trainer.optimizer)
+    old = meta.get("run_config", {})
+    for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data"):
+        if old.get(key) != getattr(cfg, key):
+            raise ValueError(f"--resume: {key} was {old.get(key)!r} in this run, now {getattr(cfg, key)!r}; "
+                             "use the original value or another --out")
+    trainer.step = int(meta["step"])
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _log(path: Path, writer, phase: str, metrics: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({"phase": phase, **metrics}) + "\n")
+    if writer:
+        for k, v in metrics.items():
+            if k != "step" and isinstance(v, (int, float)):
+                writer.add_scalar(f"{phase}/{k}", v, metrics["step"])
