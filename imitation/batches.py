@@ -23,6 +23,7 @@ from mirrorhall.imitation.tokenizer import Tokenizer
 class EpisodeArrays:
     """One episode as the model reads it."""
 
+    episode: int  # global episode index in the dataset
     feats: np.ndarray  # (T + 1, Ni, Nj, 5, F) int8: what observer i sees of j's situation at each step
     visible: np.ndarray  # (T + 1, Ni, Nj)
     actions: np.ndarray  # (T, N)
@@ -37,7 +38,7 @@ def episode_arrays(ep: Episode, world: WorldConfig, tokenizer: Tokenizer, max_le
     core = WorldCore(world)
     feats, visible = entity_features(core, ep.world_states(world))
     # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
-    return EpisodeArrays(feats=feats.astype(np.int8), visible=visible, actions=ep.actions.astype(np.int64),
+    return EpisodeArrays(episode=ep.episode, feats=feats.astype(np.int8), visible=visible, actions=ep.actions.astype(np.int64),
                          agent=ep.agent, t=ep.t, kind=ep.kind,
                          tokens=encode_batch(tokenizer, ep.prompt, max_len), label=ep.label)
 
@@ -148,3 +149,14 @@ class BatchSampler:
     def samples(self, step: int, sizes: list[int]) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, 1 << 20, step])
         return [rng.choice(s, size=min(self.k, s), replace=False) for s in sizes]
+
+
+class BatchModel(torch.nn.Module):
+    """Wraps the model so one forward call covers evidence pooling too (what DDP needs to see)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model(**model_inputs(self.model, batch))

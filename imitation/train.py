@@ -27,8 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mirrorhall.imitation.batches import BatchSampler, EpisodeArrays, episode_arrays, make_batch, model_inputs
-from mirrorhall.imitation.checkpoint import CheckpointError, load_training_state, resolve_checkpoint, save_checkpoint
+from mirrorhall.imitation.batches import (
+    BatchModel,
+    BatchSampler,
+    EpisodeArrays,
+    episode_arrays,
+    make_batch,
+    model_inputs,
+)
+from mirrorhall.imitation.checkpoint import (
+    CheckpointError,
+    load_training_state,
+    read_meta,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from mirrorhall.imitation.dataset import Dataset, atomic_write
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
 from mirrorhall.imitation.prompts import KIND_NAMES
@@ -55,8 +68,8 @@ class TrainConfig:
     size: str = "default"
     """Model size preset: tiny, small, default, large."""
     episodes_per_batch: int = 8
-    samples_per_episode: int = 32
-    lr: float = 2e-3
+    samples_per_episode: int = 128
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100
     """Linear warm-up steps, then cosine decay to 10% of lr."""
@@ -131,23 +144,30 @@ def dataset_id(data: Dataset) -> dict:
 
 
 class Trainer:
-    """Holds the model, optimizer, episodes and sampler; ``train_step`` is the loop body."""
+    """Holds the model, optimizer, episodes and sampler; ``train_step`` is the loop body.
+
+    ``wrap`` wraps the batch model (Ray Train passes DDP); ``core`` stays the plain model. ``rank``
+    gives each Ray worker its own batch order.
+    """
 
     def __init__(self, cfg: TrainConfig, episodes: list[EpisodeArrays], tokenizer: Tokenizer,
-                 n_colors: int, model: torch.nn.Module | None = None, full_view: bool = False):
+                 n_colors: int, model: torch.nn.Module | None = None, full_view: bool = False,
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, rank: int = 0):
         self.cfg = cfg
         self.full_view = full_view
         self.tokenizer = tokenizer
-        self.model = model or build_model(cfg, tokenizer, n_colors)
-        self.core = self.model.module if hasattr(self.model, "module") else self.model
+        self.core = build_model(cfg, tokenizer, n_colors) if model is None else model
+        self.model = BatchModel(self.core) if wrap is None else wrap(BatchModel(self.core))
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "emb" not in n]
         other = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
-        train_idx, eval_idx = split_episodes(len(episodes), cfg.eval_fraction)
+        # rank 0 holds out episodes for evaluation; other Ray workers train on all of theirs
+        train_idx, eval_idx = split_episodes(len(episodes), cfg.eval_fraction if rank == 0 else 0.0)
         self.train_eps = [episodes[i] for i in train_idx]
         self.eval_eps = [episodes[i] for i in eval_idx]
-        self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode, cfg.seed)
+        self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
+                                    cfg.seed + 7919 * rank)
         self.step = 0
 
     def batch(self, step: int):
@@ -161,7 +181,7 @@ class Trainer:
         batch = self.batch(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.cfg, self.step)
-        logits = self.model(**model_inputs(self.core, batch))
+        logits = self.model(batch)
         ce = soft_cross_entropy(logits, batch.label)
         loss = ce.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -273,12 +293,12 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> None:
         folder = resolve_checkpoint(out)
     except CheckpointError:
         raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume") from None
-    meta = load_training_state(folder, trainer.core, trainer.optimizer)
-    old = meta.get("run_config", {})
+    old = read_meta(folder).get("run_config", {})
     for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data"):
         if old.get(key) != getattr(cfg, key):
             raise ValueError(f"--resume: {key} was {old.get(key)!r} in this run, now {getattr(cfg, key)!r}; "
                              "use the original value or another --out")
+    meta = load_training_state(folder, trainer.core, trainer.optimizer)
     trainer.step = int(meta["step"])
 
 

@@ -1,0 +1,139 @@
+"""Training with Ray Train: the same loop body as the local path, inside ``TorchTrainer``.
+
+Each worker runs ``Trainer.train_step`` on a DDP-wrapped model (gloo on CPU), reading its share of
+the Parquet shards through Ray Data. Rank 0 evaluates and writes mirrorhall checkpoints
+(safetensors + JSON) that Ray Train persists; every rank reports. ``FailureConfig`` restarts the
+workers after a failure and the loop resumes from Ray's latest checkpoint. At the end the newest
+checkpoint is copied into ``RUN/checkpoints/`` and ``RUN/latest.json``, so a Ray run loads
+locally exactly like a local one, and ``--resume`` continues either kind of run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mirrorhall.imitation.train import TrainConfig
+
+# Test hook: MIRRORHALL_FAIL_AT_STEP=N makes rank 1 (or 0 with one worker) raise once at step N,
+# on the first attempt, to prove that a run survives a worker failure.
+FAIL_ENV = "MIRRORHALL_FAIL_AT_STEP"
+
+
+def _loop(config: dict) -> None:
+    import ray.train
+    import torch
+    from ray.train import Checkpoint
+
+    from mirrorhall.imitation.batches import episode_arrays
+    from mirrorhall.imitation.checkpoint import load_training_state, save_checkpoint
+    from mirrorhall.imitation.dataset import GenerateConfig, decode_row
+    from mirrorhall.imitation.model import ModelConfig, count_parameters
+    from mirrorhall.imitation.tokenizer import Tokenizer
+    from mirrorhall.imitation.train import MODEL_SIZES, Trainer
+
+    cfg = TrainConfig.from_json(config["train"])
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, cfg.threads or 1))
+    gen = GenerateConfig.from_json(config["generator"])
+    world = gen.world()
+    tokenizer = Tokenizer.default()
+    max_len = ModelConfig.for_tokenizer(tokenizer, n_colors=world.n_colors, **MODEL_SIZES[cfg.size]).max_prompt_len
+    shard = ray.train.get_dataset_shard("train")
+    episodes = [episode_arrays(decode_row(row, world), world, tokenizer, max_len) for row in shard.iter_rows()]
+    episodes.sort(key=lambda e: e.episode)  # a worker's order must not depend on read order
+    trainer = Trainer(cfg, episodes, tokenizer, world.n_colors, full_view=world.view_radius is None,
+                      wrap=ray.train.torch.prepare_model, rank=rank)
+
+    ckpt = ray.train.get_checkpoint()
+    start_from = config.get("start_from")
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            meta = load_training_state(Path(d), trainer.core, trainer.optimizer)
+    elif start_from:
+        meta = load_training_state(Path(start_from), trainer.core, trainer.optimizer)
+    else:
+        meta = None
+    restored = None
+    if meta is not None:
+        trainer.step = restored = int(meta["step"])
+    fail_at = int(os.environ.get(FAIL_ENV, "0") or 0)
+    fail_rank = 1 if world_size > 1 else 0
+    extra = {"parameters": count_parameters(trainer.core),
+             "ray": {"workers": world_size, "restored_from_step": restored}}
+
+    while trainer.step < cfg.steps:
+        if fail_at and trainer.step == fail_at and rank == fail_rank and ckpt is None and not start_from:
+            Path(config["out"], "ray", "injected-failure").write_text(f"step {fail_at} rank {rank}\n")
+            raise RuntimeError(f"injected worker failure at step {fail_at} (rank {rank})")
+        metrics = trainer.train_step()
+        step = trainer.step
+        last = step == cfg.steps
+        if step % cfg.eval_every == 0 or last:
+            if rank == 0:
+                metrics.update(trainer.evaluate())
+        if step % cfg.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    save_checkpoint(Path(tmp), trainer.core, tokenizer, run_config=cfg.to_json(), step=step,
+                                    dataset=config["dataset"], metrics=metrics, optimizer=trainer.optimizer,
+                                    extra={**extra, "data_position": {"step": step}})
+                    checkpoint = Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=checkpoint)
+        elif step % cfg.log_every == 0:
+            ray.train.report(metrics)
+
+
+def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, resume: bool = False,
+              cpus_per_worker: float = 0.5, max_failures: int = 1) -> dict:
+    """Train with ``workers`` Ray Train workers; returns the final metrics of rank 0."""
+    from mirrorhall.imitation.checkpoint import resolve_checkpoint
+    from mirrorhall.imitation.dataset import Dataset, atomic_write
+    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.imitation.train import dataset_id
+
+    out = Path(cfg.out).resolve()
+    data = Dataset(cfg.data)
+    start_from = None
+    if resume:
+        start_from = str(resolve_checkpoint(out))
+    elif (out / "latest.json").exists():
+        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    with ray_session(address=address, num_cpus=None if address else max(2, workers)) as ray:
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        ds = ray.data.read_parquet([str(p.resolve()) for p in data.shard_paths])
+        trainer = TorchTrainer(
+            _loop,
+            train_loop_config={"train": cfg.to_json(), "generator": data.config.to_json(),
+                               "dataset": dataset_id(data), "start_from": start_from, "out": str(out)},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
+                                         resources_per_worker={"CPU": cpus_per_worker}),
+            torch_config=TorchConfig(backend="gloo"),
+            datasets={"train": ds},
+            run_config=RunConfig(name="ray_train", storage_path=str(out / "ray"),
+                                 failure_config=FailureConfig(max_failures=max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        result = trainer.fit()
+        if result.error:
+            raise RuntimeError(f"Ray Train failed: {result.error}")
+        with result.checkpoint.as_directory() as d:
+            meta = json.loads((Path(d) / "checkpoint.json").read_text())
+            folder = out / "checkpoints" / f"step-{int(meta['step']):08d}"
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(d, folder)
+        atomic_write(out / "latest.json", json.dumps({"checkpoint": str(folder.relative_to(out))}).encode())
+        metrics = dict(result.metrics or {})
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"phase": "ray", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}) + "\n")
+    return metrics
