@@ -125,6 +125,9 @@ POPULATIONS: dict[str, Population] = {
                    held_out=_HELD_OUT),
         Population("species", "random agents with Dirichlet(alpha) action distributions (ToMnet)",
                    (("species", 1.0),)),
+        Population("lab", "everything at once: trait personas, imitators, mirrors and random agents",
+                   (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2)),
+                   held_out=_HELD_OUT),
     )
 }
 DEFAULT_POPULATION = "crowd"

@@ -10,8 +10,9 @@ Shape of the computation (the Bayes observer's own shape, see docs/model.md):
    once per batch). p attends over the character tokens, each tagged with the agent's id embedded
    with the same table as the number words (so "agent 3" binds to the agent wearing 3) and with a
    flag for the ego. p, what it read and the ego's own character make a policy vector z.
-4. Head. One MLP scores each action from [z, the ego's features for that action]; logits over
-   the 5 actions.
+4. Head. Each action's logit is a utility linear in the ego's features for that action, with
+   weights read from z (exactly the form of a trait persona, softmax(beta * U)), plus an MLP of
+   [z, those features] for everything that is not linear (mixtures, mirrors).
 
 The model never sees personas, traits or labels: only features computed from the ego's
 observations and the prompt text.
@@ -116,6 +117,7 @@ class MultiPolicyModel(nn.Module):
         self.attend = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
         self.mix = _mlp(3 * d, 2 * d, d)
         self.head = _mlp(d + 2 * f, config.d_head_mlp, 1)
+        self.utility = nn.Linear(d, f)  # a linear utility over the action's features, weights from z
         self.register_buffer("number_tokens", torch.tensor(config.number_tokens, dtype=torch.long),
                              persistent=False)
 
@@ -175,7 +177,8 @@ class MultiPolicyModel(nn.Module):
         own = keys[is_ego]  # (S, d) the ego's own character
         z = self.mix(torch.cat([p, read[:, 0], own], dim=-1))  # (S, d)
         h = torch.cat([z[:, None].expand(-1, N_ACTIONS, -1), self._action_view(query)], dim=-1)
-        return self.head(h).squeeze(-1)  # (S, 5)
+        utility = (query * self.utility(z)[:, None]).sum(-1)  # (S, 5)
+        return self.head(h).squeeze(-1) + utility  # (S, 5)
 
 
 def count_parameters(model: nn.Module) -> int:

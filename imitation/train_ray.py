@@ -66,11 +66,17 @@ def _loop(config: dict) -> None:
     extra = {"parameters": count_parameters(trainer.core),
              "ray": {"workers": world_size, "restored_from_step": restored}}
 
+    import time
+
+    t0, seen = time.perf_counter(), 0
     while trainer.step < cfg.steps:
         if fail_at and trainer.step == fail_at and rank == fail_rank and ckpt is None and not start_from:
             Path(config["out"], "ray", "injected-failure").write_text(f"step {fail_at} rank {rank}\n")
             raise RuntimeError(f"injected worker failure at step {fail_at} (rank {rank})")
         metrics = trainer.train_step()
+        seen += metrics["samples"]
+        # every worker trains on its own batch: the run's throughput is world_size times rank 0's
+        metrics["samples_per_s"] = world_size * seen / max(time.perf_counter() - t0, 1e-9)
         step = trainer.step
         last = step == cfg.steps
         if step % cfg.eval_every == 0 or last:

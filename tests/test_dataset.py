@@ -235,7 +235,7 @@ def test_cli_generate_errors_are_one_line(tmp_path):
     r = subprocess.run([MIRRORHALL, "generate", "--population", "nope", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["mirrorhall: error: unknown population 'nope'; allowed: traits, crowd, followers, species"]
+    assert r.stderr.strip().splitlines() == ["mirrorhall: error: unknown population 'nope'; allowed: traits, crowd, followers, species, lab"]
 
 
 def test_pandas_reads_shards(small):
