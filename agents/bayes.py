@@ -187,3 +187,64 @@ def dirichlet_predictive(counts: np.ndarray, alphas: Sequence[float], weights=No
     n = counts.sum(-1, keepdims=True)[..., None]  # (..., 1, 1)
     pred = (counts[..., None, :] + alphas[:, None]) / (n + N_ACTIONS * alphas[:, None])  # (..., A, 5)
     return np.einsum("...k,...ka->...a", post, pred)
+
+
+# --- imitators: Bayes over (own trait, fidelity) --------------------------------------------------
+
+
+class ImitatorObserver:
+    """Posterior over an imitator's own trait h' and fidelity f, and its predictive.
+
+    The imitator of target k acts with ``f * sum_h b_t(h) pi_h(a|s) + (1 - f) * pi_h'(a|s)``,
+    where b_t is the Bayes posterior about k from k's pairs before t (what ``Cast`` imitators
+    keep). An observer who sees what the imitator saw can compute b_t exactly; the unknowns are h'
+    (uniform over ``own``) and f (uniform over the grid ``fidelities``, standing in for the
+    population's uniform range).
+    """
+
+    def __init__(self, belief: HypothesisSet, own: HypothesisSet,
+                 fidelities=(0.6, 0.7, 0.8, 0.9, 1.0)):
+        self.belief, self.own = belief, own
+        self.f = np.asarray(fidelities, dtype=np.float64)  # (F,)
+
+    def components(self, log_belief: np.ndarray, sit: Situations) -> tuple[np.ndarray, np.ndarray]:
+        """(imitation (S, 5), own (S, H', 5)) action distributions in situations ``sit`` (S,)."""
+        imitation = np.einsum("sh,sha->sa", softmax(log_belief), self.belief.probs(sit))
+        return imitation, self.own.probs(sit)
+
+    def mixture(self, imitation: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """(S, H', F, 5) the imitator's distribution for every (h', f)."""
+        f = self.f[None, None, :, None]
+        return f * imitation[:, None, None, :] + (1 - f) * own[:, :, None, :]
+
+    def log_likelihood(self, target_sits: list[Situations], target_actions: np.ndarray,
+                       imitator_sits: list[Situations], imitator_actions: np.ndarray) -> np.ndarray:
+        """(T + 1, S, H', F) log-likelihood of the imitator's first t actions, for t = 0..T.
+
+        ``*_sits[t]`` have leading shape (S,); actions are (T, S).
+        """
+        steps = imitator_actions.shape[0]
+        s = imitator_actions.shape[1]
+        observer = BayesObserver(self.belief)
+        log_belief = observer.prior((s,))
+        out = np.zeros((steps + 1, s, len(self.own), self.f.size))
+        for t in range(steps):
+            imitation, own = self.components(log_belief, imitator_sits[t])
+            p = self.mixture(imitation, own)  # (S, H', F, 5)
+            a = imitator_actions[t]
+            out[t + 1] = out[t] + np.log(np.take_along_axis(p, a[:, None, None, None], axis=-1)[..., 0])
+            log_belief = observer.update(log_belief, target_sits[t], target_actions[t])
+        return out
+
+    def predictive(self, log_lik: np.ndarray, log_belief: np.ndarray, sit: Situations) -> np.ndarray:
+        """(S, 5) the imitator's next action in situations ``sit``, given (S, H', F) log-likelihoods
+        and the imitator's current (S, H) log belief about its target."""
+        post = softmax(log_lik.reshape(log_lik.shape[0], -1)).reshape(log_lik.shape)
+        return np.einsum("shf,shfa->sa", post, self.mixture(*self.components(log_belief, sit)))
+
+    @staticmethod
+    def log_evidence(log_lik: np.ndarray) -> np.ndarray:
+        """(..., ) log marginal likelihood: log mean over the uniform (h', f) prior."""
+        flat = log_lik.reshape(*log_lik.shape[:-2], -1)
+        m = flat.max(-1, keepdims=True)
+        return (m[..., 0] + np.log(np.exp(flat - m).mean(-1)))

@@ -21,7 +21,6 @@ import numpy as np
 
 from mirrorhall.envs.core import WorldCore, WorldState
 
-
 EGO_COLUMN = -2
 """Index of the distance-to-observer column."""
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from mirrorhall.agents.bayes import HypothesisSet
-from mirrorhall.agents.personas import LIKES_NONE, STYLES, Imitator, Mirror, PersonaSpec, Species, Trait
+from mirrorhall.agents.personas import (
+    LIKES_NONE,
+    STYLES,
+    Imitator,
+    Mirror,
+    PersonaSpec,
+    Species,
+    Trait,
+)
 from mirrorhall.envs.core import COLOR_NAMES
 
 SPLITS = ("train", "held_out", "all")

@@ -93,11 +93,11 @@ class MirrorhallParallelEnv(ParallelEnv):
         self.np_random, _ = seeding.np_random(None)
         self._viewer = None
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - spaces are cached objects by design
+    @functools.cache  # noqa: B019 - spaces are cached objects by design
     def observation_space(self, agent):
         return self._obs_space
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def action_space(self, agent):
         return self._act_space
 

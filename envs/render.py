@@ -14,8 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from mirrorhall.envs.core import COLOR_NAMES, MOVES, NO_ACTION, WorldConfig, WorldState
 from PIL import Image, ImageDraw, ImageFont
+
+from mirrorhall.envs.core import COLOR_NAMES, MOVES, NO_ACTION, WorldConfig, WorldState
 
 # (8, 3) gem colours in COLOR_NAMES order.
 GEM_RGB = np.array(

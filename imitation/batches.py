@@ -105,9 +105,8 @@ def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: 
     else:
         act = actions[:, :, None, :].expand(-1, -1, n, -1)  # (E, T, Ni, Nj)
         ev = model.evidence(feats[:, :-1], act) * seen[..., None]
-    zeros = torch.zeros_like(ev[:, :1])
-    sums = torch.cat([zeros, ev.cumsum(1)], dim=1)
-    counts = torch.cat([torch.zeros_like(seen[:, :1]), seen.cumsum(1)], dim=1)
+    sums = torch.cat([ev.new_zeros((e, 1, *ev.shape[2:])), ev.cumsum(1)], dim=1)
+    counts = torch.cat([seen.new_zeros((e, 1, *seen.shape[2:])), seen.cumsum(1)], dim=1)
     return sums, counts
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mirrorhall.agents.bayes import HypothesisSet, softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, sample_actions, trait_probs
 from mirrorhall.agents.personas import Trait
 from mirrorhall.agents.populations import get_population
-from mirrorhall.agents.bayes import HypothesisSet, softmax
 from mirrorhall.envs.core import ANY_COLOR, WorldConfig, WorldCore
 from mirrorhall.imitation.prompts import RETURN_HORIZONS, TEMPLATES, Kind, PromptSpace, render
 

@@ -101,7 +101,8 @@ def _add_generate(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    from mirrorhall.imitation.train import MODEL_SIZES, TrainConfig as T
+    from mirrorhall.imitation.train import MODEL_SIZES
+    from mirrorhall.imitation.train import TrainConfig as T
 
     p = sub.add_parser("train", help="train the shared multi-policy model on a dataset",
                        description="Maximum likelihood on the soft labels of a generated dataset; "
@@ -144,6 +145,24 @@ def _add_act(sub) -> None:
     p.set_defaults(func=cmd_act)
 
 
+def _add_probe(sub) -> None:
+    p = sub.add_parser("probe", help="run a probe (or all) on a checkpoint: JSON + plot per probe",
+                       description="Measure the model against the Bayes-optimal observer and naive "
+                                   "baselines on held-out seeds.")
+    p.add_argument("name", help="calibration, describe, imitate, second_order, mirror_test, outcome or all")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="folder for NAME.json and NAME.png")
+    p.add_argument("--seed", type=_positive("--seed"), default=0)
+    p.add_argument("--episodes", type=_positive("--episodes"), default=None, help="scenes per probe (default: by --scale)")
+    p.add_argument("--scale", choices=("small", "full"), default="small")
+    p.add_argument("--population", default=None, help="default: the checkpoint's training population")
+    p.add_argument("--threads", type=_positive("--threads"), default=0)
+    p.set_defaults(func=cmd_probe)
+    r = sub.add_parser("report", help="write DIR/report.md from the probe results in DIR")
+    r.add_argument("dir")
+    r.set_defaults(func=cmd_report)
+
+
 def _fields(args: argparse.Namespace, cls) -> dict:
     return {k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)}
 
@@ -160,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_train(sub)
     _add_act(sub)
+    _add_probe(sub)
     _add_demo(sub)
     return parser
 
@@ -358,6 +378,32 @@ def cmd_act(args) -> int:
 
         save_animation(frames, args.render)
         print(f"animation: {args.render} ({len(frames)} frames)")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import PROBES, run_probe
+
+    names = list(PROBES) if args.name == "all" else [args.name]
+    if args.name != "all" and args.name not in PROBES:
+        raise UsageError(f"unknown probe {args.name!r}; allowed: {', '.join(PROBES)}, all")
+    probe = ModelProbe(args.checkpoint, threads=args.threads or None)
+    population = args.population or probe.meta.get("dataset", {}).get("population") or "lab"
+    get_population(population)
+    for name in names:
+        r = run_probe(name, probe, args.out, population, seed=args.seed, episodes=args.episodes, scale=args.scale)
+        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.get("summary", {}).items()
+                          if not isinstance(v, list))
+        print(f"{name}: {shown} ({r['seconds']} s) -> {args.out}/{name}.json")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mirrorhall.analysis.report import write_report
+
+    print(f"report: {write_report(args.dir)}")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mirrorhall.envs.core import COLOR_NAMES, WorldConfig, WorldCore
 from mirrorhall.envs.render import (
     FLOOR_RGB,
@@ -16,7 +18,6 @@ from mirrorhall.envs.render import (
     render_rgb,
     save_animation,
 )
-from PIL import Image
 
 
 def make_state(config: WorldConfig, steps: int = 3, seed: int = 0):
@@ -233,6 +234,7 @@ def test_human_viewer_reuses_one_figure(monkeypatch, capsys):
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     from mirrorhall.envs import render
 
     monkeypatch.setattr(render, "_backend_is_interactive", lambda: True)

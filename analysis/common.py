@@ -1,0 +1,148 @@
+"""What every probe shares: querying the model on recorded scenes, exact cross-entropies, intervals.
+
+``ModelProbe`` asks the model, in the seat of any agent at any step of a recorded scene, what it
+would do under any prompt, from exactly what that agent observed (the same computation as
+training and as ``ModelPolicy``). ``Scene`` holds a recorded batch of worlds with their exact
+situations. Probes seed everything from their own seed stream, disjoint from the generator's
+(``SeedSequence([seed, shard])``): ``probe_seed(name, seed)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mirrorhall.agents.features import entity_features
+from mirrorhall.agents.scene import Episode as SceneEpisode
+from mirrorhall.envs.core import NO_ACTION, Situations, WorldConfig, WorldCore, WorldState
+from mirrorhall.imitation.batches import encode_batch, pooled_evidence
+from mirrorhall.imitation.checkpoint import load_model
+
+PROBE_SEED_BASE = 7_000_003  # probe scenes never share a seed stream with generated datasets
+
+
+def probe_seed(name: str, seed: int) -> np.random.SeedSequence:
+    tag = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+    return np.random.SeedSequence([PROBE_SEED_BASE, tag, seed])
+
+
+def int_seed(ss: np.random.SeedSequence) -> int:
+    return int(ss.generate_state(1)[0])
+
+
+def cross_entropy(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(...,) exact expected cross-entropy -sum_a true(a) log pred(a) (nats)."""
+    return -(true * np.log(np.clip(pred, 1e-12, None))).sum(-1)
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    return cross_entropy(p, p)
+
+
+def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(...,) KL(p || q)."""
+    return cross_entropy(p, q) - entropy(p)
+
+
+def mean_ci(x, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean with a 95% bootstrap interval over the samples (episodes)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"mean": None, "ci95": [None, None], "n": 0}
+    rng = np.random.default_rng(seed)
+    boots = x[rng.integers(x.size, size=(n_boot, x.size))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": float(x.mean()), "ci95": [float(lo), float(hi)], "n": int(x.size)}
+
+
+def fraction_ci(ce_prior, ce_model, ce_bayes, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Fraction of attainable information (CE_prior - CE_model) / (CE_prior - CE_bayes) of the
+    means, with a 95% bootstrap interval resampling episodes jointly."""
+    p, m, b = (np.asarray(v, dtype=np.float64) for v in (ce_prior, ce_model, ce_bayes))
+    gap = p.mean() - b.mean()
+    if p.size == 0 or gap <= 1e-9:
+        return {"mean": None, "ci95": [None, None], "n": int(p.size)}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(p.size, size=(n_boot, p.size))
+    bp, bm, bb = p[idx].mean(1), m[idx].mean(1), b[idx].mean(1)
+    fr = (bp - bm) / np.maximum(bp - bb, 1e-9)
+    lo, hi = np.percentile(fr, [2.5, 97.5])
+    return {"mean": float((p.mean() - m.mean()) / gap), "ci95": [float(lo), float(hi)], "n": int(p.size)}
+
+
+@dataclass
+class Scene:
+    """B recorded worlds of T steps: states, and every agent's exact situation at every step."""
+
+    config: WorldConfig
+    episode: SceneEpisode
+    states: list[WorldState]  # T + 1 states, each a batch of B worlds
+    situations: list[Situations]  # T + 1, each (B, N)
+
+    @classmethod
+    def from_episode(cls, ep: SceneEpisode) -> Scene:
+        core = WorldCore(ep.config)
+        b, n = ep.agent_pos.shape[1:3]
+        states, sits = [], []
+        for t in range(ep.agent_pos.shape[0]):
+            last = ep.actions[t - 1] if t > 0 else np.full((b, n), NO_ACTION)
+            st = WorldState(agent_pos=ep.agent_pos[t], gem_pos=ep.gem_pos[t], gem_color=core.gem_color.copy(),
+                            last_action=np.asarray(last, dtype=np.int64), valued=np.full((b, n), -1),
+                            collected=np.zeros((b, n, ep.config.n_colors), np.int64), t=t)
+            states.append(st)
+            sits.append(core.situations(st))
+        return cls(ep.config, ep, states, sits)
+
+    def situation(self, t: int, world, agent) -> Situations:
+        return self.situations[t].take((world, agent))
+
+
+class ModelProbe:
+    """The model of a checkpoint, queried in any agent's seat of a recorded scene."""
+
+    def __init__(self, checkpoint, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.tokenizer, self.meta = load_model(checkpoint)
+        self.path = str(checkpoint)
+
+    @torch.no_grad()
+    def query(self, scene: Scene, world: np.ndarray, agent: np.ndarray, t: np.ndarray, prompts: list[str],
+              situation: np.ndarray | None = None) -> np.ndarray:
+        """(Q, 5) the model's action distribution for agent ``agent[q]`` of world ``world[q]`` at
+        step ``t[q]``, prompted ``prompts[q]``, from what that agent observed up to t.
+
+        ``situation[q]`` (default: the agent itself) puts the agent, with its memory, in another
+        agent's current situation as it sees it: the counterfactual "what would you do there?".
+        """
+        world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
+        situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
+        out = np.zeros((world.size, 5))
+        core = WorldCore(scene.config)
+        full = scene.config.view_radius is None
+        for w in np.unique(world):
+            sel = np.flatnonzero(world == w)
+            steps = int(t[sel].max())
+            feats, vis = zip(*(entity_features(core, _one(scene.states[s], w)) for s in range(steps + 1)), strict=True)
+            f = torch.from_numpy(np.concatenate(feats)).float()[None]  # (1, T + 1, N, N, 5, F)
+            v = torch.from_numpy(np.concatenate(vis))[None]  # (1, T + 1, N, N)
+            acts = scene.episode.actions[:steps, w]  # (T, N)
+            a = torch.from_numpy(np.asarray(acts, dtype=np.int64).reshape(steps, scene.config.n_agents))[None]
+            sums, counts = pooled_evidence(self.model, f, v, a, full_view=full)
+            tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
+            tokens = torch.from_numpy(encode_batch(self.tokenizer, [prompts[q] for q in sel],
+                                                   self.model.config.max_prompt_len))
+            logits = self.model(tokens=tokens, char_sum=sums[0, tt, ii], char_count=counts[0, tt, ii], ego=ii,
+                                entity_mask=v[0, tt, ii], query=f[0, tt, ii, jj])
+            out[sel] = torch.softmax(logits.double(), -1).numpy()
+        return out
+
+
+def _one(state: WorldState, w: int) -> WorldState:
+    """World ``w`` of a batched state, as a batch of one."""
+    return WorldState(state.agent_pos[w:w + 1], state.gem_pos[w:w + 1], state.gem_color,
+                      state.last_action[w:w + 1], state.valued[w:w + 1], state.collected[w:w + 1], state.t)

@@ -1,0 +1,77 @@
+"""Probe ``describe``: language -> behaviour.
+
+In random situations of recorded scenes, the model is told "behave as a focused agent that likes
+red gems and avoids others" (any trait combination) and scored against that persona's exact
+distribution in the situation: KL = cross-entropy minus the persona's entropy (its floor).
+Conditions: seen combinations with training paraphrases; held-out combinations (never in
+training data) with training paraphrases; seen combinations with the held-out paraphrase.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mirrorhall.agents.bayes import HypothesisSet
+from mirrorhall.agents.cast import trait_probs
+from mirrorhall.agents.personas import Trait
+from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.scene import run_scene
+from mirrorhall.analysis.common import (
+    ModelProbe,
+    Scene,
+    cross_entropy,
+    entropy,
+    int_seed,
+    mean_ci,
+    probe_seed,
+)
+from mirrorhall.envs.core import WorldConfig
+from mirrorhall.imitation.prompts import TEMPLATES, Kind, render
+
+CONDITIONS = ("seen", "held_out_combination", "held_out_paraphrase")
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, agents: int = 8,
+        steps: int = 30, queries_per_episode: int = 24) -> dict:
+    ss = probe_seed("describe", seed)
+    rng = np.random.default_rng(ss)
+    pop = get_population(population)
+    n_colors = probe.model.config.n_colors
+    world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps)
+    rows = [pop.sample_scene(agents, n_colors, rng, split="train") for _ in range(episodes)]
+    scene = Scene.from_episode(run_scene(world, rows, steps, int_seed(ss.spawn(1)[0])))
+    seen = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
+    held = [c for c in pop.combos(n_colors, "held_out") if c[1] != "follow"]
+    train_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if not t.held_out]
+    held_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if t.held_out]
+    out = {}
+    for cond in CONDITIONS:
+        combos = held if cond == "held_out_combination" else seen
+        temps = held_t if cond == "held_out_paraphrase" else train_t
+        if not combos or not temps:
+            continue
+        q = episodes * queries_per_episode
+        w = np.repeat(np.arange(episodes), queries_per_episode)
+        agent = rng.integers(agents, size=q)
+        t = rng.integers(steps, size=q)
+        traits = [Trait(*combos[i]) for i in rng.integers(len(combos), size=q)]
+        prompts = [render(Kind.DESCRIBE, temps[rng.integers(len(temps))], trait=h).text for h in traits]
+        codes = HypothesisSet(traits, n_colors, agents)
+        truth = np.zeros((q, 5))
+        for step in np.unique(t):
+            sel = np.flatnonzero(t == step)
+            sit = scene.situation(int(step), w[sel], agent[sel])
+            truth[sel] = trait_probs(sit, codes.likes[sel], codes.social[sel], codes.beta[sel])
+        model = probe.query(scene, w, agent, t, prompts)
+        ce, floor = cross_entropy(truth, model), entropy(truth)
+        # one value per episode, so the interval resamples episodes
+        per_ep = lambda x: [x[w == e].mean() for e in range(episodes)]  # noqa: E731
+        out[cond] = {"kl": mean_ci(per_ep(ce - floor)), "ce": mean_ci(per_ep(ce)),
+                     "entropy_floor": mean_ci(per_ep(floor)), "queries": int(q),
+                     "combinations": len(combos), "example_prompt": prompts[0]}
+    return {"probe": "describe", "population": population, "agents": agents, "episodes": episodes,
+            "seed": seed, "conditions": [{"condition": k, **v} for k, v in out.items()],
+            "summary": {"kl_seen": out["seen"]["kl"]["mean"],
+                        "kl_held_out_combination": out.get("held_out_combination", {}).get("kl", {}).get("mean"),
+                        "kl_held_out_paraphrase": out.get("held_out_paraphrase", {}).get("kl", {}).get("mean")},
+            "targets": {"kl_seen": 0.05}}

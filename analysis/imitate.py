@@ -1,0 +1,160 @@
+"""Probe ``imitate``: after watching agent k for K steps, can the model behave as k?
+
+The model drives agent 0 as itself ("behave as yourself") beside a trait persona pi_test at
+agent k; after K steps it is asked "behave as agent k". Its action distribution is scored by the
+exact expected cross-entropy under pi_test's own distribution in agent 0's situation, beside the
+Bayes-optimal observer (posterior over the population's trait hypotheses from k's K observed
+(situation, action) pairs; k starts at a persona-independent random cell, so this ceiling is
+exact) and the prior-only observer. Fraction of attainable information:
+(CE_prior - CE_model) / (CE_prior - CE_bayes).
+
+Closed loop: the same scenes are run again with the prompt switched to "behave as agent k" at step
+10; over the remaining steps, the share of gems of pi_test's liked colour and the distance to the
+nearest other agent are compared between the model-as-k, pi_test itself, and the model as itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mirrorhall.agents.bayes import BayesObserver, HypothesisSet
+from mirrorhall.agents.cast import trait_probs
+from mirrorhall.agents.personas import Trait
+from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.scene import run_scene
+from mirrorhall.analysis.common import (
+    ModelProbe,
+    Scene,
+    cross_entropy,
+    fraction_ci,
+    int_seed,
+    mean_ci,
+    probe_seed,
+)
+from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.imitation.checkpoint import load_policy
+
+KS = (0, 1, 2, 5, 10, 20, 40)
+SWITCH = 10
+
+
+def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episodes: int, rng):
+    """Per target k: rows of personas where agent k is a trait persona of the training split."""
+    pop = get_population(population)
+    train = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
+    groups: dict[int, list] = {}
+    for e in range(episodes):
+        k = 1 + e % (agents - 1)
+        row = list(pop.sample_scene(agents, n_colors, rng, split="train"))
+        if not isinstance(row[k], Trait) or row[k].social == "follow":
+            row[k] = Trait(*train[rng.integers(len(train))])
+        groups.setdefault(k, []).append(row)
+    return groups, HypothesisSet([Trait(*c) for c in train], n_colors, agents)
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, agents: int = 8,
+        ks=KS, closed_loop: bool = True) -> dict:
+    ss = probe_seed("imitate", seed)
+    rng = np.random.default_rng(ss)
+    n_colors = probe.model.config.n_colors
+    steps = max(ks)
+    world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps + 1)
+    groups, hyp = scenes_with_trait_targets(population, agents, n_colors, episodes, rng)
+    observer = BayesObserver(hyp)
+    ce = {k: {"model": [], "bayes": [], "prior": []} for k in ks}
+    loop = {"model_as_k_share": [], "k_share": [], "model_self_share": [],
+            "model_as_k_near": [], "k_near": [], "model_self_near": []}
+    core = WorldCore(world)
+    for k, rows in sorted(groups.items()):
+        policy = load_policy(probe.path, core, [0])
+        scene_seed = int_seed(ss.spawn(1)[0]) + k
+        scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, model=policy))
+        b = len(rows)
+        w = np.arange(b)
+        targets = [rows[i][k] for i in range(b)]
+        codes = HypothesisSet(targets, n_colors, agents)
+        log_post = observer.prior((b,))
+        prompts = [f"behave as agent {k}"] * b
+        for t in range(steps + 1):
+            if t in ks:
+                ego = scene.situation(t, w, np.zeros(b, np.int64))
+                truth = trait_probs(ego, codes.likes, codes.social, codes.beta)  # (B, 5)
+                model = probe.query(scene, w, np.zeros(b), np.full(b, t), prompts)
+                ce[t]["model"] += cross_entropy(truth, model).tolist()
+                ce[t]["bayes"] += cross_entropy(truth, observer.predictive(log_post, ego)).tolist()
+                ce[t]["prior"] += cross_entropy(truth, observer.predictive(observer.prior((b,)), ego)).tolist()
+            if t < steps:
+                log_post = observer.update(log_post, scene.situation(t, w, np.full(b, k)),
+                                           scene.episode.actions[t, :, k])
+        if closed_loop:
+            _closed_loop(probe, world, rows, k, scene_seed, scene, targets, loop)
+    conditions = []
+    for t in ks:
+        c = ce[t]
+        conditions.append({
+            "K": t, "ce_model": mean_ci(c["model"]), "ce_bayes": mean_ci(c["bayes"]),
+            "ce_prior": mean_ci(c["prior"]),
+            "fraction": fraction_ci(c["prior"], c["model"], c["bayes"]) if t > 0 else {"mean": None, "ci95": [None, None], "n": len(c["model"])},
+        })
+    frac = {c["K"]: c["fraction"]["mean"] for c in conditions}
+    over5 = [frac[t] for t in ks if t >= 5 and frac[t] is not None]
+    return {
+        "probe": "imitate", "population": population, "agents": agents, "episodes": episodes, "seed": seed,
+        "prompt": "behave as agent {k}", "hypotheses": len(hyp),
+        "conditions": conditions,
+        "closed_loop": {name: mean_ci(v) for name, v in loop.items()} | {"switch_at": SWITCH, "steps": steps},
+        "summary": {"fraction_at_K10": frac.get(10), "mean_fraction_K_ge_5": float(np.mean(over5)) if over5 else None},
+        "targets": {"fraction_at_K10": 0.9, "mean_fraction_K_ge_5": 0.8},
+    }
+
+
+def _closed_loop(probe, world, rows, k, scene_seed, self_scene, targets, out) -> None:
+    """Switch agent 0 to "behave as agent k" at step SWITCH and compare behaviour statistics."""
+    policy = load_policy(probe.path, WorldCore(world), [0])
+    marks = {}
+
+    def on_step(t, state, _):
+        if t in (SWITCH, world.max_cycles - 1):
+            marks[t] = state.collected.copy()
+
+    steps = world.max_cycles - 1
+    ep = run_scene(world, rows, steps, scene_seed, model=policy,
+                   prompt_schedule={SWITCH: {0: f"behave as agent {k}"}}, on_step=on_step)
+    as_k = Scene.from_episode(ep)
+    gained = marks[steps] - marks[SWITCH]  # (B, N, C)
+    own = self_scene.episode  # the same scenes, agent 0 as itself throughout
+    names = world.color_names
+    for b, trait in enumerate(targets):
+        if trait.likes != "none":
+            c = names.index(trait.likes)
+
+            def share(x):
+                return x[c] / x.sum() if x.sum() else np.nan
+
+            out["model_as_k_share"].append(share(gained[b, 0]))
+            out["k_share"].append(share(gained[b, k]))
+            self_gain = _gains(own, b, SWITCH, steps)
+            out["model_self_share"].append(share(self_gain))
+        out["model_as_k_near"].append(_mean_nearest(as_k, b, 0, SWITCH))
+        out["k_near"].append(_mean_nearest(as_k, b, k, SWITCH))
+        out["model_self_near"].append(_mean_nearest(self_scene, b, 0, SWITCH))
+
+
+def _gains(ep, b: int, start: int, end: int) -> np.ndarray:
+    """(C,) gems agent 0 collected in world b between steps start and end, rebuilt from positions."""
+    n = ep.agent_pos.shape[2]
+    g_color = np.repeat(np.arange(ep.config.n_colors), ep.config.gems_per_color)
+    out = np.zeros(ep.config.n_colors)
+    for t in range(start, end):
+        for g, cell in enumerate(ep.gem_pos[t, b]):
+            on = [i for i in range(n) if (ep.agent_pos[t + 1, b, i] == cell).all()]
+            if on and min(on, key=lambda i: (i - t) % n) == 0:
+                out[g_color[g]] += 1
+    return out
+
+
+def _mean_nearest(scene: Scene, b: int, agent: int, start: int) -> float:
+    pos = scene.episode.agent_pos[start:, b]  # (T', N, 2)
+    d = np.abs(pos[:, agent:agent + 1] - pos).sum(-1).astype(float)  # (T', N)
+    d[:, agent] = np.inf
+    return float(d.min(1).mean())

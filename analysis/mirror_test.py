@@ -1,0 +1,89 @@
+"""Probe ``mirror_test``: which agent is imitating me?
+
+Agent 0 is a trait persona; exactly one other agent m is an ``Imitator`` of agent 0 (fidelity
+drawn from the population's range, an own trait of the training split); all others are trait
+personas. After T observed steps each candidate j is scored by the model's own likelihoods: the
+log-likelihood of j's actions when the model, in j's seat, is told "behave as agent 0", minus
+when it is told "behave as yourself". The top-scoring agent is the answer.
+
+Beside it: chance (1 / (N - 1)) and the Bayes reference, which compares for each j the marginal
+likelihood of "j imitates agent 0" (``ImitatorObserver``: own trait and fidelity unknown) with
+"j is a trait persona" (``BayesObserver``), the optimal identification for this population.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mirrorhall.agents.bayes import BayesObserver, HypothesisSet, ImitatorObserver
+from mirrorhall.agents.personas import Imitator, Trait
+from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.scene import run_scene
+from mirrorhall.analysis.common import ModelProbe, Scene, int_seed, mean_ci, probe_seed
+from mirrorhall.envs.core import WorldConfig
+
+STEPS = (1, 2, 5, 10, 20)
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, agents: int = 8,
+        steps=STEPS) -> dict:
+    ss = probe_seed("mirror_test", seed)
+    rng = np.random.default_rng(ss)
+    pop = get_population(population)
+    n_colors = probe.model.config.n_colors
+    horizon = max(steps)
+    world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=horizon + 1)
+    train = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
+    belief_h = pop.hypotheses(n_colors, agents)
+    own_h = HypothesisSet([Trait(*c) for c in train], n_colors, agents)
+    rows, imitators = [], []
+    for _ in range(episodes):
+        row = [Trait(*train[i]) for i in rng.integers(len(train), size=agents)]
+        m = int(rng.integers(1, agents))
+        row[m] = Imitator(0, float(rng.uniform(*pop.fidelity)), Trait(*train[rng.integers(len(train))]))
+        rows.append(row)
+        imitators.append(m)
+    scene = Scene.from_episode(run_scene(world, rows, horizon, int_seed(ss.spawn(1)[0]), hypotheses=belief_h))
+    b, cands = episodes, np.arange(1, agents)
+    acts = scene.episode.actions  # (T, B, N)
+
+    # the model's log-likelihood ratio per (world, candidate, step)
+    w = np.repeat(np.arange(b), cands.size * horizon)
+    j = np.tile(np.repeat(cands, horizon), b)
+    t = np.tile(np.arange(horizon), b * cands.size)
+    as_zero = probe.query(scene, w, j, t, ["behave as agent 0"] * w.size)
+    as_self = probe.query(scene, w, j, t, ["behave as yourself"] * w.size)
+    a = acts[t, w, j]
+    step_llr = (np.log(as_zero[np.arange(w.size), a]) - np.log(as_self[np.arange(w.size), a]))
+    model_llr = np.cumsum(step_llr.reshape(b, cands.size, horizon), axis=-1)  # (B, J, T)
+
+    # Bayes: imitator-of-0 evidence minus trait evidence for every candidate
+    bayes_llr = np.zeros((b, cands.size, horizon))
+    imit = ImitatorObserver(belief_h, own_h, fidelities=np.linspace(pop.fidelity[0], pop.fidelity[1], 5))
+    trait = BayesObserver(own_h)
+    for ci, c in enumerate(cands):
+        ws, zeros, cs = np.arange(b), np.zeros(b, np.int64), np.full(b, c)
+        tsits = [scene.situation(s, ws, zeros) for s in range(horizon)]
+        isits = [scene.situation(s, ws, cs) for s in range(horizon)]
+        ll = imit.log_likelihood(tsits, acts[:, :, 0], isits, acts[:, :, c])  # (T + 1, B, H', F)
+        log_post = trait.prior((b,))
+        for s in range(horizon):
+            log_post = trait.update(log_post, isits[s], acts[s, :, c])
+            m = log_post.max(-1)
+            trait_ev = m + np.log(np.exp(log_post - m[:, None]).sum(-1))
+            bayes_llr[:, ci, s] = imit.log_evidence(ll[s + 1]) - trait_ev
+    truth = np.asarray(imitators) - 1
+    conditions = []
+    for n in steps:
+        conditions.append({
+            "steps_observed": n,
+            "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),
+            "accuracy_bayes": mean_ci(bayes_llr[:, :, n - 1].argmax(1) == truth),
+            "chance": 1.0 / cands.size,
+        })
+    final = conditions[-1]
+    return {"probe": "mirror_test", "population": population, "agents": agents, "episodes": episodes,
+            "seed": seed, "conditions": conditions,
+            "summary": {"accuracy_model_at_20": final["accuracy_model"]["mean"] if final["steps_observed"] == 20 else None,
+                        "accuracy_bayes_at_20": final["accuracy_bayes"]["mean"] if final["steps_observed"] == 20 else None},
+            "targets": {"accuracy_model_at_20": 0.9}}

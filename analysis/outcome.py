@@ -1,0 +1,52 @@
+"""Probe ``outcome``: outcome-conditioned prompts in closed loop.
+
+The model drives agent 0 with "collect n <colour> gems in the next H steps" from the first step;
+over those H steps, the gems of that colour it actually collects are counted, beside the same
+scenes with the model told "behave as yourself" (the control). A model that follows RETURN
+prompts collects more of the asked colour as n grows and more than the control for n > 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.scene import run_scene
+from mirrorhall.analysis.common import ModelProbe, int_seed, mean_ci, probe_seed
+from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.imitation.checkpoint import load_policy
+
+ASKED = (0, 1, 2, 3, 4)
+HORIZON = 20
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, agents: int = 8,
+        asked=ASKED, horizon: int = HORIZON) -> dict:
+    """``episodes`` scenes per asked number, the colour cycling over the world's colours."""
+    ss = probe_seed("outcome", seed)
+    rng = np.random.default_rng(ss)
+    pop = get_population(population)
+    n_colors = probe.model.config.n_colors
+    world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=horizon)
+    core = WorldCore(world)
+    names = world.color_names
+    conditions = []
+    for n in asked:
+        got, control = [], []
+        for c in range(n_colors):
+            per = max(1, episodes // n_colors)
+            rows = [pop.sample_scene(agents, n_colors, rng, split="train") for _ in range(per)]
+            scene_seed = int_seed(ss.spawn(1)[0])
+            noun = "gem" if n == 1 else "gems"
+            for prompt, out in ((f"collect {n} {names[c]} {noun} in the next {horizon} steps", got),
+                                ("behave as yourself", control)):
+                ep = run_scene(world, rows, horizon, scene_seed, model=load_policy(probe.path, core, [0]),
+                               prompts=prompt)
+                out += ep.collected[:, 0, c].tolist()
+        conditions.append({"asked": n, "achieved": mean_ci(got), "control": mean_ci(control),
+                           "difference": mean_ci(np.asarray(got) - np.asarray(control))})
+    achieved = [c["achieved"]["mean"] for c in conditions]
+    slope = float(np.polyfit(list(asked), achieved, 1)[0]) if len(asked) > 1 else None
+    return {"probe": "outcome", "population": population, "agents": agents, "episodes": episodes,
+            "seed": seed, "horizon": horizon, "conditions": conditions,
+            "summary": {"slope_achieved_per_asked": slope}}

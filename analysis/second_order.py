@@ -1,0 +1,140 @@
+"""Probe ``second_order``: modelling being imitated.
+
+A crowd scene (24 agents by default): agent theta is an ``Imitator`` of agent phi = 0 (a trait
+persona). The model, in phi's seat after K steps, is told "pretend to be agent theta pretending
+to be you". The truth is theta's exact action distribution in phi's situation (its belief about
+phi at that step, its fidelity, its own trait). Baselines: SELF (assume perfect imitation: phi's
+own distribution), OTHER(theta) (ignore the imitation: theta's own trait), and the Bayes
+observer over theta's unknown own trait and fidelity (``ImitatorObserver``). Margins are paired
+differences of cross-entropy per scene, with 95% bootstrap intervals.
+
+The essay's own setting (``essay``): theta is a copy of the model prompted "behave as agent 0";
+the truth is that copy's own distribution, with its memory, in phi's situation. There the
+baselines are the model in phi's seat told "behave as yourself" (SELF) and "behave as agent
+theta" (OTHER(theta)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mirrorhall.agents.bayes import HypothesisSet, ImitatorObserver
+from mirrorhall.agents.cast import Cast, persona_probs, trait_probs
+from mirrorhall.agents.personas import Imitator, Trait
+from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.scene import run_scene
+from mirrorhall.analysis.common import (
+    ModelProbe,
+    Scene,
+    cross_entropy,
+    int_seed,
+    mean_ci,
+    probe_seed,
+)
+from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.imitation.checkpoint import load_policy
+
+KS = (5, 10, 20, 40)
+PROMPT = "pretend to be agent {k} pretending to be you"
+
+
+def _scenes(pop, agents, n_colors, episodes, rng):
+    train = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
+    rows, thetas = [], []
+    for e in range(episodes):
+        row = list(pop.sample_scene(agents, n_colors, rng, split="train"))
+        row[0] = Trait(*train[rng.integers(len(train))])
+        theta = 1 + e % (agents - 1)
+        row[theta] = Imitator(0, float(rng.uniform(*pop.fidelity)), Trait(*train[rng.integers(len(train))]))
+        rows.append(row)
+        thetas.append(theta)
+    return rows, np.asarray(thetas), HypothesisSet([Trait(*c) for c in train], n_colors, agents)
+
+
+def _paired(a, b) -> dict:
+    return mean_ci(np.asarray(a) - np.asarray(b))
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, agents: int = 24,
+        ks=KS, essay: bool = True) -> dict:
+    ss = probe_seed("second_order", seed)
+    rng = np.random.default_rng(ss)
+    pop = get_population(population)
+    n_colors = probe.model.config.n_colors
+    horizon = max(ks)
+    size = 11 if agents <= 40 else 15
+    world = WorldConfig(n_agents=agents, width=size, height=size, n_colors=n_colors, max_cycles=horizon + 1)
+    rows, thetas, own_h = _scenes(pop, agents, n_colors, episodes, rng)
+    belief_h = pop.hypotheses(n_colors, agents)
+    cast = Cast(rows, world, belief_h)
+    captured = {}
+    scene = Scene.from_episode(run_scene(world, rows, horizon, int_seed(ss.spawn(1)[0]), hypotheses=belief_h,
+                                         on_step=lambda t, s, c: captured.__setitem__(t, c.copy())))
+    b = episodes
+    w, zeros = np.arange(b), np.zeros(b, np.int64)
+    acts = scene.episode.actions
+    imit = ImitatorObserver(belief_h, own_h, fidelities=np.linspace(pop.fidelity[0], pop.fidelity[1], 5))
+    tsits = [scene.situation(s, w, zeros) for s in range(horizon + 1)]
+    isits = [scene.situation(s, w, thetas) for s in range(horizon + 1)]
+    ll = imit.log_likelihood(tsits[:-1], acts[:, :, 0], isits[:-1], acts[:, w, thetas])  # (T + 1, B, H', F)
+    phi_codes = HypothesisSet([r[0] for r in rows], n_colors, agents)
+    theta_own = HypothesisSet([r[t].own for r, t in zip(rows, thetas, strict=True)], n_colors, agents)
+    res = {k: {n: [] for n in ("model", "self", "other", "bayes")} for k in ks}
+    for k in ks:
+        sit = tsits[k]
+        cstate = captured[k]
+        truth = persona_probs(cast.params.take((w, thetas)), sit, cstate.log_belief[w, thetas], belief_h)
+        model = probe.query(scene, w, zeros, np.full(b, k), [PROMPT.format(k=t) for t in thetas])
+        self_b = trait_probs(sit, phi_codes.likes, phi_codes.social, phi_codes.beta)
+        other_b = trait_probs(sit, theta_own.likes, theta_own.social, theta_own.beta)
+        bayes = imit.predictive(ll[k], cstate.log_belief[w, thetas], sit)
+        for name, p in (("model", model), ("self", self_b), ("other", other_b), ("bayes", bayes)):
+            res[k][name] += cross_entropy(truth, p).tolist()
+    conditions = [{
+        "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
+        "margin_vs_self": _paired(res[k]["self"], res[k]["model"]),
+        "margin_vs_other": _paired(res[k]["other"], res[k]["model"]),
+        "gap_to_bayes": _paired(res[k]["model"], res[k]["bayes"]),
+    } for k in ks]
+    out = {"probe": "second_order", "population": population, "agents": agents, "episodes": episodes,
+           "seed": seed, "prompt": PROMPT, "conditions": conditions}
+    if essay:
+        out["essay"] = _essay(probe, world, rows, thetas, ss, ks)
+    k_ref = 20 if 20 in ks else ks[-1]
+    ref = next(c for c in conditions if c["K"] == k_ref)
+    out["summary"] = {"K": k_ref, "margin_vs_self": ref["margin_vs_self"]["mean"],
+                      "margin_vs_self_ci95": ref["margin_vs_self"]["ci95"],
+                      "margin_vs_other": ref["margin_vs_other"]["mean"],
+                      "margin_vs_other_ci95": ref["margin_vs_other"]["ci95"]}
+    out["targets"] = {"margin_vs_self": "> 0 with the interval above 0", "margin_vs_other": "> 0 with the interval above 0"}
+    return out
+
+
+def _essay(probe: ModelProbe, world, rows, thetas, ss, ks) -> dict:
+    """theta is a model copy told "behave as agent 0"; one batched scene per theta id."""
+    res = {k: {n: [] for n in ("model", "self", "other")} for k in ks}
+    horizon = max(ks)
+    core = WorldCore(world)
+    for theta in np.unique(thetas):
+        sel = np.flatnonzero(thetas == theta)
+        sub = [list(rows[i]) for i in sel]
+        for r in sub:
+            r[theta] = Trait()  # placeholder: the model drives theta
+        policy = load_policy(probe.path, core, [int(theta)])
+        scene = Scene.from_episode(run_scene(world, sub, horizon, int_seed(ss.spawn(1)[0]) + int(theta),
+                                             model=policy, prompts="behave as agent 0"))
+        b = len(sel)
+        w, zeros, th = np.arange(b), np.zeros(b, np.int64), np.full(b, theta)
+        for k in ks:
+            t = np.full(b, k)
+            truth = probe.query(scene, w, th, t, ["behave as agent 0"] * b, situation=zeros)
+            for name, prompt in (("model", PROMPT.format(k=theta)), ("self", "behave as yourself"),
+                                 ("other", f"behave as agent {theta}")):
+                p = probe.query(scene, w, zeros, t, [prompt] * b)
+                res[k][name] += cross_entropy(truth, p).tolist()
+    return {"conditions": [{
+        "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
+        "margin_vs_self": _paired(res[k]["self"], res[k]["model"]),
+        "margin_vs_other": _paired(res[k]["other"], res[k]["model"]),
+    } for k in ks]}
+
