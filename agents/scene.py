@@ -76,6 +76,10 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     target = np.where(imit, cast.params.target, np.arange(n))  # (B, N)
 
     mstate = model.initial_state(b, prompts) if model is not None else None
+    if model is not None:  # an imitator of a model-driven agent has no scripted target to compare with
+        imit_scored = imit & ~np.isin(cast.params.target, model.agents)
+    else:
+        imit_scored = imit
     schedule = prompt_schedule or {}
     agent_pos, gem_pos = [state.agent_pos.copy()], [state.gem_pos.copy()]
     actions, probs, rewards, match = [], [], [], []
@@ -100,7 +104,7 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
         actions.append(a)
         probs.append(p)
         rewards.append(r)
-        match.append(np.where(imit, np.minimum(p, q).sum(-1), np.nan))
+        match.append(np.where(imit_scored, np.minimum(p, q).sum(-1), np.nan))
         if on_step is not None:
             on_step(state.t, state, cstate)
 

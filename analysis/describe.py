@@ -64,10 +64,8 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
             truth[sel] = trait_probs(sit, codes.likes[sel], codes.social[sel], codes.beta[sel])
         model = probe.query(scene, w, agent, t, prompts)
         ce, floor = cross_entropy(truth, model), entropy(truth)
-        # one value per episode, so the interval resamples episodes
-        per_ep = lambda x: [x[w == e].mean() for e in range(episodes)]  # noqa: E731
-        out[cond] = {"kl": mean_ci(per_ep(ce - floor)), "ce": mean_ci(per_ep(ce)),
-                     "entropy_floor": mean_ci(per_ep(floor)), "queries": int(q),
+        out[cond] = {"kl": mean_ci(_per_episode(ce - floor, w, episodes)), "ce": mean_ci(_per_episode(ce, w, episodes)),
+                     "entropy_floor": mean_ci(_per_episode(floor, w, episodes)), "queries": int(q),
                      "combinations": len(combos), "example_prompt": prompts[0]}
     return {"probe": "describe", "population": population, "agents": agents, "episodes": episodes,
             "seed": seed, "conditions": [{"condition": k, **v} for k, v in out.items()],
@@ -75,3 +73,8 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
                         "kl_held_out_combination": out.get("held_out_combination", {}).get("kl", {}).get("mean"),
                         "kl_held_out_paraphrase": out.get("held_out_paraphrase", {}).get("kl", {}).get("mean")},
             "targets": {"kl_seen": 0.05}}
+
+
+def _per_episode(x: np.ndarray, world: np.ndarray, episodes: int) -> list[float]:
+    """One value per episode, so intervals resample episodes rather than correlated queries."""
+    return [float(x[world == e].mean()) for e in range(episodes)]

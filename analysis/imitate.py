@@ -127,17 +127,16 @@ def _closed_loop(probe, world, rows, k, scene_seed, self_scene, targets, out) ->
     for b, trait in enumerate(targets):
         if trait.likes != "none":
             c = names.index(trait.likes)
-
-            def share(x):
-                return x[c] / x.sum() if x.sum() else np.nan
-
-            out["model_as_k_share"].append(share(gained[b, 0]))
-            out["k_share"].append(share(gained[b, k]))
-            self_gain = _gains(own, b, SWITCH, steps)
-            out["model_self_share"].append(share(self_gain))
+            out["model_as_k_share"].append(_share(gained[b, 0], c))
+            out["k_share"].append(_share(gained[b, k], c))
+            out["model_self_share"].append(_share(_gains(own, b, SWITCH, steps), c))
         out["model_as_k_near"].append(_mean_nearest(as_k, b, 0, SWITCH))
         out["k_near"].append(_mean_nearest(as_k, b, k, SWITCH))
         out["model_self_near"].append(_mean_nearest(self_scene, b, 0, SWITCH))
+
+
+def _share(gems: np.ndarray, color: int) -> float:
+    return float(gems[color] / gems.sum()) if gems.sum() else np.nan
 
 
 def _gains(ep, b: int, start: int, end: int) -> np.ndarray:

@@ -121,7 +121,8 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("gems of the colour asked for")
         ax.set_ylabel(f"gems of that colour collected in {result.get('horizon')} steps")
     ax.set_title(f"{name} ({result.get('population')}, seed {result.get('seed')})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -196,3 +196,18 @@ def load_policy(path, core, agents, threads: int | None = None):
         raise CheckpointError(f"the checkpoint reads at most {model.config.max_agents} agents, the scene has "
                               f"{core.config.n_agents}")
     return ModelPolicy(model, tokenizer.encode, core, agents, model.config.max_prompt_len)
+
+
+def export_checkpoint(path, out) -> Path:
+    """Copy a checkpoint's weights and metadata, without optimizer state, to the folder ``out``."""
+    folder = resolve_checkpoint(path)
+    meta = read_meta(folder)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise CheckpointError(f"{out} is not empty; choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    weights = _load_tensors(folder, WEIGHTS, meta)
+    files = {WEIGHTS: _save_tensors(weights, out / WEIGHTS)}
+    slim = {**meta, "optimizer": None, "files": files, "exported_from": str(folder)}
+    atomic_write(out / META, json.dumps(slim, indent=1).encode())
+    return out

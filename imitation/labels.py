@@ -141,8 +141,10 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
         pair -= pair.max(-1, keepdims=True)
         cstate = cast.observe(cstate, sit, action)
         core.step(state, action, rng_world)
-        pos_hist.append(state.agent_pos.copy()); gem_hist.append(state.gem_pos.copy())
-        act_hist.append(action); coll_hist.append(state.collected.copy())
+        pos_hist.append(state.agent_pos.copy())
+        gem_hist.append(state.gem_pos.copy())
+        act_hist.append(action)
+        coll_hist.append(state.collected.copy())
 
     flat = {k: np.concatenate(v) for k, v in out.items()}
     collected = np.stack(coll_hist)  # (T + 1, B, N, C)

@@ -11,8 +11,9 @@ Shape of the computation (the Bayes observer's own shape, see docs/model.md):
    with the same table as the number words (so "agent 3" binds to the agent wearing 3) and with a
    flag for the ego. p, what it read and the ego's own character make a policy vector z.
 4. Head. Each action's logit is a utility linear in the ego's features for that action, with
-   weights read from z (exactly the form of a trait persona, softmax(beta * U)), plus an MLP of
-   [z, those features] for everything that is not linear (mixtures, mirrors).
+   weights read from z (exactly the form of a trait persona, softmax(beta * U)), plus a
+   per-action bias read from z (random agents prefer actions whatever the state), plus an MLP of
+   [z, the features, the action's identity] for what is neither (mixtures, mirrors).
 
 The model never sees personas, traits or labels: only features computed from the ego's
 observations and the prompt text.
@@ -116,8 +117,9 @@ class MultiPolicyModel(nn.Module):
         self.entity_norm = nn.LayerNorm(d)
         self.attend = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
         self.mix = _mlp(3 * d, 2 * d, d)
-        self.head = _mlp(d + 2 * f, config.d_head_mlp, 1)
+        self.head = _mlp(d + 2 * f + N_ACTIONS, config.d_head_mlp, 1)
         self.utility = nn.Linear(d, f)  # a linear utility over the action's features, weights from z
+        self.action_bias = nn.Linear(d, N_ACTIONS)  # state-independent preferences (random agents)
         self.register_buffer("number_tokens", torch.tensor(config.number_tokens, dtype=torch.long),
                              persistent=False)
 
@@ -176,9 +178,10 @@ class MultiPolicyModel(nn.Module):
                               need_weights=False)  # (S, 1, d)
         own = keys[is_ego]  # (S, d) the ego's own character
         z = self.mix(torch.cat([p, read[:, 0], own], dim=-1))  # (S, d)
-        h = torch.cat([z[:, None].expand(-1, N_ACTIONS, -1), self._action_view(query)], dim=-1)
+        ids = torch.eye(N_ACTIONS, dtype=query.dtype, device=query.device).expand(s, -1, -1)  # (S, 5, 5)
+        h = torch.cat([z[:, None].expand(-1, N_ACTIONS, -1), self._action_view(query), ids], dim=-1)
         utility = (query * self.utility(z)[:, None]).sum(-1)  # (S, 5)
-        return self.head(h).squeeze(-1) + utility  # (S, 5)
+        return self.head(h).squeeze(-1) + utility + self.action_bias(z)  # (S, 5)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,6 +9,7 @@ import argparse
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -72,10 +73,24 @@ def _add_run(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the main demo: a rendered crowd scene and its summary")
-    p.add_argument("--out", default="out/demo", help="folder for the animation (default: out/demo)")
+    p = sub.add_parser("demo", help="the main demo: the reference model in a crowd, all probes, a report",
+                       description="A crowd scene where the reference model acts as itself, then as "
+                                   "another agent, then as the agent imitating it; every probe at demo "
+                                   "scale; a markdown report and an animation.")
+    p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     p.add_argument("--seed", type=_positive("--seed"), default=0)
+    p.add_argument("--checkpoint", default=None, help="default: the reference checkpoint shipped in checkpoints/")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="run the whole pipeline at small scale instead: generate, train, probe")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_demo)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="copy a checkpoint without optimizer state (for sharing)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or training run folder")
+    p.add_argument("--out", required=True, help="an empty or new folder")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_generate(sub) -> None:
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_act(sub)
     _add_probe(sub)
+    _add_export(sub)
     _add_demo(sub)
     return parser
 
@@ -354,7 +370,7 @@ def cmd_act(args) -> int:
         check_prompt(text, args.agents)
     driven = sorted(prompts)
     policy = load_policy(args.checkpoint, WorldCore(world), driven)
-    personas = scene_personas(args.population, args.agents, colors, args.seed)
+    personas = getattr(args, "personas", None) or scene_personas(args.population, args.agents, colors, args.seed)
     frames = []
     bar = tqdm(total=args.steps, desc="act", unit="step", disable=not args.progress, file=sys.stderr)
 
@@ -407,15 +423,71 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from mirrorhall.imitation.checkpoint import export_checkpoint
+
+    print(f"exported: {export_checkpoint(args.checkpoint, args.out)}")
+    return 0
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
+
+
 def cmd_demo(args) -> int:
-    from pathlib import Path
+    import time
 
     out = Path(args.out)
-    print("mirrorhall demo: a crowd scene of 12 scripted personas (imitators and mirrors among them)")
-    cmd_run(RunConfig(population="crowd", agents=12, steps=60, seed=args.seed,
-                      render=str(out / "crowd.gif")))
-    print(f"done: the animation is in {out / 'crowd.gif'}")
+    t0 = time.perf_counter()
+    if args.from_scratch:
+        checkpoint = _demo_from_scratch(out, args)
+    else:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else REFERENCE
+        if not (checkpoint / "checkpoint.json").exists() and not (checkpoint / "latest.json").exists():
+            raise UsageError(f"no checkpoint at {checkpoint}; pass --checkpoint RUN or use --from-scratch")
+    print(f"== 1. a crowd scene with the model ({checkpoint})")
+    _demo_scene(checkpoint, out, args.seed, args.progress)
+    print("== 2. every probe at demo scale")
+    probe_args = argparse.Namespace(name="all", checkpoint=str(checkpoint), out=str(out / "probes"), seed=args.seed,
+                                    episodes=None, scale="small", population=None, threads=0)
+    cmd_probe(probe_args)
+    from mirrorhall.analysis.report import write_report
+
+    report = write_report(out / "probes")
+    print(f"done in {time.perf_counter() - t0:.0f} s:\n  animation: {out / 'scene.gif'}\n  report:    {report}")
     return 0
+
+
+def _demo_scene(checkpoint: Path, out: Path, seed: int, progress: bool) -> None:
+    """Agent 0 is the model: itself for 20 steps, then agent 2, then agent 1 (its imitator) imitating it."""
+    from mirrorhall.agents.personas import Imitator, Trait
+    from mirrorhall.imitation.checkpoint import load_model
+
+    model, _, meta = load_model(checkpoint)
+    population = meta.get("dataset", {}).get("population", "lab")
+    personas = list(scene_personas(population, 12, model.config.n_colors, seed))
+    personas[1] = Imitator(0, 0.9, Trait("green", "avoid", "casual"))
+    personas[2] = Trait("red", "approach", "focused")
+    args = argparse.Namespace(
+        checkpoint=str(checkpoint), population=population, agents=12, steps=60, seed=seed, view_radius=None,
+        prompt=["agent_0=behave as yourself"],
+        switch=["20:agent_0=behave as agent 2", "40:agent_0=pretend to be agent 1 pretending to be you"],
+        render=str(out / "scene.gif"), progress=progress, personas=personas)
+    cmd_act(args)
+
+
+def _demo_from_scratch(out: Path, args) -> Path:
+    from mirrorhall.imitation.dataset import GenerateConfig, generate
+    from mirrorhall.imitation.train import TrainConfig, train
+
+    print("== 0. the pipeline at small scale: generate, train")
+    data, run = out / "data", out / "run"
+    manifest = generate(GenerateConfig(population="lab", episodes=256, seed=args.seed), data)
+    print(f"  {data}: {manifest['samples']} labelled samples")
+    resume = (run / "latest.json").exists()
+    last = train(TrainConfig(data=str(data), out=str(run), steps=600, size="small", eval_every=300,
+                             checkpoint_every=300, seed=args.seed), resume=resume, progress=args.progress)
+    print(f"  {run}: step {last.get('step')}, held-out KL {last.get('eval_kl', float('nan')):.3f}")
+    return run
 
 
 def main(argv=None) -> int:
