@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mirrorhall.agents.features import entity_features
+from mirrorhall.agents.model_policy import ModelPolicy
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.envs.core import NO_ACTION, Situations, WorldConfig, WorldCore, WorldState
 from mirrorhall.imitation.batches import encode_batch, pooled_evidence
@@ -69,8 +70,9 @@ def fraction_ci(ce_prior, ce_model, ce_bayes, n_boot: int = 1000, seed: int = 0)
     rng = np.random.default_rng(seed)
     idx = rng.integers(p.size, size=(n_boot, p.size))
     bp, bm, bb = p[idx].mean(1), m[idx].mean(1), b[idx].mean(1)
-    fr = (bp - bm) / np.maximum(bp - bb, 1e-9)
-    lo, hi = np.percentile(fr, [2.5, 97.5])
+    # resamples where the observer gains (almost) nothing carry no fraction: leave them out
+    fr = np.where(bp - bb > 0.1 * gap, (bp - bm) / np.maximum(bp - bb, 1e-12), np.nan)
+    lo, hi = np.nanpercentile(fr, [2.5, 97.5])
     return {"mean": float((p.mean() - m.mean()) / gap), "ci95": [float(lo), float(hi)], "n": int(p.size)}
 
 
@@ -109,6 +111,10 @@ class ModelProbe:
             torch.set_num_threads(threads)
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
+
+    def policy(self, core: WorldCore, agents) -> ModelPolicy:
+        """A ``ModelPolicy`` of this (already loaded) model driving ``agents`` of ``core``'s worlds."""
+        return ModelPolicy(self.model, self.tokenizer.encode, core, agents, self.model.config.max_prompt_len)
 
     @torch.no_grad()
     def query(self, scene: Scene, world: np.ndarray, agent: np.ndarray, t: np.ndarray, prompts: list[str],

@@ -32,7 +32,6 @@ from mirrorhall.analysis.common import (
     probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.imitation.checkpoint import load_policy
 
 KS = (0, 1, 2, 5, 10, 20, 40)
 SWITCH = 10
@@ -66,7 +65,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
             "model_as_k_near": [], "k_near": [], "model_self_near": []}
     core = WorldCore(world)
     for k, rows in sorted(groups.items()):
-        policy = load_policy(probe.path, core, [0])
+        policy = probe.policy(core, [0])
         scene_seed = int_seed(ss.spawn(1)[0]) + k
         scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, model=policy))
         b = len(rows)
@@ -110,7 +109,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
 
 def _closed_loop(probe, world, rows, k, scene_seed, self_scene, targets, out) -> None:
     """Switch agent 0 to "behave as agent k" at step SWITCH and compare behaviour statistics."""
-    policy = load_policy(probe.path, WorldCore(world), [0])
+    policy = probe.policy(WorldCore(world), [0])
     marks = {}
 
     def on_step(t, state, _):

@@ -14,7 +14,6 @@ from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, int_seed, mean_ci, probe_seed
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.imitation.checkpoint import load_policy
 
 ASKED = (0, 1, 2, 3, 4)
 HORIZON = 20
@@ -40,7 +39,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
             noun = "gem" if n == 1 else "gems"
             for prompt, out in ((f"collect {n} {names[c]} {noun} in the next {horizon} steps", got),
                                 ("behave as yourself", control)):
-                ep = run_scene(world, rows, horizon, scene_seed, model=load_policy(probe.path, core, [0]),
+                ep = run_scene(world, rows, horizon, scene_seed, model=probe.policy(core, [0]),
                                prompts=prompt)
                 out += ep.collected[:, 0, c].tolist()
         conditions.append({"asked": n, "achieved": mean_ci(got), "control": mean_ci(control),

@@ -32,7 +32,6 @@ from mirrorhall.analysis.common import (
     probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.imitation.checkpoint import load_policy
 
 KS = (5, 10, 20, 40)
 PROMPT = "pretend to be agent {k} pretending to be you"
@@ -120,7 +119,7 @@ def _essay(probe: ModelProbe, world, rows, thetas, ss, ks) -> dict:
         sub = [list(rows[i]) for i in sel]
         for r in sub:
             r[theta] = Trait()  # placeholder: the model drives theta
-        policy = load_policy(probe.path, core, [int(theta)])
+        policy = probe.policy(core, [int(theta)])
         scene = Scene.from_episode(run_scene(world, sub, horizon, int_seed(ss.spawn(1)[0]) + int(theta),
                                              model=policy, prompts="behave as agent 0"))
         b = len(sel)
