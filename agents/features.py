@@ -48,7 +48,8 @@ def entity_features(core: WorldCore, state: WorldState) -> tuple[np.ndarray, np.
     d_agent = np.abs(after[:, :, :, None, :] - pos[:, None, None]).sum(-1)  # (B, Nj, 5, Nk)
     others = agent_vis[:, :, None, :] & ~np.eye(n, dtype=bool)[None, None]  # (B, Ni, Nj, Nk)
     near = np.where(others[:, :, :, None, :], d_agent[:, None], np.inf).min(-1)  # (B, Ni, Nj, 5)
-    near_delta = np.where(np.isfinite(near[..., :1]), near - near[..., :1], 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf where an observer sees no other agent; zeroed next
+        near_delta = np.where(np.isfinite(near[..., :1]), near - near[..., :1], 0.0)
     near_delta = np.nan_to_num(near_delta, nan=0.0, posinf=0.0, neginf=0.0)
 
     to_obs = np.swapaxes(d_agent, 1, 3)  # (B, Ni=k, 5, Nj)

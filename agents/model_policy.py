@@ -23,14 +23,23 @@ from mirrorhall.envs.core import WorldCore, WorldState
 _AGENT_REF = re.compile(r"\bagent[\s_]*(\d+)", re.IGNORECASE)
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """``repr`` of a text for an error message, cut to about ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit + 2 else shown[:limit] + f"... ({len(text)} characters)"
+
+
 def check_prompt(text: str, n_agents: int) -> str:
     """A prompt must be non-empty text and may only name agents of the scene."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("a prompt must be a non-empty text, e.g. 'behave as yourself'")
     for m in _AGENT_REF.finditer(text):
-        k = int(m.group(1))
-        if k >= n_agents:
-            raise ValueError(f"prompt {text!r} names agent {k}, which is not in the scene (agents 0..{n_agents - 1})")
+        digits = m.group(1)
+        k = int(digits) if len(digits) <= 9 else None  # longer ids name no agent of any scene
+        if k is None or k >= n_agents:
+            shown = digits if len(digits) <= 12 else digits[:12] + "..."
+            raise ValueError(f"prompt {_short(text)} names agent {shown}, which is not in the scene "
+                             f"(agents 0..{n_agents - 1})")
     return text
 
 

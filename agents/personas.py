@@ -37,6 +37,17 @@ def _one_of(field: str, value, allowed) -> None:
         raise ValueError(f"{field} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+def _is_id(value) -> bool:
+    """A non-negative agent id: an integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0
+
+
+def _is_real(value) -> bool:
+    """A finite real number, not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value)))
+
+
 @dataclass(frozen=True)
 class Trait:
     """A trait persona h = (likes, social, style)."""
@@ -58,8 +69,10 @@ class Trait:
         _one_of("style", self.style, tuple(STYLES))
         if (self.social == "follow") != (self.follow is not None):
             raise ValueError("follow: give an agent id exactly when social == 'follow'")
-        if self.follow is not None and (not isinstance(self.follow, int) or self.follow < 0):
+        if self.follow is not None and not _is_id(self.follow):
             raise ValueError(f"follow must be a non-negative agent id, got {self.follow!r}")
+        if self.follow is not None:
+            object.__setattr__(self, "follow", int(self.follow))
 
     @property
     def beta(self) -> float:
@@ -100,8 +113,8 @@ class Species:
         p = np.asarray(self.probs, dtype=np.float64)
         if p.shape != (N_ACTIONS,) or not np.all(p >= 0) or abs(p.sum() - 1) > 1e-6:
             raise ValueError(f"probs must be {N_ACTIONS} non-negative numbers summing to 1, got {self.probs!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
+        if not _is_real(self.alpha) or not self.alpha > 0:
+            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
         if abs(p.sum() - 1) > 1e-12:  # renormalise only when needed, so JSON round trips are exact
             p = p / p.sum()
         object.__setattr__(self, "probs", tuple(float(x) for x in p))
@@ -113,10 +126,11 @@ class Species:
         return cls(tuple(p / p.sum()), alpha)
 
     def describe(self) -> str:
-        top = int(np.argmax(self.probs))
         from mirrorhall.envs.core import ACTIONS
 
-        return f"a random agent (Dirichlet alpha={self.alpha:g}) that mostly moves {ACTIONS[top]}"
+        top = ACTIONS[int(np.argmax(self.probs))]
+        habit = "mostly stays put" if top == "stay" else f"mostly moves {top}"
+        return f"a random agent (Dirichlet alpha={self.alpha:g}) that {habit}"
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "probs": list(self.probs), "alpha": self.alpha}
@@ -133,10 +147,10 @@ class Imitator:
     kind = "imitator"
 
     def __post_init__(self):
-        if not isinstance(self.target, (int, np.integer)) or self.target < 0:
+        if not _is_id(self.target):
             raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
-        if not 0.0 <= self.fidelity <= 1.0:
-            raise ValueError(f"fidelity must be in [0, 1], got {self.fidelity!r}")
+        if not _is_real(self.fidelity) or not 0.0 <= self.fidelity <= 1.0:
+            raise ValueError(f"fidelity must be a number in [0, 1], got {self.fidelity!r}")
         if not isinstance(self.own, Trait):
             raise ValueError(f"own must be a Trait persona, got {type(self.own).__name__}")
         object.__setattr__(self, "target", int(self.target))
@@ -160,10 +174,10 @@ class Mirror:
     kind = "mirror"
 
     def __post_init__(self):
-        if not isinstance(self.target, (int, np.integer)) or self.target < 0:
+        if not _is_id(self.target):
             raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
-        if not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"noise must be in [0, 1], got {self.noise!r}")
+        if not _is_real(self.noise) or not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
         object.__setattr__(self, "target", int(self.target))
 
     def describe(self) -> str:
@@ -187,9 +201,13 @@ def persona_from_json(data: dict) -> PersonaSpec:
     allowed = set(cls.__dataclass_fields__)
     unknown = set(rest) - allowed
     if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)} for a {kind} persona; allowed: {sorted(allowed)}")
+        raise ValueError(f"unknown field(s) {sorted(unknown, key=repr)} for a {kind} persona; "
+                         f"allowed: {sorted(allowed)}")
     if kind == "species":
-        rest["probs"] = tuple(rest.get("probs", ()))
+        probs = rest.get("probs", ())
+        if not isinstance(probs, (list, tuple)):
+            raise ValueError(f"probs must be a list of {N_ACTIONS} numbers, got {probs!r}")
+        rest["probs"] = tuple(probs)
     if kind == "imitator" and "own" in rest:
         rest["own"] = persona_from_json(rest["own"])
         if not isinstance(rest["own"], Trait):

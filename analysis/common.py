@@ -84,6 +84,7 @@ class Scene:
     episode: SceneEpisode
     states: list[WorldState]  # T + 1 states, each a batch of B worlds
     situations: list[Situations]  # T + 1, each (B, N)
+    _features: tuple | None = None
 
     @classmethod
     def from_episode(cls, ep: SceneEpisode) -> Scene:
@@ -101,6 +102,14 @@ class Scene:
 
     def situation(self, t: int, world, agent) -> Situations:
         return self.situations[t].take((world, agent))
+
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
+        """(feats (T + 1, B, N, N, 5, F) int8, visible (T + 1, B, N, N)), computed once."""
+        if self._features is None:
+            core = WorldCore(self.config)
+            pairs = [entity_features(core, st) for st in self.states]
+            self._features = (np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
+        return self._features
 
 
 class ModelProbe:
@@ -127,28 +136,26 @@ class ModelProbe:
         """
         world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
         situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
+        feats, vis = scene.features()  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
         out = np.zeros((world.size, 5))
-        core = WorldCore(scene.config)
         full = scene.config.view_radius is None
-        for w in np.unique(world):
-            sel = np.flatnonzero(world == w)
+        worlds = np.unique(world)
+        for start in range(0, worlds.size, 32):  # a chunk of worlds at a time bounds memory
+            chunk = worlds[start: start + 32]
+            sel = np.flatnonzero(np.isin(world, chunk))
             steps = int(t[sel].max())
-            feats, vis = zip(*(entity_features(core, _one(scene.states[s], w)) for s in range(steps + 1)), strict=True)
-            f = torch.from_numpy(np.concatenate(feats)).float()[None]  # (1, T + 1, N, N, 5, F)
-            v = torch.from_numpy(np.concatenate(vis))[None]  # (1, T + 1, N, N)
-            acts = scene.episode.actions[:steps, w]  # (T, N)
-            a = torch.from_numpy(np.asarray(acts, dtype=np.int64).reshape(steps, scene.config.n_agents))[None]
+            f = torch.from_numpy(np.moveaxis(feats[: steps + 1, chunk], 0, 1)).float()  # (E, T + 1, N, N, 5, F)
+            v = torch.from_numpy(np.moveaxis(vis[: steps + 1, chunk], 0, 1))  # (E, T + 1, N, N)
+            acts = np.moveaxis(scene.episode.actions[:steps, chunk], 0, 1).astype(np.int64)  # (E, T, N)
+            a = torch.from_numpy(acts.reshape(chunk.size, steps, scene.config.n_agents))
             sums, counts = pooled_evidence(self.model, f, v, a, full_view=full)
+            e = torch.from_numpy(np.searchsorted(chunk, world[sel]))
             tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
             tokens = torch.from_numpy(encode_batch(self.tokenizer, [prompts[q] for q in sel],
                                                    self.model.config.max_prompt_len))
-            logits = self.model(tokens=tokens, char_sum=sums[0, tt, ii], char_count=counts[0, tt, ii], ego=ii,
-                                entity_mask=v[0, tt, ii], query=f[0, tt, ii, jj])
+            logits = self.model(tokens=tokens, char_sum=sums[e, tt, ii], char_count=counts[e, tt, ii], ego=ii,
+                                entity_mask=v[e, tt, ii], query=f[e, tt, ii, jj])
             out[sel] = torch.softmax(logits.double(), -1).numpy()
         return out
 
 
-def _one(state: WorldState, w: int) -> WorldState:
-    """World ``w`` of a batched state, as a batch of one."""
-    return WorldState(state.agent_pos[w:w + 1], state.gem_pos[w:w + 1], state.gem_color,
-                      state.last_action[w:w + 1], state.valued[w:w + 1], state.collected[w:w + 1], state.t)

@@ -29,7 +29,7 @@ PROBES = {
 # episodes at each scale: "small" for CI and the demo, "full" for docs/results.md
 SCALES = {
     "small": {"calibration": 12, "describe": 16, "imitate": 42, "second_order": 24, "mirror_test": 40, "outcome": 8},
-    "full": {"calibration": 64, "describe": 64, "imitate": 350, "second_order": 96, "mirror_test": 200, "outcome": 40},
+    "full": {"calibration": 64, "describe": 64, "imitate": 280, "second_order": 64, "mirror_test": 200, "outcome": 24},
 }
 
 

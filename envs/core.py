@@ -29,6 +29,22 @@ def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
     return int(value)
 
 
+MAX_CYCLES = 2**24
+
+
+def _check_walls(value) -> tuple[tuple[int, int], ...]:
+    """``interior_walls`` as a tuple of (row, col) integer pairs; ValueError for anything else."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"interior_walls must be a sequence of (row, col) pairs, got {value!r}")
+    walls = []
+    for cell in value:
+        if isinstance(cell, (str, bytes)) or not hasattr(cell, "__len__") or len(cell) != 2:
+            raise ValueError(f"interior_walls: each wall must be a (row, col) pair, got {cell!r}")
+        walls.append((_check_int("interior_walls row", cell[0], 0),
+                      _check_int("interior_walls col", cell[1], 0)))
+    return tuple(walls)
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Everything that fixes a world's rules and sizes."""
@@ -56,10 +72,11 @@ class WorldConfig:
         _check_int("height", self.height, 3, 64)
         _check_int("n_colors", self.n_colors, 1, len(COLOR_NAMES))
         _check_int("gems_per_color", self.gems_per_color, 1, 16)
-        _check_int("max_cycles", self.max_cycles, 1)
+        # the step counter travels in the float32 state(), exact up to 2**24
+        _check_int("max_cycles", self.max_cycles, 1, MAX_CYCLES)
         if self.view_radius is not None:
             _check_int("view_radius", self.view_radius, 1, 64)
-        walls = tuple(tuple(int(x) for x in w) for w in self.interior_walls)
+        walls = _check_walls(self.interior_walls)
         for r, c in walls:
             if not (0 < r < self.height - 1 and 0 < c < self.width - 1):
                 raise ValueError(

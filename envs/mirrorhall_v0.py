@@ -121,7 +121,9 @@ class MirrorhallParallelEnv(ParallelEnv):
 
     def reset(self, seed=None, options=None):
         if seed is not None:
-            self.np_random, _ = seeding.np_random(seed)
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+                raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+            self.np_random, _ = seeding.np_random(int(seed))
         self.world_state = self.core.reset(1, self.np_random, self._valued(options))
         self.agents = self.possible_agents[:]
         obs = self._observations()
@@ -135,6 +137,8 @@ class MirrorhallParallelEnv(ParallelEnv):
     def step(self, actions):
         if self.world_state is None or not self.agents:
             raise ValueError("step() called before reset() or after the episode ended; call reset()")
+        if not isinstance(actions, dict):
+            raise ValueError(f"actions must be a dict {{agent name: action}}, got {type(actions).__name__}")
         act = self.world_state.last_action[0].copy()
         act[:] = 0
         for agent, a in actions.items():

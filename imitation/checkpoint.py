@@ -31,6 +31,10 @@ VERSION = 1
 META = "checkpoint.json"
 WEIGHTS = "model.safetensors"
 OPTIM = "optimizer.safetensors"
+META_FIELDS = ("format", "version", "step", "model_config", "run_config", "tokenizer", "dataset", "metrics",
+               "optimizer", "files")
+EXTRA_FIELDS = ("parameters", "data_position", "ray", "exported_from")
+"""Optional top-level fields of checkpoint.json; any other field is refused when reading."""
 
 
 class CheckpointError(ValueError):
@@ -71,6 +75,9 @@ def save_checkpoint(folder: Path, model: MultiPolicyModel, tokenizer: Tokenizer,
                     step: int, dataset: dict | None = None, metrics: dict | None = None,
                     optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None) -> Path:
     """Write a checkpoint folder atomically enough: weights first, the JSON that names them last."""
+    unknown = sorted(set(extra or {}) - set(EXTRA_FIELDS))
+    if unknown:
+        raise ValueError(f"save_checkpoint: unknown extra field(s) {unknown}; allowed: {', '.join(EXTRA_FIELDS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {WEIGHTS: _save_tensors(model.state_dict(), folder / WEIGHTS)}
@@ -101,16 +108,53 @@ def resolve_checkpoint(path) -> Path:
     if latest.exists():
         try:
             rel = json.loads(latest.read_text())["checkpoint"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise CheckpointError(f"{latest} is not valid; delete it to fall back to the newest checkpoint") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError):
+            rel = None
+        if not isinstance(rel, str) or not rel or "\0" in rel:
+            raise CheckpointError(f"{latest} is not valid; delete it to fall back to the newest checkpoint")
         target = (path / rel).resolve()
         if path.resolve() not in target.parents:
             raise CheckpointError(f"{latest} points outside {path}; refusing to follow it")
+        if not (target / META).is_file():
+            raise CheckpointError(f"{latest} names {rel!r}, which holds no {META}; delete {latest.name} to fall "
+                                  "back to the newest checkpoint")
         return target
     found = sorted((path / "checkpoints").glob("step-*/" + META)) if (path / "checkpoints").is_dir() else []
     if found:
         return found[-1].parent
     raise CheckpointError(f"{path} holds no {META} and no checkpoints/; pass a checkpoint or run folder")
+
+
+RAY_STORAGE = ("ray", "ray_train")
+"""Where ``train --ray`` lets Ray Train persist its checkpoints inside a run folder."""
+
+
+def is_complete(folder: Path) -> bool:
+    """A readable checkpoint.json whose every listed file is present with its checksum."""
+    try:
+        meta = read_meta(folder)
+    except CheckpointError:
+        return False
+    return all((Path(folder) / name).is_file() and _sha256(Path(folder) / name) == digest
+               for name, digest in meta["files"].items())
+
+
+def ray_checkpoints(run) -> list[Path]:
+    """Complete checkpoints that Ray Train persisted under ``RUN/ray/`` (a killed Ray run has only these)."""
+    storage = Path(run).joinpath(*RAY_STORAGE)
+    found = sorted(storage.glob("checkpoint_*/" + META)) if storage.is_dir() else []
+    return [f.parent for f in found if is_complete(f.parent)]
+
+
+def newest_checkpoint(run) -> Path | None:
+    """The checkpoint a resumed run starts from (None if the run has none): the one ``latest.json``
+    names (checked as by ``resolve_checkpoint``) or a complete one Ray Train persisted, whichever
+    has the larger step."""
+    run = Path(run)
+    candidates = ray_checkpoints(run)
+    if (run / "latest.json").exists() or (run / "checkpoints").is_dir():
+        candidates.append(resolve_checkpoint(run))
+    return max(candidates, key=lambda c: read_meta(c)["step"]) if candidates else None
 
 
 def read_meta(folder: Path) -> dict:
@@ -126,6 +170,17 @@ def read_meta(folder: Path) -> dict:
     for key in ("model_config", "tokenizer", "files", "step"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks {key!r}; the checkpoint is damaged or from another tool")
+    unknown = sorted(set(meta) - set(META_FIELDS) - set(EXTRA_FIELDS))
+    if unknown:
+        raise CheckpointError(f"{path} has unknown field(s) {unknown}; it was not written by this mirrorhall")
+    step, files = meta["step"], meta["files"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: 'step' must be a non-negative integer, got {step!r}")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise CheckpointError(f"{path}: 'files' must map file names to sha256 digests; the checkpoint is damaged")
+    for key in ("model_config", "tokenizer"):
+        if not isinstance(meta[key], dict):
+            raise CheckpointError(f"{path}: {key!r} must be a JSON object; the checkpoint is damaged")
     return meta
 
 
@@ -141,8 +196,8 @@ def _load_tensors(folder: Path, name: str, meta: dict) -> dict[str, torch.Tensor
         raise CheckpointError(f"{path} is not a valid safetensors file ({str(err).splitlines()[0]})") from None
 
 
-def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """load_state_dict with a one-line account of what does not match."""
+def _check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """A one-line account of what in ``state`` does not match ``model`` (which may be on the meta device)."""
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items()}
     problems = [f"missing {k}" for k in want if k not in have]
@@ -152,6 +207,11 @@ def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: 
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(f"{path} does not match the model config: {'; '.join(problems[:3])}{more}")
+
+
+def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict with a one-line account of what does not match."""
+    _check_shapes(model, state, path)
     model.load_state_dict(state, strict=True)
 
 
@@ -166,8 +226,11 @@ def load_model(path) -> tuple[MultiPolicyModel, Tokenizer, dict]:
         raise CheckpointError(f"{folder / META}: {err}") from None
     if len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"{folder / META}: tokenizer has {len(tokenizer)} words, model expects {config.vocab_size}")
+    state = _load_tensors(folder, WEIGHTS, meta)
+    with torch.device("meta"):  # shapes first, allocating nothing: a config can name any size
+        _check_shapes(MultiPolicyModel(config), state, folder / WEIGHTS)
     model = MultiPolicyModel(config)
-    _load_weights(model, _load_tensors(folder, WEIGHTS, meta), folder / WEIGHTS)
+    _load_weights(model, state, folder / WEIGHTS)
     model.eval()
     return model, tokenizer, meta
 
@@ -178,7 +241,12 @@ def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.
     _load_weights(model, _load_tensors(folder, WEIGHTS, meta), Path(folder) / WEIGHTS)
     if meta.get("optimizer") is None:
         raise CheckpointError(f"{folder} has no optimizer state; it cannot be resumed")
-    load_optimizer(optimizer, _load_tensors(folder, OPTIM, meta), meta["optimizer"])
+    tensors = _load_tensors(folder, OPTIM, meta)
+    try:
+        load_optimizer(optimizer, tensors, meta["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{Path(folder) / OPTIM} does not match this run's optimizer "
+                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     return meta
 
 

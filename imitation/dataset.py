@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -30,6 +31,10 @@ from mirrorhall.imitation.prompts import Kind
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 FORMAT = "mirrorhall-dataset"
+MANIFEST_FIELDS = ("format", "schema_version", "config", "n_shards", "episodes", "samples", "complete", "shards")
+SHARD_FIELDS = ("sha256", "bytes", "samples")
+SHARD_NAME = re.compile(r"shard-(\d{5})\.parquet")
+"""The only file names a manifest may list: nothing outside the dataset folder is ever read."""
 
 
 class DatasetError(ValueError):
@@ -238,10 +243,39 @@ def read_manifest(root: Path) -> dict | None:
             f"{path} has schema version {data.get('schema_version')!r}, this mirrorhall reads "
             f"version {SCHEMA_VERSION}; regenerate the dataset with this version"
         )
-    for key in ("config", "shards"):
+    for key in MANIFEST_FIELDS:
         if key not in data:
             raise DatasetError(f"{path} lacks the field {key!r}; delete the folder and generate again")
+    unknown = sorted(set(data) - set(MANIFEST_FIELDS))
+    if unknown:
+        raise DatasetError(f"{path} has unknown field(s) {unknown}; it was not written by this mirrorhall")
+    if not isinstance(data["config"], dict) or not isinstance(data["shards"], dict):
+        raise DatasetError(f"{path}: 'config' and 'shards' must be JSON objects; the manifest is damaged")
+    for key in ("n_shards", "episodes", "samples"):
+        if not _count(data[key]):
+            raise DatasetError(f"{path}: {key!r} must be a non-negative integer, got {data[key]!r}")
+    for name, entry in data["shards"].items():
+        m = SHARD_NAME.fullmatch(name)
+        if not m or int(m.group(1)) >= data["n_shards"]:
+            raise DatasetError(f"{path} lists a shard named {name!r}; shard names are shard-NNNNN.parquet "
+                               f"with NNNNN < n_shards ({data['n_shards']}); refusing to use it")
+        if (not isinstance(entry, dict) or set(entry) != set(SHARD_FIELDS)
+                or not isinstance(entry["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+                or not _count(entry["bytes"]) or not _count(entry["samples"])):
+            raise DatasetError(f"{path}: the entry of {name} must be {{'sha256': 64 hex digits, 'bytes': n, "
+                               "'samples': n}; the manifest is damaged")
     return data
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _config_from_manifest(root: Path, manifest: dict) -> GenerateConfig:
+    try:
+        return GenerateConfig.from_json(manifest["config"])
+    except (ValueError, TypeError) as err:
+        raise DatasetError(f"{Path(root) / MANIFEST}: bad generator config ({err})") from None
 
 
 def _new_manifest(cfg: GenerateConfig) -> dict:
@@ -279,6 +313,7 @@ def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, list[int]]:
         manifest = _new_manifest(cfg)
         _write_manifest(root, manifest)
     elif manifest["config"] != cfg.to_json():
+        _config_from_manifest(root, manifest)  # a damaged config is named as such, not as a difference
         old = manifest["config"]
         diff = ", ".join(f"{k}={old.get(k)!r} here vs {v!r} asked" for k, v in cfg.to_json().items()
                          if old.get(k) != v)
@@ -384,7 +419,7 @@ class Dataset:
         if manifest is None:
             raise DatasetError(f"{self.root} has no {MANIFEST}; run mirrorhall generate --out {self.root}")
         self.manifest = manifest
-        self.config = GenerateConfig.from_json(manifest["config"])
+        self.config = _config_from_manifest(self.root, manifest)
         self.world = self.config.world()
         if verify:
             for name, entry in manifest["shards"].items():
@@ -414,7 +449,13 @@ class Dataset:
     def episodes(self) -> Iterator[Episode]:
         for path in self.shard_paths:
             for row in self.read_table(path).to_pylist():
-                yield decode_row(row, self.world)
+                try:
+                    episode = decode_row(row, self.world)
+                except (ValueError, TypeError, KeyError) as err:
+                    raise DatasetError(f"{path}: episode {row.get('episode')!r} cannot be decoded "
+                                       f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                       "regenerate the dataset") from None
+                yield episode
 
 
 def decode_row(row: dict, world: WorldConfig) -> Episode:

@@ -190,22 +190,37 @@ def _pattern(template: str) -> re.Pattern:
     body = body.replace(re.escape("{k}"), r"(?P<k>\d+)").replace(re.escape("{desc}"), _DESC)
     body = body.replace(re.escape("{n}"), r"(?P<n>\d+)").replace(re.escape("{horizon}"), r"(?P<h>\d+)")
     body = body.replace(re.escape("{what}"), rf"(?:(?P<color>{_COLOR}) )?gems?")
-    return re.compile(rf"^\s*{body}\s*[.!]?\s*$", re.IGNORECASE)
+    # matched against the stripped text: one run of optional spaces keeps matching linear in length
+    return re.compile(rf"{body}\s*[.!]?", re.IGNORECASE)
 
 
 _PATTERNS = [(kind, i, _pattern(t.text)) for kind, temps in TEMPLATES.items() for i, t in enumerate(temps)]
 _SOCIAL_WORDS = {"ignores others": "none", "approaches others": "approach", "avoids others": "avoid"}
 
 
+MAX_DIGITS = 9
+"""Longest number a prompt may hold (agent ids, gem counts, horizons)."""
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``repr`` of a text for an error message, cut to about ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit + 2 else shown[:limit] + f"... ({len(text)} characters)"
+
+
 def parse_prompt(text: str) -> Prompt:
     """Read a prompt text written in any template's words; ValueError lists what is understood."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("a prompt must be a non-empty text, e.g. 'behave as yourself' or 'behave as agent 3'")
+    stripped = text.strip()
     for kind, i, pat in _PATTERNS:
-        m = pat.match(text)
+        m = pat.fullmatch(stripped)
         if not m:
             continue
         g = m.groupdict()
+        for key in ("k", "n", "h", "follow"):
+            if g.get(key) and len(g[key]) > MAX_DIGITS:
+                raise ValueError(f"prompt {shorten(text)}: the number {shorten(g[key], 12)} is too large")
         if kind == Kind.DESCRIBE:
             social = g["social"].lower()
             follow = int(g["follow"]) if g.get("follow") else None
@@ -219,7 +234,7 @@ def parse_prompt(text: str) -> Prompt:
             return render(kind, i, target=int(g["k"]))
         return render(kind, i)
     raise ValueError(
-        f"cannot read prompt {text!r}; try 'behave as yourself', 'behave as agent 3', "
+        f"cannot read prompt {shorten(text)}; try 'behave as yourself', 'behave as agent 3', "
         "'pretend to be agent 3 pretending to be you', 'behave as a focused agent that likes red "
         "gems and avoids others' or 'collect 3 blue gems in the next 20 steps'"
     )

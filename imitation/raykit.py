@@ -23,11 +23,36 @@ def loopback_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def local_auth_token() -> bool:
+    """Whether this machine holds a Ray auth token (the places Ray's own token loader reads)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path) and os.path.getsize(path) > 0
+
+
+def token_auth_for(address: str | None) -> None:
+    """Send the local auth token when connecting to an explicit cluster address.
+
+    ``ray start --head`` turns token authentication on whenever a token exists on the machine,
+    and ``ray.init(address="auto")`` sends it, but ``ray.init(address="HOST:PORT")`` only sends
+    it when ``RAY_AUTH_MODE=token`` is set; otherwise the connection is refused
+    (``InvalidAuthToken``). With an explicit address, no ``RAY_AUTH_MODE`` of the user's and a
+    token on this machine, set ``RAY_AUTH_MODE=token``: a cluster without authentication
+    accepts such a client too.
+    """
+    if address in (None, "auto", "local") or "RAY_AUTH_MODE" in os.environ:
+        return
+    if local_auth_token():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False,
                 temp_dir: str | None = None):
     """Yield the ``ray`` module, connected. Starts (and later stops) a local instance if needed."""
     loopback_env()
+    token_auth_for(address)
     import ray
 
     started = False

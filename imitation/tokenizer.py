@@ -54,6 +54,8 @@ class Tokenizer:
         return cls([PAD, UNK, *seen])
 
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
+        if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 0):
+            raise ValueError(f"max_len must be None or a non-negative integer, got {max_len!r}")
         ids = [self.index.get(w, 1) for w in words(text)]
         return ids if max_len is None else ids[:max_len]
 

@@ -38,6 +38,7 @@ from mirrorhall.imitation.batches import (
 from mirrorhall.imitation.checkpoint import (
     CheckpointError,
     load_training_state,
+    newest_checkpoint,
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
@@ -96,6 +97,10 @@ class TrainConfig:
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
+        for f, hi in (("threads", 1024), ("warmup", 10**9)):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+                raise ValueError(f"{f} must be an integer in 0..{hi}, got {v!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -242,13 +247,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     episodes = load_episodes(data, tokenizer, probe.max_prompt_len)
     trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
                       full_view=data.world.view_radius is None)
+    log_path = out / "metrics.jsonl"
+    resumed = None
     if resume:
-        _resume(trainer, out, cfg)
+        resumed = _resume(trainer, out, cfg)
+        _truncate_metrics(log_path, trainer.step)
     elif (out / "latest.json").exists():
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    writer = _tensorboard(out)
-    log_path = out / "metrics.jsonl"
+    # a resumed run re-runs the steps after its checkpoint: TensorBoard hides their old events
+    writer = _tensorboard(out, purge_step=trainer.step + 1 if resume else None)
     meta = {"dataset": dataset_id(data), "parameters": count_parameters(trainer.model)}
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", unit="step", disable=not progress)
     metrics: dict = {}
@@ -271,9 +279,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             on_log(metrics)
         bar.update(1)
     bar.close()
+    if resumed is not None and not metrics:  # resumed at or past --steps: nothing to re-run
+        metrics = {**resumed.get("metrics", {}), "step": trainer.step}
+        if latest_step(out) != trainer.step:  # e.g. the newest checkpoint is one Ray Train persisted
+            write_checkpoint(trainer, out, meta, metrics)
     if writer:
         writer.close()
     return metrics
+
+
+def latest_step(out: Path) -> int | None:
+    """The step of the checkpoint ``RUN/latest.json`` names, None if it names none."""
+    try:
+        return read_meta(resolve_checkpoint(out))["step"]
+    except CheckpointError:
+        return None
 
 
 def write_checkpoint(trainer: Trainer, out: Path, meta: dict, metrics: dict) -> Path:
@@ -286,28 +306,47 @@ def write_checkpoint(trainer: Trainer, out: Path, meta: dict, metrics: dict) -> 
     return folder
 
 
-def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> None:
+def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     if not out.exists():
         raise ValueError(f"--resume: {out} does not exist; start a run without --resume")
-    try:
-        folder = resolve_checkpoint(out)
-    except CheckpointError:
-        raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume") from None
+    folder = newest_checkpoint(out)  # a damaged or hostile latest.json raises, naming the file
+    if folder is None:
+        raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume")
     old = read_meta(folder).get("run_config", {})
+    if not isinstance(old, dict):
+        raise CheckpointError(f"{folder / 'checkpoint.json'}: 'run_config' must be a JSON object")
     for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data"):
         if old.get(key) != getattr(cfg, key):
-            raise ValueError(f"--resume: {key} was {old.get(key)!r} in this run, now {getattr(cfg, key)!r}; "
-                             "use the original value or another --out")
+            raise ValueError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
+                             f"{getattr(cfg, key)!r}; use the original value or another --out")
     meta = load_training_state(folder, trainer.core, trainer.optimizer)
     trainer.step = int(meta["step"])
+    return meta
 
 
-def _tensorboard(out: Path):
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` (and any line a kill cut short) before a resumed run
+    logs those steps again, so every step appears once in metrics.jsonl."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            continue
+        keep.append(line + "\n")
+    atomic_write(path, "".join(keep).encode())
+
+
+def _tensorboard(out: Path, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(str(out / "tb"))
+    return SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
 
 def _log(path: Path, writer, phase: str, metrics: dict) -> None:

@@ -29,7 +29,7 @@ def _loop(config: dict) -> None:
     from ray.train import Checkpoint
 
     from mirrorhall.imitation.batches import episode_arrays
-    from mirrorhall.imitation.checkpoint import load_training_state, save_checkpoint
+    from mirrorhall.imitation.checkpoint import load_training_state, read_meta, save_checkpoint
     from mirrorhall.imitation.dataset import GenerateConfig, decode_row
     from mirrorhall.imitation.model import ModelConfig, count_parameters
     from mirrorhall.imitation.tokenizer import Tokenizer
@@ -51,13 +51,14 @@ def _loop(config: dict) -> None:
 
     ckpt = ray.train.get_checkpoint()
     start_from = config.get("start_from")
-    if ckpt is not None:
+    meta = None
+    if ckpt is not None:  # after a worker failure, or the storage of an earlier (killed) Ray run
         with ckpt.as_directory() as d:
-            meta = load_training_state(Path(d), trainer.core, trainer.optimizer)
-    elif start_from:
+            # a local run may have continued past Ray's newest checkpoint: the larger step wins
+            if not start_from or read_meta(Path(d))["step"] >= read_meta(Path(start_from))["step"]:
+                meta = load_training_state(Path(d), trainer.core, trainer.optimizer)
+    if meta is None and start_from:
         meta = load_training_state(Path(start_from), trainer.core, trainer.optimizer)
-    else:
-        meta = None
     restored = None
     if meta is not None:
         trainer.step = restored = int(meta["step"])
@@ -95,20 +96,44 @@ def _loop(config: dict) -> None:
             ray.train.report(metrics)
 
 
+def _publish(out: Path, checkpoint: Path, step: int) -> None:
+    """Copy a checkpoint into ``RUN/checkpoints/`` and name it in ``RUN/latest.json``: a Ray run
+    then loads locally exactly like a local one."""
+    from mirrorhall.imitation.dataset import atomic_write
+
+    folder = out / "checkpoints" / f"step-{step:08d}"
+    if folder.resolve() != Path(checkpoint).resolve():
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(checkpoint, folder)
+    atomic_write(out / "latest.json", json.dumps({"checkpoint": str(folder.relative_to(out))}).encode())
+
+
 def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, resume: bool = False,
               cpus_per_worker: float = 0.5, max_failures: int = 1) -> dict:
     """Train with ``workers`` Ray Train workers; returns the final metrics of rank 0."""
-    from mirrorhall.imitation.checkpoint import resolve_checkpoint
-    from mirrorhall.imitation.dataset import Dataset, atomic_write
+    from mirrorhall.imitation.checkpoint import newest_checkpoint, ray_checkpoints, read_meta
+    from mirrorhall.imitation.dataset import Dataset
     from mirrorhall.imitation.raykit import ray_session
     from mirrorhall.imitation.train import dataset_id
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be a positive integer with --ray, got {workers!r}")
     out = Path(cfg.out).resolve()
     data = Dataset(cfg.data)
     start_from = None
     if resume:
-        start_from = str(resolve_checkpoint(out))
-    elif (out / "latest.json").exists():
+        # Ray Train itself restores from its storage in RUN/ray (same run name); start_from covers
+        # runs whose newest checkpoint is elsewhere (a local run, or a later local resume)
+        newest = newest_checkpoint(out) if out.exists() else None
+        if newest is None:
+            raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume")
+        start_from = str(newest)
+        done = read_meta(newest)
+        if done["step"] >= cfg.steps:  # nothing left to run (Ray Train would report no checkpoint)
+            _publish(out, newest, done["step"])
+            return {**done.get("metrics", {}), "step": done["step"]}
+    elif (out / "latest.json").exists() or ray_checkpoints(out):
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -134,11 +159,7 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
             raise RuntimeError(f"Ray Train failed: {result.error}")
         with result.checkpoint.as_directory() as d:
             meta = json.loads((Path(d) / "checkpoint.json").read_text())
-            folder = out / "checkpoints" / f"step-{int(meta['step']):08d}"
-            if folder.exists():
-                shutil.rmtree(folder)
-            shutil.copytree(d, folder)
-        atomic_write(out / "latest.json", json.dumps({"checkpoint": str(folder.relative_to(out))}).encode())
+            _publish(out, Path(d), int(meta["step"]))
         metrics = dict(result.metrics or {})
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"phase": "ray", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}) + "\n")

@@ -20,6 +20,20 @@ class UsageError(ValueError):
     """A user error the CLI reports in one line."""
 
 
+_LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that would start a new line shown escaped."""
+    return text.translate(str.maketrans(_LINE_BREAKS))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse quotes some arguments raw ("unrecognized arguments: ..."): keep its error one line
+        super().error(one_line(message))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """``mirrorhall run``: one rendered scene of scripted personas."""
@@ -183,7 +197,7 @@ def _fields(args: argparse.Namespace, cls) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mirrorhall",
         description="A multi-agent theory-of-mind laboratory: run scenes, generate labelled data, "
                     "train the shared multi-policy model, probe it against a Bayes-optimal observer.",
@@ -197,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe(sub)
     _add_export(sub)
     _add_demo(sub)
+    _add_compare_direct(sub)
     return parser
 
 
@@ -490,12 +505,53 @@ def _demo_from_scratch(out: Path, args) -> Path:
     return run
 
 
+def _add_compare_direct(sub) -> None:
+    p = sub.add_parser("compare-direct", help="PPO on log pi_test(a|s) vs the model watching pi_test: CE vs env steps",
+                       description="Direct optimisation vs generalisation + inference: for a few trait personas "
+                                   "pi_test, the cross-entropy against pi_test in held-out situations of (a) PPO "
+                                   "trained online with reward log pi_test(a|s) and (b) the shared model told "
+                                   "'behave as agent k' after watching pi_test for K steps, as a function of "
+                                   "environment steps. Writes DIR/compare_direct.json, .png and .md.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or training run folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=_positive("--seed"), default=0)
+    p.add_argument("--personas", type=_positive("--personas"), default=4, help="trait personas pi_test (default 4)")
+    p.add_argument("--iterations", type=_positive("--iterations"), default=10,
+                   help="PPO iterations per persona (default 10)")
+    p.add_argument("--batch", type=_positive("--batch"), default=1000,
+                   help="env steps sampled per PPO iteration (default 1000)")
+    p.add_argument("--episodes", type=_positive("--episodes"), default=8, help="held-out scenes per persona (default 8)")
+    p.add_argument("--population", default=None, help="default: the checkpoint's training population")
+    p.add_argument("--threads", type=_positive("--threads"), default=0, help="torch threads (0: default)")
+    p.set_defaults(func=cmd_compare_direct)
+
+
+def cmd_compare_direct(args) -> int:
+    from mirrorhall.agents.populations import get_population
+
+    if args.personas < 1 or args.episodes < 1 or args.batch < 1:
+        raise UsageError("--personas, --episodes and --batch must be >= 1")
+    if args.population is not None:
+        get_population(args.population)
+    from mirrorhall.analysis.compare_direct import run
+
+    r = run(args.checkpoint, args.out, seed=args.seed, personas=args.personas, iterations=args.iterations,
+            episodes=args.episodes, population=args.population, train_batch_size=args.batch,
+            threads=args.threads or None)
+    s = r["summary"]
+    k = max(r["ks"])
+    print(f"compare-direct: model CE at K={k}: {s[f'model_ce_at_K{k}']:.3f}; PPO CE after "
+          f"{s['ppo_env_steps_final']} env steps: {s['ppo_ce_final']:.3f} (untrained {s['ppo_ce_untrained']:.3f}); "
+          f"floor {s['entropy_floor']:.3f} ({r['seconds']} s) -> {args.out}/compare_direct.md")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (ValueError, OSError) as err:  # OSError: unusable paths (missing, too long, read-only, ...)
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"mirrorhall: error: {msg}", file=sys.stderr)
         return 2
