@@ -8,7 +8,7 @@ deterministically from (seed, step), so a resumed run reads exactly the batches 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -69,6 +69,13 @@ class Batch:
     tokens: torch.Tensor  # (S, L)
     label: torch.Tensor  # (S, 5)
     full_view: bool = False
+
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True)
+                 for f in fields(self) if f.name != "full_view"}
+        return Batch(**moved, full_view=self.full_view)
 
 
 def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], full_view: bool = False) -> Batch:

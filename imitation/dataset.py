@@ -340,16 +340,28 @@ def record_shard(root: Path, manifest: dict, shard: int, data: bytes, n_samples:
 
 
 def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, processes: int = 1) -> dict:
     """Generate (or finish) the dataset ``cfg`` in ``out``; returns the manifest.
 
-    ``workers`` = 0 runs in this process; otherwise shards fan out as Ray tasks on a local
-    loopback Ray instance with that many CPUs, or on the cluster at ``ray_address``.
+    ``workers`` = 0 runs on this machine, in ``processes`` local processes (shards are recorded in
+    order, so the bytes do not depend on the count); otherwise shards fan out as Ray tasks on a
+    local loopback Ray instance with that many CPUs, or on the cluster at ``ray_address``.
     """
     out = Path(out)
     manifest, todo = prepare(out, cfg)
     if progress:
         progress(len(manifest["shards"]), manifest["samples"])
+    if workers <= 0 and ray_address is None and processes > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            for _, data, n in pool.map(generate_shard_bytes, [cfg.to_json()] * len(todo), todo):
+                record_shard(out, manifest, _, data, n)
+                if progress:
+                    progress(1, n)
+        return manifest
     if workers <= 0 and ray_address is None:
         for shard in todo:
             _, data, n = generate_shard_bytes(cfg.to_json(), shard)
@@ -448,14 +460,18 @@ class Dataset:
 
     def episodes(self) -> Iterator[Episode]:
         for path in self.shard_paths:
-            for row in self.read_table(path).to_pylist():
-                try:
-                    episode = decode_row(row, self.world)
-                except (ValueError, TypeError, KeyError) as err:
-                    raise DatasetError(f"{path}: episode {row.get('episode')!r} cannot be decoded "
-                                       f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                                       "regenerate the dataset") from None
-                yield episode
+            yield from self.shard_episodes(path)
+
+    def shard_episodes(self, path: Path) -> Iterator[Episode]:
+        """The episodes of one shard, in order."""
+        for row in self.read_table(path).to_pylist():
+            try:
+                episode = decode_row(row, self.world)
+            except (ValueError, TypeError, KeyError) as err:
+                raise DatasetError(f"{path}: episode {row.get('episode')!r} cannot be decoded "
+                                   f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                   "regenerate the dataset") from None
+            yield episode
 
 
 def decode_row(row: dict, world: WorldConfig) -> Episode:

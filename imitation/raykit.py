@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 LOOPBACK_ENV = {
     # Without this, Ray on Linux rewrites 127.0.0.1 to the routable address and listens on all
@@ -19,8 +20,17 @@ LOOPBACK_ENV = {
 
 
 def loopback_env() -> None:
+    """Set the loopback defaults (a user's own values win).
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when ``ray`` is first imported; if
+    something imported Ray before this ran, the frozen constant is brought in line with the
+    environment, so a late import order cannot silently expose the instance beyond loopback.
+    """
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def local_auth_token() -> bool:
@@ -47,13 +57,29 @@ def token_auth_for(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def _reload_ray_config() -> None:
+    """Make an already imported Ray re-read ``RAY_*`` settings (auth mode among them) from the
+    environment, as Ray itself does when it turns token authentication on. Without it, a process
+    that imported Ray before ``RAY_AUTH_MODE`` changed starts a GCS that expects a token its own
+    driver does not send."""
+    try:
+        from ray._raylet import Config
+    except ImportError:  # a Ray without it: nothing cached to refresh
+        return
+    Config.initialize("")
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False,
                 temp_dir: str | None = None):
     """Yield the ``ray`` module, connected. Starts (and later stops) a local instance if needed."""
     loopback_env()
     token_auth_for(address)
+    refresh = "ray" in sys.modules  # Ray read its settings at import; re-read the environment
     import ray
+
+    if refresh and not ray.is_initialized():
+        _reload_ray_config()
 
     started = False
     if not ray.is_initialized():

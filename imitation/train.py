@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -84,6 +85,10 @@ class TrainConfig:
     eval_samples: int = 4096
     threads: int = 0
     """torch threads (0: leave torch's default)."""
+    data_processes: int = 1
+    """Local processes that turn shards into model arrays at start-up (same arrays for any count)."""
+    device: str = "cpu"
+    """torch device of the local loop: cpu, cuda or cuda:N (Ray Train workers always use cpu)."""
 
     def __post_init__(self):
         if self.size not in MODEL_SIZES:
@@ -97,7 +102,9 @@ class TrainConfig:
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
-        for f, hi in (("threads", 1024), ("warmup", 10**9)):
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        for f, hi in (("threads", 1024), ("warmup", 10**9), ("data_processes", 1024)):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
                 raise ValueError(f"{f} must be an integer in 0..{hi}, got {v!r}")
@@ -161,7 +168,9 @@ class Trainer:
         self.cfg = cfg
         self.full_view = full_view
         self.tokenizer = tokenizer
+        self.device = torch.device(cfg.device)
         self.core = build_model(cfg, tokenizer, n_colors) if model is None else model
+        self.core.to(self.device)
         self.model = BatchModel(self.core) if wrap is None else wrap(BatchModel(self.core))
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "emb" not in n]
         other = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
@@ -178,7 +187,7 @@ class Trainer:
     def batch(self, step: int):
         eps = [self.train_eps[i] for i in self.sampler.episodes(step)]
         picks = self.sampler.samples(step, [len(e.kind) for e in eps])
-        return make_batch(eps, picks, self.full_view)
+        return make_batch(eps, picks, self.full_view).to(self.device)
 
     def train_step(self) -> dict:
         """One optimisation step on batch ``self.step``; returns scalar metrics."""
@@ -210,7 +219,7 @@ class Trainer:
         for start in range(0, len(self.eval_eps), 16):
             eps = self.eval_eps[start: start + 16]
             picks = [np.sort(rng.choice(len(e.kind), size=min(per, len(e.kind)), replace=False)) for e in eps]
-            batch = make_batch(eps, picks, self.full_view)
+            batch = make_batch(eps, picks, self.full_view).to(self.device)
             logits = self.core(**model_inputs(self.core, batch))
             ce = soft_cross_entropy(logits, batch.label)
             ce_all.append(ce)
@@ -227,8 +236,36 @@ class Trainer:
         return out
 
 
-def load_episodes(data: Dataset, tokenizer: Tokenizer, max_len: int) -> list[EpisodeArrays]:
-    return [episode_arrays(ep, data.world, tokenizer, max_len) for ep in data.episodes()]
+def check_device(device: str) -> None:
+    """A one-line error when the asked-for device is not there."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+                             "use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible; "
+                             "use cuda:0")
+
+
+def _shard_arrays(root: str, path: str, tokenizer_json: dict, max_len: int) -> list[EpisodeArrays]:
+    data, tokenizer = Dataset(root, verify=False), Tokenizer.from_json(tokenizer_json)
+    return [episode_arrays(ep, data.world, tokenizer, max_len) for ep in data.shard_episodes(Path(path))]
+
+
+def load_episodes(data: Dataset, tokenizer: Tokenizer, max_len: int, processes: int = 1) -> list[EpisodeArrays]:
+    """Every episode's model arrays, in dataset order (``processes`` > 1 builds shards in parallel)."""
+    paths = data.shard_paths
+    if processes <= 1 or len(paths) < 2:
+        return [episode_arrays(ep, data.world, tokenizer, max_len) for ep in data.episodes()]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = len(paths)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = pool.map(_shard_arrays, [str(data.root)] * n, [str(p) for p in paths],
+                         [tokenizer.to_json()] * n, [max_len] * n)
+        return [ep for part in parts for ep in part]
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -238,13 +275,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_device(cfg.device)
     out = Path(cfg.out)
     data = Dataset(cfg.data)
     tokenizer = Tokenizer.default()
     probe = ModelConfig.for_tokenizer(tokenizer, n_colors=data.world.n_colors, **MODEL_SIZES[cfg.size])
     if data.world.n_agents > probe.max_agents:
         raise ValueError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
-    episodes = load_episodes(data, tokenizer, probe.max_prompt_len)
+    episodes = load_episodes(data, tokenizer, probe.max_prompt_len, cfg.data_processes)
     trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
                       full_view=data.world.view_radius is None)
     log_path = out / "metrics.jsonl"

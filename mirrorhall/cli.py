@@ -125,6 +125,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--workers", type=_positive("--workers"), default=0,
                    help="fan shards out as Ray tasks on a local loopback Ray instance with W CPUs")
     p.add_argument("--ray-address", default=None, help="run the Ray tasks on this cluster instead")
+    p.add_argument("--processes", type=_positive("--processes"), default=1,
+                   help="local processes without Ray (same bytes for any count)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_generate)
 
@@ -147,6 +149,9 @@ def _add_train(sub) -> None:
     p.add_argument("--episodes-per-batch", type=_positive("--episodes-per-batch"), default=T.episodes_per_batch)
     p.add_argument("--samples-per-episode", type=_positive("--samples-per-episode"), default=T.samples_per_episode)
     p.add_argument("--threads", type=_positive("--threads"), default=0, help="torch threads (0: default)")
+    p.add_argument("--device", default=T.device, help="torch device of the local loop: cpu, cuda or cuda:N")
+    p.add_argument("--data-processes", type=_positive("--data-processes"), default=1,
+                   help="local processes that prepare the shards at start-up")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--ray", action="store_true", help="train with Ray Train (DDP over gloo on CPU)")
     p.add_argument("--workers", type=_positive("--workers"), default=2, help="Ray Train workers (with --ray)")
@@ -314,8 +319,10 @@ def cmd_generate(args) -> int:
         progress.total += samples
 
     progress.total = 0
+    if args.processes > 1 and (args.workers or args.ray_address):
+        raise UsageError("--processes runs without Ray; drop --workers/--ray-address, or --processes")
     manifest = generate(cfg, args.out, workers=args.workers, ray_address=args.ray_address,
-                        progress=progress)
+                        progress=progress, processes=args.processes)
     bar.close()
     print(f"{args.out}: {len(manifest['shards'])} shards, {manifest['episodes']} episodes, "
           f"{manifest['samples']} labelled samples")
@@ -328,8 +335,11 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, size=args.size, lr=args.lr,
                       seed=args.seed, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                       episodes_per_batch=args.episodes_per_batch,
-                      samples_per_episode=args.samples_per_episode, threads=args.threads)
+                      samples_per_episode=args.samples_per_episode, threads=args.threads,
+                      device=args.device, data_processes=args.data_processes)
     if args.ray:
+        if cfg.device != "cpu":
+            raise UsageError("--device applies to the local loop; Ray Train workers train on cpu")
         from mirrorhall.imitation.train_ray import train_ray
 
         metrics = train_ray(cfg, workers=args.workers, address=args.ray_address, resume=args.resume)

@@ -232,6 +232,9 @@ def test_explicit_addresses_send_the_local_auth_token(tmp_path, monkeypatch):
 
     token = tmp_path / "auth_token"
     token.write_text("x" * 32)
+    # record RAY_AUTH_MODE's original state first: token_auth_for writes os.environ directly, and
+    # monkeypatch restores, in reverse order, the value each of its own calls found
+    monkeypatch.setenv("RAY_AUTH_MODE", "placeholder")
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     for address, want in ((None, None), ("auto", None), ("127.0.0.1:6379", "token")):
@@ -245,3 +248,27 @@ def test_explicit_addresses_send_the_local_auth_token(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
     token_auth_for("127.0.0.1:6379")  # no token here: nothing to send
     assert "RAY_AUTH_MODE" not in os.environ
+
+
+@pytest.mark.ray
+def test_ray_imported_first_still_starts_on_loopback_with_token_auth(tmp_path):
+    """Ray freezes some settings at import: a process that imported it before mirrorhall, and then
+    had RAY_AUTH_MODE set (as ray_session does for explicit addresses), still gets a working local
+    instance whose processes listen on 127.0.0.1 only."""
+    token = tmp_path / "auth_token"
+    token.write_text("a" * 64)
+    temp_dir = tempfile.mkdtemp(prefix="mhray", dir="/tmp")  # short: Ray's socket paths live here
+    script = (
+        "import os, ray\n"  # imported before the loopback defaults and the auth mode are set
+        "os.environ['RAY_AUTH_MODE'] = 'token'\n"
+        "from mirrorhall.imitation.raykit import ray_session\n"
+        f"with ray_session(num_cpus=1, temp_dir={temp_dir!r}) as ray:\n"
+        "    print('node', ray.nodes()[0]['NodeManagerAddress'], ray.get(ray.remote(lambda: 7).remote()))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env = {**base, "RAY_AUTH_TOKEN_PATH": str(token)}
+    try:
+        r = run([sys.executable, "-c", script], env, 180)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert r.stdout.strip().splitlines()[-1] == "node 127.0.0.1 7", r.stdout[-500:]

@@ -143,6 +143,14 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path, small):
     assert set(manifest_sums(other).values()).isdisjoint(manifest_sums(small.root).values())
 
 
+def test_local_processes_write_the_same_bytes(tmp_path, small):
+    """--processes 2 records shards in order: the manifest and every shard match one process."""
+    multi = tmp_path / "multi"
+    generate(GenerateConfig(**SMALL), multi, processes=2)
+    assert manifest_sums(multi) == manifest_sums(small.root)
+    assert (multi / "manifest.json").read_bytes() == (small.root / "manifest.json").read_bytes()
+
+
 def test_killed_generation_resumes_with_identical_checksums(tmp_path, small):
     root = tmp_path / "killed"
     args = [MIRRORHALL, "generate", "--population", "crowd", "--episodes", "240",

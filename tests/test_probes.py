@@ -123,33 +123,48 @@ def reference_results(tmp_path_factory):
 def test_reference_checkpoint_probes_at_small_scale(reference_results):
     """Gates at small scale (held-out seed 11; the full-scale figures are in docs/results.md):
 
-    - imitate: fraction of attainable information >= 0.6 at K = 10 and averaged over K >= 5;
+    - imitate: fraction of attainable information >= 0.7 at K = 10 and averaged over K >= 5;
       the model beats the prior-only observer at K = 20.
-    - calibration: mean KL(Bayes || model) over N_past >= 1 below 0.25 nats.
+    - calibration: mean KL(Bayes || model) over N_past >= 1 below 0.2 nats (the Bayes observer
+      knows the target is a random agent; the `lab`-trained model cannot: docs/results.md).
     - describe: seen combinations within 0.05 nats of the entropy floor; held-out combinations
       within 0.15.
-    - second_order: cross-entropy below the OTHER(theta) baseline at K = 20.
+    - second_order: cross-entropy below both the SELF and the OTHER(theta) baselines at K = 20.
     - mirror_test: accuracy after 20 steps at least 2.5x chance.
     - outcome: asking for more gems of a colour yields more of them (positive slope).
     """
     out, r = reference_results
     imit = r["imitate"]["summary"]
-    assert imit["fraction_at_K10"] >= 0.6, imit
-    assert imit["mean_fraction_K_ge_5"] >= 0.6, imit
+    assert imit["fraction_at_K10"] >= 0.7, imit
+    assert imit["mean_fraction_K_ge_5"] >= 0.7, imit
     k20 = next(c for c in r["imitate"]["conditions"] if c["K"] == 20)
     assert k20["ce_model"]["mean"] < k20["ce_prior"]["mean"]
-    assert r["calibration"]["summary"]["mean_kl_bayes_model_npast_ge_1"] < 0.25
+    assert r["calibration"]["summary"]["mean_kl_bayes_model_npast_ge_1"] < 0.2
     desc = {c["condition"]: c for c in r["describe"]["conditions"]}
     assert desc["seen"]["kl"]["mean"] < 0.05
     assert desc["held_out_combination"]["kl"]["mean"] < 0.15
     so = r["second_order"]["summary"]
-    assert so["margin_vs_other"] > 0
+    assert so["margin_vs_other"] > 0 and so["margin_vs_self"] > 0, so
     mt = r["mirror_test"]["conditions"][-1]
     assert mt["steps_observed"] == 20 and mt["accuracy_model"]["mean"] >= 2.5 * mt["chance"]
     assert r["outcome"]["summary"]["slope_achieved_per_asked"] > 0
     for name in r:
         saved = json.loads((out / f"{name}.json").read_text())
         assert saved["probe"] == name and saved["conditions"] and (out / f"{name}.png").stat().st_size > 1000
+
+
+SPECIES = REFERENCE.parent / "species"
+
+
+@pytest.mark.skipif(not (SPECIES / "checkpoint.json").exists(), reason="checkpoints/species is not in this checkout")
+def test_species_checkpoint_is_calibrated_like_the_bayes_observer(tmp_path):
+    """ToMnet's set-up (trained on random agents only): mean KL(Bayes || model) over N_past >= 1
+    at most 0.02 nats at small scale (held-out seed 11), and no (alpha, N_past) cell above 0.05."""
+    r = run_probe("calibration", ModelProbe(SPECIES), tmp_path, "species", seed=11, scale="small")
+    assert r["population"] == "species"
+    assert r["summary"]["mean_kl_bayes_model_npast_ge_1"] <= 0.02, r["summary"]
+    worst = max(c["kl_bayes_model"]["mean"] for c in r["conditions"])
+    assert worst <= 0.05, worst
 
 
 @needs_reference

@@ -139,12 +139,13 @@ def test_local_ray_listens_on_loopback_only_with_no_dashboard(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     me = os.getpid()
     before = socket_inodes(me)
+    earlier = descendants(me)  # children of earlier tests (e.g. a notebook kernel) are not this session's
     temp_dir = tempfile.mkdtemp(prefix="mhray", dir="/tmp")
     try:
         with ray_session(num_cpus=1, temp_dir=temp_dir) as ray:
             assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker process is up as well
             time.sleep(2)  # the agents finish binding
-            pids = descendants(me)
+            pids = descendants(me) - earlier
             names = " ".join(cmdline(p) for p in pids)
             assert "raylet" in names and "gcs_server" in names, names[:500]
             table = listening()

@@ -141,6 +141,31 @@ def test_model_inputs_ignore_persona_metadata(small_data):
     assert not np.array_equal(episode_arrays(changed, data.world, tok, 24).feats, a.feats)
 
 
+def test_parallel_loading_builds_the_same_arrays(small_data):
+    """--data-processes only spreads start-up work: same episodes, same order, same arrays."""
+    from mirrorhall.imitation.train import load_episodes
+
+    data, tok = Dataset(small_data), Tokenizer.default()
+    one, two = load_episodes(data, tok, 64), load_episodes(data, tok, 64, processes=2)
+    assert len(one) == len(two) == 64
+    for a, b in zip(one, two, strict=True):
+        for name in ("feats", "visible", "actions", "tokens", "label", "agent", "t", "kind"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_device_is_checked_with_a_one_line_error(tmp_path, small_data):
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+        TrainConfig(data=str(small_data), out=str(tmp_path / "r"), device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU here.*use --device cpu"):
+            train(TrainConfig(data=str(small_data), out=str(tmp_path / "r"), device="cuda"), progress=False)
+        assert not (tmp_path / "r").exists()
+    r = subprocess.run([MIRRORHALL, "train", "--data", str(small_data), "--out", str(tmp_path / "r2"),
+                        "--ray", "--device", "cuda"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Ray Train workers train on cpu" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_checkpoint_errors_are_one_line(tmp_path, small_run):
     from mirrorhall.imitation.checkpoint import resolve_checkpoint
 
