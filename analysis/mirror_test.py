@@ -22,7 +22,7 @@ from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, int_seed, mean_ci, probe_seed
 from mirrorhall.envs.core import WorldConfig
 
-STEPS = (1, 2, 5, 10, 20)
+STEPS = (1, 2, 5, 10, 20, 40)
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, agents: int = 8,
@@ -81,9 +81,9 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
             "accuracy_bayes": mean_ci(bayes_llr[:, :, n - 1].argmax(1) == truth),
             "chance": 1.0 / cands.size,
         })
-    final = conditions[-1]
+    at20 = next((c for c in conditions if c["steps_observed"] == 20), None)
     return {"probe": "mirror_test", "population": population, "agents": agents, "episodes": episodes,
             "seed": seed, "conditions": conditions,
-            "summary": {"accuracy_model_at_20": final["accuracy_model"]["mean"] if final["steps_observed"] == 20 else None,
-                        "accuracy_bayes_at_20": final["accuracy_bayes"]["mean"] if final["steps_observed"] == 20 else None},
+            "summary": {"accuracy_model_at_20": at20["accuracy_model"]["mean"] if at20 else None,
+                        "accuracy_bayes_at_20": at20["accuracy_bayes"]["mean"] if at20 else None},
             "targets": {"accuracy_model_at_20": 0.9}}

@@ -145,7 +145,7 @@ def test_reference_checkpoint_probes_at_small_scale(reference_results):
     assert desc["held_out_combination"]["kl"]["mean"] < 0.15
     so = r["second_order"]["summary"]
     assert so["margin_vs_other"] > 0 and so["margin_vs_self"] > 0, so
-    mt = r["mirror_test"]["conditions"][-1]
+    mt = next(c for c in r["mirror_test"]["conditions"] if c["steps_observed"] == 20)
     assert mt["steps_observed"] == 20 and mt["accuracy_model"]["mean"] >= 2.5 * mt["chance"]
     assert r["outcome"]["summary"]["slope_achieved_per_asked"] > 0
     for name in r:
