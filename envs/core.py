@@ -195,6 +195,38 @@ class WorldCore:
         self.wall = config.walls()  # (H, W)
         self.free_cells = np.flatnonzero(~self.wall)  # (F,) flat indices of non-wall cells
         self.gem_color = np.repeat(np.arange(config.n_colors), config.gems_per_color)  # (G,)
+        # Per-configuration lookup tables, indexed by flat cell (row * width + col):
+        h, w = config.height, config.width
+        cells = np.arange(h * w)
+        self.cell_pos = np.stack(np.divmod(cells, w), axis=-1)  # (H*W, 2) int64 row, col
+        new = self.cell_pos[:, None, :] + MOVES  # (H*W, 5, 2); only used from free cells
+        inside = (new >= 0).all(-1) & (new[..., 0] < h) & (new[..., 1] < w)
+        flat_new = np.where(inside, new[..., 0] * w + new[..., 1], cells[:, None])
+        blocked = ~inside | self.wall.reshape(-1)[flat_new]
+        self.move_cell = np.where(blocked, cells[:, None], flat_new)  # (H*W, 5) cell after a move
+        self.move_pos = self.cell_pos[self.move_cell]  # (H*W, 5, 2) position after a move
+        self._move_cell_flat = self.move_cell.reshape(-1)  # index cell * 5 + action
+        self._wall_flat = self.wall.reshape(1, -1)
+        self.obs_dim = config.obs_dim
+        self._ids = np.arange(config.n_agents)
+        self._cell_weights = np.array([w, 1], dtype=np.int64)
+        self._template: np.ndarray | None = None  # built by the first full-observability observe
+
+    def _full_template(self) -> np.ndarray:
+        """(N, obs_dim) what every observation holds under full observability before the gems,
+        agent rows and goal are written: every cell visible, walls, every agent visible, is_self."""
+        if self._template is None:
+            cfg, n = self.config, self.config.n_agents
+            full = np.zeros((cfg.height, cfg.width, 2 + cfg.n_colors), dtype=np.float32)
+            full[..., 0] = 1.0
+            full[..., 1] = self.wall
+            template = np.zeros((n, self.obs_dim), dtype=np.float32)
+            template[:, : full.size] = full.reshape(-1)
+            rows = template[:, full.size: full.size + n * AGENT_COLUMNS].reshape(n, n, AGENT_COLUMNS)
+            rows[..., 0] = 1.0
+            rows[self._ids, self._ids, 4] = 1.0
+            self._template = template
+        return self._template
 
     # --- reset and step -------------------------------------------------------------------------
 
@@ -218,11 +250,15 @@ class WorldCore:
             t=0,
         )
 
+    def _cells(self, pos: np.ndarray, scale: int = 1) -> np.ndarray:
+        """(..., 2) row, col positions -> (...) flat cell indices times ``scale``, int64."""
+        if pos.size <= 4096:  # small: one integer dot product beats three ufunc calls
+            return np.dot(pos, self._cell_weights * scale)
+        return pos[..., 0] * (self.config.width * scale) + pos[..., 1] * scale
+
     def move_targets(self, pos: np.ndarray) -> np.ndarray:
         """(..., 2) positions -> (..., 5, 2) positions after each action; walls block a move."""
-        new = pos[..., None, :] + MOVES  # (..., 5, 2)
-        blocked = self.wall[new[..., 0], new[..., 1]]  # (..., 5)
-        return np.where(blocked[..., None], pos[..., None, :], new)
+        return self.move_pos[self._cells(pos)]
 
     def step(self, state: WorldState, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Advance every world one step in place; returns rewards (B, N) float32.
@@ -230,47 +266,64 @@ class WorldCore:
         Moves are simultaneous; agents may share a cell. A gem entered by several agents goes to
         the contender whose (id - t) mod N is smallest, so priority rotates fairly with time.
         """
+        actions = np.asarray(actions, dtype=np.int64)
+        if actions.shape != state.last_action.shape:
+            raise ValueError(f"actions must have shape {state.last_action.shape}, got {actions.shape}")
+        if actions.size and (actions.min() < 0 or actions.max() >= N_ACTIONS):
+            raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
+        return self.step_unchecked(state, actions, rng)
+
+    def step_unchecked(self, state: WorldState, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``step`` for callers that already hold valid (B, N) int64 actions in 0..4."""
         cfg = self.config
         b, n = state.last_action.shape
-        actions = np.asarray(actions, dtype=np.int64)
-        targets = self.move_targets(state.agent_pos)  # (B, N, 5, 2)
-        state.agent_pos = np.take_along_axis(targets, actions[..., None, None], axis=2)[:, :, 0]
+        cell = self._cells(state.agent_pos)  # (B, N)
+        agent_cell = self._move_cell_flat[cell * N_ACTIONS + actions]  # (B, N) after the move
+        state.agent_pos = self.cell_pos[agent_cell]
         state.last_action = actions.copy()
 
-        agent_cell = state.agent_pos[..., 0] * cfg.width + state.agent_pos[..., 1]  # (B, N)
-        gem_cell = state.gem_pos[..., 0] * cfg.width + state.gem_pos[..., 1]  # (B, G)
-        on = agent_cell[:, :, None] == gem_cell[:, None, :]  # (B, N, G)
+        gem_cell = self._cells(state.gem_pos)  # (B, G)
+        rows = np.arange(b)[:, None]
+        occupied = np.zeros((b, cfg.height * cfg.width), dtype=bool)
+        occupied[rows, agent_cell] = True
+        taken = occupied[rows, gem_cell]  # (B, G) some agent ended on the gem
         rewards = np.zeros((b, n), dtype=np.float32)
-        taken = on.any(axis=1)  # (B, G)
         if taken.any():
-            priority = (np.arange(n) - state.t) % n  # (N,)
-            score = np.where(on, priority[None, :, None], n)  # (B, N, G)
-            winner = score.argmin(axis=1)  # (B, G)
             wb, wg = np.nonzero(taken)
-            wa = winner[wb, wg]
+            on = agent_cell[wb] == gem_cell[wb, wg][:, None]  # (M, N) contenders of each taken gem
+            priority = (self._ids - state.t) % n  # (N,)
+            wa = np.where(on, priority, n).argmin(axis=1)  # (M,)
             color = state.gem_color[wg]
             np.add.at(state.collected, (wb, wa, color), 1)
             valued = state.valued[wb, wa]
             np.add.at(rewards, (wb, wa), ((valued == ANY_COLOR) | (valued == color)).astype(np.float32))
-            self._respawn(state, taken, agent_cell, gem_cell, rng)
+            occupied[rows, gem_cell] = True
+            occupied |= self._wall_flat
+            self._respawn(state, taken, wb, wg, occupied, rng)
         state.t += 1
         return rewards
 
-    def _respawn(self, state, taken, agent_cell, gem_cell, rng) -> None:
-        """Move each taken gem to a distinct random cell holding no wall, agent or gem."""
-        cfg = self.config
-        b = taken.shape[0]
-        occupied = np.zeros((b, cfg.height * cfg.width), dtype=bool)
-        rows = np.arange(b)[:, None]
-        occupied[rows, agent_cell] = True
-        occupied[rows, gem_cell] = True
-        occupied |= self.wall.reshape(1, -1)
+    def _respawn(self, state, taken, wb, wg, occupied, rng) -> None:
+        """Move each taken gem to a distinct random cell holding no wall, agent or gem.
+
+        Every world draws one uniform per cell; the k-th taken gem of a world (in gem order) goes
+        to the free cell with the k-th largest draw (ties to the lower cell index).
+        """
         score = np.where(occupied, -1.0, rng.random(occupied.shape))  # (B, H*W)
-        order = np.argsort(-score, axis=1, kind="stable")  # free cells first, in random order
-        rank = np.cumsum(taken, axis=1) - 1  # (B, G) which free cell each taken gem gets
-        wb, wg = np.nonzero(taken)
-        cell = order[wb, rank[wb, wg]]
-        state.gem_pos[wb, wg] = np.stack(np.divmod(cell, cfg.width), axis=-1)
+        if score.shape[0] == 1:  # one world: its taken gems, in order, get the best free cells
+            order = np.argsort(-score[0], kind="stable")[: wg.size]
+            state.gem_pos[0, wg] = self.cell_pos[order]
+            return
+        hit = np.flatnonzero(taken.any(axis=1))  # worlds with a taken gem
+        sub = score[hit]  # (R, H*W)
+        rank = np.cumsum(taken, axis=1)[wb, wg] - 1  # which free cell each taken gem gets
+        picks = np.empty((hit.size, int(rank.max()) + 1), dtype=np.int64)
+        r = np.arange(hit.size)
+        for k in range(picks.shape[1]):
+            picks[:, k] = sub.argmax(axis=1)
+            sub[r, picks[:, k]] = -np.inf
+        where = np.searchsorted(hit, wb)
+        state.gem_pos[wb, wg] = self.cell_pos[picks[where, rank]]
 
     # --- what agents see ------------------------------------------------------------------------
 
@@ -292,24 +345,33 @@ class WorldCore:
         b, n = state.last_action.shape
         gem_vis, agent_vis = self.visible(state)
         after = self.move_targets(state.agent_pos)  # (B, N, 5, 2)
-        # (B, N, 5, G) distance from each post-move cell to each gem
-        d_gem = np.abs(after[:, :, :, None, :] - state.gem_pos[:, None, None, :, :]).sum(-1)
+        ar, ac = after[..., 0, None], after[..., 1, None]  # (B, N, 5, 1) each
+        # (B, N, 5, G) distance from each post-move cell to each gem (coordinates kept apart:
+        # numpy reduces a trailing axis of 2 slowly)
+        gr, gc = state.gem_pos[:, None, None, :, 0], state.gem_pos[:, None, None, :, 1]
+        d_gem = np.abs(ar - gr) + np.abs(ac - gc)
         big = cfg.width + cfg.height
         d_gem = np.where(gem_vis[:, :, None, :], d_gem, big)
         per_color = d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color).min(-1)
         gem_seen = gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color).any(-1)  # (B, N, C)
         gem_d = np.where(gem_seen[:, :, None, :], per_color, 0)
-        # (B, N, 5, N) distance from each post-move cell to each agent's current cell
-        agent_d = np.abs(after[:, :, :, None, :] - state.agent_pos[:, None, None, :, :]).sum(-1)
+        # (B, N, 5, N) distance from each post-move cell to each agent's current cell, in float64
+        # (exact for these small integers)
+        pos = state.agent_pos.astype(np.float64)
+        agent_d = np.subtract(ar, pos[:, None, None, :, 0], dtype=np.float64)
+        np.abs(agent_d, out=agent_d)
+        d_col = np.subtract(ac, pos[:, None, None, :, 1], dtype=np.float64)
+        np.abs(d_col, out=d_col)
+        agent_d += d_col
         eye = np.eye(n, dtype=bool)
         agent_seen = agent_vis & ~eye  # (B, N, N)
-        agent_d = np.where(agent_seen[:, :, None, :], agent_d, 0)
+        agent_d *= agent_seen[:, :, None, :]  # distances are >= 0, so unseen ones become +0.0
         last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
         ego = np.broadcast_to(np.arange(n), (b, n)).copy()
         return Situations(
             gem_d=gem_d.astype(np.float64),
             gem_seen=gem_seen,
-            agent_d=agent_d.astype(np.float64),
+            agent_d=agent_d,
             agent_seen=agent_seen,
             last_action=last,
             ego=ego,
@@ -320,36 +382,44 @@ class WorldCore:
         cfg = self.config
         b, n = state.last_action.shape
         h, w, c = cfg.height, cfg.width, cfg.n_colors
-        gem_vis, agent_vis = self.visible(state)
-        grid = np.zeros((b, n, h, w, 2 + c), dtype=np.float32)
+        k = 2 + c
+        dg, dt = h * w * k, n * AGENT_COLUMNS
+        out = np.empty((b, n, self.obs_dim), dtype=np.float32)
+        grid = out[..., :dg]  # (B, N, H*W*K) views into ``out``
+        table = out[..., dg:dg + dt].reshape(b, n, n, AGENT_COLUMNS)
+        goal = out[..., dg + dt:]
+        rows = np.arange(b)[:, None]
+        gem_flat = self._cells(state.gem_pos, k) + (2 + state.gem_color)  # (B, G)
+        ids = self._ids
         if cfg.view_radius is None:
-            cell_vis = np.ones((b, n, h, w), dtype=bool)
+            out[...] = self._full_template()  # walls, every cell and agent visible, is_self, no goal
+            out[rows, :, gem_flat] = 1.0  # every agent sees every gem
+            table[..., 1:3] = state.agent_pos[:, None]
+            table[..., 3] = state.last_action[:, None]
         else:
+            gem_vis, agent_vis = self.visible(state)
             rr = np.arange(h)[None, None, :, None]
             cc = np.arange(w)[None, None, None, :]
             me = state.agent_pos
             cell_vis = (np.abs(rr - me[:, :, 0, None, None]) <= cfg.view_radius) & (
                 np.abs(cc - me[:, :, 1, None, None]) <= cfg.view_radius
             )  # (B, N, H, W)
-        grid[..., 0] = cell_vis
-        grid[..., 1] = cell_vis & self.wall
-        bi, ni, gi = np.nonzero(gem_vis)
-        gp = state.gem_pos[bi, gi]
-        grid[bi, ni, gp[:, 0], gp[:, 1], 2 + state.gem_color[gi]] = 1.0
-
-        table = np.full((b, n, n, AGENT_COLUMNS), -1.0, dtype=np.float32)
-        table[..., 0] = agent_vis
-        pos = np.broadcast_to(state.agent_pos[:, None], (b, n, n, 2))
-        table[..., 1:3] = np.where(agent_vis[..., None], pos, -1)
-        table[..., 3] = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)
-        table[..., 4] = np.eye(n, dtype=np.float32)
-
-        goal = np.zeros((b, n, c + 1), dtype=np.float32)
+            g5 = grid.reshape(b, n, h, w, k)
+            g5[..., 0] = cell_vis
+            g5[..., 1] = cell_vis & self.wall
+            g5[..., 2:] = 0.0
+            bi, ni, gi = np.nonzero(gem_vis)
+            grid[bi, ni, gem_flat[bi, gi]] = 1.0
+            table[..., 0] = agent_vis
+            pos = np.broadcast_to(state.agent_pos[:, None], (b, n, n, 2))
+            table[..., 1:3] = np.where(agent_vis[..., None], pos, -1)
+            table[..., 3] = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)
+            table[..., 4] = 0.0
+            table[:, ids, ids, 4] = 1.0
+            goal[...] = 0.0
         idx = np.where(state.valued == ANY_COLOR, c, state.valued)
-        np.put_along_axis(goal, idx[..., None], 1.0, axis=-1)
-        return np.concatenate(
-            [grid.reshape(b, n, -1), table.reshape(b, n, -1), goal], axis=-1
-        )
+        goal[rows, ids, idx] = 1.0
+        return out
 
 
 def split_observation(obs: np.ndarray, config: WorldConfig) -> dict[str, np.ndarray]:

@@ -63,6 +63,9 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 from mirrorhall.envs.core import ANY_COLOR, N_ACTIONS, WorldConfig, WorldCore
 
 ENV_NAME = "mirrorhall_v0"
+# Action types accepted without further checks (bool and numpy bool are not among them).
+_INT_TYPES = frozenset({int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                        np.uint64})
 RENDER_MODES = ("human", "rgb_array", "ansi")
 
 
@@ -131,31 +134,36 @@ class MirrorhallParallelEnv(ParallelEnv):
         return obs, infos
 
     def _observations(self) -> dict:
-        o = self.core.observe(self.world_state)[0]  # (N, obs_dim)
-        return {a: o[self._index[a]] for a in self.agents}
+        o = self.core.observe(self.world_state)[0]  # (N, obs_dim); self.agents is in id order
+        return dict(zip(self.agents, o, strict=True))
 
     def step(self, actions):
         if self.world_state is None or not self.agents:
             raise ValueError("step() called before reset() or after the episode ended; call reset()")
         if not isinstance(actions, dict):
             raise ValueError(f"actions must be a dict {{agent name: action}}, got {type(actions).__name__}")
-        act = self.world_state.last_action[0].copy()
-        act[:] = 0
+        act = [0] * self.config.n_agents  # agents left out of the dict stay
+        index = self._index
         for agent, a in actions.items():
-            i = self.agent_index(agent)
-            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) \
-                    or not 0 <= int(a) < N_ACTIONS:
-                raise ValueError(f"action for {agent} must be an integer in 0..{N_ACTIONS - 1}; got {a!r}")
-            act[i] = int(a)
-        before = self.world_state.collected[0].sum(-1)
-        rew = self.core.step(self.world_state, act[None], self.np_random)[0]
-        got = self.world_state.collected[0].sum(-1) - before
+            i = index.get(agent)
+            if i is None:
+                self.agent_index(agent)  # raises the unknown-agent error
+            if type(a) not in _INT_TYPES or not 0 <= a < N_ACTIONS:  # valid ints skip the checks
+                if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) \
+                        or not 0 <= int(a) < N_ACTIONS:
+                    raise ValueError(f"action for {agent} must be an integer in 0..{N_ACTIONS - 1}; got {a!r}")
+                a = int(a)
+            act[i] = a
+        before = self.world_state.collected[0].copy()
+        rew = self.core.step_unchecked(self.world_state, np.array([act], dtype=np.int64), self.np_random)[0]
+        got = (self.world_state.collected[0] - before).sum(-1).tolist()
         truncated = self.world_state.t >= self.max_cycles
         obs = self._observations()
-        rewards = {a: float(rew[self._index[a]]) for a in self.agents}
-        terminations = dict.fromkeys(self.agents, False)
-        truncations = dict.fromkeys(self.agents, truncated)
-        infos = {a: {"collected": int(got[self._index[a]])} for a in self.agents}
+        agents = self.agents  # every agent, in id order, until the episode ends
+        rewards = dict(zip(agents, rew.tolist(), strict=True))
+        terminations = dict.fromkeys(agents, False)
+        truncations = dict.fromkeys(agents, truncated)
+        infos = {a: {"collected": g} for a, g in zip(agents, got, strict=True)}
         if truncated:
             self.agents = []
         if self.render_mode == "human":

@@ -6,7 +6,7 @@ fit a 2-CPU machine; build it with ``config.build_algo()`` inside ``ray_session(
 rewarded for the gems of its valued colour, so set ``env_config["valued"]`` (for example
 ``"red"``) to give PPO something to learn beyond "collect anything".
 
-Choices, measured with Ray 2.60 on 2 CPU cores (see ``/work/shared/RAY_NOTES.md``):
+Choices, measured with Ray 2.60 on 2 CPU cores:
 
 - ``.debugging(seed=seed)``: with no seed, RLlib's env check resets every EnvRunner's env with
   seed 42 and all runners produce the same episodes; with it, runner i seeds its envs with
