@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = GenerateConfig(episodes=args.episodes)
     generate_shard_bytes(cfg.to_json(), 0)  # warm imports and caches
-    rows = [dict(setting="labelling only, 4 shards, 1 core", **_label_only(cfg))]
+    rows = [dict(setting=f"labelling only, {min(4, cfg.n_shards)} shards, 1 core", **_label_only(cfg))]
     rows.append(dict(setting="generate, 1 process", **timed_generate(cfg, 0)))
     if args.workers:
         from mirrorhall.imitation.raykit import ray_session
@@ -53,7 +53,7 @@ def main() -> None:
 def _label_only(cfg: GenerateConfig) -> dict:
     t0 = time.perf_counter()
     n = 0
-    for shard in range(4):
+    for shard in range(min(4, cfg.n_shards)):
         n += generate_shard_bytes(cfg.to_json(), shard)[2]
     dt = time.perf_counter() - t0
     return {"samples": n, "seconds": round(dt, 3), "samples_per_s": round(n / dt)}

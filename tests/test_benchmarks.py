@@ -1,0 +1,62 @@
+"""Every benchmark script runs end to end at a tiny size and prints sane figures.
+
+The figures themselves (and the targets) are in docs/benchmarks.md; here only that each script
+works and that what it prints is consistent: positive rates, the agent counts asked for, and
+agent-steps = env-steps x agents.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "checkpoints" / "reference"
+
+
+def run_bench(script: str, *args: str, timeout: float = 300) -> list[dict]:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                       text=True, timeout=timeout, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert rows, r.stdout[-2000:]
+    return rows
+
+
+def test_env_benchmark():
+    rows = run_bench("env.py", "--steps", "40")
+    assert [r["agents"] for r in rows] == [8, 32, 64]
+    for r in rows:
+        assert r["parallel_env_steps_per_s"] > 0 and r["core_env_steps_per_s"] > 0
+        assert r["core_with_situations_env_steps_per_s"] > 0
+
+
+def test_env_throughput_benchmark():
+    rows = run_bench("env_throughput.py", "--seconds", "0.05")
+    dict_api = [r for r in rows if r.get("what") == "dict API"]
+    assert sorted(r["agents"] for r in dict_api) == [8, 32, 64]
+    for r in rows:
+        if "agent_steps_per_s" in r and "env_steps_per_s" in r:
+            assert r["agent_steps_per_s"] > 0
+            assert r["agent_steps_per_s"] == pytest.approx(r["env_steps_per_s"] * r["agents"], rel=0.01)
+
+
+def test_generation_benchmark():
+    rows = run_bench("generation.py", "--episodes", "8", "--workers", "0")
+    assert all(r.get("samples_per_s", 1) > 0 for r in rows)
+
+
+@pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(), reason="no reference checkpoint")
+def test_acting_benchmark():
+    rows = run_bench("acting.py", "--checkpoint", str(REFERENCE), "--steps", "3", "--threads", "1")
+    assert [r["model_driven"] for r in rows] == [8, 32, 64]
+    assert all(r["env_steps_per_s"] > 0 and r["scripted_env_steps_per_s"] > 0 for r in rows)
+
+
+def test_training_benchmark():
+    rows = run_bench("training.py", "--size", "tiny", "--steps", "3", "--workers", "0")
+    assert rows[0]["size"] == "tiny" and rows[0]["samples_per_s"] > 0
