@@ -22,19 +22,111 @@ from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, Situations
 
 def gem_basis(sit: Situations) -> np.ndarray:
     """(S..., C + 1, 5): the gem term of U for likes = colour c, and (last row) likes none."""
-    gem = -GEM_WEIGHT * np.where(sit.gem_seen[..., None, :], sit.gem_d, 0.0)  # (S..., 5, C)
-    gem = np.swapaxes(gem, -1, -2)  # (S..., C, 5)
-    return np.concatenate([gem, np.zeros_like(gem[..., :1, :])], axis=-2)
+    d = sit.gem_d  # (S..., 5, C)
+    c = d.shape[-1]
+    out = np.zeros((*d.shape[:-2], c + 1, d.shape[-2]))  # the likes-none row stays +0.0
+    np.multiply(-GEM_WEIGHT, np.where(sit.gem_seen[..., None, :], d, 0.0),
+                out=np.swapaxes(out[..., :c, :], -1, -2))  # written through a (S..., 5, C) view
+    return out
 
 
 def social_basis(sit: Situations) -> np.ndarray:
     """(S..., 3 + N, 5): social terms none, approach, avoid, then follow agent j for each j."""
     seen = sit.agent_seen[..., None, :]  # (S..., 1, N)
-    near = np.where(seen, sit.agent_d, np.inf).min(-1)  # (S..., 5)
-    near = np.where(np.isfinite(near), near, 0.0)
     follow = -SOCIAL_WEIGHT * np.where(seen, sit.agent_d, 0.0)  # (S..., 5, N)
-    fixed = np.stack([np.zeros_like(near), -SOCIAL_WEIGHT * near, SOCIAL_WEIGHT * near], axis=-2)
-    return np.concatenate([fixed, np.swapaxes(follow, -1, -2)], axis=-2)
+    return np.concatenate([social_fixed(sit), np.swapaxes(follow, -1, -2)], axis=-2)
+
+
+def nearest_agent(sit: Situations) -> np.ndarray:
+    """(S..., 5) distance to the nearest visible other agent after each move, 0 if none is seen.
+
+    ``WorldCore.situations`` computes it with integer arithmetic and attaches it to the
+    situations it returns (``sit._near``, the exact same float64 values); otherwise it is
+    reduced from ``agent_d`` here.
+    """
+    near = sit.__dict__.get("_near")
+    if near is None:
+        near = np.where(sit.agent_seen[..., None, :], sit.agent_d, np.inf).min(-1)  # (S..., 5)
+        near = np.where(np.isfinite(near), near, 0.0)
+    return near
+
+
+def social_fixed(sit: Situations) -> np.ndarray:
+    """(S..., 3, 5): the first three rows of ``social_basis`` (none, approach, avoid)."""
+    near = nearest_agent(sit)
+    return np.stack([np.zeros_like(near), -SOCIAL_WEIGHT * near, SOCIAL_WEIGHT * near], axis=-2)
+
+
+class TraitBases:
+    """The utility bases of one ``Situations``, computed once and shared by every query on it.
+
+    ``gem`` is ``gem_basis(sit)`` and ``fixed`` the first three rows of ``social_basis(sit)``;
+    follow rows are computed only for the (situation, followed agent) pairs asked for. Every
+    value is produced by the same float operations as the full bases, so results are
+    bit-identical. ``bases(sit)`` caches one instance on the situations object (situations are
+    treated as immutable values once built). An instance keeps the situations' ``agent_d`` and
+    ``agent_seen`` arrays (and, after ``take``, the index into them) but not the situations
+    object itself, so caching it there makes no reference cycle.
+    """
+
+    def __init__(self, sit: Situations):
+        self.gem = gem_basis(sit)  # (S..., C + 1, 5)
+        self.fixed = social_fixed(sit)  # (S..., 3, 5)
+        self._agents = (sit.agent_d, sit.agent_seen)  # what follow rows are computed from
+        self._index = ()  # indices into self._agents, applied in order when follow rows are needed
+
+    def take(self, index) -> TraitBases:
+        """The bases of ``sit.take(index)``, by indexing instead of recomputing."""
+        sub = TraitBases.__new__(TraitBases)
+        sub.gem, sub.fixed = self.gem[index], self.fixed[index]
+        sub._agents, sub._index = self._agents, (*self._index, index)
+        return sub
+
+    def _agent_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(agent_d (S..., 5, N), agent_seen (S..., N)) of these situations."""
+        agent_d, agent_seen = self._agents
+        for index in self._index:
+            agent_d, agent_seen = agent_d[index], agent_seen[index]
+        return agent_d, agent_seen
+
+    def social_full(self) -> np.ndarray:
+        """(S..., 3 + N, 5) ``social_basis(sit)``, built on each call (only follow hypotheses)."""
+        agent_d, agent_seen = self._agent_arrays()
+        follow = -SOCIAL_WEIGHT * np.where(agent_seen[..., None, :], agent_d, 0.0)  # (S..., 5, N)
+        return np.concatenate([self.fixed, np.swapaxes(follow, -1, -2)], axis=-2)
+
+    def utility(self, likes: np.ndarray, social: np.ndarray) -> np.ndarray:
+        """(S..., 5) U = gem row ``likes`` + social row ``social``, element by element.
+
+        ``likes`` and ``social`` have the leading shape S of the situations.
+        """
+        lead = self.gem.shape[:-2]
+        if likes.shape != lead or social.shape != lead:  # broadcasting: the full bases
+            return (np.take_along_axis(self.gem, likes[..., None, None], axis=-2)[..., 0, :]
+                    + np.take_along_axis(self.social_full(), social[..., None, None], axis=-2)[..., 0, :])
+        p = int(np.prod(lead, dtype=np.int64))
+        rows = np.arange(p)
+        gem = self.gem.reshape(p, *self.gem.shape[-2:])[rows, likes.reshape(-1)]  # (P, 5)
+        so = social.reshape(-1)
+        soc = self.fixed.reshape(p, 3, N_ACTIONS)[rows, np.minimum(so, 2)]  # (P, 5)
+        fol = np.flatnonzero(so >= 3)
+        if fol.size:  # follow agent k: -SOCIAL_WEIGHT * d(k) where k is seen, as in social_basis
+            agent_d, agent_seen = self._agent_arrays()
+            k = so[fol] - 3
+            n = agent_seen.shape[-1]
+            seen = agent_seen.reshape(p, n)[fol, k]  # (F,)
+            d = agent_d.reshape(p, N_ACTIONS, n)[fol, :, k]  # (F, 5)
+            soc[fol] = -SOCIAL_WEIGHT * np.where(seen[:, None], d, 0.0)
+        return (gem + soc).reshape(*lead, N_ACTIONS)
+
+
+def bases(sit: Situations) -> TraitBases:
+    """The ``TraitBases`` of ``sit``, cached on the object."""
+    b = sit.__dict__.get("_bases")
+    if b is None:
+        b = TraitBases(sit)
+        sit.__dict__["_bases"] = b
+    return b
 
 
 def trait_codes(trait: Trait, n_colors: int, n_agents: int) -> tuple[int, int, float]:
@@ -55,18 +147,60 @@ def trait_codes(trait: Trait, n_colors: int, n_agents: int) -> tuple[int, int, f
     return likes, social, trait.beta
 
 
+_FAST_SIZE = 1024
+"""Arrays of at least this many elements over the 5 actions take the unrolled path below."""
+
+
+def _max5(x: np.ndarray) -> np.ndarray:
+    """(...) maximum over a last axis of 5 (exact in any order)."""
+    return np.maximum(np.maximum(np.maximum(x[..., 0], x[..., 1]), np.maximum(x[..., 2], x[..., 3])),
+                      x[..., 4])
+
+
+def _sum5(e: np.ndarray) -> np.ndarray:
+    """(...) ``e.sum(-1)`` over a last axis of 5, added left to right exactly as numpy's
+    reduction adds fewer than 8 elements (checked bit for bit in tests/test_bayes.py)."""
+    s = e[..., 0] + e[..., 1]
+    s += e[..., 2]
+    s += e[..., 3]
+    s += e[..., 4]
+    return s
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] == N_ACTIONS and x.size >= _FAST_SIZE:  # numpy reduces short axes slowly
+        e = np.exp(x - _max5(x)[..., None])
+        e /= _sum5(e)[..., None]
+        return e
     z = x - x.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] == N_ACTIONS and x.size >= _FAST_SIZE:
+        z = x - _max5(x)[..., None]
+        return z - np.log(_sum5(np.exp(z)))[..., None]
     z = x - x.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 # --- hypothesis sets -----------------------------------------------------------------------------
+
+
+def _product_grid(likes: np.ndarray, social: np.ndarray, beta: np.ndarray):
+    """(likes (L,), social (K,), beta (S,)) when hypothesis h is the h-th element of their
+    product in likes-major order (what ``HypothesisSet.grid`` builds); None otherwise."""
+    def firsts(x):
+        _, at = np.unique(x, return_index=True)
+        return x[np.sort(at)]
+    lk, so, be = firsts(likes), firsts(social), firsts(beta)
+    if lk.size * so.size * be.size != likes.size:
+        return None
+    grid = np.meshgrid(lk, so, be, indexing="ij")
+    if not all(np.array_equal(g.reshape(-1), x) for g, x in zip(grid, (likes, social, beta), strict=True)):
+        return None
+    return lk, so, be
 
 
 class HypothesisSet:
@@ -85,6 +219,8 @@ class HypothesisSet:
             raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
         self.log_prior = np.log(np.maximum(prior, 1e-300))
         self.n_colors, self.n_agents = n_colors, n_agents
+        self._fixed_social = bool(np.all(self.social < 3))  # no follow hypotheses
+        self._grid = _product_grid(self.likes, self.social, self.beta) if self._fixed_social else None
 
     def __len__(self) -> int:
         return len(self.traits)
@@ -100,16 +236,23 @@ class HypothesisSet:
     def index(self, trait: Trait) -> int:
         return self.traits.index(trait)
 
-    def utilities(self, sit: Situations) -> np.ndarray:
-        """(S..., H, 5) beta_h * U_h(s, a)."""
-        u = gem_basis(sit)[..., self.likes, :] + social_basis(sit)[..., self.social, :]
+    def utilities(self, sit: Situations | TraitBases) -> np.ndarray:
+        """(S..., H, 5) beta_h * U_h(s, a); ``sit`` may be precomputed ``TraitBases``."""
+        tb = sit if isinstance(sit, TraitBases) else bases(sit)
+        if self._grid is not None:  # likes x social x style: each U once, times every beta
+            likes, social, beta = self._grid
+            gem, soc = tb.gem[..., likes, :], tb.fixed[..., social, :]  # (S..., L, 5), (S..., K, 5)
+            u = gem[..., :, None, None, :] + soc[..., None, :, None, :]  # (S..., L, K, 1, 5)
+            return (beta[:, None] * u).reshape(*u.shape[:-4], len(self), N_ACTIONS)
+        social = tb.fixed if self._fixed_social else tb.social_full()
+        u = tb.gem[..., self.likes, :] + social[..., self.social, :]
         return self.beta[:, None] * u
 
-    def probs(self, sit: Situations) -> np.ndarray:
+    def probs(self, sit: Situations | TraitBases) -> np.ndarray:
         """(S..., H, 5) exact pi_h(a|s) for every hypothesis."""
         return softmax(self.utilities(sit))
 
-    def log_probs(self, sit: Situations) -> np.ndarray:
+    def log_probs(self, sit: Situations | TraitBases) -> np.ndarray:
         return log_softmax(self.utilities(sit))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from mirrorhall.agents.bayes import HypothesisSet, gem_basis, social_basis, softmax, trait_codes
+from mirrorhall.agents.bayes import HypothesisSet, TraitBases, bases, softmax, trait_codes
 from mirrorhall.agents.personas import Imitator, Mirror, PersonaSpec, Species, Trait
 from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, Situations, WorldConfig
 
@@ -49,43 +49,72 @@ class CastState:
         return CastState(self.log_belief.copy())
 
 
-def trait_probs(sit: Situations, likes: np.ndarray, social: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """(P..., 5) trait personas (codes from ``trait_codes``) in situations of leading shape P."""
-    u = (np.take_along_axis(gem_basis(sit), likes[..., None, None], axis=-2)[..., 0, :]
-         + np.take_along_axis(social_basis(sit), social[..., None, None], axis=-2)[..., 0, :])
+def trait_probs(sit: Situations | TraitBases, likes: np.ndarray, social: np.ndarray,
+                beta: np.ndarray) -> np.ndarray:
+    """(P..., 5) trait personas (codes from ``trait_codes``) in situations of leading shape P.
+
+    ``sit`` may be the situations' precomputed ``TraitBases``.
+    """
+    tb = sit if isinstance(sit, TraitBases) else bases(sit)
+    u = tb.utility(np.asarray(likes), np.asarray(social))
     return softmax(np.asarray(beta)[..., None] * u)
 
 
+_ONEHOT = np.eye(N_ACTIONS)
+
+
 def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
-                  hypotheses: HypothesisSet) -> np.ndarray:
+                  hypotheses: HypothesisSet, tb: TraitBases | None = None) -> np.ndarray:
     """(P..., 5) exact action probabilities of personas ``params`` in situations ``sit``.
 
     ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P: element p is
-    persona p acting in situation p, which need not be its own.
+    persona p acting in situation p, which need not be its own. ``tb``: the bases of ``sit``
+    when the caller already has them (computed from ``sit`` otherwise).
     """
-    out = trait_probs(sit, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
+    tb = bases(sit) if tb is None else tb
+    out = trait_probs(tb, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
 
     kind = params.kind
-    out = np.where((kind == SPECIES)[..., None], params.species, out)
-
-    mirror = kind == MIRROR
-    if mirror.any():
-        tgt = np.clip(params.target, 0, None)
-        last = np.take_along_axis(sit.last_action, tgt[..., None], axis=-1)[..., 0]  # (P...)
-        seen = last != NO_ACTION
-        onehot = np.eye(N_ACTIONS)[REFLECT[np.where(seen, last, 0)]]  # (P..., 5)
-        noise = params.noise[..., None]
-        mir = np.where(seen[..., None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
-        out = np.where(mirror[..., None], mir, out)
+    if kind.ndim and kind.shape == out.shape[:-1]:
+        out = _species_and_mirrors(params, sit, out)
+    else:  # parameters broadcast against the situations: select everywhere with np.where
+        out = np.where((kind == SPECIES)[..., None], params.species, out)
+        mirror = kind == MIRROR
+        if mirror.any():
+            tgt = np.clip(params.target, 0, None)
+            last = np.take_along_axis(sit.last_action, tgt[..., None], axis=-1)[..., 0]  # (P...)
+            seen = last != NO_ACTION
+            onehot = _ONEHOT[REFLECT[np.where(seen, last, 0)]]  # (P..., 5)
+            noise = params.noise[..., None]
+            mir = np.where(seen[..., None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
+            out = np.where(mirror[..., None], mir, out)
 
     imit = kind == IMITATOR
     if imit.any():
         idx = np.nonzero(imit)
-        sub = sit.take(idx)
-        pred = np.einsum("ph,pha->pa", softmax(log_belief[idx]), hypotheses.probs(sub))  # (M, 5)
+        pred = np.einsum("ph,pha->pa", softmax(log_belief[idx]), hypotheses.probs(tb.take(idx)))  # (M, 5)
         f = params.fidelity[idx][:, None]
-        out = out.copy()
         out[idx] = f * pred + (1 - f) * out[idx]
+    return out
+
+
+def _species_and_mirrors(params: CastParams, sit: Situations, out: np.ndarray) -> np.ndarray:
+    """Write the species' and mirrors' distributions into ``out`` (P..., 5), in place.
+
+    Only their own elements are computed, with the same element-wise arithmetic as evaluating
+    every persona as one and selecting with np.where.
+    """
+    kind = params.kind
+    if (kind == SPECIES).any():
+        species = np.nonzero(kind == SPECIES)
+        out[species] = params.species[species]
+    if (kind == MIRROR).any():
+        mirror = np.nonzero(kind == MIRROR)
+        last = sit.last_action[(*mirror, params.target[mirror])]  # (M,) the target's last action
+        seen = last != NO_ACTION
+        onehot = _ONEHOT[REFLECT[np.where(seen, last, 0)]]  # (M, 5)
+        noise = params.noise[mirror][:, None]
+        out[mirror] = np.where(seen[:, None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
     return out
 
 
@@ -165,8 +194,9 @@ class Cast:
         situation = np.broadcast_to(np.arange(sit.shape[1]), persona.shape) if situation is None \
             else np.asarray(situation, dtype=np.int64)
         rows = np.arange(b)[:, None]
-        return persona_probs(self.params.take((rows, persona)), sit.take((rows, situation)),
-                             state.log_belief[rows, persona], self.hypotheses)
+        index = (rows, situation)
+        return persona_probs(self.params.take((rows, persona)), sit.take(index),
+                             state.log_belief[rows, persona], self.hypotheses, bases(sit).take(index))
 
     def observe(self, state: CastState, sit: Situations, actions: np.ndarray) -> CastState:
         """Each imitator updates its belief from its target's action in the step just taken.
@@ -180,7 +210,7 @@ class Cast:
         wb, wm = np.nonzero(imit)
         tgt = self.params.target[wb, wm]
         seen = sit.agent_seen[wb, wm, tgt]
-        ll = self.hypotheses.log_probs(sit.take((wb, tgt)))  # (M, H, 5)
+        ll = self.hypotheses.log_probs(bases(sit).take((wb, tgt)))  # (M, H, 5)
         step = ll[np.arange(wb.size), :, actions[wb, tgt]]  # (M, H)
         out = state.log_belief.copy()
         out[wb, wm] += np.where(seen[:, None], step, 0.0)

@@ -187,6 +187,21 @@ class Situations:
         return self.ego.shape
 
 
+def _fold_last(x: np.ndarray, op: np.ufunc = np.minimum) -> np.ndarray:
+    """``op.reduce(x, axis=-1)`` by pairwise folding, much faster than numpy's reduction over a
+    short last axis. Only for exact, order-free operations (integer min, boolean or)."""
+    if x.size <= 4096:  # small: one reduction call is cheaper than several folds
+        return op.reduce(x, axis=-1)
+    while x.shape[-1] > 1:
+        size = x.shape[-1]
+        even = size - size % 2
+        y = op(x[..., 0:even:2], x[..., 1:even:2])
+        if size % 2:
+            op(y[..., :1], x[..., even:], out=y[..., :1])
+        x = y
+    return x[..., 0]
+
+
 class WorldCore:
     """Steps B worlds of one configuration. Randomness comes from the generator passed in."""
 
@@ -211,6 +226,10 @@ class WorldCore:
         self._ids = np.arange(config.n_agents)
         self._cell_weights = np.array([w, 1], dtype=np.int64)
         self._template: np.ndarray | None = None  # built by the first full-observability observe
+        self._eye_cache: np.ndarray | None = None
+        self._dist: np.ndarray | None = None  # built by the first small situations call
+        # distances (< width + height) plus the unseen offset width + height fit in this type exactly
+        self._dist_dtype = np.int16 if 2 * (w + h) < 2**15 else np.int64
 
     def _full_template(self) -> np.ndarray:
         """(N, obs_dim) what every observation holds under full observability before the gems,
@@ -340,42 +359,75 @@ class WorldCore:
         return gem_vis, agent_vis
 
     def situations(self, state: WorldState) -> Situations:
-        """Every agent's own situation, (B, N) leading shape."""
+        """Every agent's own situation, (B, N) leading shape.
+
+        Distances are computed in a small integer type (exact: they are below width + height)
+        and converted to float64 once; the nearest visible other agent after each move is
+        attached as ``_near`` for ``mirrorhall.agents.bayes.nearest_agent``.
+        """
         cfg = self.config
         b, n = state.last_action.shape
         gem_vis, agent_vis = self.visible(state)
-        after = self.move_targets(state.agent_pos)  # (B, N, 5, 2)
-        ar, ac = after[..., 0, None], after[..., 1, None]  # (B, N, 5, 1) each
-        # (B, N, 5, G) distance from each post-move cell to each gem (coordinates kept apart:
-        # numpy reduces a trailing axis of 2 slowly)
-        gr, gc = state.gem_pos[:, None, None, :, 0], state.gem_pos[:, None, None, :, 1]
-        d_gem = np.abs(ar - gr) + np.abs(ac - gc)
+        dt = self._dist_dtype
         big = cfg.width + cfg.height
-        d_gem = np.where(gem_vis[:, :, None, :], d_gem, big)
-        per_color = d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color).min(-1)
-        gem_seen = gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color).any(-1)  # (B, N, C)
-        gem_d = np.where(gem_seen[:, :, None, :], per_color, 0)
-        # (B, N, 5, N) distance from each post-move cell to each agent's current cell, in float64
-        # (exact for these small integers)
-        pos = state.agent_pos.astype(np.float64)
-        agent_d = np.subtract(ar, pos[:, None, None, :, 0], dtype=np.float64)
-        np.abs(agent_d, out=agent_d)
-        d_col = np.subtract(ac, pos[:, None, None, :, 1], dtype=np.float64)
-        np.abs(d_col, out=d_col)
-        agent_d += d_col
-        eye = np.eye(n, dtype=bool)
-        agent_seen = agent_vis & ~eye  # (B, N, N)
-        agent_d *= agent_seen[:, :, None, :]  # distances are >= 0, so unseen ones become +0.0
+        cell = self._cells(state.agent_pos)  # (B, N)
+        gem_cell = self._cells(state.gem_pos)  # (B, G)
+        if b * n * n <= 4096 and self.cell_pos.shape[0] <= 1024:  # small batch and grid: one
+            # gather from the (at most 1024 x 1024) cell-to-cell distance table each
+            after = self.move_cell[cell][..., None]  # (B, N, 5, 1) flat cells
+            dist = self._distances()
+            d_gem = dist[after, gem_cell[:, None, None, :]]  # (B, N, 5, G)
+            d = dist[after, cell[:, None, None, :]]  # (B, N, 5, N)
+        else:  # large: coordinates kept apart (numpy reduces a trailing axis of 2 slowly)
+            after = self.move_pos[cell].astype(dt)  # (B, N, 5, 2)
+            ar, ac = after[..., 0, None], after[..., 1, None]  # (B, N, 5, 1) each
+            gem = state.gem_pos.astype(dt)
+            d_gem = np.abs(ar - gem[:, None, None, :, 0])
+            d_gem += np.abs(ac - gem[:, None, None, :, 1])
+            pos = state.agent_pos.astype(dt)
+            d = np.abs(ar - pos[:, None, None, :, 0])
+            d += np.abs(ac - pos[:, None, None, :, 1])
+        # d_gem: (B, N, 5, G) distance from each post-move cell to each gem
+        if cfg.view_radius is not None:
+            d_gem = np.where(gem_vis[:, :, None, :], d_gem, dt(big))
+        per_color = _fold_last(d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color))
+        gem_seen = _fold_last(gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color), np.logical_or)  # (B, N, C)
+        gem_d = np.multiply(per_color, gem_seen[:, :, None, :], dtype=np.float64)  # 0 where unseen
+        # d: (B, N, 5, N) distance from each post-move cell to each agent's current cell; below
+        # ``big`` is added for agents not seen (the ego itself included), so that the nearest
+        # seen agent is a plain minimum and agent_d a multiplication by the seen mask
+        agent_seen = agent_vis & ~self._eye(n)  # (B, N, N)
+        seen4 = agent_seen[:, :, None, :]
+        d += np.multiply(~agent_seen, dt(big), dtype=dt)[:, :, None, :]
+        agent_d = np.multiply(d, seen4, dtype=np.float64)  # unseen ones become +0.0
+        near = _fold_last(d)  # (B, N, 5) nearest seen other agent, >= big when none is seen
+        near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when none is seen
         last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
-        ego = np.broadcast_to(np.arange(n), (b, n)).copy()
-        return Situations(
-            gem_d=gem_d.astype(np.float64),
+        ego = np.broadcast_to(self._ids, (b, n)).copy()
+        sit = Situations(
+            gem_d=gem_d,
             gem_seen=gem_seen,
             agent_d=agent_d,
             agent_seen=agent_seen,
             last_action=last,
             ego=ego,
         )
+        sit.__dict__["_near"] = near
+        return sit
+
+    def _distances(self) -> np.ndarray:
+        """(H*W, H*W) Manhattan distance between cells, in the small distance type; cached."""
+        if self._dist is None:
+            rc = self.cell_pos.astype(self._dist_dtype)
+            self._dist = (np.abs(rc[:, None, 0] - rc[None, :, 0])
+                          + np.abs(rc[:, None, 1] - rc[None, :, 1])).astype(self._dist_dtype)
+        return self._dist
+
+    def _eye(self, n: int) -> np.ndarray:
+        """(n, n) bool identity, cached."""
+        if self._eye_cache is None or self._eye_cache.shape[0] != n:
+            self._eye_cache = np.eye(n, dtype=bool)
+        return self._eye_cache
 
     def observe(self, state: WorldState) -> np.ndarray:
         """(B, N, obs_dim) float32 flat observations; layout in the spec card."""

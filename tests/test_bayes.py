@@ -274,3 +274,40 @@ def test_posterior_mass_on_the_true_trait():
     assert m50[foc].mean() > m10[foc].mean() + 0.2
     above = 10 / len(hyp)
     assert np.mean(m50 > above) > 0.45 and np.mean(m50 > above) > np.mean(m10 > above) + 0.15
+
+
+def test_unrolled_softmax_over_actions_is_bit_identical_to_numpy():
+    """softmax / log_softmax over 5 actions take an unrolled path for large arrays; it must give
+    the very bits of the plain numpy formulas (max, then exp, then a sum added left to right)."""
+    from mirrorhall.agents.bayes import _FAST_SIZE, _max5, _sum5, log_softmax, softmax
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3, (40_000, 5)) * rng.choice([1e-3, 1.0, 30.0], size=(40_000, 1))
+    assert x.size >= _FAST_SIZE
+    e = np.exp(x - x.max(-1, keepdims=True))
+    assert _max5(x).tobytes() == x.max(-1).tobytes()
+    assert _sum5(e).tobytes() == e.sum(-1).tobytes()
+    z = x - x.max(-1, keepdims=True)
+    assert softmax(x).tobytes() == (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).tobytes()
+    assert log_softmax(x).tobytes() == (z - np.log(np.exp(z).sum(-1, keepdims=True))).tobytes()
+
+
+@pytest.mark.parametrize("view_radius", [None, 2])
+def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius):
+    """``WorldCore.situations`` gathers distances from a cell table for small batches and
+    computes them from coordinates for large ones; both must give the same bits."""
+    cfg = WorldConfig(n_agents=16, view_radius=view_radius, interior_walls=((3, 3), (3, 4)))
+    core = WorldCore(cfg)
+    rng = np.random.default_rng(5)
+    state = core.reset(24, rng)
+    for _ in range(4):
+        core.step(state, rng.integers(0, 5, (24, 16)), rng)
+    whole = core.situations(state)  # 24 x 16 x 16 > 4096: coordinates
+    for w in range(24):
+        one = state.copy()
+        for name in ("agent_pos", "gem_pos", "last_action", "valued", "collected"):
+            setattr(one, name, getattr(state, name)[w:w + 1].copy())
+        alone = core.situations(one)  # 1 x 16 x 16: the cell table
+        for f in fields(Situations):
+            assert getattr(alone, f.name)[0].tobytes() == getattr(whole, f.name)[w].tobytes(), f.name
+        assert alone._near[0].tobytes() == whole._near[w].tobytes()
