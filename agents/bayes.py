@@ -32,29 +32,19 @@ def gem_basis(sit: Situations) -> np.ndarray:
 
 def social_basis(sit: Situations) -> np.ndarray:
     """(S..., 3 + N, 5): social terms none, approach, avoid, then follow agent j for each j."""
-    seen = sit.agent_seen[..., None, :]  # (S..., 1, N)
-    follow = -SOCIAL_WEIGHT * np.where(seen, sit.agent_d, 0.0)  # (S..., 5, N)
-    return np.concatenate([social_fixed(sit), np.swapaxes(follow, -1, -2)], axis=-2)
-
-
-def nearest_agent(sit: Situations) -> np.ndarray:
-    """(S..., 5) distance to the nearest visible other agent after each move, 0 if none is seen.
-
-    ``WorldCore.situations`` computes it with integer arithmetic and attaches it to the
-    situations it returns (``sit._near``, the exact same float64 values); otherwise it is
-    reduced from ``agent_d`` here.
-    """
-    near = sit.__dict__.get("_near")
-    if near is None:
-        near = np.where(sit.agent_seen[..., None, :], sit.agent_d, np.inf).min(-1)  # (S..., 5)
-        near = np.where(np.isfinite(near), near, 0.0)
-    return near
+    return np.concatenate([social_fixed(sit), follow_rows(sit.agent_d, sit.agent_seen)], axis=-2)
 
 
 def social_fixed(sit: Situations) -> np.ndarray:
     """(S..., 3, 5): the first three rows of ``social_basis`` (none, approach, avoid)."""
-    near = nearest_agent(sit)
+    near = sit.agent_near
     return np.stack([np.zeros_like(near), -SOCIAL_WEIGHT * near, SOCIAL_WEIGHT * near], axis=-2)
+
+
+def follow_rows(agent_d: np.ndarray, agent_seen: np.ndarray) -> np.ndarray:
+    """(S..., N, 5) the follow rows of ``social_basis``: -SOCIAL_WEIGHT x the distance to agent j
+    after each move where j is seen, 0 where not; agent_d (S..., 5, N), agent_seen (S..., N)."""
+    return np.swapaxes(-SOCIAL_WEIGHT * np.where(agent_seen[..., None, :], agent_d, 0.0), -1, -2)
 
 
 class TraitBases:
@@ -91,9 +81,7 @@ class TraitBases:
 
     def social_full(self) -> np.ndarray:
         """(S..., 3 + N, 5) ``social_basis(sit)``, built on each call (only follow hypotheses)."""
-        agent_d, agent_seen = self._agent_arrays()
-        follow = -SOCIAL_WEIGHT * np.where(agent_seen[..., None, :], agent_d, 0.0)  # (S..., 5, N)
-        return np.concatenate([self.fixed, np.swapaxes(follow, -1, -2)], axis=-2)
+        return np.concatenate([self.fixed, follow_rows(*self._agent_arrays())], axis=-2)
 
     def utility(self, likes: np.ndarray, social: np.ndarray) -> np.ndarray:
         """(S..., 5) U = gem row ``likes`` + social row ``social``, element by element.
@@ -110,13 +98,13 @@ class TraitBases:
         so = social.reshape(-1)
         soc = self.fixed.reshape(p, 3, N_ACTIONS)[rows, np.minimum(so, 2)]  # (P, 5)
         fol = np.flatnonzero(so >= 3)
-        if fol.size:  # follow agent k: -SOCIAL_WEIGHT * d(k) where k is seen, as in social_basis
+        if fol.size:  # follow agent k: only the row asked for, for each such persona
             agent_d, agent_seen = self._agent_arrays()
             k = so[fol] - 3
             n = agent_seen.shape[-1]
             seen = agent_seen.reshape(p, n)[fol, k]  # (F,)
             d = agent_d.reshape(p, N_ACTIONS, n)[fol, :, k]  # (F, 5)
-            soc[fol] = -SOCIAL_WEIGHT * np.where(seen[:, None], d, 0.0)
+            soc[fol] = follow_rows(d[:, :, None], seen[:, None])[:, 0]
         return (gem + soc).reshape(*lead, N_ACTIONS)
 
 

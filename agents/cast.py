@@ -83,11 +83,7 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
         if mirror.any():
             tgt = np.clip(params.target, 0, None)
             last = np.take_along_axis(sit.last_action, tgt[..., None], axis=-1)[..., 0]  # (P...)
-            seen = last != NO_ACTION
-            onehot = _ONEHOT[REFLECT[np.where(seen, last, 0)]]  # (P..., 5)
-            noise = params.noise[..., None]
-            mir = np.where(seen[..., None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
-            out = np.where(mirror[..., None], mir, out)
+            out = np.where(mirror[..., None], mirror_probs(last, params.noise), out)
 
     imit = kind == IMITATOR
     if imit.any():
@@ -111,11 +107,17 @@ def _species_and_mirrors(params: CastParams, sit: Situations, out: np.ndarray) -
     if (kind == MIRROR).any():
         mirror = np.nonzero(kind == MIRROR)
         last = sit.last_action[(*mirror, params.target[mirror])]  # (M,) the target's last action
-        seen = last != NO_ACTION
-        onehot = _ONEHOT[REFLECT[np.where(seen, last, 0)]]  # (M, 5)
-        noise = params.noise[mirror][:, None]
-        out[mirror] = np.where(seen[:, None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
+        out[mirror] = mirror_probs(last, params.noise[mirror])
     return out
+
+
+def mirror_probs(last: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """(P..., 5) mirrors whose target's last action is ``last`` (P...): its reflection with
+    probability 1 - noise, uniform noise; uniform when the target's last action is unseen."""
+    seen = last != NO_ACTION
+    onehot = _ONEHOT[REFLECT[np.where(seen, last, 0)]]  # (P..., 5)
+    noise = noise[..., None]
+    return np.where(seen[..., None], (1 - noise) * onehot + noise / N_ACTIONS, 1.0 / N_ACTIONS)
 
 
 class Cast:

@@ -41,7 +41,14 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs
 from mirrorhall.agents.personas import persona_from_json
-from mirrorhall.envs.core import MOVES, NO_ACTION, Situations, WorldConfig, split_observation
+from mirrorhall.envs.core import (
+    MOVES,
+    NO_ACTION,
+    Situations,
+    WorldConfig,
+    nearest_seen,
+    split_observation,
+)
 from mirrorhall.envs.rllib_env import world_config
 
 
@@ -80,9 +87,10 @@ def situations_from_observations(obs: np.ndarray, config: WorldConfig) -> Situat
     agent_d = np.abs(after[:, :, None, :] - table[:, None, :, 1:3]).sum(-1)  # (B, 5, N)
     agent_d = np.where(agent_seen[:, None, :], agent_d, 0.0)
     last = np.where(visible, table[..., 3], NO_ACTION).astype(np.int64)  # (B, N)
-    return Situations(gem_d=gem_d.astype(np.float64), gem_seen=gem_seen,
-                      agent_d=agent_d.astype(np.float64), agent_seen=agent_seen,
-                      last_action=last, ego=ego.astype(np.int64))
+    agent_d = agent_d.astype(np.float64)
+    return Situations(gem_d=gem_d.astype(np.float64), gem_seen=gem_seen, agent_d=agent_d,
+                      agent_seen=agent_seen, last_action=last, ego=ego.astype(np.int64),
+                      agent_near=nearest_seen(agent_d, agent_seen))
 
 
 def _world(spec) -> WorldConfig:

@@ -177,6 +177,7 @@ class Situations:
     agent_seen: np.ndarray  # (S..., N) bool: that agent is visible and is not the ego
     last_action: np.ndarray  # (S..., N) int64 last action of each agent as seen, NO_ACTION if unseen
     ego: np.ndarray  # (S...) int64 id of the ego agent
+    agent_near: np.ndarray  # (S..., 5) distance to the nearest seen other agent, 0 if none is seen
 
     def take(self, index) -> Situations:
         """Select along the leading axes with numpy indexing."""
@@ -185,6 +186,12 @@ class Situations:
     @property
     def shape(self) -> tuple[int, ...]:
         return self.ego.shape
+
+
+def nearest_seen(agent_d: np.ndarray, agent_seen: np.ndarray) -> np.ndarray:
+    """(S..., 5) ``Situations.agent_near`` from agent_d (S..., 5, N) and agent_seen (S..., N)."""
+    near = np.where(agent_seen[..., None, :], agent_d, np.inf).min(-1)
+    return np.where(np.isfinite(near), near, 0.0)
 
 
 def _fold_last(x: np.ndarray, op: np.ufunc = np.minimum) -> np.ndarray:
@@ -226,7 +233,7 @@ class WorldCore:
         self._ids = np.arange(config.n_agents)
         self._cell_weights = np.array([w, 1], dtype=np.int64)
         self._template: np.ndarray | None = None  # built by the first full-observability observe
-        self._eye_cache: np.ndarray | None = None
+        self._eye = np.eye(config.n_agents, dtype=bool)
         self._dist: np.ndarray | None = None  # built by the first small situations call
         # distances (< width + height) plus the unseen offset width + height fit in this type exactly
         self._dist_dtype = np.int16 if 2 * (w + h) < 2**15 else np.int64
@@ -362,8 +369,7 @@ class WorldCore:
         """Every agent's own situation, (B, N) leading shape.
 
         Distances are computed in a small integer type (exact: they are below width + height)
-        and converted to float64 once; the nearest visible other agent after each move is
-        attached as ``_near`` for ``mirrorhall.agents.bayes.nearest_agent``.
+        and converted to float64 once; ``agent_near`` is folded from the same integers.
         """
         cfg = self.config
         b, n = state.last_action.shape
@@ -396,7 +402,7 @@ class WorldCore:
         # d: (B, N, 5, N) distance from each post-move cell to each agent's current cell; below
         # ``big`` is added for agents not seen (the ego itself included), so that the nearest
         # seen agent is a plain minimum and agent_d a multiplication by the seen mask
-        agent_seen = agent_vis & ~self._eye(n)  # (B, N, N)
+        agent_seen = agent_vis & ~self._eye  # (B, N, N)
         seen4 = agent_seen[:, :, None, :]
         d += np.multiply(~agent_seen, dt(big), dtype=dt)[:, :, None, :]
         agent_d = np.multiply(d, seen4, dtype=np.float64)  # unseen ones become +0.0
@@ -404,16 +410,15 @@ class WorldCore:
         near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when none is seen
         last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
         ego = np.broadcast_to(self._ids, (b, n)).copy()
-        sit = Situations(
+        return Situations(
             gem_d=gem_d,
             gem_seen=gem_seen,
             agent_d=agent_d,
             agent_seen=agent_seen,
             last_action=last,
             ego=ego,
+            agent_near=near,
         )
-        sit.__dict__["_near"] = near
-        return sit
 
     def _distances(self) -> np.ndarray:
         """(H*W, H*W) Manhattan distance between cells, in the small distance type; cached."""
@@ -422,12 +427,6 @@ class WorldCore:
             self._dist = (np.abs(rc[:, None, 0] - rc[None, :, 0])
                           + np.abs(rc[:, None, 1] - rc[None, :, 1])).astype(self._dist_dtype)
         return self._dist
-
-    def _eye(self, n: int) -> np.ndarray:
-        """(n, n) bool identity, cached."""
-        if self._eye_cache is None or self._eye_cache.shape[0] != n:
-            self._eye_cache = np.eye(n, dtype=bool)
-        return self._eye_cache
 
     def observe(self, state: WorldState) -> np.ndarray:
         """(B, N, obs_dim) float32 flat observations; layout in the spec card."""
@@ -519,5 +518,5 @@ def situation_from_observation(obs: np.ndarray, config: WorldConfig) -> Situatio
                     agent_d[a, j] = np.abs(table[j, 1:3] - after[a]).sum()
     return Situations(
         gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
-        last_action=last, ego=np.array(ego),
+        last_action=last, ego=np.array(ego), agent_near=nearest_seen(agent_d, agent_seen),
     )

@@ -339,6 +339,20 @@ def record_shard(root: Path, manifest: dict, shard: int, data: bytes, n_samples:
     _write_manifest(root, manifest)
 
 
+def ordered_map(fn: Callable, args: list[tuple], processes: int = 1) -> Iterator:
+    """``fn(*a)`` for each ``a`` of ``args``, in order: in this process, or in ``processes``
+    spawned local processes (never forked: the caller may hold threads)."""
+    if processes <= 1 or len(args) < 2:
+        for a in args:
+            yield fn(*a)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(fn, *zip(*args, strict=True))
+
+
 def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str | None = None,
              progress: Callable[[int, int], None] | None = None, processes: int = 1) -> dict:
     """Generate (or finish) the dataset ``cfg`` in ``out``; returns the manifest.
@@ -351,20 +365,8 @@ def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str 
     manifest, todo = prepare(out, cfg)
     if progress:
         progress(len(manifest["shards"]), manifest["samples"])
-    if workers <= 0 and ray_address is None and processes > 1 and len(todo) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-            for _, data, n in pool.map(generate_shard_bytes, [cfg.to_json()] * len(todo), todo):
-                record_shard(out, manifest, _, data, n)
-                if progress:
-                    progress(1, n)
-        return manifest
     if workers <= 0 and ray_address is None:
-        for shard in todo:
-            _, data, n = generate_shard_bytes(cfg.to_json(), shard)
+        for shard, data, n in ordered_map(generate_shard_bytes, [(cfg.to_json(), s) for s in todo], processes):
             record_shard(out, manifest, shard, data, n)
             if progress:
                 progress(1, n)

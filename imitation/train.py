@@ -44,7 +44,7 @@ from mirrorhall.imitation.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from mirrorhall.imitation.dataset import Dataset, atomic_write
+from mirrorhall.imitation.dataset import Dataset, atomic_write, ordered_map
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
 from mirrorhall.imitation.prompts import KIND_NAMES
 from mirrorhall.imitation.tokenizer import Tokenizer
@@ -258,14 +258,8 @@ def load_episodes(data: Dataset, tokenizer: Tokenizer, max_len: int, processes: 
     paths = data.shard_paths
     if processes <= 1 or len(paths) < 2:
         return [episode_arrays(ep, data.world, tokenizer, max_len) for ep in data.episodes()]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    n = len(paths)
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = pool.map(_shard_arrays, [str(data.root)] * n, [str(p) for p in paths],
-                         [tokenizer.to_json()] * n, [max_len] * n)
-        return [ep for part in parts for ep in part]
+    args = [(str(data.root), str(p), tokenizer.to_json(), max_len) for p in paths]
+    return [ep for part in ordered_map(_shard_arrays, args, processes) for ep in part]
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,

@@ -310,4 +310,3 @@ def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius):
         alone = core.situations(one)  # 1 x 16 x 16: the cell table
         for f in fields(Situations):
             assert getattr(alone, f.name)[0].tobytes() == getattr(whole, f.name)[w].tobytes(), f.name
-        assert alone._near[0].tobytes() == whole._near[w].tobytes()
