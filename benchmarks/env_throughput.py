@@ -64,10 +64,9 @@ def parallel_rate(env, seconds: float, seed: int = 0) -> float:
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     agents = list(env.possible_agents)
-    pool = [{a: int(x) for a, x in zip(agents, row, strict=True)}
-            for row in rng.integers(0, 1 << 30, (POOL, len(agents)))]
-    spaces = {a: env.action_space(a) for a in agents}
-    pool = [{a: int(x % spaces[a].n) for a, x in acts.items()} for acts in pool]  # plain ints
+    sizes = [env.action_space(a).n for a in agents]
+    pool = [{a: int(x) for a, x in zip(agents, row, strict=True)}  # plain ints
+            for row in rng.integers(0, sizes, (POOL, len(agents)))]
     k = [0]
 
     def step() -> None:
