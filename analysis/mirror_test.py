@@ -2,7 +2,14 @@
 
 Agent 0 is a trait persona; exactly one other agent m is an ``Imitator`` of agent 0 (fidelity
 drawn from the population's range, an own trait of the training split); all others are trait
-personas. After T observed steps each candidate j is scored by the model's own likelihoods: the
+personas. Two settings:
+
+- ``crowd``: every trait (agent 0's, the others', the imitator's own) drawn from the training
+  combinations; another agent may well like what agent 0 likes.
+- ``decisive``: the classic mirror test, where the subject makes distinctive moves in front of the
+  mirror: agent 0 is ``focused`` (the sharpest style) and no other agent, the imitator's own trait
+  included, likes agent 0's colour. Everything else is as in ``crowd``.
+ After T observed steps each candidate j is scored by the model's own likelihoods: the
 log-likelihood of j's actions when the model, in j's seat, is told "behave as agent 0", minus
 when it is told "behave as yourself". The top-scoring agent is the answer.
 
@@ -23,10 +30,31 @@ from mirrorhall.analysis.common import ModelProbe, Scene, int_seed, mean_ci, pro
 from mirrorhall.envs.core import WorldConfig
 
 STEPS = (1, 2, 5, 10, 20, 40)
+SETTINGS = ("crowd", "decisive")
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, agents: int = 8,
-        steps=STEPS) -> dict:
+        steps=STEPS, settings=SETTINGS) -> dict:
+    """Both settings on the same scene seeds; ``conditions`` has one row per (setting, steps)."""
+    for setting in settings:
+        if setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    conditions = [row for setting in settings
+                  for row in _identify(probe, population, episodes, seed, agents, steps, setting)]
+    summary = {}
+    for c in conditions:
+        if c["steps_observed"] == 20:
+            tail = "" if c["setting"] == "crowd" else f"_{c['setting']}"
+            summary[f"accuracy_model_at_20{tail}"] = c["accuracy_model"]["mean"]
+            summary[f"accuracy_bayes_at_20{tail}"] = c["accuracy_bayes"]["mean"]
+    return {"probe": "mirror_test", "population": population, "agents": agents, "episodes": episodes,
+            "seed": seed, "settings": list(settings), "conditions": conditions, "summary": summary,
+            "targets": {k: 0.9 for k in summary if k.startswith("accuracy_model")}}
+
+
+def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agents: int, steps,
+              setting: str) -> list[dict]:
+    """Accuracy of the model and of Bayes after each number of ``steps`` in one setting."""
     ss = probe_seed("mirror_test", seed)
     rng = np.random.default_rng(ss)
     pop = get_population(population)
@@ -38,9 +66,16 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     own_h = HypothesisSet([Trait(*c) for c in train], n_colors, agents)
     rows, imitators = [], []
     for _ in range(episodes):
-        row = [Trait(*train[i]) for i in rng.integers(len(train), size=agents)]
+        if setting == "crowd":
+            own = train[rng.integers(len(train))]
+            others = train
+        else:
+            focused = [c for c in train if c[2] == "focused"]
+            own = focused[rng.integers(len(focused))]
+            others = [c for c in train if c[0] != own[0]]
+        row = [Trait(*own)] + [Trait(*others[i]) for i in rng.integers(len(others), size=agents - 1)]
         m = int(rng.integers(1, agents))
-        row[m] = Imitator(0, float(rng.uniform(*pop.fidelity)), Trait(*train[rng.integers(len(train))]))
+        row[m] = Imitator(0, float(rng.uniform(*pop.fidelity)), Trait(*others[rng.integers(len(others))]))
         rows.append(row)
         imitators.append(m)
     scene = Scene.from_episode(run_scene(world, rows, horizon, int_seed(ss.spawn(1)[0]), hypotheses=belief_h))
@@ -73,17 +108,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
             trait_ev = m + np.log(np.exp(log_post - m[:, None]).sum(-1))
             bayes_llr[:, ci, s] = imit.log_evidence(ll[s + 1]) - trait_ev
     truth = np.asarray(imitators) - 1
-    conditions = []
-    for n in steps:
-        conditions.append({
-            "steps_observed": n,
-            "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),
-            "accuracy_bayes": mean_ci(bayes_llr[:, :, n - 1].argmax(1) == truth),
-            "chance": 1.0 / cands.size,
-        })
-    at20 = next((c for c in conditions if c["steps_observed"] == 20), None)
-    return {"probe": "mirror_test", "population": population, "agents": agents, "episodes": episodes,
-            "seed": seed, "conditions": conditions,
-            "summary": {"accuracy_model_at_20": at20["accuracy_model"]["mean"] if at20 else None,
-                        "accuracy_bayes_at_20": at20["accuracy_bayes"]["mean"] if at20 else None},
-            "targets": {"accuracy_model_at_20": 0.9}}
+    return [{"setting": setting, "steps_observed": n,
+             "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),
+             "accuracy_bayes": mean_ci(bayes_llr[:, :, n - 1].argmax(1) == truth),
+             "chance": 1.0 / cands.size} for n in steps]

@@ -104,10 +104,12 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("K, steps observed")
         ax.set_ylabel("cross-entropy under theta's true policy (nats)")
     elif name == "mirror_test":
-        xs = [c["steps_observed"] for c in cond]
-        ax.plot(xs, [_m(c, "accuracy_model") for c in cond], "o-", label="model")
-        ax.plot(xs, [_m(c, "accuracy_bayes") for c in cond], "s--", label="Bayes")
-        ax.plot(xs, [c["chance"] for c in cond], ":", label="chance")
+        for setting, colour in zip(result.get("settings", ["crowd"]), ("C0", "C1")):
+            rows = [c for c in cond if c.get("setting", "crowd") == setting]
+            xs = [c["steps_observed"] for c in rows]
+            ax.plot(xs, [_m(c, "accuracy_model") for c in rows], "o-", color=colour, label=f"model, {setting}")
+            ax.plot(xs, [_m(c, "accuracy_bayes") for c in rows], "s--", color=colour, label=f"Bayes, {setting}")
+        ax.plot(xs, [c["chance"] for c in rows], ":", color="grey", label="chance")
         ax.set_xlabel("steps observed")
         ax.set_ylabel("identification accuracy")
         ax.set_ylim(0, 1.05)
@@ -210,9 +212,12 @@ def _section(name: str, r: dict) -> list[str]:
         return rows + ["", f"Target (K={s.get('K')}): better than both baselines with intervals above 0: {verdict} "
                            f"(margin vs SELF {_fmt(s.get('margin_vs_self'))}, vs OTHER {_fmt(s.get('margin_vs_other'))}).", ""]
     if name == "mirror_test":
-        rows = ["| steps observed | model | Bayes | chance |", "|---|---|---|---|"]
-        rows += [f"| {x['steps_observed']} | {_ci(x['accuracy_model'])} | {_ci(x['accuracy_bayes'])} | {x['chance']:.3f} |" for x in c]
-        return rows + ["", f"Target: accuracy with {r.get('agents')} agents after 20 steps {_verdict(s.get('accuracy_model_at_20'), 0.9)}.", ""]
+        rows = ["| setting | steps observed | model | Bayes | chance |", "|---|---|---|---|---|"]
+        rows += [f"| {x.get('setting', 'crowd')} | {x['steps_observed']} | {_ci(x['accuracy_model'])} | "
+                 f"{_ci(x['accuracy_bayes'])} | {x['chance']:.3f} |" for x in c]
+        verdicts = [f"{setting} {_verdict(s.get('accuracy_model_at_20' + ('' if setting == 'crowd' else '_' + setting)), 0.9)}"
+                    for setting in r.get("settings", ["crowd"])]
+        return rows + ["", f"Target: accuracy with {r.get('agents')} agents after 20 steps: {'; '.join(verdicts)}.", ""]
     if name == "outcome":
         rows = ["| asked | achieved | control (behave as yourself) | difference |", "|---|---|---|---|"]
         rows += [f"| {x['asked']} | {_ci(x['achieved'])} | {_ci(x['control'])} | {_ci(x['difference'])} |" for x in c]
