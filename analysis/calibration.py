@@ -5,14 +5,23 @@ ALPHAS. After N_past of its actions, the model (in agent 0's seat) is asked "beh
 Reported per alpha and N_past: KL(Bayes || model) and KL(true || model), where Bayes is the exact
 predictive ``(n_a + alpha) / (n + 5 alpha)`` marginalised over the population's alphas (uniform),
 and, for reference, KL(true || Bayes), the part no observer can remove.
+
+That Bayes observer knows that agent k is a random agent. A model trained on a mixed population
+cannot: one action of agent k is also evidence about a trait persona. So each condition also
+reports KL(Bayes_train || model), where Bayes_train is the exact observer under the training
+population's own prior over its trait personas (training combinations, uniform) and random
+agents, in proportion to their weights in the mix (the population's imitators and mirrors, whose
+likelihoods depend on other agents, are left out). It predicts
+``P(random | D) * Dirichlet predictive + P(trait | D) * trait predictive in agent 0's situation``;
+for a population of random agents only it is the Bayes observer above.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mirrorhall.agents.bayes import dirichlet_predictive
-from mirrorhall.agents.personas import Species
+from mirrorhall.agents.bayes import BayesObserver, HypothesisSet, dirichlet_log_marginal, dirichlet_predictive
+from mirrorhall.agents.personas import Species, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, int_seed, kl, mean_ci, probe_seed
@@ -32,6 +41,10 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
     n_colors = probe.model.config.n_colors
     steps = max(n_past)
     world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps + 1)
+    mix = dict(pop.mix)
+    w_trait, w_species = mix.get("trait", 0.0), mix.get("species", 0.0)
+    traits = [Trait(*c) for c in pop.combos(n_colors, "train") if c[1] != "follow"]
+    trait_obs = BayesObserver(HypothesisSet(traits, n_colors, agents)) if w_trait > 0 and traits else None
     conditions = []
     for alpha in alphas:
         rows, targets = [], []
@@ -46,20 +59,43 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
         w, k = np.arange(b), np.asarray(targets)
         truth = np.array([rows[i][targets[i]].probs for i in range(b)])  # (B, 5)
         acts = scene.episode.actions[:, w, k]  # (T, B)
-        for n in n_past:
-            counts = np.stack([np.bincount(acts[:n, i], minlength=5) for i in range(b)])
-            bayes = dirichlet_predictive(counts, prior_alphas)
-            model = probe.query(scene, w, np.zeros(b), np.full(b, n), [f"behave as agent {t}" for t in targets])
-            conditions.append({
-                "alpha": alpha, "N_past": n,
-                "kl_bayes_model": mean_ci(kl(bayes, model)),
-                "kl_true_model": mean_ci(kl(truth, model)),
-                "kl_true_bayes": mean_ci(kl(truth, bayes)),
-            })
+        log_post = trait_obs.prior((b,)) if trait_obs else None  # log P(h, D) over trait hypotheses
+        for n in range(steps + 1):
+            if n in n_past:
+                counts = np.stack([np.bincount(acts[:n, i], minlength=5) for i in range(b)])
+                bayes = dirichlet_predictive(counts, prior_alphas)
+                model = probe.query(scene, w, np.zeros(b), np.full(b, n), [f"behave as agent {t}" for t in targets])
+                train_bayes = bayes
+                if trait_obs is not None:
+                    ev_species = _logsumexp(np.stack([dirichlet_log_marginal(counts, a) for a in prior_alphas], -1)
+                                            - np.log(len(prior_alphas)))
+                    ev_trait = _logsumexp(log_post)
+                    p_trait = 1.0 / (1.0 + np.exp(np.log(w_species) + ev_species - np.log(w_trait) - ev_trait)
+                                     ) if w_species > 0 else np.ones(b)
+                    as_trait = trait_obs.predictive(log_post, scene.situation(n, w, np.zeros(b, np.int64)))
+                    train_bayes = p_trait[:, None] * as_trait + (1.0 - p_trait[:, None]) * bayes
+                conditions.append({
+                    "alpha": alpha, "N_past": n,
+                    "kl_bayes_model": mean_ci(kl(bayes, model)),
+                    "kl_true_model": mean_ci(kl(truth, model)),
+                    "kl_true_bayes": mean_ci(kl(truth, bayes)),
+                    "kl_train_bayes_model": mean_ci(kl(train_bayes, model)),
+                })
+            if trait_obs is not None and n < steps:
+                log_post = trait_obs.update(log_post, scene.situation(n, w, k), acts[n])
     past = [c["kl_bayes_model"]["mean"] for c in conditions if c["N_past"] >= 1]
+    past_train = [c["kl_train_bayes_model"]["mean"] for c in conditions if c["N_past"] >= 1]
     return {
         "probe": "calibration", "population": population, "agents": agents, "episodes_per_alpha": episodes,
         "seed": seed, "prior_alphas": list(prior_alphas), "conditions": conditions,
-        "summary": {"mean_kl_bayes_model_npast_ge_1": float(np.mean(past)) if past else None},
+        "summary": {"mean_kl_bayes_model_npast_ge_1": float(np.mean(past)) if past else None,
+                    "mean_kl_train_bayes_model_npast_ge_1": float(np.mean(past_train)) if past_train else None},
+        "train_prior": {"trait": w_trait, "species": w_species, "trait_hypotheses": len(traits)},
         "targets": {"mean_kl_bayes_model_npast_ge_1": 0.05},
     }
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """log sum exp over the last axis."""
+    m = x.max(-1)
+    return m + np.log(np.exp(x - m[..., None]).sum(-1))

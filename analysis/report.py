@@ -89,9 +89,12 @@ def plot(result: dict, path: Path) -> None:
     elif name == "calibration":
         for alpha in sorted({c["alpha"] for c in cond}):
             cs = [c for c in cond if c["alpha"] == alpha]
-            ax.plot([c["N_past"] for c in cs], [_m(c, "kl_bayes_model") for c in cs], "o-", label=f"alpha={alpha:g}")
+            line, = ax.plot([c["N_past"] for c in cs], [_m(c, "kl_bayes_model") for c in cs], "o-", label=f"alpha={alpha:g}")
+            if "kl_train_bayes_model" in cs[0]:
+                ax.plot([c["N_past"] for c in cs], [_m(c, "kl_train_bayes_model") for c in cs], ":",
+                        color=line.get_color())
         ax.set_xlabel("N_past observed actions")
-        ax.set_ylabel("KL(Bayes || model) (nats)")
+        ax.set_ylabel("KL(Bayes || model) (nats); dotted: Bayes_train")
     elif name == "describe":
         labels = [c["condition"] for c in cond]
         ax.bar(labels, [_m(c, "kl") for c in cond], yerr=np.hstack([_err(c, "kl") for c in cond]), capsize=4)
@@ -191,10 +194,19 @@ def _section(name: str, r: dict) -> list[str]:
                  f"{_ci(cl.get('k_near', {}))}, model as itself {_ci(cl.get('model_self_near', {}))}.", ""]
         return rows
     if name == "calibration":
-        rows = ["| alpha | N_past | KL(Bayes‖model) | KL(true‖model) | KL(true‖Bayes) |", "|---|---|---|---|---|"]
-        rows += [f"| {x['alpha']:g} | {x['N_past']} | {_ci(x['kl_bayes_model'])} | {_ci(x['kl_true_model'])} | {_ci(x['kl_true_bayes'])} |" for x in c]
-        return rows + ["", f"Target: mean KL(Bayes‖model) for N_past >= 1 "
-                           f"{_verdict(s.get('mean_kl_bayes_model_npast_ge_1'), 0.05, higher=False)}.", ""]
+        rows = ["| alpha | N_past | KL(Bayes‖model) | KL(true‖model) | KL(true‖Bayes) | KL(Bayes_train‖model) |",
+                "|---|---|---|---|---|---|"]
+        rows += [f"| {x['alpha']:g} | {x['N_past']} | {_ci(x['kl_bayes_model'])} | {_ci(x['kl_true_model'])} | "
+                 f"{_ci(x['kl_true_bayes'])} | {_ci(x['kl_train_bayes_model']) if 'kl_train_bayes_model' in x else '-'} |"
+                 for x in c]
+        rows += ["", f"Target: mean KL(Bayes‖model) for N_past >= 1 "
+                     f"{_verdict(s.get('mean_kl_bayes_model_npast_ge_1'), 0.05, higher=False)}."]
+        if s.get("mean_kl_train_bayes_model_npast_ge_1") is not None:
+            w = r.get("train_prior", {})
+            rows += ["", f"Bayes_train is the exact observer under the training population's prior (trait personas "
+                         f"{w.get('trait')}, random agents {w.get('species')}; imitators and mirrors left out): "
+                         f"mean KL(Bayes_train‖model) for N_past >= 1 {_fmt(s['mean_kl_train_bayes_model_npast_ge_1'])}."]
+        return rows + [""]
     if name == "describe":
         rows = ["| condition | KL to persona | cross-entropy | entropy floor | queries |", "|---|---|---|---|---|"]
         rows += [f"| {x['condition']} | {_ci(x['kl'])} | {_ci(x['ce'])} | {_ci(x['entropy_floor'])} | {x['queries']} |" for x in c]

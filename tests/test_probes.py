@@ -74,6 +74,42 @@ class DirichletOracle(ModelProbe):
         return np.array(out)
 
 
+class TrainPriorOracle(ModelProbe):
+    """Answers with the Bayes observer under the training population's prior, by plain loops: trait
+    personas (the training combinations, uniform) with weight 0.55 against random agents (alpha
+    uniform, closed form via lgamma) with weight 0.2, the ``lab`` mix without its imitators and
+    mirrors."""
+
+    def __init__(self, reference):
+        super().__init__(reference)
+        c = self.model.config.n_colors
+        self.hyp = HypothesisSet([Trait(*x) for x in get_population(POP).combos(c, "train") if x[1] != "follow"], c, 8)
+
+    def query(self, scene, world, agent, t, prompts, situation=None):
+        alphas = get_population(POP).alphas
+        out = []
+        for w, i, tt, p in zip(world, agent, t, prompts, strict=True):
+            w, i, tt = int(w), int(i), int(tt)
+            k = int(re.fullmatch(r"behave as agent (\d+)", p).group(1))
+            logp = self.hyp.log_prior.copy()
+            for tau in range(tt):
+                logp = logp + self.hyp.log_probs(scene.situation(tau, np.array([w]), np.array([k])))[0][
+                    :, scene.episode.actions[tau, w, k]]
+            ev_trait = math.log(sum(math.exp(x) for x in logp))
+            post = np.exp(logp - ev_trait)
+            as_trait = post @ self.hyp.probs(scene.situation(tt, np.array([w]), np.array([i])))[0]
+            counts = np.bincount(scene.episode.actions[:tt, w, k], minlength=5)
+            n = counts.sum()
+            logm = [math.lgamma(5 * a) - math.lgamma(n + 5 * a) + sum(math.lgamma(c + a) - math.lgamma(a) for c in counts)
+                    for a in alphas]
+            ev_species = math.log(sum(math.exp(x) for x in logm) / len(alphas))
+            q = np.exp(np.array(logm) - max(logm))
+            as_species = sum(qa * (counts + a) / (n + 5 * a) for qa, a in zip(q / q.sum(), alphas, strict=True))
+            p_trait = 0.55 * math.exp(ev_trait) / (0.55 * math.exp(ev_trait) + 0.2 * math.exp(ev_species))
+            out.append(p_trait * as_trait + (1 - p_trait) * as_species)
+        return np.array(out)
+
+
 needs_reference = pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(),
                                      reason="reference checkpoint not built")
 
@@ -102,6 +138,20 @@ def test_calibration_bayes_is_the_dirichlet_closed_form():
     assert tiny[-1]["kl_true_bayes"]["mean"] < 0.1 < tiny[0]["kl_true_bayes"]["mean"]
 
 
+@needs_reference
+def test_calibration_training_prior_bayes_matches_a_plain_loop_observer():
+    """The training-prior Bayes observer of ``calibration`` equals an independent plain-loop one;
+    it differs from the random-agent Bayes observer once actions are observed."""
+    r = calibration.run(TrainPriorOracle(REFERENCE), POP, episodes=6, seed=1, n_past=(0, 1, 5))
+    for c in r["conditions"]:
+        assert c["kl_train_bayes_model"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert r["train_prior"] == {"trait": 0.55, "species": 0.2, "trait_hypotheses": 41}
+    assert min(c["kl_bayes_model"]["mean"] for c in r["conditions"] if c["N_past"] == 1) > 0.05
+    only = calibration.run(DirichletOracle(REFERENCE), "species", episodes=3, seed=1, n_past=(0, 2))
+    for c in only["conditions"]:  # a population of random agents: both observers are the same
+        assert c["kl_train_bayes_model"]["mean"] == pytest.approx(c["kl_bayes_model"]["mean"], abs=1e-12)
+
+
 def test_interval_helpers():
     x = np.random.default_rng(0).normal(1.0, 0.5, size=400)
     m = mean_ci(x)
@@ -126,7 +176,8 @@ def test_reference_checkpoint_probes_at_small_scale(reference_results):
     - imitate: fraction of attainable information >= 0.7 at K = 10 and averaged over K >= 5;
       the model beats the prior-only observer at K = 20.
     - calibration: mean KL(Bayes || model) over N_past >= 1 below 0.2 nats (the Bayes observer
-      knows the target is a random agent; the `lab`-trained model cannot: docs/results.md).
+      knows the target is a random agent; the `lab`-trained model cannot: docs/results.md), and
+      below 0.05 nats against the Bayes observer under the training population's prior.
     - describe: seen combinations within 0.05 nats of the entropy floor; held-out combinations
       within 0.15.
     - second_order: cross-entropy below both the SELF and the OTHER(theta) baselines at K = 20.
@@ -141,6 +192,7 @@ def test_reference_checkpoint_probes_at_small_scale(reference_results):
     k20 = next(c for c in r["imitate"]["conditions"] if c["K"] == 20)
     assert k20["ce_model"]["mean"] < k20["ce_prior"]["mean"]
     assert r["calibration"]["summary"]["mean_kl_bayes_model_npast_ge_1"] < 0.2
+    assert r["calibration"]["summary"]["mean_kl_train_bayes_model_npast_ge_1"] < 0.05
     desc = {c["condition"]: c for c in r["describe"]["conditions"]}
     assert desc["seen"]["kl"]["mean"] < 0.05
     assert desc["held_out_combination"]["kl"]["mean"] < 0.15
