@@ -54,15 +54,16 @@ class TraitBases:
     follow rows are computed only for the (situation, followed agent) pairs asked for. Every
     value is produced by the same float operations as the full bases, so results are
     bit-identical. ``bases(sit)`` caches one instance on the situations object (situations are
-    treated as immutable values once built). An instance keeps the situations' ``agent_d`` and
-    ``agent_seen`` arrays (and, after ``take``, the index into them) but not the situations
-    object itself, so caching it there makes no reference cycle.
+    treated as immutable values once built). An instance keeps the situations' ``agent_d``
+    getter (which computes it only if a follow row is asked for) and ``agent_seen`` array (and,
+    after ``take``, the index into them) but not the situations object itself, so caching it
+    there makes no reference cycle.
     """
 
     def __init__(self, sit: Situations):
         self.gem = gem_basis(sit)  # (S..., C + 1, 5)
         self.fixed = social_fixed(sit)  # (S..., 3, 5)
-        self._agents = (sit.agent_d, sit.agent_seen)  # what follow rows are computed from
+        self._agents = (sit.agent_d_getter(), sit.agent_seen)  # what follow rows are computed from
         self._index = ()  # indices into self._agents, applied in order when follow rows are needed
 
     def take(self, index) -> TraitBases:
@@ -74,7 +75,8 @@ class TraitBases:
 
     def _agent_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(agent_d (S..., 5, N), agent_seen (S..., N)) of these situations."""
-        agent_d, agent_seen = self._agents
+        get_agent_d, agent_seen = self._agents
+        agent_d = get_agent_d()
         for index in self._index:
             agent_d, agent_seen = agent_d[index], agent_seen[index]
         return agent_d, agent_seen

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mirrorhall.agents.bayes import BayesObserver, HypothesisSet, dirichlet_log_marginal, dirichlet_predictive
+from mirrorhall.agents.bayes import (
+    BayesObserver,
+    HypothesisSet,
+    dirichlet_log_marginal,
+    dirichlet_predictive,
+)
 from mirrorhall.agents.personas import Species, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene

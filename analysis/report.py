@@ -107,7 +107,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("K, steps observed")
         ax.set_ylabel("cross-entropy under theta's true policy (nats)")
     elif name == "mirror_test":
-        for setting, colour in zip(result.get("settings", ["crowd"]), ("C0", "C1")):
+        for setting, colour in zip(result.get("settings", ["crowd"]), ("C0", "C1"), strict=False):
             rows = [c for c in cond if c.get("setting", "crowd") == setting]
             xs = [c["steps_observed"] for c in rows]
             ax.plot(xs, [_m(c, "accuracy_model") for c in rows], "o-", color=colour, label=f"model, {setting}")

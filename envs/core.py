@@ -7,6 +7,7 @@ spec card of ``mirrorhall.envs.mirrorhall_v0``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -169,6 +170,9 @@ class Situations:
 
     Leading shape S is (B, N) for every agent in its own situation, or any gathered shape.
     Distances are Manhattan distances from the ego's position after each of the 5 moves.
+
+    ``agent_d`` may be given as a function of no arguments: it is then called when the field is
+    first read (most personas need only ``agent_near``), and ``take`` stays lazy.
     """
 
     gem_d: np.ndarray  # (S..., 5, C) distance to the nearest visible gem of each colour
@@ -179,13 +183,54 @@ class Situations:
     ego: np.ndarray  # (S...) int64 id of the ego agent
     agent_near: np.ndarray  # (S..., 5) distance to the nearest seen other agent, 0 if none is seen
 
+    def __post_init__(self):
+        if callable(self.agent_d):
+            self._agent_d = self.agent_d if isinstance(self.agent_d, _Once) else _Once(self.agent_d)
+            del self.agent_d  # reads now go through __getattr__ until the first one fills it in
+
+    def __getattr__(self, name: str):
+        if name == "agent_d" and "_agent_d" in self.__dict__:
+            self.agent_d = self.__dict__.pop("_agent_d")()
+            return self.agent_d
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def agent_d_getter(self) -> Callable[[], np.ndarray]:
+        """A function returning ``agent_d``, computing it only when called (once, shared with
+        this object); it holds no reference to the situations object itself."""
+        lazy = self.__dict__.get("_agent_d")
+        if lazy is not None:
+            return lazy
+        array = self.agent_d
+        return lambda: array
+
+    def __getstate__(self) -> dict:  # pickling (processes, Ray) sends the array, not the function
+        self.agent_d  # noqa: B018 (fills it in)
+        return self.__dict__
+
     def take(self, index) -> Situations:
-        """Select along the leading axes with numpy indexing."""
-        return Situations(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        """Select along the leading axes with numpy indexing (a lazy ``agent_d`` stays lazy)."""
+        parts = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "agent_d"}
+        if "_agent_d" in self.__dict__:
+            return Situations(agent_d=lambda: self.agent_d[index], **parts)
+        return Situations(agent_d=self.agent_d[index], **parts)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self.ego.shape
+
+
+class _Once:
+    """A function of no arguments whose result is computed on the first call and kept."""
+
+    __slots__ = ("_fn", "_value")
+
+    def __init__(self, fn: Callable[[], np.ndarray]):
+        self._fn, self._value = fn, None
+
+    def __call__(self) -> np.ndarray:
+        if self._fn is not None:
+            self._value, self._fn = self._fn(), None
+        return self._value
 
 
 def nearest_seen(agent_d: np.ndarray, agent_seen: np.ndarray) -> np.ndarray:
@@ -237,6 +282,7 @@ class WorldCore:
         self._dist: np.ndarray | None = None  # built by the first small situations call
         # distances (< width + height) plus the unseen offset width + height fit in this type exactly
         self._dist_dtype = np.int16 if 2 * (w + h) < 2**15 else np.int64
+        self._near_dtype = np.int8 if 2 * (w + h) < 2**7 else self._dist_dtype
 
     def _full_template(self) -> np.ndarray:
         """(N, obs_dim) what every observation holds under full observability before the gems,
@@ -369,56 +415,91 @@ class WorldCore:
         """Every agent's own situation, (B, N) leading shape.
 
         Distances are computed in a small integer type (exact: they are below width + height)
-        and converted to float64 once; ``agent_near`` is folded from the same integers.
+        and converted to float64 once; ``agent_near`` is folded from the same integers, and the
+        full (B, N, 5, N) ``agent_d``, which only follow personas and counterfactual queries read,
+        is converted when first read.
         """
         cfg = self.config
         b, n = state.last_action.shape
         gem_vis, agent_vis = self.visible(state)
-        dt = self._dist_dtype
         big = cfg.width + cfg.height
         cell = self._cells(state.agent_pos)  # (B, N)
-        gem_cell = self._cells(state.gem_pos)  # (B, G)
-        if b * n * n <= 4096 and self.cell_pos.shape[0] <= 1024:  # small batch and grid: one
-            # gather from the (at most 1024 x 1024) cell-to-cell distance table each
-            after = self.move_cell[cell][..., None]  # (B, N, 5, 1) flat cells
-            dist = self._distances()
-            d_gem = dist[after, gem_cell[:, None, None, :]]  # (B, N, 5, G)
-            d = dist[after, cell[:, None, None, :]]  # (B, N, 5, N)
-        else:  # large: coordinates kept apart (numpy reduces a trailing axis of 2 slowly)
-            after = self.move_pos[cell].astype(dt)  # (B, N, 5, 2)
-            ar, ac = after[..., 0, None], after[..., 1, None]  # (B, N, 5, 1) each
-            gem = state.gem_pos.astype(dt)
-            d_gem = np.abs(ar - gem[:, None, None, :, 0])
-            d_gem += np.abs(ac - gem[:, None, None, :, 1])
-            pos = state.agent_pos.astype(dt)
-            d = np.abs(ar - pos[:, None, None, :, 0])
-            d += np.abs(ac - pos[:, None, None, :, 1])
-        # d_gem: (B, N, 5, G) distance from each post-move cell to each gem
-        if cfg.view_radius is not None:
-            d_gem = np.where(gem_vis[:, :, None, :], d_gem, dt(big))
-        per_color = _fold_last(d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color))
-        gem_seen = _fold_last(gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color), np.logical_or)  # (B, N, C)
-        gem_d = np.multiply(per_color, gem_seen[:, :, None, :], dtype=np.float64)  # 0 where unseen
-        # d: (B, N, 5, N) distance from each post-move cell to each agent's current cell; below
-        # ``big`` is added for agents not seen (the ego itself included), so that the nearest
-        # seen agent is a plain minimum and agent_d a multiplication by the seen mask
         agent_seen = agent_vis & ~self._eye  # (B, N, N)
-        seen4 = agent_seen[:, :, None, :]
-        d += np.multiply(~agent_seen, dt(big), dtype=dt)[:, :, None, :]
-        agent_d = np.multiply(d, seen4, dtype=np.float64)  # unseen ones become +0.0
-        near = _fold_last(d)  # (B, N, 5) nearest seen other agent, >= big when none is seen
-        near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when none is seen
+        gem_seen = _fold_last(gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color), np.logical_or)  # (B, N, C)
+        if b * n * n <= 4096 and self.cell_pos.shape[0] <= 1024:
+            gem_d, near, agent_d = self._near_by_table(state, cell, gem_vis, agent_seen)
+        else:
+            gem_d, near, agent_d = self._near_by_coordinates(state, cell, gem_vis, agent_vis, agent_seen)
+        gem_d = np.multiply(gem_d, gem_seen[:, :, None, :], dtype=np.float64, order="C")  # 0 where unseen
+        near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when no other agent is seen
         last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
         ego = np.broadcast_to(self._ids, (b, n)).copy()
-        return Situations(
-            gem_d=gem_d,
-            gem_seen=gem_seen,
-            agent_d=agent_d,
-            agent_seen=agent_seen,
-            last_action=last,
-            ego=ego,
-            agent_near=near,
-        )
+        return Situations(gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
+                          last_action=last, ego=ego, agent_near=near)
+
+    def _near_by_table(self, state: WorldState, cell, gem_vis, agent_seen):
+        """Small batches and grids: gathers from the cell-to-cell distance table, in the layout
+        of ``Situations``. Returns (gem distance per colour (B, N, 5, C) in the distance type,
+        nearest seen agent (B, N, 5), >= width + height when none is seen, agent_d float64)."""
+        cfg = self.config
+        b, n = cell.shape
+        dt = self._dist_dtype
+        big = dt(cfg.width + cfg.height)
+        after = self.move_cell[cell][..., None]  # (B, N, 5, 1) flat cells
+        dist = self._distances()
+        d_gem = dist[after, self._cells(state.gem_pos)[:, None, None, :]]  # (B, N, 5, G)
+        if cfg.view_radius is not None:
+            d_gem = np.where(gem_vis[:, :, None, :], d_gem, big)
+        per_color = _fold_last(d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color))
+        d = dist[after, cell[:, None, None, :]]  # (B, N, 5, N) post-move cell to each agent
+        # ``big`` added for agents not seen (the ego itself included): the nearest seen agent is a
+        # plain minimum and agent_d a multiplication by the seen mask
+        d += np.multiply(~agent_seen, big, dtype=dt)[:, :, None, :]
+        agent_d = np.multiply(d, agent_seen[:, :, None, :], dtype=np.float64)  # unseen: +0.0
+        return per_color, _fold_last(d), agent_d
+
+    def _near_by_coordinates(self, state: WorldState, cell, gem_vis, agent_vis, agent_seen):
+        """Large batches: distances from coordinates, laid out target-major ((B, target, N * 5):
+        numpy's inner loops then run over the N * 5 post-move cells of all egos, not over N
+        targets), in int8 where the grid allows. Same returns as ``_near_by_table``, except that
+        agent_d is a function computing it."""
+        cfg = self.config
+        b, n = cell.shape
+        dt = self._near_dtype
+        big = dt(cfg.width + cfg.height)
+        after = self.move_pos[cell].astype(dt)  # (B, N, 5, 2)
+        ar = after[..., 0].reshape(b, 1, n * N_ACTIONS)
+        ac = after[..., 1].reshape(b, 1, n * N_ACTIONS)
+
+        def spread(pos):  # (B, K, 2) positions -> (B, K, N * 5) distance from every post-move cell
+            p = pos.astype(dt)
+            d = np.subtract(p[..., 0, None], ar)
+            np.abs(d, out=d)
+            e = np.subtract(p[..., 1, None], ac)
+            np.abs(e, out=e)
+            d += e
+            return d
+
+        d_gem = spread(state.gem_pos)  # (B, G, N * 5)
+        if cfg.view_radius is not None:
+            unseen = np.repeat(~gem_vis.transpose(0, 2, 1), N_ACTIONS, axis=-1)  # (B, G, N * 5)
+            d_gem[unseen] = big
+        per_color = np.minimum.reduce(d_gem.reshape(b, cfg.n_colors, cfg.gems_per_color, n * N_ACTIONS), axis=2)
+        per_color = per_color.reshape(b, cfg.n_colors, n, N_ACTIONS).transpose(0, 2, 3, 1)  # (B, N, 5, C)
+        d = spread(state.agent_pos)  # (B, target, N * 5)
+        d4 = d.reshape(b, n, n, N_ACTIONS)  # (B, target, ego, 5)
+        if cfg.view_radius is None:  # only the ego itself is unseen
+            d4[:, self._ids, self._ids] += big
+        else:
+            d4 += np.multiply(~agent_seen.transpose(0, 2, 1), big, dtype=dt)[..., None]
+        near = np.minimum.reduce(d, axis=1).reshape(b, n, N_ACTIONS)
+
+        def agent_d() -> np.ndarray:
+            out = np.empty((b, n, N_ACTIONS, n))
+            np.multiply(d4.transpose(0, 2, 3, 1), agent_seen[:, :, None, :], out=out)  # unseen: +0.0
+            return out
+
+        return per_color, near, agent_d
 
     def _distances(self) -> np.ndarray:
         """(H*W, H*W) Manhattan distance between cells, in the small distance type; cached."""

@@ -12,6 +12,7 @@ import pytest
 from mirrorhall.agents.bayes import (
     BayesObserver,
     HypothesisSet,
+    bases,
     dirichlet_log_marginal,
     dirichlet_predictive,
 )
@@ -292,11 +293,13 @@ def test_unrolled_softmax_over_actions_is_bit_identical_to_numpy():
     assert log_softmax(x).tobytes() == (z - np.log(np.exp(z).sum(-1, keepdims=True))).tobytes()
 
 
-@pytest.mark.parametrize("view_radius", [None, 2])
-def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius):
+@pytest.mark.parametrize("view_radius,size", [(None, 10), (2, 10), (None, 40), (3, 40)])
+def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius, size):
     """``WorldCore.situations`` gathers distances from a cell table for small batches and
-    computes them from coordinates for large ones; both must give the same bits."""
-    cfg = WorldConfig(n_agents=16, view_radius=view_radius, interior_walls=((3, 3), (3, 4)))
+    computes them from coordinates for large ones (in int8 on a 10x10 grid, int16 on 40x40);
+    both must give the same bits."""
+    cfg = WorldConfig(n_agents=16, width=size, height=size, view_radius=view_radius,
+                      interior_walls=((3, 3), (3, 4)))
     core = WorldCore(cfg)
     rng = np.random.default_rng(5)
     state = core.reset(24, rng)
@@ -310,3 +313,28 @@ def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius):
         alone = core.situations(one)  # 1 x 16 x 16: the cell table
         for f in fields(Situations):
             assert getattr(alone, f.name)[0].tobytes() == getattr(whole, f.name)[w].tobytes(), f.name
+
+
+def test_large_batch_agent_distances_are_computed_only_when_read():
+    """Large batches hand ``agent_d`` over as a function: reading the field (directly, through
+    ``take`` or by pickling) computes it once, with the same values as the per-agent path."""
+    import pickle
+    cfg = WorldConfig(n_agents=16)
+    core = WorldCore(cfg)
+    state = core.reset(24, np.random.default_rng(2))
+    sit = core.situations(state)
+    assert "agent_d" not in sit.__dict__ and "_agent_d" in sit.__dict__
+    part = sit.take((np.arange(3), np.zeros(3, np.int64)))
+    assert "agent_d" not in part.__dict__  # still lazy
+    tb = bases(sit)
+    assert "agent_d" not in sit.__dict__  # the shared bases do not need it either
+    one = state.copy()
+    for name in ("agent_pos", "gem_pos", "last_action", "valued", "collected"):
+        setattr(one, name, getattr(state, name)[:3].copy())
+    small = core.situations(one)  # 3 x 16 x 16 <= 4096: the eager table path
+    assert part.agent_d.tobytes() == small.agent_d[:, 0].tobytes()
+    full = sit.agent_d
+    assert full.flags["C_CONTIGUOUS"] and full.shape == (24, 16, 5, 16) and sit.agent_d is full
+    assert tb._agent_arrays()[0] is full  # computed once, shared
+    again = pickle.loads(pickle.dumps(core.situations(state)))
+    assert again.agent_d.tobytes() == full.tobytes()
