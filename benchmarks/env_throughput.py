@@ -9,7 +9,9 @@ One run measures, each for about ``--seconds`` of wall time (best of three round
 * batched core: ``WorldCore.step`` of B worlds x N agents, B x N from about 1e3 to 1e5;
 * persona selection: what ``run_scene`` does to choose 32 scripted agents' actions
   (``situations`` -> ``Cast.probs`` -> ``sample_actions``, population ``crowd``), against one
-  core step of the same worlds, at B = 1 and B = 64; its cost ratio to that step;
+  core step of the same worlds, at B = 1 and B = 64; its cost ratio to that step, and the
+  ratios of three of its parts timed alone (the situations; the exponentials of the imitators'
+  45 hypotheses x 5 actions; their mixture: 45 softmaxes averaged by belief);
 * peers: PettingZoo ``sisl/pursuit_v5`` and ``mpe2`` ``simple_spread_v3`` parallel envs with
   random actions at 8 and 32 agents. They need the ``bench`` extra
   (``pip install -e ".[bench]"``); a missing package is reported on one line and skipped.
@@ -30,7 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mirrorhall.agents.cast import Cast, sample_actions
+from mirrorhall.agents.bayes import softmax
+from mirrorhall.agents.cast import IMITATOR, Cast, sample_actions
 from mirrorhall.agents.populations import get_population
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import N_ACTIONS, WorldConfig, WorldCore
@@ -130,13 +133,41 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
         core.step(state, pool[k[0] % 8], rng)
         k[0] += 1
 
+    # two parts every exact selection computes, timed alone: the situations, and the exponentials
+    # of the imitators' 45 hypotheses x 5 actions (one contiguous np.exp, its fastest form here)
+    imitators = int((cast.params.kind == IMITATOR).sum())
+    u = rng.normal(size=(imitators, len(cast.hypotheses), N_ACTIONS))
+    e = np.empty_like(u)
+
+    def situations() -> None:
+        core.situations(frozen)
+
+    def exps() -> None:
+        np.exp(u, out=e)
+
+    belief = rng.normal(size=(imitators, len(cast.hypotheses)))
+
+    def mixture() -> None:  # what the imitators compute from their utilities: 45 softmaxes, averaged
+        np.einsum("ph,pha->pa", softmax(belief), softmax(u))
+
     sel = timed(select, seconds)
     stp = timed(step, seconds)
+    sit = timed(situations, seconds)
+    ex = timed(exps, seconds)
+    mix = timed(mixture, seconds)
     base = {"what": "persona selection", "env": "crowd: situations+probs+sample", "agents": n,
             "batch": batch, "grid": f"{size}x{size}"}
     return [
         {**base, "env_steps_per_s": sel * batch, "agent_steps_per_s": sel * batch * n,
          "cost_vs_core_step": stp / sel},
+        {**base, "what": "  of which: situations alone", "env": "WorldCore.situations",
+         "env_steps_per_s": sit * batch, "agent_steps_per_s": sit * batch * n, "cost_vs_core_step": stp / sit},
+        {**base, "what": f"  of which: exp of {imitators} imitators' hypotheses alone",
+         "env": f"np.exp over ({imitators}, {len(cast.hypotheses)}, 5)",
+         "env_steps_per_s": ex * batch, "agent_steps_per_s": ex * batch * n, "cost_vs_core_step": stp / ex},
+        {**base, "what": "  of which: the imitators' mixture alone, from their utilities",
+         "env": "softmax + belief average",
+         "env_steps_per_s": mix * batch, "agent_steps_per_s": mix * batch * n, "cost_vs_core_step": stp / mix},
         {**base, "what": "core step (same worlds)", "env": "WorldCore.step",
          "env_steps_per_s": stp * batch, "agent_steps_per_s": stp * batch * n},
     ]
