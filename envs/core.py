@@ -429,7 +429,7 @@ class WorldCore:
         if b * n * n <= 4096 and self.cell_pos.shape[0] <= 1024:
             gem_d, near, agent_d = self._near_by_table(state, cell, gem_vis, agent_seen)
         else:
-            gem_d, near, agent_d = self._near_by_coordinates(state, cell, gem_vis, agent_vis, agent_seen)
+            gem_d, near, agent_d = self._near_by_coordinates(state, cell, gem_vis, agent_seen)
         gem_d = np.multiply(gem_d, gem_seen[:, :, None, :], dtype=np.float64, order="C")  # 0 where unseen
         near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when no other agent is seen
         last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
@@ -458,7 +458,7 @@ class WorldCore:
         agent_d = np.multiply(d, agent_seen[:, :, None, :], dtype=np.float64)  # unseen: +0.0
         return per_color, _fold_last(d), agent_d
 
-    def _near_by_coordinates(self, state: WorldState, cell, gem_vis, agent_vis, agent_seen):
+    def _near_by_coordinates(self, state: WorldState, cell, gem_vis, agent_seen):
         """Large batches: distances from coordinates, laid out target-major ((B, target, N * 5):
         numpy's inner loops then run over the N * 5 post-move cells of all egos, not over N
         targets), in int8 where the grid allows. Same returns as ``_near_by_table``, except that
