@@ -279,6 +279,12 @@ class BayesObserver:
         """Normalised posterior (shape..., H)."""
         return softmax(log_post)
 
+    @staticmethod
+    def log_evidence(log_post: np.ndarray) -> np.ndarray:
+        """(shape...) log P(D): the unnormalised log posterior summed over hypotheses."""
+        m = log_post.max(-1)
+        return m + np.log(np.exp(log_post - m[..., None]).sum(-1))
+
     def predictive(self, log_post: np.ndarray, sit: Situations) -> np.ndarray:
         """(shape..., 5) posterior predictive sum_h P(h|D) pi_h(a|s) in situations ``sit``."""
         return np.einsum("...h,...ha->...a", self.posterior(log_post), self.hypotheses.probs(sit))
@@ -303,6 +309,13 @@ def dirichlet_log_marginal(counts: np.ndarray, alpha: float) -> np.ndarray:
     num = _log_rising(counts, a).sum(-1)
     den = _log_rising(n, N_ACTIONS * a)
     return num - den
+
+
+def dirichlet_log_evidence(counts: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
+    """(...,) log P(a particular sequence with these action counts) for a random agent whose
+    alpha is uniform over ``alphas``."""
+    logm = np.stack([dirichlet_log_marginal(counts, a) for a in alphas], axis=-1) - np.log(len(alphas))
+    return BayesObserver.log_evidence(logm)
 
 
 def dirichlet_predictive(counts: np.ndarray, alphas: Sequence[float], weights=None) -> np.ndarray:

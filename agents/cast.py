@@ -67,47 +67,30 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
                   hypotheses: HypothesisSet, tb: TraitBases | None = None) -> np.ndarray:
     """(P..., 5) exact action probabilities of personas ``params`` in situations ``sit``.
 
-    ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P: element p is
-    persona p acting in situation p, which need not be its own. ``tb``: the bases of ``sit``
-    when the caller already has them (computed from ``sit`` otherwise).
+    ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P (the parameters
+    and beliefs may also broadcast against it): element p is persona p acting in situation p,
+    which need not be its own. ``tb``: the bases of ``sit`` when the caller already has them
+    (computed from ``sit`` otherwise).
     """
     tb = bases(sit) if tb is None else tb
     out = trait_probs(tb, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
 
-    kind = params.kind
-    if kind.ndim and kind.shape == out.shape[:-1]:
-        out = _species_and_mirrors(params, sit, out)
-    else:  # parameters broadcast against the situations: select everywhere with np.where
-        out = np.where((kind == SPECIES)[..., None], params.species, out)
-        mirror = kind == MIRROR
-        if mirror.any():
-            tgt = np.clip(params.target, 0, None)
-            last = np.take_along_axis(sit.last_action, tgt[..., None], axis=-1)[..., 0]  # (P...)
-            out = np.where(mirror[..., None], mirror_probs(last, params.noise), out)
-
-    imit = kind == IMITATOR
-    if imit.any():
-        idx = np.nonzero(imit)
-        pred = np.einsum("ph,pha->pa", softmax(log_belief[idx]), hypotheses.probs(tb.take(idx)))  # (M, 5)
-        f = params.fidelity[idx][:, None]
-        out[idx] = f * pred + (1 - f) * out[idx]
-    return out
-
-
-def _species_and_mirrors(params: CastParams, sit: Situations, out: np.ndarray) -> np.ndarray:
-    """Write the species' and mirrors' distributions into ``out`` (P..., 5), in place.
-
-    Only their own elements are computed, with the same element-wise arithmetic as evaluating
-    every persona as one and selecting with np.where.
-    """
-    kind = params.kind
+    lead = out.shape[:-1]
+    kind = np.broadcast_to(params.kind, lead)
     if (kind == SPECIES).any():
         species = np.nonzero(kind == SPECIES)
-        out[species] = params.species[species]
+        out[species] = np.broadcast_to(params.species, out.shape)[species]
     if (kind == MIRROR).any():
         mirror = np.nonzero(kind == MIRROR)
-        last = sit.last_action[(*mirror, params.target[mirror])]  # (M,) the target's last action
-        out[mirror] = mirror_probs(last, params.noise[mirror])
+        target = np.broadcast_to(params.target, lead)[mirror]
+        last = np.broadcast_to(sit.last_action, (*lead, sit.last_action.shape[-1]))[(*mirror, target)]
+        out[mirror] = mirror_probs(last, np.broadcast_to(params.noise, lead)[mirror])
+    if (kind == IMITATOR).any():
+        idx = np.nonzero(kind == IMITATOR)
+        belief = np.broadcast_to(log_belief, (*lead, log_belief.shape[-1]))[idx]
+        pred = np.einsum("ph,pha->pa", softmax(belief), hypotheses.probs(tb.take(idx)))  # (M, 5)
+        f = np.broadcast_to(params.fidelity, lead)[idx][:, None]
+        out[idx] = f * pred + (1 - f) * out[idx]
     return out
 
 

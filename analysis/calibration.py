@@ -23,7 +23,7 @@ import numpy as np
 from mirrorhall.agents.bayes import (
     BayesObserver,
     HypothesisSet,
-    dirichlet_log_marginal,
+    dirichlet_log_evidence,
     dirichlet_predictive,
 )
 from mirrorhall.agents.personas import Species, Trait
@@ -70,15 +70,9 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
                 counts = np.stack([np.bincount(acts[:n, i], minlength=5) for i in range(b)])
                 bayes = dirichlet_predictive(counts, prior_alphas)
                 model = probe.query(scene, w, np.zeros(b), np.full(b, n), [f"behave as agent {t}" for t in targets])
-                train_bayes = bayes
-                if trait_obs is not None:
-                    ev_species = _logsumexp(np.stack([dirichlet_log_marginal(counts, a) for a in prior_alphas], -1)
-                                            - np.log(len(prior_alphas)))
-                    ev_trait = _logsumexp(log_post)
-                    p_trait = 1.0 / (1.0 + np.exp(np.log(w_species) + ev_species - np.log(w_trait) - ev_trait)
-                                     ) if w_species > 0 else np.ones(b)
-                    as_trait = trait_obs.predictive(log_post, scene.situation(n, w, np.zeros(b, np.int64)))
-                    train_bayes = p_trait[:, None] * as_trait + (1.0 - p_trait[:, None]) * bayes
+                train_bayes = bayes if trait_obs is None else _trait_or_random(
+                    trait_obs, log_post, scene.situation(n, w, np.zeros(b, np.int64)), bayes, counts,
+                    prior_alphas, w_trait, w_species)
                 conditions.append({
                     "alpha": alpha, "N_past": n,
                     "kl_bayes_model": mean_ci(kl(bayes, model)),
@@ -100,7 +94,14 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
     }
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    """log sum exp over the last axis."""
-    m = x.max(-1)
-    return m + np.log(np.exp(x - m[..., None]).sum(-1))
+def _trait_or_random(trait_obs: BayesObserver, log_post: np.ndarray, sit, random_pred: np.ndarray,
+                     counts: np.ndarray, alphas, w_trait: float, w_species: float) -> np.ndarray:
+    """Bayes_train's predictive: P(trait | D) x the trait predictive in ``sit`` + P(random | D) x
+    ``random_pred``, with prior weights ``w_trait`` and ``w_species``."""
+    as_trait = trait_obs.predictive(log_post, sit)
+    if w_species == 0:
+        return as_trait
+    log_odds = (np.log(w_species) + dirichlet_log_evidence(counts, alphas) - np.log(w_trait)
+                - trait_obs.log_evidence(log_post))  # log P(random, D) - log P(trait, D)
+    p_trait = 1.0 / (1.0 + np.exp(log_odds))
+    return p_trait[:, None] * as_trait + (1.0 - p_trait[:, None]) * random_pred

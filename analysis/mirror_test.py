@@ -9,7 +9,8 @@ personas. Two settings:
 - ``decisive``: the classic mirror test, where the subject makes distinctive moves in front of the
   mirror: agent 0 is ``focused`` (the sharpest style) and no other agent, the imitator's own trait
   included, likes agent 0's colour. Everything else is as in ``crowd``.
- After T observed steps each candidate j is scored by the model's own likelihoods: the
+
+After T observed steps each candidate j is scored by the model's own likelihoods: the
 log-likelihood of j's actions when the model, in j's seat, is told "behave as agent 0", minus
 when it is told "behave as yourself". The top-scoring agent is the answer.
 
@@ -65,14 +66,10 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
     belief_h = pop.hypotheses(n_colors, agents)
     own_h = HypothesisSet([Trait(*c) for c in train], n_colors, agents)
     rows, imitators = [], []
+    subjects = train if setting == "crowd" else [c for c in train if c[2] == "focused"]
     for _ in range(episodes):
-        if setting == "crowd":
-            own = train[rng.integers(len(train))]
-            others = train
-        else:
-            focused = [c for c in train if c[2] == "focused"]
-            own = focused[rng.integers(len(focused))]
-            others = [c for c in train if c[0] != own[0]]
+        own = subjects[rng.integers(len(subjects))]
+        others = train if setting == "crowd" else [c for c in train if c[0] != own[0]]
         row = [Trait(*own)] + [Trait(*others[i]) for i in rng.integers(len(others), size=agents - 1)]
         m = int(rng.integers(1, agents))
         row[m] = Imitator(0, float(rng.uniform(*pop.fidelity)), Trait(*others[rng.integers(len(others))]))
@@ -104,9 +101,7 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
         log_post = trait.prior((b,))
         for s in range(horizon):
             log_post = trait.update(log_post, isits[s], acts[s, :, c])
-            m = log_post.max(-1)
-            trait_ev = m + np.log(np.exp(log_post - m[:, None]).sum(-1))
-            bayes_llr[:, ci, s] = imit.log_evidence(ll[s + 1]) - trait_ev
+            bayes_llr[:, ci, s] = imit.log_evidence(ll[s + 1]) - trait.log_evidence(log_post)
     truth = np.asarray(imitators) - 1
     return [{"setting": setting, "steps_observed": n,
              "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),

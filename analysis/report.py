@@ -227,9 +227,9 @@ def _section(name: str, r: dict) -> list[str]:
         rows = ["| setting | steps observed | model | Bayes | chance |", "|---|---|---|---|---|"]
         rows += [f"| {x.get('setting', 'crowd')} | {x['steps_observed']} | {_ci(x['accuracy_model'])} | "
                  f"{_ci(x['accuracy_bayes'])} | {x['chance']:.3f} |" for x in c]
-        verdicts = [f"{setting} {_verdict(s.get('accuracy_model_at_20' + ('' if setting == 'crowd' else '_' + setting)), 0.9)}"
-                    for setting in r.get("settings", ["crowd"])]
-        return rows + ["", f"Target: accuracy with {r.get('agents')} agents after 20 steps: {'; '.join(verdicts)}.", ""]
+        at20 = {x.get("setting", "crowd"): x["accuracy_model"]["mean"] for x in c if x["steps_observed"] == 20}
+        verdicts = "; ".join(f"{setting} {_verdict(at20.get(setting), 0.9)}" for setting in r.get("settings", ["crowd"]))
+        return rows + ["", f"Target: accuracy with {r.get('agents')} agents after 20 steps: {verdicts}.", ""]
     if name == "outcome":
         rows = ["| asked | achieved | control (behave as yourself) | difference |", "|---|---|---|---|"]
         rows += [f"| {x['asked']} | {_ci(x['achieved'])} | {_ci(x['control'])} | {_ci(x['difference'])} |" for x in c]

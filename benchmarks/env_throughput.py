@@ -62,6 +62,24 @@ def grid_size(n: int) -> int:
     return 11 if n <= 32 else 15
 
 
+def row(what: str, env: str, agents: int, batch: int, grid: str, calls_per_s: float, **extra) -> dict:
+    """One measurement: ``calls_per_s`` calls, each stepping ``batch`` worlds of ``agents``."""
+    return {"what": what, "env": env, "agents": agents, "batch": batch, "grid": grid,
+            "env_steps_per_s": calls_per_s * batch, "agent_steps_per_s": calls_per_s * batch * agents, **extra}
+
+
+def core_stepper(core: WorldCore, state, rng: np.random.Generator) -> Callable[[], None]:
+    """One ``WorldCore.step`` of ``state``'s worlds per call, with random actions drawn beforehand."""
+    pool = rng.integers(0, N_ACTIONS, (8, *state.last_action.shape))
+    k = [0]
+
+    def step() -> None:
+        core.step(state, pool[k[0] % 8], rng)
+        k[0] += 1
+
+    return step
+
+
 def parallel_rate(env, seconds: float, seed: int = 0) -> float:
     """Env steps/s of any PettingZoo ParallelEnv with random actions, resetting at episode end."""
     env.reset(seed=seed)
@@ -85,26 +103,15 @@ def parallel_rate(env, seconds: float, seed: int = 0) -> float:
 def dict_api(n: int, seconds: float) -> dict:
     size = grid_size(n)
     rate = parallel_rate(mirrorhall_v0.parallel_env(n_agents=n, width=size, height=size), seconds)
-    return {"what": "dict API", "env": "mirrorhall_v0 ParallelEnv", "agents": n, "batch": 1,
-            "grid": f"{size}x{size}", "env_steps_per_s": rate, "agent_steps_per_s": rate * n}
+    return row("dict API", "mirrorhall_v0 ParallelEnv", n, 1, f"{size}x{size}", rate)
 
 
 def core_step(n: int, batch: int, seconds: float) -> dict:
     size = grid_size(n)
     core = WorldCore(WorldConfig(n_agents=n, width=size, height=size))
     rng = np.random.default_rng(0)
-    state = core.reset(batch, rng)
-    pool = rng.integers(0, N_ACTIONS, (8, batch, n))
-    k = [0]
-
-    def step() -> None:
-        core.step(state, pool[k[0] % 8], rng)
-        k[0] += 1
-
-    rate = timed(step, seconds)
-    return {"what": "batched core", "env": "WorldCore.step", "agents": n, "batch": batch,
-            "grid": f"{size}x{size}", "env_steps_per_s": rate * batch,
-            "agent_steps_per_s": rate * batch * n}
+    rate = timed(core_stepper(core, core.reset(batch, rng), rng), seconds)
+    return row("batched core", "WorldCore.step", n, batch, f"{size}x{size}", rate)
 
 
 def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
@@ -123,20 +130,16 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
         core.step(state, a, rng)
         cstate = cast.observe(cstate, sit, a)
     frozen = state.copy()
-    pool = rng.integers(0, N_ACTIONS, (8, batch, n))
-    k = [0]
+    step = core_stepper(core, state, rng)
 
     def select() -> None:
         sample_actions(cast.probs(core.situations(frozen), cstate), rng)
 
-    def step() -> None:
-        core.step(state, pool[k[0] % 8], rng)
-        k[0] += 1
-
-    # two parts every exact selection computes, timed alone: the situations, and the exponentials
-    # of the imitators' 45 hypotheses x 5 actions (one contiguous np.exp, its fastest form here)
-    imitators = int((cast.params.kind == IMITATOR).sum())
-    u = rng.normal(size=(imitators, len(cast.hypotheses), N_ACTIONS))
+    # three parts of every exact selection, timed alone: the situations; the exponentials of the
+    # imitators' 45 hypotheses x 5 actions (one contiguous np.exp, its fastest form here); and
+    # their mixture (45 softmaxes averaged by belief)
+    imitators, h = int((cast.params.kind == IMITATOR).sum()), len(cast.hypotheses)
+    u = rng.normal(size=(imitators, h, N_ACTIONS))
     e = np.empty_like(u)
 
     def situations() -> None:
@@ -145,7 +148,7 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
     def exps() -> None:
         np.exp(u, out=e)
 
-    belief = rng.normal(size=(imitators, len(cast.hypotheses)))
+    belief = rng.normal(size=(imitators, h))
 
     def mixture() -> None:  # what the imitators compute from their utilities: 45 softmaxes, averaged
         np.einsum("ph,pha->pa", softmax(belief), softmax(u))
@@ -155,22 +158,15 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
     sit = timed(situations, seconds)
     ex = timed(exps, seconds)
     mix = timed(mixture, seconds)
-    base = {"what": "persona selection", "env": "crowd: situations+probs+sample", "agents": n,
-            "batch": batch, "grid": f"{size}x{size}"}
-    return [
-        {**base, "env_steps_per_s": sel * batch, "agent_steps_per_s": sel * batch * n,
-         "cost_vs_core_step": stp / sel},
-        {**base, "what": "  of which: situations alone", "env": "WorldCore.situations",
-         "env_steps_per_s": sit * batch, "agent_steps_per_s": sit * batch * n, "cost_vs_core_step": stp / sit},
-        {**base, "what": f"  of which: exp of {imitators} imitators' hypotheses alone",
-         "env": f"np.exp over ({imitators}, {len(cast.hypotheses)}, 5)",
-         "env_steps_per_s": ex * batch, "agent_steps_per_s": ex * batch * n, "cost_vs_core_step": stp / ex},
-        {**base, "what": "  of which: the imitators' mixture alone, from their utilities",
-         "env": "softmax + belief average",
-         "env_steps_per_s": mix * batch, "agent_steps_per_s": mix * batch * n, "cost_vs_core_step": stp / mix},
-        {**base, "what": "core step (same worlds)", "env": "WorldCore.step",
-         "env_steps_per_s": stp * batch, "agent_steps_per_s": stp * batch * n},
+    parts = [
+        ("persona selection", "crowd: situations+probs+sample", sel),
+        ("  of which: situations alone", "WorldCore.situations", sit),
+        (f"  of which: exp of {imitators} imitators' hypotheses alone", f"np.exp over ({imitators}, {h}, 5)", ex),
+        ("  of which: the imitators' mixture alone, from their utilities", "softmax + belief average", mix),
     ]
+    grid = f"{size}x{size}"
+    return [*(row(what, env, n, batch, grid, rate, cost_vs_core_step=stp / rate) for what, env, rate in parts),
+            row("core step (same worlds)", "WorldCore.step", n, batch, grid, stp)]
 
 
 def peer(name: str, module: str, n: int, seconds: float, **kwargs) -> dict | None:
@@ -188,8 +184,7 @@ def peer(name: str, module: str, n: int, seconds: float, **kwargs) -> dict | Non
         rate = parallel_rate(env, seconds)
         env.close()
     args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    return {"what": "peer dict API", "env": f"{name}({args})", "agents": n, "batch": 1,
-            "grid": "-", "env_steps_per_s": rate, "agent_steps_per_s": rate * n}
+    return row("peer dict API", f"{name}({args})", n, 1, "-", rate)
 
 
 def table(rows: list[dict]) -> str:

@@ -4,6 +4,7 @@ a plain per-agent reference, and how fast the posterior finds the truth in real 
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import fields
 
 import numpy as np
@@ -19,7 +20,14 @@ from mirrorhall.agents.bayes import (
 from mirrorhall.agents.cast import Cast, sample_actions
 from mirrorhall.agents.personas import GEM_WEIGHT, SOCIAL_WEIGHT, Trait
 from mirrorhall.agents.populations import get_population
-from mirrorhall.envs.core import MOVES, Situations, WorldConfig, WorldCore, split_observation
+from mirrorhall.envs.core import (
+    MOVES,
+    Situations,
+    WorldConfig,
+    WorldCore,
+    WorldState,
+    split_observation,
+)
 
 # --- Dirichlet species: closed forms vs brute force -----------------------------------------------
 
@@ -293,6 +301,14 @@ def test_unrolled_softmax_over_actions_is_bit_identical_to_numpy():
     assert log_softmax(x).tobytes() == (z - np.log(np.exp(z).sum(-1, keepdims=True))).tobytes()
 
 
+def worlds(state: WorldState, index: slice) -> WorldState:
+    """A copy of the worlds ``index`` of ``state`` (gem colours and time are shared by all)."""
+    out = state.copy()
+    for name in ("agent_pos", "gem_pos", "last_action", "valued", "collected"):
+        setattr(out, name, getattr(state, name)[index].copy())
+    return out
+
+
 @pytest.mark.parametrize("view_radius,size", [(None, 10), (2, 10), (None, 40), (3, 40)])
 def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius, size):
     """``WorldCore.situations`` gathers distances from a cell table for small batches and
@@ -307,10 +323,7 @@ def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius, size)
         core.step(state, rng.integers(0, 5, (24, 16)), rng)
     whole = core.situations(state)  # 24 x 16 x 16 > 4096: coordinates
     for w in range(24):
-        one = state.copy()
-        for name in ("agent_pos", "gem_pos", "last_action", "valued", "collected"):
-            setattr(one, name, getattr(state, name)[w:w + 1].copy())
-        alone = core.situations(one)  # 1 x 16 x 16: the cell table
+        alone = core.situations(worlds(state, slice(w, w + 1)))  # 1 x 16 x 16: the cell table
         for f in fields(Situations):
             assert getattr(alone, f.name)[0].tobytes() == getattr(whole, f.name)[w].tobytes(), f.name
 
@@ -318,7 +331,6 @@ def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius, size)
 def test_large_batch_agent_distances_are_computed_only_when_read():
     """Large batches hand ``agent_d`` over as a function: reading the field (directly, through
     ``take`` or by pickling) computes it once, with the same values as the per-agent path."""
-    import pickle
     cfg = WorldConfig(n_agents=16)
     core = WorldCore(cfg)
     state = core.reset(24, np.random.default_rng(2))
@@ -328,10 +340,7 @@ def test_large_batch_agent_distances_are_computed_only_when_read():
     assert "agent_d" not in part.__dict__  # still lazy
     tb = bases(sit)
     assert "agent_d" not in sit.__dict__  # the shared bases do not need it either
-    one = state.copy()
-    for name in ("agent_pos", "gem_pos", "last_action", "valued", "collected"):
-        setattr(one, name, getattr(state, name)[:3].copy())
-    small = core.situations(one)  # 3 x 16 x 16 <= 4096: the eager table path
+    small = core.situations(worlds(state, slice(0, 3)))  # 3 x 16 x 16 <= 4096: the eager table path
     assert part.agent_d.tobytes() == small.agent_d[:, 0].tobytes()
     full = sit.agent_d
     assert full.flags["C_CONTIGUOUS"] and full.shape == (24, 16, 5, 16) and sit.agent_d is full
