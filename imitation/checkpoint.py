@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
 from mirrorhall.imitation.dataset import atomic_write
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.tokenizer import Tokenizer
@@ -37,8 +38,6 @@ EXTRA_FIELDS = ("parameters", "data_position", "ray", "exported_from")
 """Optional top-level fields of checkpoint.json; any other field is refused when reading."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file and what is wrong."""
 
 
 def _sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 
 from mirrorhall.agents.personas import personas_from_json, personas_to_json
 from mirrorhall.envs.core import WorldConfig, WorldState
+from mirrorhall.errors import DatasetError
 from mirrorhall.imitation.prompts import Kind
 
 SCHEMA_VERSION = 1
@@ -37,8 +38,6 @@ SHARD_NAME = re.compile(r"shard-(\d{5})\.parquet")
 """The only file names a manifest may list: nothing outside the dataset folder is ever read."""
 
 
-class DatasetError(ValueError):
-    """A dataset on disk cannot be used as it is; the message says which file and what to do."""
 
 
 @dataclass(frozen=True)
