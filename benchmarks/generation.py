@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mirrorhall.imitation.dataset import GenerateConfig, generate, generate_shard_bytes
+from mirrorhall.imitation.generate import GenerateConfig, generate, generate_shard_bytes
 
 
 def timed_generate(cfg: GenerateConfig, workers: int) -> dict:

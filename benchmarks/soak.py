@@ -177,7 +177,7 @@ def model_soak(checkpoint, steps: int = 5000, scene_agents: int = 48, model_agen
 
 def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     """Generate a tiny dataset and train a tiny model on it in ``folder``; returns the run folder."""
-    from mirrorhall.imitation.dataset import GenerateConfig, generate
+    from mirrorhall.imitation.generate import GenerateConfig, generate
     from mirrorhall.imitation.train import TrainConfig, train
 
     folder = Path(folder)

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mirrorhall.imitation.dataset import GenerateConfig, generate
+from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.train import TrainConfig, train
 
 

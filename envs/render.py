@@ -8,8 +8,8 @@ world as text. Both read one world ``world`` of a batched ``WorldState``.
 from __future__ import annotations
 
 import colorsys
+import io
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mirrorhall.envs.core import COLOR_NAMES, MOVES, NO_ACTION, WorldConfig, WorldState
+from mirrorhall.files import atomic_write
 
 # (8, 3) gem colours in COLOR_NAMES order.
 GEM_RGB = np.array(
@@ -340,8 +341,7 @@ def render_ansi(config: WorldConfig, state: WorldState, world: int = 0) -> str:
 def save_animation(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 5) -> Path:
     """Write uint8 RGB frames (all the same (H, W, 3) shape) to an animated GIF at ``path``.
 
-    Parent directories are created and the file is written atomically (a temporary file in the
-    same directory, then ``os.replace``). PIL merges consecutive identical frames into one longer
+    Parent directories are created and the file is written atomically (``mirrorhall.files.atomic_write``). PIL merges consecutive identical frames into one longer
     frame. Returns the path written.
     """
     path = Path(path)
@@ -359,22 +359,16 @@ def save_animation(frames: list[np.ndarray], path: str | os.PathLike, fps: float
                 f"frame {i} must be uint8 of shape {shape} (H, W, 3), got {a.dtype} {a.shape}"
             )
     images = [Image.fromarray(a) for a in arrays]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            images[0].save(
-                fh,
-                format="GIF",
-                save_all=True,
-                append_images=images[1:],
-                duration=max(1, round(1000 / fps)),
-                loop=0,
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    gif = io.BytesIO()
+    images[0].save(
+        gif,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(1, round(1000 / fps)),
+        loop=0,
+    )
+    atomic_write(path, gif.getvalue())
     return path
 
 

@@ -15,7 +15,7 @@ import torch
 
 from mirrorhall.agents.features import entity_features
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.imitation.dataset import Episode
+from mirrorhall.imitation.shards import Episode
 from mirrorhall.imitation.tokenizer import Tokenizer
 
 

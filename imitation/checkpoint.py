@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
-from mirrorhall.imitation.dataset import atomic_write
+from mirrorhall.files import atomic_write, sha256_file
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.tokenizer import Tokenizer
 
@@ -40,16 +40,10 @@ EXTRA_FIELDS = ("parameters", "data_position", "ray", "exported_from")
 
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    digest = _sha256(tmp)
-    tmp.replace(path)
-    return digest
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    atomic_write(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -134,7 +128,7 @@ def is_complete(folder: Path) -> bool:
         meta = read_meta(folder)
     except CheckpointError:
         return False
-    return all((Path(folder) / name).is_file() and _sha256(Path(folder) / name) == digest
+    return all((Path(folder) / name).is_file() and sha256_file(Path(folder) / name) == digest
                for name, digest in meta["files"].items())
 
 
@@ -187,7 +181,7 @@ def _load_tensors(folder: Path, name: str, meta: dict) -> dict[str, torch.Tensor
     path = Path(folder) / name
     if not path.exists():
         raise CheckpointError(f"{path} is missing")
-    if _sha256(path) != meta["files"].get(name):
+    if sha256_file(path) != meta["files"].get(name):
         raise CheckpointError(f"{path} is truncated or corrupted (checksum mismatch); use another checkpoint")
     try:
         return load_file(str(path))

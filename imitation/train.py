@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirrorhall.files import atomic_write
 from mirrorhall.imitation.batches import (
     BatchModel,
     BatchSampler,
@@ -44,9 +45,10 @@ from mirrorhall.imitation.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from mirrorhall.imitation.dataset import Dataset, atomic_write, ordered_map
+from mirrorhall.imitation.generate import ordered_map
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
 from mirrorhall.imitation.prompts import KIND_NAMES
+from mirrorhall.imitation.shards import Dataset
 from mirrorhall.imitation.tokenizer import Tokenizer
 
 MODEL_SIZES = {

@@ -30,8 +30,9 @@ def _loop(config: dict) -> None:
 
     from mirrorhall.imitation.batches import episode_arrays
     from mirrorhall.imitation.checkpoint import load_training_state, read_meta, save_checkpoint
-    from mirrorhall.imitation.dataset import GenerateConfig, decode_row
+    from mirrorhall.imitation.generate import GenerateConfig
     from mirrorhall.imitation.model import ModelConfig, count_parameters
+    from mirrorhall.imitation.shards import decode_row
     from mirrorhall.imitation.tokenizer import Tokenizer
     from mirrorhall.imitation.train import MODEL_SIZES, Trainer
 
@@ -99,7 +100,7 @@ def _loop(config: dict) -> None:
 def _publish(out: Path, checkpoint: Path, step: int) -> None:
     """Copy a checkpoint into ``RUN/checkpoints/`` and name it in ``RUN/latest.json``: a Ray run
     then loads locally exactly like a local one."""
-    from mirrorhall.imitation.dataset import atomic_write
+    from mirrorhall.files import atomic_write
 
     folder = out / "checkpoints" / f"step-{step:08d}"
     if folder.resolve() != Path(checkpoint).resolve():
@@ -113,8 +114,8 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
               cpus_per_worker: float = 0.5, max_failures: int = 1) -> dict:
     """Train with ``workers`` Ray Train workers; returns the final metrics of rank 0."""
     from mirrorhall.imitation.checkpoint import newest_checkpoint, ray_checkpoints, read_meta
-    from mirrorhall.imitation.dataset import Dataset
     from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.imitation.shards import Dataset
     from mirrorhall.imitation.train import dataset_id
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:

@@ -17,9 +17,11 @@ from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import Cast
 from mirrorhall.agents.personas import Trait
 from mirrorhall.envs.core import WorldCore
-from mirrorhall.imitation.dataset import Dataset, DatasetError, GenerateConfig, generate, shard_name
+from mirrorhall.errors import DatasetError
+from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.labels import second_order_probs
 from mirrorhall.imitation.prompts import Kind, kind_from_name, parse_prompt
+from mirrorhall.imitation.shards import Dataset, shard_name
 
 MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
 SMALL = dict(population="crowd", episodes=12, episodes_per_shard=4, steps=30, agents=6, seed=11)

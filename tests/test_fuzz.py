@@ -32,7 +32,7 @@ from mirrorhall.agents.personas import (
 from mirrorhall.cli import build_parser, main
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, WorldConfig
-from mirrorhall.imitation.dataset import GenerateConfig, generate
+from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, parse_prompt, render
 from mirrorhall.imitation.tokenizer import Tokenizer
 from mirrorhall.imitation.train import TrainConfig, train

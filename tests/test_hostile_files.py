@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from mirrorhall.cli import main
-from mirrorhall.imitation.dataset import Dataset, DatasetError, GenerateConfig, generate, shard_name
+from mirrorhall.errors import DatasetError
+from mirrorhall.imitation.generate import GenerateConfig, generate
+from mirrorhall.imitation.shards import Dataset, shard_name
 from mirrorhall.imitation.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,11 @@ import torch
 
 from mirrorhall.agents.personas import Trait
 from mirrorhall.envs.core import WorldCore, WorldState
+from mirrorhall.errors import DatasetError
 from mirrorhall.imitation.batches import episode_arrays, make_batch, model_inputs
 from mirrorhall.imitation.checkpoint import CheckpointError, load_model, load_policy
-from mirrorhall.imitation.dataset import Dataset, DatasetError, GenerateConfig, generate
+from mirrorhall.imitation.generate import GenerateConfig, generate
+from mirrorhall.imitation.shards import Dataset
 from mirrorhall.imitation.tokenizer import Tokenizer
 from mirrorhall.imitation.train import TrainConfig, train
 
