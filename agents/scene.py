@@ -2,7 +2,8 @@
 
 ``run_scene`` is the one loop that drives a cast through B worlds: situations, exact
 probabilities, sampled actions, the world step, the imitators' belief updates. The recorded
-``Episode`` is what the CLI summarises, the dataset labels and the tests compare byte for byte.
+``Episode`` is what the CLI summarises and the tests compare byte for byte; the dataset labels
+each step through the ``on_act`` hook (``imitation/labels.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import IMITATOR, Cast, CastState, sample_actions
 from mirrorhall.agents.personas import PersonaSpec, Trait
-from mirrorhall.envs.core import WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.core import Situations, WorldConfig, WorldCore, WorldState
 
 
 @dataclass
@@ -48,6 +49,20 @@ class Episode:
         return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class SceneStep:
+    """One step of ``run_scene`` as the ``on_act`` hook sees it: the actions are drawn, the world
+    has not moved yet. Arrays belong to the loop: copy what you keep."""
+
+    t: int
+    state: WorldState  # the worlds before the step (the step then changes it in place)
+    situations: Situations  # (B, N) in which the actions were chosen
+    cast: Cast
+    cast_state: CastState  # the imitators' beliefs before they see these actions
+    probs: np.ndarray  # (B, N, 5) the exact distributions the actions were drawn from
+    actions: np.ndarray  # (B, N)
+
+
 def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """(world generator, policy generator) derived from one seed."""
     world, policy = np.random.SeedSequence(seed).spawn(2)
@@ -58,9 +73,14 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
               steps: int, seed: int, hypotheses: HypothesisSet | None = None, valued=None,
               on_step: Callable[[int, WorldState, CastState], None] | None = None,
               model=None, prompts: str | Sequence[str] = "behave as yourself",
-              prompt_schedule: dict[int, dict[int, str]] | None = None) -> Episode:
+              prompt_schedule: dict[int, dict[int, str]] | None = None,
+              on_act: Callable[[SceneStep], None] | None = None,
+              generators: tuple[np.random.Generator, np.random.Generator] | None = None) -> Episode:
     """Run ``steps`` steps of one world (a row of N specs) or B worlds (B rows) from ``seed``.
 
+    ``on_step(t, state, cast_state)`` is called at t = 0 and after every step; ``on_act`` is
+    called at every step between drawing the actions and moving the world. ``generators``
+    (world, policy) replace the streams derived from ``seed``, which is then only recorded.
     ``model`` (a ``ModelPolicy``) drives its agents instead of their specs, starting from
     ``prompts``; ``prompt_schedule`` {step: {agent: text}} changes prompts before that step.
     """
@@ -69,6 +89,8 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     cast = Cast(rows, config, hypotheses)
     core = WorldCore(config)
     world_rng, policy_rng = seeded_generators(seed)
+    if generators is not None:
+        world_rng, policy_rng = generators
     state = core.reset(len(rows), world_rng, valued)
     cstate = cast.initial_state()
     b, n = state.last_action.shape
@@ -97,6 +119,8 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
         a = sample_actions(p, policy_rng)
         if model is not None:
             mstate = model.observe(mstate, feats, vis, a)
+        if on_act is not None:
+            on_act(SceneStep(state.t, state, sit, cast, cstate, p, a))
         r = core.step(state, a, world_rng)
         cstate = cast.observe(cstate, sit, a)
         agent_pos.append(state.agent_pos.copy())

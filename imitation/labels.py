@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mirrorhall.agents.bayes import HypothesisSet, softmax
-from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, sample_actions, trait_probs
+from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, trait_probs
 from mirrorhall.agents.personas import Trait
 from mirrorhall.agents.populations import get_population
-from mirrorhall.envs.core import ANY_COLOR, WorldConfig, WorldCore
+from mirrorhall.agents.scene import Episode, SceneStep, run_scene
+from mirrorhall.envs.core import ANY_COLOR, WorldConfig
 from mirrorhall.imitation.prompts import RETURN_HORIZONS, TEMPLATES, Kind, PromptSpace, render
 
 
@@ -59,47 +60,69 @@ def shard_seeds(seed: int, shard: int) -> list[np.random.Generator]:
 
 
 def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
-    """Run ``n_episodes`` episodes of shard ``shard`` and label them. ``cfg``: GenerateConfig."""
+    """Run ``n_episodes`` episodes of shard ``shard`` and label them. ``cfg``: GenerateConfig.
+
+    The episodes are run by ``run_scene``; ``Labeller`` labels each step through its ``on_act``
+    hook.
+    """
     world_cfg = cfg.world()
     pop = get_population(cfg.population)
-    n, c, steps = world_cfg.n_agents, world_cfg.n_colors, cfg.steps
+    n, c = world_cfg.n_agents, world_cfg.n_colors
     rng_personas, rng_world, rng_policy, rng_prompt = shard_seeds(cfg.seed, shard)
     rows = [pop.sample_scene(n, c, rng_personas, split="train") for _ in range(n_episodes)]
     hyp = pop.hypotheses(c, n)
-    cast = Cast(rows, world_cfg, hyp)
-    core = WorldCore(world_cfg)
-    b = n_episodes
-    state = core.reset(b, rng_world)
-    cstate = cast.initial_state()
-    # pair beliefs: (B, observer k, target i, H) what k has learned about i so far
-    pair = np.broadcast_to(hyp.log_prior, (b, n, n, len(hyp))).copy()
+    labeller = Labeller(cfg, n_episodes, hyp, rng_prompt)
+    episode = run_scene(world_cfg, rows, cfg.steps, cfg.seed, hypotheses=hyp, on_act=labeller,
+                        generators=(rng_world, rng_policy))
+    return labeller.result(episode)
 
-    desc_traits = [Trait(*combo) for combo in pop.combos(c, "train") if combo[1] != "follow"]
-    desc_hyp = HypothesisSet(desc_traits, c, n)  # trait codes of the describable personas
-    is_imit = cast.params.kind == IMITATOR  # (B, N)
-    fidelity = np.where(is_imit, cast.params.fidelity, 1.0)  # (B, N)
-    own_params = cast.params  # imitators' own trait sits in likes/social/beta
 
-    kinds_p = np.asarray(cfg.kind_weights, dtype=np.float64)
-    kinds_p = kinds_p / kinds_p.sum()
-    m = cfg.prompts_per_step
-    pos_hist, gem_hist, act_hist = [state.agent_pos.copy()], [state.gem_pos.copy()], []
-    coll_hist = [state.collected.copy()]
-    out = {k: [] for k in ("world", "agent", "t", "kind", "target", "template", "label", "aux")}
-    wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, m))
-    ai = np.broadcast_to(np.arange(n)[None, :, None], (b, n, m))
+class Labeller:
+    """The ``on_act`` hook of ``run_scene`` that labels B episodes: at every step each agent
+    receives ``prompts_per_step`` prompts, labelled from the step's situations, cast state and
+    action probabilities; ``result`` turns what it gathered into a ``LabelledShard``.
 
-    for t in range(steps):
-        sit = core.situations(state)
-        probs = cast.probs(sit, cstate)  # (B, N, 5)
-        hprobs = hyp.probs(sit)  # (B, N, H, 5) every hypothesis in every agent's situation
-        kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=kinds_p)
+    Its only randomness is ``rng_prompt`` (kinds, targets, described traits, RETURN horizons and
+    colours, templates), drawn in a fixed order at every step.
+    """
+
+    def __init__(self, cfg, n_episodes: int, hyp: HypothesisSet, rng_prompt: np.random.Generator):
+        self.world_cfg = cfg.world()
+        self.pop = get_population(cfg.population)
+        self.steps = cfg.steps
+        self.hyp = hyp
+        self.rng = rng_prompt
+        b, n, c = n_episodes, self.world_cfg.n_agents, self.world_cfg.n_colors
+        self.b, self.n, self.m = b, n, cfg.prompts_per_step
+        # pair beliefs: (B, observer k, target i, H) what k has learned about i so far
+        self.pair = np.broadcast_to(hyp.log_prior, (b, n, n, len(hyp))).copy()
+        self.desc_traits = [Trait(*combo) for combo in self.pop.combos(c, "train") if combo[1] != "follow"]
+        self.desc_hyp = HypothesisSet(self.desc_traits, c, n)  # trait codes of the describable personas
+        kinds_p = np.asarray(cfg.kind_weights, dtype=np.float64)
+        self.kinds_p = kinds_p / kinds_p.sum()
+        self.wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, self.m))
+        self.ai = np.broadcast_to(np.arange(n)[None, :, None], (b, n, self.m))
+        self.coll_hist = []  # (B, N, C) gems collected before each step
+        self.out = {k: [] for k in ("world", "agent", "t", "kind", "target", "template", "label", "aux")}
+
+    def __call__(self, step: SceneStep) -> None:
+        b, n, m, steps, t = self.b, self.n, self.m, self.steps, step.t
+        rng_prompt, wi, ai = self.rng, self.wi, self.ai
+        cast, sit, cstate, probs, action = step.cast, step.situations, step.cast_state, step.probs, step.actions
+        c = self.world_cfg.n_colors
+        is_imit = cast.params.kind == IMITATOR  # (B, N)
+        fidelity = np.where(is_imit, cast.params.fidelity, 1.0)  # (B, N)
+        own_params = cast.params  # imitators' own trait sits in likes/social/beta
+        self.coll_hist.append(step.state.collected.copy())
+
+        hprobs = self.hyp.probs(sit)  # (B, N, H, 5) every hypothesis in every agent's situation
+        kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=self.kinds_p)
         if n == 1:
             kind = np.where((kind == Kind.OTHER) | (kind == Kind.SECOND), Kind.SELF, kind)
         other = rng_prompt.integers(max(n - 1, 1), size=(b, n, m))
         other = other + (other >= ai)  # k != i
         other = np.where(n == 1, 0, other)
-        desc = rng_prompt.integers(len(desc_traits), size=(b, n, m))
+        desc = rng_prompt.integers(len(self.desc_traits), size=(b, n, m))
         horizon = np.asarray(RETURN_HORIZONS)[rng_prompt.integers(len(RETURN_HORIZONS), size=(b, n, m))]
         ret_color = rng_prompt.integers(-1, c, size=(b, n, m))  # -1: any colour
         kind = np.where((kind == Kind.RETURN) & (t + horizon > steps), Kind.SELF, kind)
@@ -108,8 +131,8 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
         sel = kind == Kind.DESCRIBE
         if sel.any():
             h = desc[sel]
-            label[sel] = trait_probs(sit.take((wi[sel], ai[sel])), desc_hyp.likes[h], desc_hyp.social[h],
-                                     desc_hyp.beta[h])
+            label[sel] = trait_probs(sit.take((wi[sel], ai[sel])), self.desc_hyp.likes[h],
+                                     self.desc_hyp.social[h], self.desc_hyp.beta[h])
         sel = kind == Kind.OTHER
         if sel.any():
             label[sel] = _persona_in(cast, sit, cstate, wi[sel], other[sel], ai[sel])
@@ -120,9 +143,7 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
                            trait_probs(sit.take((w, i)), own_params.likes[w, k], own_params.social[w, k],
                                        own_params.beta[w, k]),
                            _persona_in(cast, sit, cstate, w, k, i))
-            label[sel] = second_order_probs(fidelity[w, k], pair[w, k, i], hprobs[w, i], own)
-
-        action = sample_actions(probs, rng_policy)  # (B, N)
+            label[sel] = second_order_probs(fidelity[w, k], self.pair[w, k, i], hprobs[w, i], own)
         sel = kind == Kind.RETURN
         if sel.any():
             label[sel] = np.eye(5)[action[wi[sel], ai[sel]]]
@@ -132,32 +153,30 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
         for key, arr in (("world", wi), ("agent", ai), ("t", np.full_like(kind, t)), ("kind", kind),
                          ("template", template), ("target", np.where(named, other, -1)),
                          ("label", label), ("aux", np.stack([desc, horizon, ret_color], axis=-1))):
-            out[key].append(arr.reshape(b * n * m, *arr.shape[3:]))
+            self.out[key].append(arr.reshape(b * n * m, *arr.shape[3:]))
 
         # pair beliefs: every observer k that sees i learns from i's (situation, action)
         ll = np.log(np.take_along_axis(hprobs, action[:, :, None, None], axis=-1)[..., 0])  # (B, N, H)
         seen = sit.agent_seen  # (B, observer, target)
-        pair += np.where(seen[..., None], ll[:, None, :, :], 0.0)
-        pair -= pair.max(-1, keepdims=True)
-        cstate = cast.observe(cstate, sit, action)
-        core.step(state, action, rng_world)
-        pos_hist.append(state.agent_pos.copy())
-        gem_hist.append(state.gem_pos.copy())
-        act_hist.append(action)
-        coll_hist.append(state.collected.copy())
+        self.pair += np.where(seen[..., None], ll[:, None, :, :], 0.0)
+        self.pair -= self.pair.max(-1, keepdims=True)
 
-    flat = {k: np.concatenate(v) for k, v in out.items()}
-    collected = np.stack(coll_hist)  # (T + 1, B, N, C)
-    prompts, held = _prompt_texts(flat, collected, desc_traits, world_cfg)
-    return LabelledShard(
-        personas=rows,
-        persona_held_out=np.array([[getattr(p, "combo", None) in pop.held_out for p in row] for row in rows]),
-        agent_pos=np.stack(pos_hist), gem_pos=np.stack(gem_hist), actions=np.stack(act_hist),
-        valued=np.full((b, n), ANY_COLOR),
-        world=flat["world"], agent=flat["agent"], t=flat["t"], kind=flat["kind"],
-        target=flat["target"], template=flat["template"], prompt=prompts, prompt_held_out=held,
-        label=flat["label"].astype(np.float32),
-    )
+    def result(self, episode: Episode) -> LabelledShard:
+        """The labelled shard of the scene ``episode`` that this hook watched."""
+        flat = {k: np.concatenate(v) for k, v in self.out.items()}
+        collected = np.stack([*self.coll_hist, episode.collected])  # (T + 1, B, N, C)
+        prompts, held = _prompt_texts(flat, collected, self.desc_traits, self.world_cfg)
+        rows = list(episode.personas)
+        return LabelledShard(
+            personas=rows,
+            persona_held_out=np.array([[getattr(p, "combo", None) in self.pop.held_out for p in row]
+                                       for row in rows]),
+            agent_pos=episode.agent_pos, gem_pos=episode.gem_pos, actions=episode.actions,
+            valued=np.full((self.b, self.n), ANY_COLOR),
+            world=flat["world"], agent=flat["agent"], t=flat["t"], kind=flat["kind"],
+            target=flat["target"], template=flat["template"], prompt=prompts, prompt_held_out=held,
+            label=flat["label"].astype(np.float32),
+        )
 
 
 def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: np.ndarray,

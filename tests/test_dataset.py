@@ -268,3 +268,39 @@ def test_ray_generation_matches_local_and_ray_data_reads_it(tmp_path, small):
         assert ds.count() == SMALL["episodes"]
         total = ds.map(lambda row: {"n": len(row["s_kind"])}).sum("n")
         assert total == small.n_samples
+
+
+def test_labelling_runs_the_scene_loop_through_its_hook():
+    """label_shard is run_scene plus an on_act hook: the hook sees each step's probabilities,
+    actions and pre-step world, changes nothing, and the labelled trajectories are the scene's."""
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.agents.scene import run_scene
+    from mirrorhall.imitation.labels import label_shard, shard_seeds
+
+    cfg = GenerateConfig(**{**SMALL, "population": "lab", "episodes": 3, "steps": 12})
+    world, pop = cfg.world(), get_population(cfg.population)
+    rng_personas, rng_world, rng_policy, _ = shard_seeds(cfg.seed, 0)
+    rows = [pop.sample_scene(cfg.agents, cfg.colors, rng_personas) for _ in range(3)]
+    hyp = pop.hypotheses(cfg.colors, cfg.agents)
+    seen = []
+
+    def hook(step):
+        seen.append((step.t, step.state.agent_pos.copy(), step.probs.copy(), step.actions.copy()))
+
+    ep = run_scene(world, rows, cfg.steps, cfg.seed, hypotheses=hyp, on_act=hook,
+                   generators=(rng_world, rng_policy))
+    _, rng_world, rng_policy, _ = shard_seeds(cfg.seed, 0)
+    plain = run_scene(world, rows, cfg.steps, cfg.seed, hypotheses=hyp, generators=(rng_world, rng_policy))
+    assert ep.digest() == plain.digest()
+    assert [s[0] for s in seen] == list(range(cfg.steps))
+    for t, pos, probs, actions in seen:
+        np.testing.assert_array_equal(pos, ep.agent_pos[t])
+        np.testing.assert_array_equal(probs, ep.probs[t])
+        np.testing.assert_array_equal(actions, ep.actions[t])
+    lab = label_shard(cfg, 0, 3)
+    np.testing.assert_array_equal(lab.agent_pos, ep.agent_pos)
+    np.testing.assert_array_equal(lab.gem_pos, ep.gem_pos)
+    np.testing.assert_array_equal(lab.actions, ep.actions)
+    self_ = lab.kind == Kind.SELF
+    np.testing.assert_allclose(lab.label[self_], ep.probs[lab.t[self_], lab.world[self_], lab.agent[self_]],
+                               rtol=1e-6)
