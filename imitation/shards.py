@@ -5,6 +5,11 @@ Layout of a dataset folder (schema in docs/dataset.md)::
     DIR/manifest.json          schema version, generator config, counts, per-shard sha256
     DIR/shard-00000.parquet    one row per episode: its states and all its labelled samples
 
+Every array is an Arrow list column of numbers (schema version 2), so pandas, polars, DuckDB and
+Ray Data read arrays, not bytes; multi-dimensional arrays are flattened in C order and each row
+carries the sizes (``steps``, ``agents``, ``gems``) to reshape them. Version 1 (the same arrays
+as int8 binary blobs) is still read.
+
 A shard is written to a temporary file in DIR and renamed into place, then the manifest is
 rewritten the same way: a half-written shard is never visible, and a re-run skips every shard
 the manifest lists with a matching checksum. What goes into a shard is decided in
@@ -32,7 +37,10 @@ if TYPE_CHECKING:
     from mirrorhall.imitation.generate import GenerateConfig
     from mirrorhall.imitation.labels import LabelledShard
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The version this mirrorhall writes."""
+READ_VERSIONS = (1, 2)
+"""The versions it reads: 1 stored positions, actions and valued colours as int8 binary blobs."""
 MANIFEST = "manifest.json"
 FORMAT = "mirrorhall-dataset"
 MANIFEST_FIELDS = ("format", "schema_version", "config", "n_shards", "episodes", "samples", "complete", "shards")
@@ -44,27 +52,25 @@ SHARD_NAME = re.compile(r"shard-(\d{5})\.parquet")
 # --- one shard -> a Parquet table ----------------------------------------------------------------
 
 
-def _schema():
+_SAMPLE_COLUMNS = (
+    ("s_agent", "int16"), ("s_t", "int16"), ("s_kind", "int8"), ("s_target", "int16"),
+    ("s_template", "int8"), ("s_prompt", "string"), ("s_prompt_held_out", "bool_"), ("s_label", "float32"),
+)
+
+
+def _schema(version: int = SCHEMA_VERSION):
+    """The Arrow schema of a shard of ``version``."""
     import pyarrow as pa
 
-    return pa.schema([
-        ("episode", pa.int64()),
-        ("population", pa.string()),
-        ("personas", pa.string()),
-        ("persona_held_out", pa.list_(pa.bool_())),
-        ("agent_pos", pa.binary()),
-        ("gem_pos", pa.binary()),
-        ("actions", pa.binary()),
-        ("valued", pa.binary()),
-        ("s_agent", pa.list_(pa.int16())),
-        ("s_t", pa.list_(pa.int16())),
-        ("s_kind", pa.list_(pa.int8())),
-        ("s_target", pa.list_(pa.int16())),
-        ("s_template", pa.list_(pa.int8())),
-        ("s_prompt", pa.list_(pa.string())),
-        ("s_prompt_held_out", pa.list_(pa.bool_())),
-        ("s_label", pa.list_(pa.float32())),
-    ])
+    head = [("episode", pa.int64()), ("population", pa.string()), ("personas", pa.string()),
+            ("persona_held_out", pa.list_(pa.bool_()))]
+    samples = [(name, pa.list_(getattr(pa, kind)())) for name, kind in _SAMPLE_COLUMNS]
+    if version == 1:
+        arrays = [(name, pa.binary()) for name in ("agent_pos", "gem_pos", "actions", "valued")]
+    else:
+        arrays = [("steps", pa.int16()), ("agents", pa.int16()), ("gems", pa.int16()),
+                  *((name, pa.list_(pa.int8())) for name in ("agent_pos", "gem_pos", "actions", "valued"))]
+    return pa.schema(head + arrays + samples)
 
 
 def shard_table(lab: LabelledShard, population: str, first_episode: int):
@@ -80,9 +86,12 @@ def shard_table(lab: LabelledShard, population: str, first_episode: int):
     def listed(values, dtype, offs=offsets):
         return pa.ListArray.from_arrays(offs, pa.array(values, type=dtype))
 
-    def blobs(arr):  # (T', B, ...) -> B binary blobs of int8 in (T', ...) order
-        return pa.array([np.ascontiguousarray(arr[:, w]).astype(np.int8).tobytes() for w in range(n_ep)],
-                        type=pa.binary())
+    def per_episode(arr):  # (T', B, ...) -> B lists of int8, each episode's (T', ...) in C order
+        flat = np.ascontiguousarray(np.moveaxis(arr, 1, 0)).astype(np.int8).reshape(n_ep, -1)
+        offs = (np.arange(n_ep + 1) * flat.shape[1]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offs), pa.array(flat.reshape(-1), type=pa.int8()))
+
+    steps, _, n_agents, _ = lab.agent_pos.shape
 
     prompts = np.asarray(lab.prompt, dtype=object)[order]
     cols = {
@@ -90,10 +99,13 @@ def shard_table(lab: LabelledShard, population: str, first_episode: int):
         "population": pa.array([population] * n_ep, type=pa.string()),
         "personas": pa.array([personas_to_json(p) for p in lab.personas], type=pa.string()),
         "persona_held_out": pa.array(lab.persona_held_out.tolist(), type=pa.list_(pa.bool_())),
-        "agent_pos": blobs(lab.agent_pos),
-        "gem_pos": blobs(lab.gem_pos),
-        "actions": blobs(lab.actions),
-        "valued": blobs(lab.valued[None]),
+        "steps": pa.array([steps - 1] * n_ep, type=pa.int16()),
+        "agents": pa.array([n_agents] * n_ep, type=pa.int16()),
+        "gems": pa.array([lab.gem_pos.shape[2]] * n_ep, type=pa.int16()),
+        "agent_pos": per_episode(lab.agent_pos),
+        "gem_pos": per_episode(lab.gem_pos),
+        "actions": per_episode(lab.actions),
+        "valued": per_episode(lab.valued[None]),
         "s_agent": listed(lab.agent[order].astype(np.int16), pa.int16()),
         "s_t": listed(lab.t[order].astype(np.int16), pa.int16()),
         "s_kind": listed(lab.kind[order].astype(np.int8), pa.int8()),
@@ -135,10 +147,10 @@ def read_manifest(root: Path) -> dict | None:
         raise DatasetError(f"{path} is not valid JSON; delete the folder and generate again") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DatasetError(f"{path} is not a mirrorhall dataset manifest; choose another folder")
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if data.get("schema_version") not in READ_VERSIONS:
         raise DatasetError(
             f"{path} has schema version {data.get('schema_version')!r}, this mirrorhall reads "
-            f"version {SCHEMA_VERSION}; regenerate the dataset with this version"
+            f"versions {' and '.join(map(str, READ_VERSIONS))}; regenerate the dataset with this version"
         )
     for key in MANIFEST_FIELDS:
         if key not in data:
@@ -212,6 +224,10 @@ def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, list[int]]:
             raise DatasetError(f"{root} is not empty and holds no mirrorhall dataset; choose another --out")
         manifest = _new_manifest(cfg)
         _write_manifest(root, manifest)
+    elif manifest["schema_version"] != SCHEMA_VERSION:
+        raise DatasetError(f"{root} holds a dataset of schema version {manifest['schema_version']}, this "
+                           f"mirrorhall writes version {SCHEMA_VERSION}; choose another --out (the old "
+                           "dataset stays readable)")
     elif manifest["config"] != cfg.to_json():
         _config_from_manifest(root, manifest)  # a damaged config is named as such, not as a difference
         old = manifest["config"]
@@ -286,6 +302,7 @@ class Dataset:
         if manifest is None:
             raise DatasetError(f"{self.root} has no {MANIFEST}; run mirrorhall generate --out {self.root}")
         self.manifest = manifest
+        self.schema_version: int = manifest["schema_version"]
         self.config = _config_from_manifest(self.root, manifest)
         self.world = self.config.world()
         if verify:
@@ -309,8 +326,9 @@ class Dataset:
         except (pa.ArrowInvalid, OSError) as err:
             raise DatasetError(f"{path} cannot be read as Parquet ({str(err).splitlines()[0]}); "
                                "delete it and re-run generate") from None
-        if table.schema.names != _schema().names:
-            raise DatasetError(f"{path} has an unknown schema; regenerate the dataset")
+        if table.schema.names != _schema(self.schema_version).names:
+            raise DatasetError(f"{path} does not have the columns of schema version {self.schema_version} "
+                               "(docs/dataset.md); regenerate the dataset")
         return table
 
     def episodes(self) -> Iterator[Episode]:
@@ -319,7 +337,8 @@ class Dataset:
 
     def shard_episodes(self, path: Path) -> Iterator[Episode]:
         """The episodes of one shard, in order."""
-        for row in self.read_table(path).to_pylist():
+        table = self.read_table(path)
+        for row in (table.to_pylist() if self.schema_version == 1 else _rows(table)):
             try:
                 episode = decode_row(row, self.world)
             except (ValueError, TypeError, KeyError) as err:
@@ -329,19 +348,44 @@ class Dataset:
             yield episode
 
 
-def decode_row(row: dict, world: WorldConfig) -> Episode:
-    """One Parquet row (a dict, as pandas or Ray Data give it) -> an Episode."""
+def _rows(table) -> Iterator[dict]:
+    """The rows of a table as dicts of numpy arrays (one per list column): what pandas and Ray Data
+    give, without converting every number to a Python object."""
+    import pyarrow as pa
+
+    cols = {}
+    for name in table.schema.names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_list(col.type):  # its values, and row r at offsets[r]:offsets[r + 1]
+            cols[name] = (col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy())
+        else:
+            cols[name] = (col.to_numpy(zero_copy_only=False), None)
+    for r in range(table.num_rows):
+        yield {name: values[r] if offs is None else values[offs[r]:offs[r + 1]]
+               for name, (values, offs) in cols.items()}
+
+
+def decode_row(row, world: WorldConfig) -> Episode:
+    """One Parquet row (a mapping, as pandas or Ray Data give it) of either schema version -> an
+    Episode. Version 1 rows hold int8 binary blobs; version 2 rows flat int8 lists and their sizes."""
     n, g = world.n_agents, world.n_gems
+    if "agents" in row:
+        steps = int(row["steps"])
+        if (int(row["agents"]), int(row["gems"])) != (n, g):
+            raise ValueError(f"{row['agents']} agents and {row['gems']} gems, the manifest's world has {n} and {g}")
 
-    def arr(key, shape):
-        return np.frombuffer(row[key], dtype=np.int8).reshape(shape)
+        def arr(key, shape):
+            return np.asarray(row[key], dtype=np.int8).reshape(shape)
+    else:
+        def arr(key, shape):
+            return np.frombuffer(row[key], dtype=np.int8).reshape(shape)
 
-    actions = arr("actions", (-1, n))
-    steps = actions.shape[0]
+        steps = len(row["actions"]) // n
+
     return Episode(
         episode=int(row["episode"]), personas=personas_from_json(row["personas"]),
         agent_pos=arr("agent_pos", (steps + 1, n, 2)), gem_pos=arr("gem_pos", (steps + 1, g, 2)),
-        actions=actions, valued=arr("valued", (n,)),
+        actions=arr("actions", (steps, n)), valued=arr("valued", (n,)),
         agent=np.asarray(row["s_agent"], np.int64), t=np.asarray(row["s_t"], np.int64),
         kind=np.asarray(row["s_kind"], np.int64), target=np.asarray(row["s_target"], np.int64),
         template=np.asarray(row["s_template"], np.int64), prompt=list(row["s_prompt"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,12 +249,67 @@ def test_cli_generate_errors_are_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == ["mirrorhall: error: unknown population 'nope'; allowed: traits, crowd, followers, species, lab"]
 
 
-def test_pandas_reads_shards(small):
+def test_pandas_reads_arrays_of_numbers_not_bytes(small):
     import pandas as pd
 
     df = pd.read_parquet(small.root / shard_name(0))
     assert len(df) == SMALL["episodes_per_shard"]
-    assert len(df.iloc[0]["s_label"]) == 5 * len(df.iloc[0]["s_kind"])
+    row, ep = df.iloc[1], list(small.episodes())[1]
+    assert len(row["s_label"]) == 5 * len(row["s_kind"])
+    t, n = SMALL["steps"], SMALL["agents"]
+    assert (row["steps"], row["agents"], row["gems"]) == (t, n, small.world.n_gems)
+    for col, shape in (("agent_pos", (t + 1, n, 2)), ("gem_pos", (t + 1, small.world.n_gems, 2)),
+                       ("actions", (t, n)), ("valued", (n,))):
+        assert isinstance(row[col], np.ndarray) and row[col].dtype == np.int8, col
+        np.testing.assert_array_equal(row[col].reshape(shape), getattr(ep, col))
+    assert row["s_label"].dtype == np.float32
+    np.testing.assert_array_equal(row["s_label"].reshape(-1, 5), ep.label)
+
+
+def docs_python_block(heading: str) -> str:
+    """The first python code block after ``heading`` in docs/dataset.md."""
+    text = (Path(__file__).parents[1] / "docs" / "dataset.md").read_text()
+    section = text[text.index(heading):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_pandas_example_of_the_docs_runs(small):
+    code = docs_python_block("## Reading")
+    assert len([line for line in code.splitlines() if line.strip()]) <= 5
+    scope: dict = {}
+    exec(code.replace("DIR", str(small.root)), scope)
+    ep = next(small.episodes())
+    np.testing.assert_array_equal(scope["positions"], ep.agent_pos)
+    assert scope["positions"].shape == (SMALL["steps"] + 1, SMALL["agents"], 2)
+    np.testing.assert_array_equal(scope["labels"], ep.label)
+
+
+V1 = Path(__file__).parent / "data" / "dataset-v1"
+V1_CONFIG = dict(population="lab", episodes=3, agents=4, steps=12, episodes_per_shard=2, seed=7)
+"""tests/data/dataset-v1: written by mirrorhall with schema version 1 (binary blobs) from this config."""
+
+
+def test_version_1_datasets_decode_to_the_arrays_version_2_stores(tmp_path):
+    old = tmp_path / "v1"
+    shutil.copytree(V1, old)
+    assert json.loads((old / "manifest.json").read_text())["schema_version"] == 1
+    new = tmp_path / "v2"
+    generate(GenerateConfig(**V1_CONFIG), new)
+    v1, v2 = Dataset(old), Dataset(new)
+    assert (v1.schema_version, v2.schema_version) == (1, 2)
+    assert v1.config == v2.config
+    pairs = list(zip(v1.episodes(), v2.episodes(), strict=True))
+    assert len(pairs) == 3
+    for a, b in pairs:
+        assert a.episode == b.episode and a.personas == b.personas and a.prompt == b.prompt
+        for f in ("agent_pos", "gem_pos", "actions", "valued", "agent", "t", "kind", "target", "template",
+                  "prompt_held_out", "label"):
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype and x.shape == y.shape, f
+            np.testing.assert_array_equal(x, y, err_msg=f)
+    # a version-1 folder is read, never written into
+    with pytest.raises(DatasetError, match="schema version 1, this mirrorhall writes version 2; choose another --out"):
+        generate(GenerateConfig(**V1_CONFIG), old)
 
 
 @pytest.mark.ray
