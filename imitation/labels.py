@@ -13,8 +13,10 @@ One shard is B episodes run together on the batched core. At every step each age
               collected in the next 10 or 20 steps (only where the episode lasts that long; other
               RETURN draws become SELF)
 
-Randomness: one SeedSequence per shard, spawned into personas, world, policy and prompt streams,
-so a shard's bytes depend only on the generator config and the shard index.
+The episodes are run by ``agents/scene.py`` ``run_scene``, the one rollout loop; ``Labeller`` is
+its ``on_act`` hook. Randomness: one SeedSequence per shard, spawned into personas, world, policy
+and prompt streams, so a shard's bytes depend only on the generator config and the shard index;
+``run_scene`` draws from the world and policy streams, the labeller from the prompt stream.
 """
 
 from __future__ import annotations
