@@ -358,8 +358,8 @@ def _rows(table) -> Iterator[dict]:
         col = table.column(name).combine_chunks()
         if pa.types.is_list(col.type):  # its values, and row r at offsets[r]:offsets[r + 1]
             cols[name] = (col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy())
-        else:
-            cols[name] = (col.to_numpy(zero_copy_only=False), None)
+        else:  # one value per row: Python objects, as to_pylist gives them
+            cols[name] = (col.to_pylist(), None)
     for r in range(table.num_rows):
         yield {name: values[r] if offs is None else values[offs[r]:offs[r + 1]]
                for name, (values, offs) in cols.items()}

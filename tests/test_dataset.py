@@ -360,3 +360,30 @@ def test_labelling_runs_the_scene_loop_through_its_hook():
     self_ = lab.kind == Kind.SELF
     np.testing.assert_allclose(lab.label[self_], ep.probs[lab.t[self_], lab.world[self_], lab.agent[self_]],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("agents", 5, "5 agents and 8 gems, the manifest's world has 6 and 8"),
+    ("steps", 31, "cannot reshape"),
+])
+def test_rows_whose_sizes_disagree_are_named(column, value, message, tmp_path):
+    """A shard whose checksum matches but whose sizes do not fit its arrays is refused by name."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "d"
+    generate(GenerateConfig(**{**SMALL, "episodes": 4}), root)
+    path = root / shard_name(0)
+    table = pq.read_table(path)
+    sizes = table.column(column).to_pylist()
+    table = table.set_column(table.schema.get_field_index(column), column,
+                             pa.array([value] + sizes[1:], type=pa.int16()))
+    pq.write_table(table, path)
+    raw = path.read_bytes()
+    m = json.loads((root / "manifest.json").read_text())
+    m["shards"][shard_name(0)].update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw))
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DatasetError, match=rf"shard-00000\.parquet: episode 0 cannot be decoded .*{message}"):
+        list(Dataset(root).episodes())
