@@ -91,17 +91,16 @@ def shard_table(lab: LabelledShard, population: str, first_episode: int):
         offs = (np.arange(n_ep + 1) * flat.shape[1]).astype(np.int32)
         return pa.ListArray.from_arrays(pa.array(offs), pa.array(flat.reshape(-1), type=pa.int8()))
 
-    steps, _, n_agents, _ = lab.agent_pos.shape
-
+    steps, n_agents, n_gems = lab.actions.shape[0], lab.actions.shape[2], lab.gem_pos.shape[2]
     prompts = np.asarray(lab.prompt, dtype=object)[order]
     cols = {
         "episode": pa.array(first_episode + np.arange(n_ep), type=pa.int64()),
         "population": pa.array([population] * n_ep, type=pa.string()),
         "personas": pa.array([personas_to_json(p) for p in lab.personas], type=pa.string()),
         "persona_held_out": pa.array(lab.persona_held_out.tolist(), type=pa.list_(pa.bool_())),
-        "steps": pa.array([steps - 1] * n_ep, type=pa.int16()),
+        "steps": pa.array([steps] * n_ep, type=pa.int16()),
         "agents": pa.array([n_agents] * n_ep, type=pa.int16()),
-        "gems": pa.array([lab.gem_pos.shape[2]] * n_ep, type=pa.int16()),
+        "gems": pa.array([n_gems] * n_ep, type=pa.int16()),
         "agent_pos": per_episode(lab.agent_pos),
         "gem_pos": per_episode(lab.gem_pos),
         "actions": per_episode(lab.actions),
