@@ -14,7 +14,7 @@ from PIL import Image
 from mirrorhall import __version__
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
-from mirrorhall.cli import scene_personas
+from mirrorhall.commands.run import scene_personas
 from mirrorhall.envs.core import WorldConfig
 
 EXE = Path(sys.executable).parent / "mirrorhall"
