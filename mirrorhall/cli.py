@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import traceback
 
 from mirrorhall import __version__
@@ -42,10 +43,17 @@ class ArgumentsError(UserError):
         self.prog = prog
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    def _split_lines(self, text, width):
+        # never break a flag such as --no-progress at its hyphens
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors, and options added on first use (``fill``)."""
 
     def __init__(self, *args, fill=None, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
         self._fill = fill
 
