@@ -16,6 +16,7 @@ Exit codes and what the user sees:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 import traceback
@@ -75,6 +76,8 @@ class _Parser(argparse.ArgumentParser):
         return super().format_usage()
 
     def error(self, message):
+        # "argument --agents: --agents must be ..." -> "--agents must be ..."
+        message = re.sub(r"^argument (--[\w-]+): (?=\1 )", "", message)
         # argparse quotes some arguments raw ("unrecognized arguments: ..."): keep its error one line
         raise ArgumentsError(one_line(message), self.prog)
 

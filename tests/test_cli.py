@@ -196,7 +196,9 @@ def test_a_user_error_from_inside_a_command_is_one_line(monkeypatch, capsys):
 @pytest.mark.parametrize(
     ("args", "expect", "command"),
     [
-        (("run", "--agents", "x"), "argument --agents: --agents must be an integer, got 'x'", "run"),
+        (("run", "--agents", "x"), "error: --agents must be an integer, got 'x'", "run"),
+        (("train", "--lr", "fast"), "error: --lr must be a number, got 'fast'", "train"),
+        (("train", "--size", "huge", "--data", "d", "--out", "o"), "size must be one of tiny, small", None),
         (("run", "--bogus"), "unrecognized arguments: --bogus", "run"),
         (("train", "--steps", "3"), "the following arguments are required: --data, --out", "train"),
         (("probe",), "the following arguments are required: NAME, --checkpoint, --out", "probe"),
@@ -210,6 +212,8 @@ def test_a_parser_error_is_one_line_with_a_help_hint(args, expect, command):
     lines = out.stderr.splitlines()
     assert len(lines) == 1, lines  # no usage block
     assert lines[0].startswith("mirrorhall: error: ") and expect in lines[0], lines[0]
+    if expect.startswith("size"):  # refused by TrainConfig's validation, not by the parser
+        return
     hint = f"see 'mirrorhall {command} --help'" if command else "see 'mirrorhall --help'"
     assert lines[0].endswith(hint), lines[0]
 
