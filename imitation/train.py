@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirrorhall.errors import ConfigError, OutputError
 from mirrorhall.files import atomic_write
 from mirrorhall.imitation.batches import (
     BatchModel,
@@ -242,11 +243,11 @@ def check_device(device: str) -> None:
     """A one-line error when the asked-for device is not there."""
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+            raise ConfigError(f"device {device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
                              "use --device cpu")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible; "
+            raise ConfigError(f"device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible; "
                              "use cuda:0")
 
 
@@ -277,7 +278,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     tokenizer = Tokenizer.default()
     probe = ModelConfig.for_tokenizer(tokenizer, n_colors=data.world.n_colors, **MODEL_SIZES[cfg.size])
     if data.world.n_agents > probe.max_agents:
-        raise ValueError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
+        raise ConfigError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
     episodes = load_episodes(data, tokenizer, probe.max_prompt_len, cfg.data_processes)
     trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
                       full_view=data.world.view_radius is None)
@@ -287,7 +288,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         resumed = _resume(trainer, out, cfg)
         _truncate_metrics(log_path, trainer.step)
     elif (out / "latest.json").exists():
-        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     # a resumed run re-runs the steps after its checkpoint: TensorBoard hides their old events
     writer = _tensorboard(out, purge_step=trainer.step + 1 if resume else None)
@@ -342,16 +343,16 @@ def write_checkpoint(trainer: Trainer, out: Path, meta: dict, metrics: dict) -> 
 
 def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     if not out.exists():
-        raise ValueError(f"--resume: {out} does not exist; start a run without --resume")
+        raise ConfigError(f"--resume: {out} does not exist; start a run without --resume")
     folder = newest_checkpoint(out)  # a damaged or hostile latest.json raises, naming the file
     if folder is None:
-        raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume")
+        raise ConfigError(f"--resume: {out} holds no checkpoint yet; start the run without --resume")
     old = read_meta(folder).get("run_config", {})
     if not isinstance(old, dict):
         raise CheckpointError(f"{folder / 'checkpoint.json'}: 'run_config' must be a JSON object")
     for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data"):
         if old.get(key) != getattr(cfg, key):
-            raise ValueError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
+            raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
                              f"{getattr(cfg, key)!r}; use the original value or another --out")
     meta = load_training_state(folder, trainer.core, trainer.optimizer)
     trainer.step = int(meta["step"])

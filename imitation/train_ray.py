@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mirrorhall.errors import ConfigError, OutputError
 from mirrorhall.imitation.train import TrainConfig
 
 # Test hook: MIRRORHALL_FAIL_AT_STEP=N makes rank 1 (or 0 with one worker) raise once at step N,
@@ -119,7 +120,7 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
     from mirrorhall.imitation.train import dataset_id
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be a positive integer with --ray, got {workers!r}")
+        raise ConfigError(f"--workers must be a positive integer with --ray, got {workers!r}")
     out = Path(cfg.out).resolve()
     data = Dataset(cfg.data)
     start_from = None
@@ -128,14 +129,14 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
         # runs whose newest checkpoint is elsewhere (a local run, or a later local resume)
         newest = newest_checkpoint(out) if out.exists() else None
         if newest is None:
-            raise ValueError(f"--resume: {out} holds no checkpoint yet; start the run without --resume")
+            raise ConfigError(f"--resume: {out} holds no checkpoint yet; start the run without --resume")
         start_from = str(newest)
         done = read_meta(newest)
         if done["step"] >= cfg.steps:  # nothing left to run (Ray Train would report no checkpoint)
             _publish(out, newest, done["step"])
             return {**done.get("metrics", {}), "step": done["step"]}
     elif (out / "latest.json").exists() or ray_checkpoints(out):
-        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
     with ray_session(address=address, num_cpus=None if address else max(2, workers)) as ray:

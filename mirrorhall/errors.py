@@ -10,6 +10,8 @@ may raise these.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 class UserError(ValueError):
     """Something the user gave cannot be used; the message names it and says what to do."""
@@ -29,3 +31,21 @@ class CheckpointError(UserError):
 
 class OutputError(UserError, OSError):
     """An output path cannot be written (missing parent, not writable, a folder of another kind)."""
+
+
+@contextmanager
+def user_input(what: str = ""):
+    """Turn a plain ``ValueError`` raised by the validation called directly inside into a
+    ``ConfigError`` (prefixed by ``what`` when given).
+
+    For the command boundary only, around constructors and validators of what the user typed
+    (``with user_input(): WorldConfig(...)``); never around a whole command, where a
+    ``ValueError`` from deep inside (numpy, a bug) must keep its traceback.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as err:
+        text = str(err) or type(err).__name__
+        raise ConfigError(f"{what}: {text}" if what else text) from err

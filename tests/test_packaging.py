@@ -1,4 +1,5 @@
-"""The wheel holds every code folder under the one import name; importing stays light."""
+"""The wheel holds every code folder under the one import name and the reference checkpoint;
+importing stays light; installed alone in a fresh venv, the command runs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # on-disk folder -> its package inside the wheel (pyproject's package-dir)
 FOLDERS = {"mirrorhall": "mirrorhall", "envs": "mirrorhall/envs", "agents": "mirrorhall/agents",
-           "imitation": "mirrorhall/imitation", "analysis": "mirrorhall/analysis"}
+           "imitation": "mirrorhall/imitation", "analysis": "mirrorhall/analysis",
+           "checkpoints": "mirrorhall/checkpoints"}
 
 
 def source_files() -> list[str]:
@@ -72,7 +74,8 @@ def names(wheel) -> set[str]:
 
 
 def test_wheel_has_the_core_modules(names):
-    required = ["mirrorhall/__init__.py", "mirrorhall/cli.py", "mirrorhall/envs/__init__.py",
+    required = ["mirrorhall/__init__.py", "mirrorhall/cli.py", "mirrorhall/commands/__init__.py",
+                "mirrorhall/commands/options.py", "mirrorhall/envs/__init__.py",
                 "mirrorhall/envs/core.py", "mirrorhall/envs/mirrorhall_v0.py",
                 "mirrorhall/imitation/__init__.py", "mirrorhall/analysis/__init__.py",
                 "mirrorhall/agents/__init__.py"]
@@ -92,6 +95,12 @@ def test_every_python_file_on_disk_is_in_the_wheel(built, names):
     code = {n for n in names if n.endswith(".py")}
     assert all(n.startswith("mirrorhall/") for n in code), sorted(code)
     assert code == expected, sorted(code ^ expected)
+
+
+def test_wheel_ships_the_reference_checkpoint_only(names):
+    shipped = sorted(n for n in names if n.startswith("mirrorhall/checkpoints/") and not n.endswith(".py"))
+    assert shipped == ["mirrorhall/checkpoints/reference/checkpoint.json",
+                       "mirrorhall/checkpoints/reference/model.safetensors"]
 
 
 def test_wheel_metadata_and_entry_point(wheel, names):
@@ -166,3 +175,55 @@ def test_the_code_folders_are_not_importable_under_bare_names(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return Path(out.stdout.strip())
+
+
+@pytest.mark.slow
+def test_the_wheel_in_a_fresh_venv_runs_the_commands_and_loads_the_shipped_checkpoint(wheel, tmp_path):
+    """pip install of the wheel alone into a new venv outside the repository; the dependencies come
+    from this test venv's site-packages through a .pth file (a path entry only: this venv's own .pth
+    files, such as the editable install's finder, are not run there)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    target = site_packages(python)
+    (target / "_mirrorhall_test_deps.pth").write_text(f"{site_packages(Path(sys.executable))}\n")
+    out = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                          "--quiet", str(wheel)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    work = tmp_path / "elsewhere"  # outside the repository: nothing can come from the checkout
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    exe = str(venv / "bin" / "mirrorhall")
+
+    def run(*args, timeout=180):
+        return subprocess.run([*map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=work, env=env)
+
+    r = run(exe, "demo", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "reference checkpoint shipped with mirrorhall" in " ".join(r.stdout.split())
+    r = run(exe, "run", "--agents", 3, "--steps", 5, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sum(line.startswith("agent_") for line in r.stdout.splitlines()) == 3
+    assert "5 steps" in r.stdout
+    code = (
+        "import pathlib, sys\n"
+        "import mirrorhall\n"
+        "from mirrorhall.checkpoints import reference_checkpoint\n"
+        "from mirrorhall.imitation.checkpoint import load_model\n"
+        f"root = pathlib.Path({str(target)!r}).resolve()\n"
+        "ref = reference_checkpoint()\n"
+        "assert pathlib.Path(mirrorhall.__file__).resolve().is_relative_to(root), mirrorhall.__file__\n"
+        "assert ref.is_relative_to(root), ref\n"
+        "model, tokenizer, meta = load_model(ref)\n"
+        "print(model.config.n_colors, len(tokenizer) > 0)\n"
+    )
+    r = run(python, "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4", "True"]
+    assert not any(ROOT.resolve() in Path(p).resolve().parents for p in [venv, work])

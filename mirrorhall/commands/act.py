@@ -1,0 +1,137 @@
+"""``mirrorhall act``: a scene where chosen agents are driven by a trained model."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+
+from mirrorhall.commands.common import check_path, set_threads
+from mirrorhall.commands.options import option
+from mirrorhall.commands.run import population_names, scene_personas, summary_table
+from mirrorhall.errors import ConfigError, user_input
+
+
+@dataclass(frozen=True)
+class ActConfig:
+    """``mirrorhall act``: which agents the model drives, with which prompts, in which scene."""
+
+    checkpoint: str
+    """Checkpoint or training run folder."""
+    population: str = option("crowd", choices=population_names)
+    """Registered population the scripted agents are drawn from."""
+    agents: int = 8
+    """Number of agents in the scene."""
+    steps: int = 60
+    """Steps to run."""
+    seed: int = 0
+    """Seed of the personas, the world and the actions."""
+    view_radius: int | None = None
+    """Partial observability radius (None: full view)."""
+    prompt: tuple[str, ...] = option((), metavar="agent_I=TEXT")
+    """Drive agent I by the model with this prompt (repeatable; at least one)."""
+    switch: tuple[str, ...] = option((), metavar="STEP:agent_I=TEXT")
+    """Change agent I's prompt before step STEP (repeatable)."""
+    render: str | None = option(None, metavar="OUT.gif")
+    """Path of a .gif animation to write."""
+    threads: int = 0
+    """torch threads (0: leave torch's default)."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+    prompts: dict = field(init=False, repr=False, compare=False)
+    """{driven agent: its first prompt} (derived from ``prompt``)."""
+    schedule: dict = field(init=False, repr=False, compare=False)
+    """{step: {driven agent: its new prompt}} (derived from ``switch``)."""
+
+    def __post_init__(self):
+        from mirrorhall.agents.populations import get_population
+
+        if not self.prompt:
+            raise ConfigError("name at least one model-driven agent with --prompt 'agent_0=behave as yourself'")
+        check_path("--checkpoint", self.checkpoint)
+        check_path("--render", self.render)
+        if self.render is not None and not self.render.lower().endswith(".gif"):
+            raise ConfigError(f"--render must name a .gif file, got {self.render!r}")
+        with user_input():
+            get_population(self.population)
+        prompts = dict(parse_assignment(t, self.agents, "--prompt") for t in self.prompt)
+        schedule: dict[int, dict[int, str]] = {}
+        for text in self.switch:
+            step, _, rest = text.partition(":")
+            if not step.strip().isdigit():
+                raise ConfigError(f"--switch must look like '20:agent_2=behave as agent 5', got {text!r}")
+            agent, prompt = parse_assignment(rest, self.agents, "--switch")
+            if agent not in prompts:
+                raise ConfigError(f"--switch names agent_{agent}, which has no --prompt "
+                                  "(only model-driven agents switch)")
+            schedule.setdefault(int(step), {})[agent] = check(prompt, self.agents)
+        for text in prompts.values():
+            check(text, self.agents)
+        object.__setattr__(self, "prompts", prompts)
+        object.__setattr__(self, "schedule", schedule)
+
+
+def check(prompt: str, n_agents: int) -> str:
+    from mirrorhall.agents.model_policy import check_prompt
+
+    with user_input():
+        return check_prompt(prompt, n_agents)
+
+
+def parse_assignment(text: str, n_agents: int, flag: str) -> tuple[int, str]:
+    """'agent_2=behave as agent 5' -> (2, 'behave as agent 5')."""
+    m = re.fullmatch(r"\s*agent_(\d+)\s*=\s*(.+)", text, flags=re.S)
+    if not m:
+        raise ConfigError(f"{flag} must look like 'agent_2=behave as agent 5', got {text!r}")
+    agent = int(m.group(1))
+    if agent >= n_agents:
+        raise ConfigError(f"{flag} names agent_{agent}, which is not in the scene (agent_0..agent_{n_agents - 1})")
+    return agent, m.group(2).strip()
+
+
+def act(cfg: ActConfig, personas=None) -> int:
+    """Run the scene; ``personas`` (a row of specs) replaces the population's draw."""
+    from tqdm import tqdm
+
+    set_threads(cfg.threads)
+
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.agents.scene import run_scene
+    from mirrorhall.envs.core import WorldConfig, WorldCore
+    from mirrorhall.imitation.checkpoint import load_model, load_policy
+
+    model, _, _ = load_model(cfg.checkpoint)
+    colors = model.config.n_colors
+    with user_input():
+        world = WorldConfig(n_agents=cfg.agents, n_colors=colors, view_radius=cfg.view_radius,
+                            max_cycles=max(cfg.steps, 1))
+    driven = sorted(cfg.prompts)
+    with user_input():
+        policy = load_policy(cfg.checkpoint, WorldCore(world), driven)
+        if personas is None:
+            personas = scene_personas(cfg.population, cfg.agents, colors, cfg.seed)
+        hypotheses = get_population(cfg.population).hypotheses(colors, cfg.agents)
+    frames = []
+    bar = tqdm(total=cfg.steps, desc="act", unit="step", disable=not cfg.progress, file=sys.stderr)
+
+    def on_step(t, state, _):
+        if cfg.render is not None:
+            from mirrorhall.envs.render import render_rgb
+
+            frames.append(render_rgb(world, state))
+        if t:
+            bar.update(1)
+
+    episode = run_scene(world, personas, cfg.steps, cfg.seed, hypotheses=hypotheses, on_step=on_step,
+                        model=policy, prompts=[cfg.prompts[a] for a in driven],
+                        prompt_schedule=cfg.schedule)
+    bar.close()
+    labels = {a: f"model: {cfg.prompts[a]!r}" + "".join(
+        f", from step {t}: {p[a]!r}" for t, p in sorted(cfg.schedule.items()) if a in p) for a in driven}
+    print(summary_table(episode, labels))
+    if cfg.render is not None:
+        from mirrorhall.envs.render import save_animation
+
+        save_animation(frames, cfg.render)
+        print(f"animation: {cfg.render} ({len(frames)} frames)")
+    return 0

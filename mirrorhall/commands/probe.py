@@ -1,0 +1,106 @@
+"""``mirrorhall probe`` and ``mirrorhall report``: probes of a checkpoint and their markdown report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirrorhall.commands.common import check_path, save_config, set_threads
+from mirrorhall.commands.options import option
+from mirrorhall.commands.run import population_names
+from mirrorhall.errors import ConfigError, user_input
+
+SCALE_NAMES = ("small", "full")
+
+
+def probe_names() -> tuple[str, ...]:
+    from mirrorhall.analysis.report import PROBES
+
+    return (*PROBES, "all")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """``mirrorhall probe``: which probe, on which checkpoint, at which scale."""
+
+    name: str = option(positional=True, choices=probe_names)
+    """The probe to run, or all of them."""
+    checkpoint: str = option()
+    """Checkpoint or training run folder."""
+    out: str = option()
+    """Folder for NAME.json and NAME.png (and probe_config.json, this config)."""
+    seed: int = 0
+    """Seed of the held-out scenes."""
+    episodes: int | None = None
+    """Scenes per probe (None or 0: by --scale)."""
+    scale: str = option("small", choices=SCALE_NAMES)
+    """Number of scenes per probe: small for CI and the demo, full for docs/results.md."""
+    population: str | None = option(None, choices=population_names)
+    """Population of the scenes (None: the checkpoint's training population)."""
+    threads: int = 0
+    """torch threads (0: leave torch's default)."""
+
+    def __post_init__(self):
+        from mirrorhall.agents.populations import get_population
+
+        names = probe_names()
+        if self.name not in names:
+            raise ConfigError(f"unknown probe {self.name!r}; allowed: {', '.join(names)}")
+        if self.scale not in SCALE_NAMES:
+            raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)}; got {self.scale!r}")
+        check_path("--checkpoint", self.checkpoint)
+        check_path("--out", self.out)
+        if self.population is not None:
+            with user_input():
+                get_population(self.population)
+
+
+def probe(cfg: ProbeConfig) -> int:
+    set_threads(cfg.threads)
+
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import PROBES, run_probe
+
+    names = list(PROBES) if cfg.name == "all" else [cfg.name]
+    model = ModelProbe(cfg.checkpoint)
+    population = cfg.population or model.meta.get("dataset", {}).get("population") or "lab"
+    with user_input():
+        get_population(population)
+    save_config(cfg, cfg.out, "probe_config.json")
+    for name in names:
+        r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in r.get("summary", {}).items() if not isinstance(v, list))
+        print(f"{name}: {shown} ({r['seconds']} s) -> {cfg.out}/{name}.json")
+    return 0
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``mirrorhall report``: the folder of probe results to turn into report.md."""
+
+    dir: str = option(positional=True)
+    """Folder of probe results (mirrorhall probe --out DIR)."""
+
+    def __post_init__(self):
+        check_path("DIR", self.dir)
+
+
+def report(cfg: ReportConfig) -> int:
+    from mirrorhall.analysis.report import PROBES, write_report
+
+    folder = Path(cfg.dir)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder of probe results; run mirrorhall probe all --out {folder} first")
+    found = [folder / f"{name}.json" for name in PROBES if (folder / f"{name}.json").exists()]
+    if not found:
+        raise ConfigError(f"{folder} holds no probe results (*.json); run mirrorhall probe all --out {folder}")
+    for path in found:
+        try:
+            json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"{path} is not valid JSON; re-run mirrorhall probe {path.stem} --out {folder}") from None
+    print(f"report: {write_report(folder)}")
+    return 0
