@@ -267,7 +267,7 @@ def model_scenes(probe: ModelProbe, world: WorldConfig, target: Trait, populatio
         row[k] = target
         rows.append(row)
     policy = load_policy(probe.path, WorldCore(world), [0])
-    return Scene.from_episode(run_scene(world, rows, steps, seed, model=policy)), ks
+    return Scene.from_episode(run_scene(world, rows, steps, seed, drivers=[policy.driver()])), ks
 
 
 def model_curve(probe: ModelProbe, scene: Scene, ks_target: np.ndarray, target: Trait, hyp: HypothesisSet,

@@ -366,11 +366,11 @@ def parse_assignment(text: str, n_agents: int, flag: str) -> tuple[int, str]:
 def cmd_act(args) -> int:
     from tqdm import tqdm
 
-    from mirrorhall.agents.model_policy import check_prompt
     from mirrorhall.agents.populations import get_population
     from mirrorhall.agents.scene import run_scene
     from mirrorhall.envs.core import WorldConfig, WorldCore
     from mirrorhall.imitation.checkpoint import load_model, load_policy
+    from mirrorhall.imitation.model_io import check_prompt
 
     if not args.prompt:
         raise UsageError("name at least one model-driven agent with --prompt 'agent_0=behave as yourself'")
@@ -408,8 +408,7 @@ def cmd_act(args) -> int:
             bar.update(1)
 
     episode = run_scene(world, personas, args.steps, args.seed, hypotheses=pop.hypotheses(colors, args.agents),
-                        on_step=on_step, model=policy, prompts=[prompts[a] for a in driven],
-                        prompt_schedule=schedule)
+                        on_step=on_step, drivers=[policy.driver([prompts[a] for a in driven], schedule)])
     bar.close()
     labels = {a: f"model: {prompts[a]!r}" + "".join(
         f", from step {t}: {p[a]!r}" for t, p in sorted(schedule.items()) if a in p) for a in driven}
