@@ -28,6 +28,7 @@ from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, sample_actions
 from mirrorhall.agents.personas import Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.envs.core import ANY_COLOR, WorldConfig, WorldCore
+from mirrorhall.envs.perception import situations
 from mirrorhall.imitation.prompts import RETURN_HORIZONS, TEMPLATES, Kind, PromptSpace, render
 
 
@@ -90,7 +91,7 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
     ai = np.broadcast_to(np.arange(n)[None, :, None], (b, n, m))
 
     for t in range(steps):
-        sit = core.situations(state)
+        sit = situations(core, state)
         probs = cast.probs(sit, cstate)  # (B, N, 5)
         hprobs = hyp.probs(sit)  # (B, N, H, 5) every hypothesis in every agent's situation
         kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=kinds_p)
