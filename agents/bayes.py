@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from mirrorhall.agents.personas import GEM_WEIGHT, LIKES_NONE, SOCIAL_WEIGHT, SOCIALS, STYLES, Trait
-from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, Situations
+from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS
+from mirrorhall.envs.perception import Situations
 
 # --- trait utilities, shared by personas and hypotheses --------------------------------------
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from mirrorhall.agents.bayes import HypothesisSet, TraitBases, bases, softmax, trait_codes
 from mirrorhall.agents.personas import Imitator, Mirror, PersonaSpec, Species, Trait
-from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, Situations, WorldConfig
+from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig
+from mirrorhall.envs.perception import Situations
 
 TRAIT, SPECIES, IMITATOR, MIRROR = 0, 1, 2, 3
 # Mirror map of actions: stay, up, down, left, right -> stay, up, down, right, left.

@@ -1,9 +1,10 @@
 """Run scenes of scripted personas on the batched core and record every step.
 
 ``run_scene`` is the one loop that drives a cast through B worlds: situations, exact
-probabilities, sampled actions, the world step, the imitators' belief updates. The recorded
-``Episode`` is what the CLI summarises and the tests compare byte for byte; the dataset labels
-each step through the ``on_act`` hook (``imitation/labels.py``).
+probabilities (a ``Driver``'s for the agents it acts for), sampled actions, the world step, the
+imitators' belief updates. The recorded ``Episode`` is what the CLI summarises and the tests
+compare byte for byte; the dataset labels each step through the ``on_act`` hook
+(``imitation/labels.py``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import IMITATOR, Cast, CastState, sample_actions
 from mirrorhall.agents.personas import PersonaSpec, Trait
-from mirrorhall.envs.core import Situations, WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.core import WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.perception import Situations, situations
 
 
 @dataclass
@@ -63,6 +66,21 @@ class SceneStep:
     actions: np.ndarray  # (B, N)
 
 
+class Driver(Protocol):
+    """Acts for some agents of a scene in place of their scripted personas (the trained model's
+    ``ModelDriver`` is one). Its state is explicit, as a persona's is."""
+
+    agents: np.ndarray  # (M,) the agent ids it acts for
+
+    def initial_state(self, batch_size: int): ...
+
+    def act(self, world: WorldState, state) -> tuple[np.ndarray, object]:
+        """(B, M, 5) its agents' action distributions at step ``world.t``, and its next state."""
+
+    def observe(self, state, actions: np.ndarray):
+        """Its state after every agent's actions (B, N) of the step just acted."""
+
+
 def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """(world generator, policy generator) derived from one seed."""
     world, policy = np.random.SeedSequence(seed).spawn(2)
@@ -72,8 +90,7 @@ def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generat
 def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Sequence[PersonaSpec]],
               steps: int, seed: int, hypotheses: HypothesisSet | None = None, valued=None,
               on_step: Callable[[int, WorldState, CastState], None] | None = None,
-              model=None, prompts: str | Sequence[str] = "behave as yourself",
-              prompt_schedule: dict[int, dict[int, str]] | None = None,
+              drivers: Sequence[Driver] = (),
               on_act: Callable[[SceneStep], None] | None = None,
               generators: tuple[np.random.Generator, np.random.Generator] | None = None) -> Episode:
     """Run ``steps`` steps of one world (a row of N specs) or B worlds (B rows) from ``seed``.
@@ -81,8 +98,8 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     ``on_step(t, state, cast_state)`` is called at t = 0 and after every step; ``on_act`` is
     called at every step between drawing the actions and moving the world. ``generators``
     (world, policy) replace the streams derived from ``seed``, which is then only recorded.
-    ``model`` (a ``ModelPolicy``) drives its agents instead of their specs, starting from
-    ``prompts``; ``prompt_schedule`` {step: {agent: text}} changes prompts before that step.
+    Each of ``drivers`` (for instance the trained model, ``ModelPolicy.driver(prompts)``) acts for
+    its agents instead of their specs: its probabilities replace theirs at every step.
     """
     rows = [list(personas)] if personas and not isinstance(personas[0], (list, tuple)) else \
         [list(r) for r in personas]
@@ -97,28 +114,24 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     imit = cast.params.kind == IMITATOR  # (B, N)
     target = np.where(imit, cast.params.target, np.arange(n))  # (B, N)
 
-    mstate = model.initial_state(b, prompts) if model is not None else None
-    if model is not None:  # an imitator of a model-driven agent has no scripted target to compare with
-        imit_scored = imit & ~np.isin(cast.params.target, model.agents)
-    else:
-        imit_scored = imit
-    schedule = prompt_schedule or {}
+    dstates = [d.initial_state(b) for d in drivers]
+    driven = np.concatenate([np.asarray(d.agents, dtype=np.int64) for d in drivers]) if drivers else np.zeros(0, np.int64)
+    if driven.size != np.unique(driven).size:
+        raise ValueError("an agent is driven by more than one driver")
+    # an imitator of a driven agent has no scripted target to compare with
+    imit_scored = imit & ~np.isin(cast.params.target, driven)
     agent_pos, gem_pos = [state.agent_pos.copy()], [state.gem_pos.copy()]
     actions, probs, rewards, match = [], [], [], []
     if on_step is not None:
         on_step(0, state, cstate)
     for _ in range(steps):
-        sit = core.situations(state)
+        sit = situations(core, state)
         p = cast.probs(sit, cstate)  # (B, N, 5)
         q = cast.probs_as(target, sit, cstate)  # (B, N, 5) the target's choice in my situation
-        if model is not None:
-            for agent, text in schedule.get(state.t, {}).items():
-                mstate = model.set_prompt(mstate, agent, text)
-            feats, vis = model.features(state)
-            p[:, model.agents] = model.probs(mstate, feats, vis)
+        for k, d in enumerate(drivers):
+            p[:, d.agents], dstates[k] = d.act(state, dstates[k])
         a = sample_actions(p, policy_rng)
-        if model is not None:
-            mstate = model.observe(mstate, feats, vis, a)
+        dstates = [d.observe(ds, a) for d, ds in zip(drivers, dstates, strict=True)]
         if on_act is not None:
             on_act(SceneStep(state.t, state, sit, cast, cstate, p, a))
         r = core.step(state, a, world_rng)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mirrorhall.agents.features import entity_features
-from mirrorhall.agents.model_policy import ModelPolicy
 from mirrorhall.agents.scene import Episode as SceneEpisode
-from mirrorhall.envs.core import NO_ACTION, Situations, WorldConfig, WorldCore, WorldState
-from mirrorhall.imitation.batches import encode_batch, pooled_evidence
+from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.perception import Situations, entity_features, situations
 from mirrorhall.imitation.checkpoint import load_model
+from mirrorhall.imitation.model_io import distribution, encode_prompts, gather_inputs
+from mirrorhall.imitation.policy import ModelPolicy
 
 PROBE_SEED_BASE = 7_000_003  # probe scenes never share a seed stream with generated datasets
 
@@ -93,11 +93,9 @@ class Scene:
         states, sits = [], []
         for t in range(ep.agent_pos.shape[0]):
             last = ep.actions[t - 1] if t > 0 else np.full((b, n), NO_ACTION)
-            st = WorldState(agent_pos=ep.agent_pos[t], gem_pos=ep.gem_pos[t], gem_color=core.gem_color.copy(),
-                            last_action=np.asarray(last, dtype=np.int64), valued=np.full((b, n), -1),
-                            collected=np.zeros((b, n, ep.config.n_colors), np.int64), t=t)
+            st = core.recorded_state(ep.agent_pos[t], ep.gem_pos[t], last, t=t)
             states.append(st)
-            sits.append(core.situations(st))
+            sits.append(situations(core, st))
         return cls(ep.config, ep, states, sits)
 
     def situation(self, t: int, world, agent) -> Situations:
@@ -123,7 +121,7 @@ class ModelProbe:
 
     def policy(self, core: WorldCore, agents) -> ModelPolicy:
         """A ``ModelPolicy`` of this (already loaded) model driving ``agents`` of ``core``'s worlds."""
-        return ModelPolicy(self.model, self.tokenizer.encode, core, agents, self.model.config.max_prompt_len)
+        return ModelPolicy(self.model, self.tokenizer, core, agents)
 
     @torch.no_grad()
     def query(self, scene: Scene, world: np.ndarray, agent: np.ndarray, t: np.ndarray, prompts: list[str],
@@ -148,14 +146,11 @@ class ModelProbe:
             v = torch.from_numpy(np.moveaxis(vis[: steps + 1, chunk], 0, 1))  # (E, T + 1, N, N)
             acts = np.moveaxis(scene.episode.actions[:steps, chunk], 0, 1).astype(np.int64)  # (E, T, N)
             a = torch.from_numpy(acts.reshape(chunk.size, steps, scene.config.n_agents))
-            sums, counts = pooled_evidence(self.model, f, v, a, full_view=full)
             e = torch.from_numpy(np.searchsorted(chunk, world[sel]))
             tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
-            tokens = torch.from_numpy(encode_batch(self.tokenizer, [prompts[q] for q in sel],
-                                                   self.model.config.max_prompt_len))
-            logits = self.model(tokens=tokens, char_sum=sums[e, tt, ii], char_count=counts[e, tt, ii], ego=ii,
-                                entity_mask=v[e, tt, ii], query=f[e, tt, ii, jj])
-            out[sel] = torch.softmax(logits.double(), -1).numpy()
+            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len)
+            logits = self.model(**gather_inputs(self.model, f, v, a, e, tt, ii, tokens, situation=jj, full_view=full))
+            out[sel] = distribution(logits)
         return out
 
 

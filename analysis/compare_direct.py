@@ -70,6 +70,7 @@ from mirrorhall.analysis.common import (  # noqa: E402
     probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig, WorldCore  # noqa: E402
+from mirrorhall.envs.perception import situations  # noqa: E402
 from mirrorhall.envs.rllib_env import WORLD_KEYS, MirrorhallMultiAgentEnv  # noqa: E402
 from mirrorhall.imitation.checkpoint import load_policy  # noqa: E402
 
@@ -139,7 +140,7 @@ class ImitationRewardEnv(MirrorhallMultiAgentEnv):
     def step(self, action_dict: dict):
         if self._done:
             raise ValueError("step() called before reset() or after the episode ended; call reset()")
-        sit = self.core.situations(self.world_state)
+        sit = situations(self.core, self.world_state)
         probs = self.cast.probs(sit, self.cast_state)  # (1, N, 5): the learners' rows are pi_test
         act = sample_actions(probs, self._np_random)[0]  # the scripted agents' actions
         for i, agent in enumerate(self.agents):
@@ -267,7 +268,7 @@ def model_scenes(probe: ModelProbe, world: WorldConfig, target: Trait, populatio
         row[k] = target
         rows.append(row)
     policy = load_policy(probe.path, WorldCore(world), [0])
-    return Scene.from_episode(run_scene(world, rows, steps, seed, model=policy)), ks
+    return Scene.from_episode(run_scene(world, rows, steps, seed, drivers=[policy.driver()])), ks
 
 
 def model_curve(probe: ModelProbe, scene: Scene, ks_target: np.ndarray, target: Trait, hyp: HypothesisSet,

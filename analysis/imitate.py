@@ -67,7 +67,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
     for k, rows in sorted(groups.items()):
         policy = probe.policy(core, [0])
         scene_seed = int_seed(ss.spawn(1)[0]) + k
-        scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, model=policy))
+        scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, drivers=[policy.driver()]))
         b = len(rows)
         w = np.arange(b)
         targets = [rows[i][k] for i in range(b)]
@@ -117,8 +117,8 @@ def _closed_loop(probe, world, rows, k, scene_seed, self_scene, targets, out) ->
             marks[t] = state.collected.copy()
 
     steps = world.max_cycles - 1
-    ep = run_scene(world, rows, steps, scene_seed, model=policy,
-                   prompt_schedule={SWITCH: {0: f"behave as agent {k}"}}, on_step=on_step)
+    ep = run_scene(world, rows, steps, scene_seed, on_step=on_step,
+                   drivers=[policy.driver(schedule={SWITCH: {0: f"behave as agent {k}"}})])
     as_k = Scene.from_episode(ep)
     gained = marks[steps] - marks[SWITCH]  # (B, N, C)
     own = self_scene.episode  # the same scenes, agent 0 as itself throughout

@@ -39,8 +39,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
             noun = "gem" if n == 1 else "gems"
             for prompt, out in ((f"collect {n} {names[c]} {noun} in the next {horizon} steps", got),
                                 ("behave as yourself", control)):
-                ep = run_scene(world, rows, horizon, scene_seed, model=probe.policy(core, [0]),
-                               prompts=prompt)
+                ep = run_scene(world, rows, horizon, scene_seed, drivers=[probe.policy(core, [0]).driver(prompt)])
                 out += ep.collected[:, 0, c].tolist()
         conditions.append({"asked": n, "achieved": mean_ci(got), "control": mean_ci(control),
                            "difference": mean_ci(np.asarray(got) - np.asarray(control))})

@@ -121,7 +121,7 @@ def _essay(probe: ModelProbe, world, rows, thetas, ss, ks) -> dict:
             r[theta] = Trait()  # placeholder: the model drives theta
         policy = probe.policy(core, [int(theta)])
         scene = Scene.from_episode(run_scene(world, sub, horizon, int_seed(ss.spawn(1)[0]) + int(theta),
-                                             model=policy, prompts="behave as agent 0"))
+                                             drivers=[policy.driver("behave as agent 0")]))
         b = len(sel)
         w, zeros, th = np.arange(b), np.zeros(b, np.int64), np.full(b, theta)
         for k in ks:

@@ -34,9 +34,9 @@ def main() -> None:
                             max_cycles=args.steps)
         personas = get_population("crowd").sample_scene(n, world.n_colors, __import__("numpy").random.default_rng(0))
         policy = load_policy(args.checkpoint, WorldCore(world), range(n))
-        run_scene(world, personas, 5, seed=0, model=policy)  # warm up
+        run_scene(world, personas, 5, seed=0, drivers=[policy.driver()])  # warm up
         t0 = time.perf_counter()
-        run_scene(world, personas, args.steps, seed=1, model=policy)
+        run_scene(world, personas, args.steps, seed=1, drivers=[policy.driver()])
         model_sps = args.steps / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         run_scene(world, personas, args.steps, seed=1)

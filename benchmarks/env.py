@@ -36,7 +36,7 @@ def core_rate(n: int, size: int, steps: int, batch: int = 64, situations: bool =
     t0 = time.perf_counter()
     for _ in range(steps):
         if situations:
-            core.situations(state)
+            situations(core, state)
         core.step(state, rng.integers(0, 5, (batch, n)), rng)
     return steps * batch / (time.perf_counter() - t0)
 

@@ -37,6 +37,7 @@ from mirrorhall.agents.cast import IMITATOR, Cast, sample_actions
 from mirrorhall.agents.populations import get_population
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import N_ACTIONS, WorldConfig, WorldCore
+from mirrorhall.envs.perception import situations
 
 POOL = 64  # pre-drawn random action sets, cycled
 
@@ -125,7 +126,7 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
     state = core.reset(batch, rng)
     cstate = cast.initial_state()
     for _ in range(5):  # a few steps in, so last actions and beliefs are not the initial ones
-        sit = core.situations(state)
+        sit = situations(core, state)
         a = sample_actions(cast.probs(sit, cstate), rng)
         core.step(state, a, rng)
         cstate = cast.observe(cstate, sit, a)
@@ -133,7 +134,7 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
     step = core_stepper(core, state, rng)
 
     def select() -> None:
-        sample_actions(cast.probs(core.situations(frozen), cstate), rng)
+        sample_actions(cast.probs(situations(core, frozen), cstate), rng)
 
     # three parts of every exact selection, timed alone: the situations; the exponentials of the
     # imitators' 45 hypotheses x 5 actions (one contiguous np.exp, its fastest form here); and
@@ -142,8 +143,8 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
     u = rng.normal(size=(imitators, h, N_ACTIONS))
     e = np.empty_like(u)
 
-    def situations() -> None:
-        core.situations(frozen)
+    def situations_only() -> None:
+        situations(core, frozen)
 
     def exps() -> None:
         np.exp(u, out=e)
@@ -155,7 +156,7 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
 
     sel = timed(select, seconds)
     stp = timed(step, seconds)
-    sit = timed(situations, seconds)
+    sit = timed(situations_only, seconds)
     ex = timed(exps, seconds)
     mix = timed(mixture, seconds)
     parts = [

@@ -36,6 +36,7 @@ from mirrorhall.agents.cast import Cast, sample_actions
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import seeded_generators
 from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.envs.perception import situations
 
 PROMPTS = ("behave as yourself", "behave as agent 3", "pretend to be agent 5 pretending to be you",
            "behave as a focused agent that likes red gems and avoids others", "collect 2 gems in the next 10 steps")
@@ -106,7 +107,7 @@ def core_soak(env_steps: int = 1_000_000, agents: int = 64, worlds: int = 64, ep
                 mem.sample(done)
                 next_sample += sample_every
             if driver == "personas":
-                sit = core.situations(state)
+                sit = situations(core, state)
                 actions = sample_actions(cast.probs(sit, cstate), policy_rng)
                 core.step(state, actions, world_rng)
                 cstate = cast.observe(cstate, sit, actions)
@@ -156,7 +157,7 @@ def model_soak(checkpoint, steps: int = 5000, scene_agents: int = 48, model_agen
                 next_sample += sample_every
             if t == episode_steps // 2:  # a prompt switch mid-episode, as `act --switch` does
                 mstate = policy.set_prompt(mstate, driven[0], PROMPTS[t % len(PROMPTS)])
-            sit = core.situations(state)
+            sit = situations(core, state)
             p = cast.probs(sit, cstate)
             feats, vis = policy.features(state)
             p[:, policy.agents] = policy.probs(mstate, feats, vis)

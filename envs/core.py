@@ -7,7 +7,6 @@ spec card of ``mirrorhall.envs.mirrorhall_v0``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -164,96 +163,6 @@ class WorldState:
         return self.agent_pos.shape[0]
 
 
-@dataclass
-class Situations:
-    """What each ego agent's observation says, as exact action-relative features.
-
-    Leading shape S is (B, N) for every agent in its own situation, or any gathered shape.
-    Distances are Manhattan distances from the ego's position after each of the 5 moves.
-
-    ``agent_d`` may be given as a function of no arguments: it is then called when the field is
-    first read (most personas need only ``agent_near``), and ``take`` stays lazy.
-    """
-
-    gem_d: np.ndarray  # (S..., 5, C) distance to the nearest visible gem of each colour
-    gem_seen: np.ndarray  # (S..., C) bool: some gem of that colour is visible
-    agent_d: np.ndarray  # (S..., 5, N) distance to each agent's current position
-    agent_seen: np.ndarray  # (S..., N) bool: that agent is visible and is not the ego
-    last_action: np.ndarray  # (S..., N) int64 last action of each agent as seen, NO_ACTION if unseen
-    ego: np.ndarray  # (S...) int64 id of the ego agent
-    agent_near: np.ndarray  # (S..., 5) distance to the nearest seen other agent, 0 if none is seen
-
-    def __post_init__(self):
-        if callable(self.agent_d):
-            self._agent_d = self.agent_d if isinstance(self.agent_d, _Once) else _Once(self.agent_d)
-            del self.agent_d  # reads now go through __getattr__ until the first one fills it in
-
-    def __getattr__(self, name: str):
-        if name == "agent_d" and "_agent_d" in self.__dict__:
-            self.agent_d = self.__dict__.pop("_agent_d")()
-            return self.agent_d
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def agent_d_getter(self) -> Callable[[], np.ndarray]:
-        """A function returning ``agent_d``, computing it only when called (once, shared with
-        this object); it holds no reference to the situations object itself."""
-        lazy = self.__dict__.get("_agent_d")
-        if lazy is not None:
-            return lazy
-        array = self.agent_d
-        return lambda: array
-
-    def __getstate__(self) -> dict:  # pickling (processes, Ray) sends the array, not the function
-        self.agent_d  # noqa: B018 (fills it in)
-        return self.__dict__
-
-    def take(self, index) -> Situations:
-        """Select along the leading axes with numpy indexing (a lazy ``agent_d`` stays lazy)."""
-        parts = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "agent_d"}
-        if "_agent_d" in self.__dict__:
-            return Situations(agent_d=lambda: self.agent_d[index], **parts)
-        return Situations(agent_d=self.agent_d[index], **parts)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.ego.shape
-
-
-class _Once:
-    """A function of no arguments whose result is computed on the first call and kept."""
-
-    __slots__ = ("_fn", "_value")
-
-    def __init__(self, fn: Callable[[], np.ndarray]):
-        self._fn, self._value = fn, None
-
-    def __call__(self) -> np.ndarray:
-        if self._fn is not None:
-            self._value, self._fn = self._fn(), None
-        return self._value
-
-
-def nearest_seen(agent_d: np.ndarray, agent_seen: np.ndarray) -> np.ndarray:
-    """(S..., 5) ``Situations.agent_near`` from agent_d (S..., 5, N) and agent_seen (S..., N)."""
-    near = np.where(agent_seen[..., None, :], agent_d, np.inf).min(-1)
-    return np.where(np.isfinite(near), near, 0.0)
-
-
-def _fold_last(x: np.ndarray, op: np.ufunc = np.minimum) -> np.ndarray:
-    """``op.reduce(x, axis=-1)`` by pairwise folding, much faster than numpy's reduction over a
-    short last axis. Only for exact, order-free operations (integer min, boolean or)."""
-    if x.size <= 4096:  # small: one reduction call is cheaper than several folds
-        return op.reduce(x, axis=-1)
-    while x.shape[-1] > 1:
-        size = x.shape[-1]
-        even = size - size % 2
-        y = op(x[..., 0:even:2], x[..., 1:even:2])
-        if size % 2:
-            op(y[..., :1], x[..., even:], out=y[..., :1])
-        x = y
-    return x[..., 0]
-
-
 class WorldCore:
     """Steps B worlds of one configuration. Randomness comes from the generator passed in."""
 
@@ -278,11 +187,6 @@ class WorldCore:
         self._ids = np.arange(config.n_agents)
         self._cell_weights = np.array([w, 1], dtype=np.int64)
         self._template: np.ndarray | None = None  # built by the first full-observability observe
-        self._eye = np.eye(config.n_agents, dtype=bool)
-        self._dist: np.ndarray | None = None  # built by the first small situations call
-        # distances (< width + height) plus the unseen offset width + height fit in this type exactly
-        self._dist_dtype = np.int16 if 2 * (w + h) < 2**15 else np.int64
-        self._near_dtype = np.int8 if 2 * (w + h) < 2**7 else self._dist_dtype
 
     def _full_template(self) -> np.ndarray:
         """(N, obs_dim) what every observation holds under full observability before the gems,
@@ -322,15 +226,31 @@ class WorldCore:
             t=0,
         )
 
-    def _cells(self, pos: np.ndarray, scale: int = 1) -> np.ndarray:
+    def cells(self, pos: np.ndarray, scale: int = 1) -> np.ndarray:
         """(..., 2) row, col positions -> (...) flat cell indices times ``scale``, int64."""
         if pos.size <= 4096:  # small: one integer dot product beats three ufunc calls
             return np.dot(pos, self._cell_weights * scale)
         return pos[..., 0] * (self.config.width * scale) + pos[..., 1] * scale
 
+    def recorded_state(self, agent_pos: np.ndarray, gem_pos: np.ndarray, last_action: np.ndarray,
+                       valued: np.ndarray | None = None, t: int = 0) -> WorldState:
+        """A ``WorldState`` of B worlds from recorded arrays, the way episodes and datasets store
+        them: positions (B, N, 2) and (B, G, 2), last actions (B, N) (NO_ACTION before the first
+        step), valued colours (B, N) (default: any). Collected counts are not recorded (zeros)."""
+        agent_pos = np.asarray(agent_pos, dtype=np.int64)
+        b, n = agent_pos.shape[:2]
+        if valued is None:
+            valued = np.full((b, n), ANY_COLOR, dtype=np.int64)
+        return WorldState(
+            agent_pos=agent_pos, gem_pos=np.asarray(gem_pos, dtype=np.int64), gem_color=self.gem_color.copy(),
+            last_action=np.asarray(last_action, dtype=np.int64),
+            valued=np.broadcast_to(np.asarray(valued, dtype=np.int64), (b, n)).copy(),
+            collected=np.zeros((b, n, self.config.n_colors), np.int64), t=t,
+        )
+
     def move_targets(self, pos: np.ndarray) -> np.ndarray:
         """(..., 2) positions -> (..., 5, 2) positions after each action; walls block a move."""
-        return self.move_pos[self._cells(pos)]
+        return self.move_pos[self.cells(pos)]
 
     def step(self, state: WorldState, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Advance every world one step in place; returns rewards (B, N) float32.
@@ -349,12 +269,12 @@ class WorldCore:
         """``step`` for callers that already hold valid (B, N) int64 actions in 0..4."""
         cfg = self.config
         b, n = state.last_action.shape
-        cell = self._cells(state.agent_pos)  # (B, N)
+        cell = self.cells(state.agent_pos)  # (B, N)
         agent_cell = self._move_cell_flat[cell * N_ACTIONS + actions]  # (B, N) after the move
         state.agent_pos = self.cell_pos[agent_cell]
         state.last_action = actions.copy()
 
-        gem_cell = self._cells(state.gem_pos)  # (B, G)
+        gem_cell = self.cells(state.gem_pos)  # (B, G)
         rows = np.arange(b)[:, None]
         occupied = np.zeros((b, cfg.height * cfg.width), dtype=bool)
         occupied[rows, agent_cell] = True
@@ -411,104 +331,6 @@ class WorldCore:
         agent_vis = np.abs(state.agent_pos[:, None] - me).max(-1) <= r  # (B, N, N)
         return gem_vis, agent_vis
 
-    def situations(self, state: WorldState) -> Situations:
-        """Every agent's own situation, (B, N) leading shape.
-
-        Distances are computed in a small integer type (exact: they are below width + height)
-        and converted to float64 once; ``agent_near`` is folded from the same integers, and the
-        full (B, N, 5, N) ``agent_d``, which only follow personas and counterfactual queries read,
-        is converted when first read.
-        """
-        cfg = self.config
-        b, n = state.last_action.shape
-        gem_vis, agent_vis = self.visible(state)
-        big = cfg.width + cfg.height
-        cell = self._cells(state.agent_pos)  # (B, N)
-        agent_seen = agent_vis & ~self._eye  # (B, N, N)
-        gem_seen = _fold_last(gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color), np.logical_or)  # (B, N, C)
-        if b * n * n <= 4096 and self.cell_pos.shape[0] <= 1024:
-            gem_d, near, agent_d = self._near_by_table(state, cell, gem_vis, agent_seen)
-        else:
-            gem_d, near, agent_d = self._near_by_coordinates(state, cell, gem_vis, agent_seen)
-        gem_d = np.multiply(gem_d, gem_seen[:, :, None, :], dtype=np.float64, order="C")  # 0 where unseen
-        near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when no other agent is seen
-        last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
-        ego = np.broadcast_to(self._ids, (b, n)).copy()
-        return Situations(gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
-                          last_action=last, ego=ego, agent_near=near)
-
-    def _near_by_table(self, state: WorldState, cell, gem_vis, agent_seen):
-        """Small batches and grids: gathers from the cell-to-cell distance table, in the layout
-        of ``Situations``. Returns (gem distance per colour (B, N, 5, C) in the distance type,
-        nearest seen agent (B, N, 5), >= width + height when none is seen, agent_d float64)."""
-        cfg = self.config
-        b, n = cell.shape
-        dt = self._dist_dtype
-        big = dt(cfg.width + cfg.height)
-        after = self.move_cell[cell][..., None]  # (B, N, 5, 1) flat cells
-        dist = self._distances()
-        d_gem = dist[after, self._cells(state.gem_pos)[:, None, None, :]]  # (B, N, 5, G)
-        if cfg.view_radius is not None:
-            d_gem = np.where(gem_vis[:, :, None, :], d_gem, big)
-        per_color = _fold_last(d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color))
-        d = dist[after, cell[:, None, None, :]]  # (B, N, 5, N) post-move cell to each agent
-        # ``big`` added for agents not seen (the ego itself included): the nearest seen agent is a
-        # plain minimum and agent_d a multiplication by the seen mask
-        d += np.multiply(~agent_seen, big, dtype=dt)[:, :, None, :]
-        agent_d = np.multiply(d, agent_seen[:, :, None, :], dtype=np.float64)  # unseen: +0.0
-        return per_color, _fold_last(d), agent_d
-
-    def _near_by_coordinates(self, state: WorldState, cell, gem_vis, agent_seen):
-        """Large batches: distances from coordinates, laid out target-major ((B, target, N * 5):
-        numpy's inner loops then run over the N * 5 post-move cells of all egos, not over N
-        targets), in int8 where the grid allows. Same returns as ``_near_by_table``, except that
-        agent_d is a function computing it."""
-        cfg = self.config
-        b, n = cell.shape
-        dt = self._near_dtype
-        big = dt(cfg.width + cfg.height)
-        after = self.move_pos[cell].astype(dt)  # (B, N, 5, 2)
-        ar = after[..., 0].reshape(b, 1, n * N_ACTIONS)
-        ac = after[..., 1].reshape(b, 1, n * N_ACTIONS)
-
-        def spread(pos):  # (B, K, 2) positions -> (B, K, N * 5) distance from every post-move cell
-            p = pos.astype(dt)
-            d = np.subtract(p[..., 0, None], ar)
-            np.abs(d, out=d)
-            e = np.subtract(p[..., 1, None], ac)
-            np.abs(e, out=e)
-            d += e
-            return d
-
-        d_gem = spread(state.gem_pos)  # (B, G, N * 5)
-        if cfg.view_radius is not None:
-            unseen = np.repeat(~gem_vis.transpose(0, 2, 1), N_ACTIONS, axis=-1)  # (B, G, N * 5)
-            d_gem[unseen] = big
-        per_color = np.minimum.reduce(d_gem.reshape(b, cfg.n_colors, cfg.gems_per_color, n * N_ACTIONS), axis=2)
-        per_color = per_color.reshape(b, cfg.n_colors, n, N_ACTIONS).transpose(0, 2, 3, 1)  # (B, N, 5, C)
-        d = spread(state.agent_pos)  # (B, target, N * 5)
-        d4 = d.reshape(b, n, n, N_ACTIONS)  # (B, target, ego, 5)
-        if cfg.view_radius is None:  # only the ego itself is unseen
-            d4[:, self._ids, self._ids] += big
-        else:
-            d4 += np.multiply(~agent_seen.transpose(0, 2, 1), big, dtype=dt)[..., None]
-        near = np.minimum.reduce(d, axis=1).reshape(b, n, N_ACTIONS)
-
-        def agent_d() -> np.ndarray:
-            out = np.empty((b, n, N_ACTIONS, n))
-            np.multiply(d4.transpose(0, 2, 3, 1), agent_seen[:, :, None, :], out=out)  # unseen: +0.0
-            return out
-
-        return per_color, near, agent_d
-
-    def _distances(self) -> np.ndarray:
-        """(H*W, H*W) Manhattan distance between cells, in the small distance type; cached."""
-        if self._dist is None:
-            rc = self.cell_pos.astype(self._dist_dtype)
-            self._dist = (np.abs(rc[:, None, 0] - rc[None, :, 0])
-                          + np.abs(rc[:, None, 1] - rc[None, :, 1])).astype(self._dist_dtype)
-        return self._dist
-
     def observe(self, state: WorldState) -> np.ndarray:
         """(B, N, obs_dim) float32 flat observations; layout in the spec card."""
         cfg = self.config
@@ -521,7 +343,7 @@ class WorldCore:
         table = out[..., dg:dg + dt].reshape(b, n, n, AGENT_COLUMNS)
         goal = out[..., dg + dt:]
         rows = np.arange(b)[:, None]
-        gem_flat = self._cells(state.gem_pos, k) + (2 + state.gem_color)  # (B, G)
+        gem_flat = self.cells(state.gem_pos, k) + (2 + state.gem_color)  # (B, G)
         ids = self._ids
         if cfg.view_radius is None:
             out[...] = self._full_template()  # walls, every cell and agent visible, is_self, no goal
@@ -561,43 +383,3 @@ def split_observation(obs: np.ndarray, config: WorldConfig) -> dict[str, np.ndar
         name: obs[..., off : off + int(np.prod(shape))].reshape(*lead, *shape)
         for name, (off, shape) in config.obs_layout.items()
     }
-
-
-def situation_from_observation(obs: np.ndarray, config: WorldConfig) -> Situations:
-    """One agent's flat observation -> its Situations (leading shape ()).
-
-    A plain per-agent decoder: the reference the vectorised ``WorldCore.situations`` must equal,
-    and the way a model-driven agent reads its own observation.
-    """
-    seg = split_observation(np.asarray(obs), config)
-    grid, table = seg["grid"], seg["agents"]
-    n, c = config.n_agents, config.n_colors
-    ego = int(np.flatnonzero(table[:, 4] == 1)[0])
-    me = table[ego, 1:3].astype(np.int64)
-    wall = grid[..., 1] > 0  # the cells next to the ego are always in view (view_radius >= 1)
-    after = np.empty((N_ACTIONS, 2), dtype=np.int64)
-    for a in range(N_ACTIONS):
-        nxt = me + MOVES[a]
-        after[a] = me if wall[nxt[0], nxt[1]] else nxt
-    gem_d = np.zeros((N_ACTIONS, c))
-    gem_seen = np.zeros(c, dtype=bool)
-    for col in range(c):
-        cells = np.argwhere(grid[..., 2 + col] > 0)
-        if len(cells):
-            gem_seen[col] = True
-            for a in range(N_ACTIONS):
-                gem_d[a, col] = np.abs(cells - after[a]).sum(1).min()
-    agent_d = np.zeros((N_ACTIONS, n))
-    agent_seen = np.zeros(n, dtype=bool)
-    last = np.full(n, NO_ACTION, dtype=np.int64)
-    for j in range(n):
-        if table[j, 0] > 0:
-            last[j] = int(table[j, 3])
-            if j != ego:
-                agent_seen[j] = True
-                for a in range(N_ACTIONS):
-                    agent_d[a, j] = np.abs(table[j, 1:3] - after[a]).sum()
-    return Situations(
-        gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
-        last_action=last, ego=np.array(ego), agent_near=nearest_seen(agent_d, agent_seen),
-    )

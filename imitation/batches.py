@@ -3,7 +3,7 @@
 ``EpisodeArrays`` rebuilds what every agent observed from an episode's stored states (the
 dataset stores states, never observations). ``BatchSampler`` picks episodes and samples
 deterministically from (seed, step), so a resumed run reads exactly the batches it would have.
-``model_inputs`` turns a batch into the tensors of ``MultiPolicyModel.forward``.
+``mirrorhall.imitation.model_io.batch_inputs`` turns a batch into the model's inputs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from mirrorhall.agents.features import entity_features
 from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.envs.perception import entity_features
+from mirrorhall.imitation.model_io import batch_inputs, encode_prompts
 from mirrorhall.imitation.shards import Episode
 from mirrorhall.imitation.tokenizer import Tokenizer
 
@@ -40,19 +41,7 @@ def episode_arrays(ep: Episode, world: WorldConfig, tokenizer: Tokenizer, max_le
     # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
     return EpisodeArrays(episode=ep.episode, feats=feats.astype(np.int8), visible=visible, actions=ep.actions.astype(np.int64),
                          agent=ep.agent, t=ep.t, kind=ep.kind,
-                         tokens=encode_batch(tokenizer, ep.prompt, max_len), label=ep.label)
-
-
-def encode_batch(tokenizer: Tokenizer, texts, max_len: int) -> np.ndarray:
-    """(S, max_len) token ids, padded with 0; repeated texts are encoded once."""
-    cache: dict[str, list[int]] = {}
-    out = np.zeros((len(texts), max_len), dtype=np.int64)
-    for s, text in enumerate(texts):
-        ids = cache.get(text)
-        if ids is None:
-            ids = cache[text] = tokenizer.encode(text, max_len)
-        out[s, : len(ids)] = ids
-    return out
+                         tokens=encode_prompts(tokenizer, ep.prompt, max_len).numpy(), label=ep.label)
 
 
 @dataclass
@@ -96,41 +85,6 @@ def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], full_view
     )
 
 
-def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: torch.Tensor,
-                    full_view: bool = False):
-    """Exclusive running sums of evidence: (E, T + 1, Ni, Nj, de) and counts (E, T + 1, Ni, Nj).
-
-    Entry [e, t, i, j] sums the evidence of agent j's steps 0..t-1 that observer i saw. With
-    ``full_view`` every observer sees the same features (up to the column evidence ignores), so
-    each agent's evidence is computed once, from its own view, and masked per observer.
-    """
-    e, tp1, n = feats.shape[:3]
-    seen = visible[:, :-1].to(feats.dtype)  # (E, T, Ni, Nj)
-    if full_view:
-        own = feats[:, :-1, torch.arange(n), torch.arange(n)]  # (E, T, Nj, 5, F)
-        ev = model.evidence(own, actions)[:, :, None] * seen[..., None]  # (E, T, Ni, Nj, de)
-    else:
-        act = actions[:, :, None, :].expand(-1, -1, n, -1)  # (E, T, Ni, Nj)
-        ev = model.evidence(feats[:, :-1], act) * seen[..., None]
-    sums = torch.cat([ev.new_zeros((e, 1, *ev.shape[2:])), ev.cumsum(1)], dim=1)
-    counts = torch.cat([seen.new_zeros((e, 1, *seen.shape[2:])), seen.cumsum(1)], dim=1)
-    return sums, counts
-
-
-def model_inputs(model, batch: Batch) -> dict[str, torch.Tensor]:
-    """The keyword arguments of ``MultiPolicyModel.forward`` for every sample of a batch."""
-    sums, counts = pooled_evidence(model, batch.feats, batch.visible, batch.actions, batch.full_view)
-    e, t, i = batch.episode, batch.t, batch.agent
-    return {
-        "tokens": batch.tokens,
-        "char_sum": sums[e, t, i],  # (S, N, de)
-        "char_count": counts[e, t, i],  # (S, N)
-        "ego": i,
-        "entity_mask": batch.visible[e, t, i],  # (S, N)
-        "query": batch.feats[e, t, i, i],  # (S, 5, F)
-    }
-
-
 class BatchSampler:
     """Deterministic batches: batch ``step`` depends only on (seed, step) and the episode list.
 
@@ -165,4 +119,4 @@ class BatchModel(torch.nn.Module):
         self.model = model
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.model(**model_inputs(self.model, batch))
+        return self.model(**batch_inputs(self.model, batch))

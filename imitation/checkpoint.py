@@ -243,20 +243,12 @@ def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.
     return meta
 
 
-def load_policy(path, core, agents, threads: int | None = None):
+def load_policy(path, core, agents):
     """A ``ModelPolicy`` driving ``agents`` of worlds ``core`` with the checkpoint at ``path``."""
-    from mirrorhall.agents.model_policy import ModelPolicy
+    from mirrorhall.imitation.policy import ModelPolicy
 
-    if threads:
-        torch.set_num_threads(threads)
-    model, tokenizer, meta = load_model(path)
-    if core.config.n_colors != model.config.n_colors:
-        raise CheckpointError(f"the checkpoint reads worlds of {model.config.n_colors} colours, this scene has "
-                              f"{core.config.n_colors}; use --colors {model.config.n_colors}")
-    if core.config.n_agents > model.config.max_agents:
-        raise CheckpointError(f"the checkpoint reads at most {model.config.max_agents} agents, the scene has "
-                              f"{core.config.n_agents}")
-    return ModelPolicy(model, tokenizer.encode, core, agents, model.config.max_prompt_len)
+    model, tokenizer, _ = load_model(path)
+    return ModelPolicy(model, tokenizer, core, agents)
 
 
 def export_checkpoint(path, out) -> Path:

@@ -3,7 +3,7 @@
 Shape of the computation (the Bayes observer's own shape, see docs/model.md):
 
 1. Evidence. For every observed step of every visible agent j, an MLP reads j's per-action
-   features (``mirrorhall.agents.features``) and the action j took, giving an evidence vector.
+   features (``mirrorhall.envs.perception``) and the action j took, giving an evidence vector.
 2. Characters. Each agent's evidence is summed over the steps the ego has seen it (a running sum,
    so acting is incremental); the sum, the mean and log(1 + count) make a character token.
 3. Prompt. A small Transformer encodes the prompt's words into a vector p (each distinct prompt
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from mirrorhall.agents.features import EGO_COLUMN, n_features
 from mirrorhall.envs.core import N_ACTIONS
+from mirrorhall.envs.perception import EGO_COLUMN, n_features
 
 
 @dataclass(frozen=True)

@@ -277,17 +277,11 @@ class Episode:
     label: np.ndarray  # (S, 5)
 
     def world_states(self, world: WorldConfig) -> WorldState:
-        """Every time step as one batch: a WorldState with B = T + 1 (``core.situations`` etc.)."""
+        """Every time step as one batch: a WorldState with B = T + 1 (for the perception module)."""
         from mirrorhall.envs.core import NO_ACTION, WorldCore
 
-        steps = self.agent_pos.shape[0]
         last = np.concatenate([np.full((1, world.n_agents), NO_ACTION), self.actions], axis=0)
-        return WorldState(
-            agent_pos=self.agent_pos.astype(np.int64), gem_pos=self.gem_pos.astype(np.int64),
-            gem_color=WorldCore(world).gem_color.copy(), last_action=last.astype(np.int64),
-            valued=np.broadcast_to(self.valued.astype(np.int64), (steps, world.n_agents)).copy(),
-            collected=np.zeros((steps, world.n_agents, world.n_colors), np.int64), t=0,
-        )
+        return WorldCore(world).recorded_state(self.agent_pos, self.gem_pos, last, self.valued)
 
 
 class Dataset:

@@ -36,7 +36,6 @@ from mirrorhall.imitation.batches import (
     EpisodeArrays,
     episode_arrays,
     make_batch,
-    model_inputs,
 )
 from mirrorhall.imitation.checkpoint import (
     CheckpointError,
@@ -48,6 +47,7 @@ from mirrorhall.imitation.checkpoint import (
 )
 from mirrorhall.imitation.generate import ordered_map
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
+from mirrorhall.imitation.model_io import batch_inputs
 from mirrorhall.imitation.prompts import KIND_NAMES
 from mirrorhall.imitation.shards import Dataset
 from mirrorhall.imitation.tokenizer import Tokenizer
@@ -223,7 +223,7 @@ class Trainer:
             eps = self.eval_eps[start: start + 16]
             picks = [np.sort(rng.choice(len(e.kind), size=min(per, len(e.kind)), replace=False)) for e in eps]
             batch = make_batch(eps, picks, self.full_view).to(self.device)
-            logits = self.core(**model_inputs(self.core, batch))
+            logits = self.core(**batch_inputs(self.core, batch))
             ce = soft_cross_entropy(logits, batch.label)
             ce_all.append(ce)
             kl_all.append(ce - label_entropy(batch.label))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -20,14 +19,8 @@ from mirrorhall.agents.bayes import (
 from mirrorhall.agents.cast import Cast, sample_actions
 from mirrorhall.agents.personas import GEM_WEIGHT, SOCIAL_WEIGHT, Trait
 from mirrorhall.agents.populations import get_population
-from mirrorhall.envs.core import (
-    MOVES,
-    Situations,
-    WorldConfig,
-    WorldCore,
-    WorldState,
-    split_observation,
-)
+from mirrorhall.envs.core import MOVES, WorldConfig, WorldCore, WorldState, split_observation
+from mirrorhall.envs.perception import Situations, situations
 
 # --- Dirichlet species: closed forms vs brute force -----------------------------------------------
 
@@ -156,7 +149,7 @@ def ref_trait_log_probs(traits, obs, cfg) -> np.ndarray:
 
 
 def stack(sits):
-    return Situations(**{f.name: np.stack([getattr(s, f.name) for s in sits]) for f in fields(Situations)})
+    return Situations(**{f: np.stack([getattr(s, f) for s in sits]) for f in Situations.FIELDS})
 
 
 def record(cfg, specs, steps, seed, hyp):
@@ -168,7 +161,7 @@ def record(cfg, specs, steps, seed, hyp):
     cs = cast.initial_state()
     sits, obs, acts = [], [], []
     for _ in range(steps):
-        sit = core.situations(state)
+        sit = situations(core, state)
         a = sample_actions(cast.probs(sit, cs), rng)
         sits.append(sit)
         obs.append(core.observe(state))
@@ -227,7 +220,7 @@ def test_predictive_with_a_point_mass_is_that_hypothesis():
     hyp = HypothesisSet.grid(cfg.n_colors, cfg.n_agents)
     observer = BayesObserver(hyp)
     state = WorldCore(cfg).reset(2, np.random.default_rng(3))
-    sit = WorldCore(cfg).situations(state)  # (2, 6)
+    sit = situations(WorldCore(cfg), state)  # (2, 6)
     probs = hyp.probs(sit)  # (2, 6, H, 5)
     for h in (0, 7, len(hyp) - 1):
         lp = np.full((2, 6, len(hyp)), -np.inf)
@@ -321,11 +314,11 @@ def test_situations_small_and_large_batches_agree_bit_for_bit(view_radius, size)
     state = core.reset(24, rng)
     for _ in range(4):
         core.step(state, rng.integers(0, 5, (24, 16)), rng)
-    whole = core.situations(state)  # 24 x 16 x 16 > 4096: coordinates
+    whole = situations(core, state)  # 24 x 16 x 16 > 4096: coordinates
     for w in range(24):
-        alone = core.situations(worlds(state, slice(w, w + 1)))  # 1 x 16 x 16: the cell table
-        for f in fields(Situations):
-            assert getattr(alone, f.name)[0].tobytes() == getattr(whole, f.name)[w].tobytes(), f.name
+        alone = situations(core, worlds(state, slice(w, w + 1)))  # 1 x 16 x 16: the cell table
+        for f in Situations.FIELDS:
+            assert getattr(alone, f)[0].tobytes() == getattr(whole, f)[w].tobytes(), f
 
 
 def test_large_batch_agent_distances_are_computed_only_when_read():
@@ -334,16 +327,16 @@ def test_large_batch_agent_distances_are_computed_only_when_read():
     cfg = WorldConfig(n_agents=16)
     core = WorldCore(cfg)
     state = core.reset(24, np.random.default_rng(2))
-    sit = core.situations(state)
-    assert "agent_d" not in sit.__dict__ and "_agent_d" in sit.__dict__
+    sit = situations(core, state)
+    assert not sit.agent_d_is_computed
     part = sit.take((np.arange(3), np.zeros(3, np.int64)))
-    assert "agent_d" not in part.__dict__  # still lazy
+    assert not part.agent_d_is_computed  # still lazy
     tb = bases(sit)
-    assert "agent_d" not in sit.__dict__  # the shared bases do not need it either
-    small = core.situations(worlds(state, slice(0, 3)))  # 3 x 16 x 16 <= 4096: the eager table path
+    assert not sit.agent_d_is_computed  # the shared bases do not need it either
+    small = situations(core, worlds(state, slice(0, 3)))  # 3 x 16 x 16 <= 4096: the eager table path
     assert part.agent_d.tobytes() == small.agent_d[:, 0].tobytes()
     full = sit.agent_d
     assert full.flags["C_CONTIGUOUS"] and full.shape == (24, 16, 5, 16) and sit.agent_d is full
     assert tb._agent_arrays()[0] is full  # computed once, shared
-    again = pickle.loads(pickle.dumps(core.situations(state)))
+    again = pickle.loads(pickle.dumps(situations(core, state)))
     assert again.agent_d.tobytes() == full.tobytes()

@@ -17,6 +17,7 @@ from mirrorhall.agents.bayes import HypothesisSet  # noqa: E402
 from mirrorhall.agents.cast import trait_probs  # noqa: E402
 from mirrorhall.agents.personas import Trait  # noqa: E402
 from mirrorhall.analysis.compare_direct import EntropyReward, ImitationRewardEnv  # noqa: E402
+from mirrorhall.envs.perception import situations  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
 MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
@@ -36,7 +37,7 @@ def test_imitation_env_pays_log_pi_test_of_the_learners_action():
     obs, _ = env.reset(seed=3)
     for t in range(15):
         np.testing.assert_array_equal(obs["agent_0"], env.core.observe(env.world_state)[0, 0])
-        sit = env.core.situations(env.world_state).take((0, 0))
+        sit = situations(env.core, env.world_state).take((0, 0))
         want = trait_probs(sit, code.likes[0], code.social[0], code.beta[0])  # (5,)
         a = int(rng.integers(5))
         obs, rew, term, trunc, info = env.step({"agent_0": a})

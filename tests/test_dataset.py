@@ -18,6 +18,7 @@ from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import Cast
 from mirrorhall.agents.personas import Trait
 from mirrorhall.envs.core import WorldCore
+from mirrorhall.envs.perception import situations
 from mirrorhall.errors import DatasetError
 from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.labels import second_order_probs
@@ -52,7 +53,7 @@ def test_every_label_is_a_distribution(small):
 def replay(ep, world):
     """Situations of every step and a fresh cast of the episode's personas, from stored states."""
     core = WorldCore(world)
-    sit = core.situations(ep.world_states(world))  # (T + 1, N)
+    sit = situations(core, ep.world_states(world))  # (T + 1, N)
     return sit, Cast([ep.personas], world)
 
 

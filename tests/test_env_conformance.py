@@ -1,14 +1,14 @@
 """mirrorhall_v0 against PettingZoo's conformance tests and its own spec card, over many configs.
 
 Also: the vectorised ``WorldCore.situations`` equals the plain per-agent decoder
-``situation_from_observation`` for every agent (the core equivalence check).
+a plain per-agent decoder for every agent, and the perception module's two paths (world state and
+own observation) against each other, bit for bit (the core equivalence checks).
 """
 
 from __future__ import annotations
 
 import functools
 import types
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -23,12 +23,21 @@ from pettingzoo.test import (
 from mirrorhall.envs import REGISTRY, make, mirrorhall_v0
 from mirrorhall.envs.core import (
     AGENT_COLUMNS,
+    MOVES,
+    N_ACTIONS,
     NO_ACTION,
-    Situations,
     WorldConfig,
     WorldCore,
-    situation_from_observation,
     split_observation,
+)
+from mirrorhall.envs.perception import (
+    Situations,
+    decode,
+    entity_features,
+    nearest_seen,
+    situations,
+    view_features,
+    view_situations,
 )
 
 # (id, kwargs, cycles): cycles bounds the loops of the slower tests (64 agents get fewer).
@@ -307,18 +316,126 @@ def test_vectorised_situations_equal_per_agent_decoder(cfg):
     checked = 0
     for t in range(16):
         if t in (0, 1, 5, 15):
-            sit = core.situations(state)
+            sit = situations(core, state)
             obs = core.observe(state)
             assert sit.shape == (3, cfg.n_agents)
             for b in range(3):
                 for i in range(cfg.n_agents):
-                    ref = situation_from_observation(obs[b, i], cfg)
+                    ref = plain_situation(obs[b, i], cfg)
                     got = sit.take((b, i))
-                    for f in fields(Situations):
-                        np.testing.assert_array_equal(getattr(got, f.name), getattr(ref, f.name),
-                                                      err_msg=f"{f.name} b={b} i={i} t={t}")
+                    for f in Situations.FIELDS:
+                        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f),
+                                                      err_msg=f"{f} b={b} i={i} t={t}")
                     checked += 1
             if t == 0:
                 assert np.all(sit.last_action[sit.agent_seen] == NO_ACTION)
         core.step(state, rng.integers(0, 5, size=(3, cfg.n_agents)), rng)
     assert checked == 4 * 3 * cfg.n_agents
+
+
+# The scenes the episode digests are taken on: full and partial view, 8-64 agents, walls.
+PERCEPTION_CONFIGS = [
+    WorldConfig(n_agents=8),
+    WorldConfig(n_agents=8, view_radius=2),
+    WorldConfig(n_agents=24, width=15, height=13, view_radius=3, interior_walls=((4, 4), (5, 6))),
+    WorldConfig(n_agents=64, width=20, height=17),
+    WorldConfig(n_agents=32, width=14, height=12, view_radius=2, interior_walls=((3, 3),)),
+    WorldConfig(n_agents=5, width=9, height=7, n_colors=3, view_radius=1, interior_walls=((3, 4),)),
+]
+
+
+@pytest.mark.parametrize("cfg", PERCEPTION_CONFIGS, ids=lambda c: f"{c.n_agents}a_{c.width}x{c.height}_r{c.view_radius}")
+def test_perception_from_observations_equals_perception_from_state(cfg):
+    """What an agent's own observation decodes to gives bit-identical situations and relational
+    features to the batched path over the true state (every observer, every entity)."""
+    core = WorldCore(cfg)
+    rng = np.random.default_rng(cfg.n_agents + 1)
+    state = core.reset(2, rng)
+    b, n = 2, cfg.n_agents
+    for t in range(12):
+        obs = core.observe(state).reshape(b * n, -1)  # (B * N, obs_dim)
+        view = decode(obs, cfg)
+        np.testing.assert_array_equal(view.ego, np.tile(np.arange(n), b))
+        want = situations(core, state)
+        got = view_situations(core, view)
+        for f in Situations.FIELDS:
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f).reshape(b * n, *getattr(got, f).shape[1:]),
+                                          err_msg=f"{f} t={t}")
+        feats, vis = entity_features(core, state)  # (B, N, N, 5, F), (B, N, N)
+        vfeats, vvis = view_features(core, view)  # (B * N, N, 5, F)
+        assert vfeats.tobytes() == feats.reshape(b * n, n, 5, -1).tobytes(), f"features differ at t={t}"
+        np.testing.assert_array_equal(vvis, vis.reshape(b * n, n))
+        some = np.array([0, n - 1])
+        part, part_vis = entity_features(core, state, observers=some)
+        assert part.tobytes() == feats[:, some].tobytes() and np.array_equal(part_vis, vis[:, some])
+        core.step(state, rng.integers(0, 5, size=(b, n)), rng)
+
+
+def test_features_of_unseen_entities_are_zero_and_of_seen_ones_exact():
+    """Rows of agents an observer cannot see are all zero; a seen agent's row holds its distance
+    changes, computed here by hand for one observer."""
+    cfg = WorldConfig(n_agents=4, width=9, height=9, n_colors=2, gems_per_color=1, view_radius=2)
+    core = WorldCore(cfg)
+    state = core.reset(1, np.random.default_rng(0))
+    state.agent_pos[0] = [[4, 4], [4, 5], [1, 1], [6, 4]]  # agent 2 is out of agent 0's view
+    state.gem_pos[0] = [[4, 6], [7, 7]]  # the green gem is out of agent 0's view
+    feats, vis = entity_features(core, state)
+    assert vis[0, 0].tolist() == [True, True, False, True]
+    assert not feats[0, 0, 2].any()
+    row = feats[0, 0, 1]  # (5, F): agent 1 at (4, 5) as agent 0 sees it; red gem at (4, 6)
+    # columns: d_red, d_green, seen_red, seen_green, d_near, d_observer, blocked
+    assert row[:, 0].tolist() == [0, 1, 1, 1, -1]  # stay, up, down, left, right
+    assert row[:, 1].tolist() == [0] * 5 and row[:, 2].tolist() == [1] * 5 and row[:, 3].tolist() == [0] * 5
+    assert row[:, 5].tolist() == [0, 1, 1, -1, 1]  # to the observer at (4, 4)
+    assert row[:, 4].tolist() == [0, 1, 1, -1, 1]  # nearest other agent agent 1 sees through 0's eyes: agent 0
+    assert row[:, 6].tolist() == [0] * 5
+    sit = situations(core, state)
+    np.testing.assert_array_equal(sit.agent_near[0, 0], nearest_seen(sit.agent_d[0, 0], sit.agent_seen[0, 0]))
+
+
+def test_decode_refuses_observations_of_another_world():
+    cfg = WorldConfig(n_agents=3)
+    obs = WorldCore(cfg).observe(WorldCore(cfg).reset(1, np.random.default_rng(0)))[0]
+    with pytest.raises(ValueError, match="shape"):
+        decode(obs[:, :-1], cfg)
+    bad = obs.copy()
+    bad[:, cfg.obs_layout["agents"][0] + 4] = 1.0  # agent 0 marked as itself in every observation too
+    with pytest.raises(ValueError, match="is_self"):
+        decode(bad, cfg)
+
+
+def plain_situation(obs: np.ndarray, config: WorldConfig) -> Situations:
+    """One agent's flat observation -> its Situations (leading shape ()): a plain per-agent
+    loop written independently of the perception module, the oracle both of its paths must equal."""
+    seg = split_observation(np.asarray(obs), config)
+    grid, table = seg["grid"], seg["agents"]
+    n, c = config.n_agents, config.n_colors
+    ego = int(np.flatnonzero(table[:, 4] == 1)[0])
+    me = table[ego, 1:3].astype(np.int64)
+    wall = grid[..., 1] > 0  # the cells next to the ego are always in view (view_radius >= 1)
+    after = np.empty((N_ACTIONS, 2), dtype=np.int64)
+    for a in range(N_ACTIONS):
+        nxt = me + MOVES[a]
+        after[a] = me if wall[nxt[0], nxt[1]] else nxt
+    gem_d = np.zeros((N_ACTIONS, c))
+    gem_seen = np.zeros(c, dtype=bool)
+    for col in range(c):
+        cells = np.argwhere(grid[..., 2 + col] > 0)
+        if len(cells):
+            gem_seen[col] = True
+            for a in range(N_ACTIONS):
+                gem_d[a, col] = np.abs(cells - after[a]).sum(1).min()
+    agent_d = np.zeros((N_ACTIONS, n))
+    agent_seen = np.zeros(n, dtype=bool)
+    last = np.full(n, NO_ACTION, dtype=np.int64)
+    for j in range(n):
+        if table[j, 0] > 0:
+            last[j] = int(table[j, 3])
+            if j != ego:
+                agent_seen[j] = True
+                for a in range(N_ACTIONS):
+                    agent_d[a, j] = np.abs(table[j, 1:3] - after[a]).sum()
+    return Situations(
+        gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
+        last_action=last, ego=np.array(ego), agent_near=nearest_seen(agent_d, agent_seen),
+    )

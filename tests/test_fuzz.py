@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mirrorhall.agents.model_policy import check_prompt
 from mirrorhall.agents.personas import (
     PERSONA_KINDS,
     Imitator,
@@ -33,6 +32,7 @@ from mirrorhall.cli import build_parser, main
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, WorldConfig
 from mirrorhall.imitation.generate import GenerateConfig, generate
+from mirrorhall.imitation.model_io import check_prompt
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, parse_prompt, render
 from mirrorhall.imitation.tokenizer import Tokenizer
 from mirrorhall.imitation.train import TrainConfig, train

@@ -32,6 +32,7 @@ from mirrorhall.agents.personas import (
 from mirrorhall.agents.populations import POPULATIONS, get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.envs.core import COLOR_NAMES, MOVES, WorldConfig, WorldCore, split_observation
+from mirrorhall.envs.perception import situations
 
 # --- the plain reference -------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ def play(cfg, specs_rows, steps, seed, hypotheses=None):
     state = core.reset(len(specs_rows), rng)
     cs = cast.initial_state()
     for t in range(steps + 1):
-        sit = core.situations(state)
+        sit = situations(core, state)
         p = cast.probs(sit, cs)
         yield t, core, cast, state, sit, cs, p
         a = sample_actions(p, rng)
@@ -252,7 +253,7 @@ def test_imitator_point_mass_belief_reproduces_target_and_fidelity_zero_its_own_
         log_belief[0, m, hyp.index(specs[k])] = 0.0
     cs = CastState(log_belief)
     for _ in range(10):
-        sit = core.situations(state)
+        sit = situations(core, state)
         obs = core.observe(state)
         p = cast.probs(sit, cs)
         # fidelity 1: exactly the target's counterfactual distribution in the imitator's situation
@@ -275,7 +276,7 @@ def test_imitator_belief_updates_only_from_a_visible_target():
     core = WorldCore(cfg)
     state = core.reset(1, np.random.default_rng(0))
     state.agent_pos[0] = [(2, 2), (2, 3), (12, 12)]  # 1 sees 0; 2 sees nobody
-    sit = core.situations(state)
+    sit = situations(core, state)
     cs0 = cast.initial_state()
     cs1 = cast.observe(cs0, sit, np.array([[4, 0, 0]]))
     ll = cast.hypotheses.log_probs(sit.take((0, 0)))[:, 4]

@@ -9,7 +9,6 @@ Tests marked ``ray`` start a local Ray instance on loopback with 2 CPUs (module-
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -19,15 +18,11 @@ pytest.importorskip("ray.rllib")
 torch = pytest.importorskip("torch")
 
 from mirrorhall.agents.cast import Cast  # noqa: E402
+from mirrorhall.agents.persona_rlmodule import PersonaRLModule  # noqa: E402
 from mirrorhall.agents.personas import Imitator, Mirror, Species, Trait, personas_to_json  # noqa: E402
-from mirrorhall.agents.rllib_modules import PersonaRLModule, situations_from_observations  # noqa: E402
 from mirrorhall.envs import mirrorhall_v0  # noqa: E402
-from mirrorhall.envs.core import (  # noqa: E402
-    Situations,
-    WorldConfig,
-    situation_from_observation,
-    split_observation,
-)
+from mirrorhall.envs.core import WorldConfig, WorldCore, split_observation  # noqa: E402
+from mirrorhall.envs.perception import Situations, decode, situations, view_situations  # noqa: E402
 from mirrorhall.envs.rllib_env import MirrorhallMultiAgentEnv, register_rllib_env, world_config  # noqa: E402
 
 ENV_CONFIGS = {
@@ -234,10 +229,6 @@ def persona_module(world_cfg: dict, specs, inference_only: bool = True) -> Perso
     )
 
 
-def stack_situations(sits: list[Situations]) -> Situations:
-    return Situations(**{f.name: np.stack([getattr(s, f.name) for s in sits]) for f in fields(Situations)})
-
-
 def scene_episode(cfg: dict, specs, steps: int, seed: int):
     """A real episode of the ParallelEnv driven by the personas: (obs (T, N, D), Cast.probs (T, N, 5))."""
     env = mirrorhall_v0.parallel_env(**cfg)
@@ -247,7 +238,7 @@ def scene_episode(cfg: dict, specs, steps: int, seed: int):
     obs, _ = env.reset(seed=seed)
     all_obs, all_probs = [], []
     for _ in range(steps):
-        p = cast.probs(env.core.situations(env.world_state), cstate)[0]  # (N, 5)
+        p = cast.probs(situations(env.core, env.world_state), cstate)[0]  # (N, 5)
         all_obs.append(np.stack([obs[a] for a in env.possible_agents]))
         all_probs.append(p)
         act = (rng.random((len(p), 1)) > np.cumsum(p, -1)).sum(-1).clip(0, 4)
@@ -255,24 +246,23 @@ def scene_episode(cfg: dict, specs, steps: int, seed: int):
     return np.stack(all_obs), np.stack(all_probs)
 
 
-def test_situations_from_observations_match_the_core_and_the_reference():
+def test_persona_module_reads_situations_from_observations_like_the_core():
+    """The module's view of a batch of observations (the perception module's decoder) gives the
+    situations the core computes from the state, bit for bit and of the same dtypes."""
     cfg = dict(ENV_CONFIGS["non_square"], n_agents=4, gems_per_color=2)
     world = WorldConfig(**cfg)
+    core = WorldCore(world)
     env = mirrorhall_v0.parallel_env(**cfg)
     obs, _ = env.reset(seed=2)
     rng = np.random.default_rng(2)
     for _ in range(12):
         flat = np.stack([obs[a] for a in env.possible_agents])  # (N, D)
-        got = situations_from_observations(flat, world)
-        core = env.core.situations(env.world_state).take(0)
-        ref = stack_situations([situation_from_observation(o, world) for o in flat])
-        for f in fields(Situations):
-            np.testing.assert_array_equal(getattr(got, f.name), getattr(core, f.name), err_msg=f.name)
-            np.testing.assert_array_equal(getattr(got, f.name), getattr(ref, f.name), err_msg=f.name)
-            assert getattr(got, f.name).dtype == getattr(core, f.name).dtype, f.name
+        got = view_situations(core, decode(flat, world))
+        want = situations(env.core, env.world_state).take(0)
+        for f in Situations.FIELDS:
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+            assert getattr(got, f).dtype == getattr(want, f).dtype, f
         obs, *_ = env.step(random_actions(env, rng))
-    with pytest.raises(ValueError, match="shape"):
-        situations_from_observations(flat[:, :-1], world)
 
 
 @pytest.mark.parametrize("view_radius", [None, 2])
@@ -297,7 +287,7 @@ def test_persona_module_logits_are_exactly_log_cast_probs(view_radius):
     env = mirrorhall_v0.parallel_env(**cfg)
     o, _ = env.reset(seed=8)
     got = single.forward_inference({"obs": torch.from_numpy(np.stack(list(o.values())))})["action_dist_inputs"]
-    np.testing.assert_array_equal(got.numpy(), np.log(want.probs(env.core.situations(env.world_state),
+    np.testing.assert_array_equal(got.numpy(), np.log(want.probs(situations(env.core, env.world_state),
                                                                  want.initial_state())[0]))
 
 
@@ -352,7 +342,7 @@ def check_persona_episodes(episodes, env_config: dict, specs, n_episodes: int) -
             obs = np.asarray(sa.get_observations())[:-1]  # (T, D) the obs each action answered
             assert actions.shape == (world.max_cycles,) and np.isin(actions, range(5)).all()
             assert (split_observation(obs, world)["agents"][:, :, 4].argmax(-1) == int(aid[6:])).all()
-            sit = stack_situations([situation_from_observation(o, world) for o in obs])
+            sit = view_situations(WorldCore(world), decode(obs, world))
             t = np.arange(len(obs))[None]
             want = cast.probs_as(sit.ego[None], sit.take(np.s_[None]), cast.initial_state(), situation=t)[0]
             np.testing.assert_array_equal(actions, want.argmax(-1), err_msg=aid)

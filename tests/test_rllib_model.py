@@ -1,4 +1,4 @@
-"""The trained model as an RLlib module (``mirrorhall.imitation.rllib_module.ModelRLModule``).
+"""The trained model as an RLlib module (``mirrorhall.imitation.model_rlmodule.ModelRLModule``).
 
 Equivalence: a scene is driven step by step through the RLlib env; at every step the module
 (fed only each agent's flat observation and its own RLlib state) and ``ModelPolicy`` (fed the
@@ -19,12 +19,11 @@ pytest.importorskip("ray.rllib")
 torch = pytest.importorskip("torch")
 
 from mirrorhall.agents.cast import sample_actions  # noqa: E402
-from mirrorhall.agents.features import entity_features  # noqa: E402
 from mirrorhall.envs.core import WorldCore  # noqa: E402
 from mirrorhall.envs.rllib_env import MirrorhallMultiAgentEnv, register_rllib_env, world_config  # noqa: E402
 from mirrorhall.imitation.checkpoint import load_policy, save_checkpoint  # noqa: E402
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel  # noqa: E402
-from mirrorhall.imitation.rllib_module import ModelRLModule, observer_features, prompt_texts  # noqa: E402
+from mirrorhall.imitation.model_rlmodule import ModelRLModule, prompt_texts  # noqa: E402
 from mirrorhall.imitation.tokenizer import Tokenizer  # noqa: E402
 from mirrorhall.imitation.train import MODEL_SIZES  # noqa: E402
 
@@ -58,27 +57,6 @@ def model_module(env_config: dict, checkpoint, prompts=PROMPTS, inference_only=T
     return ModelRLModule(observation_space=env.observation_spaces["agent_0"],
                          action_space=env.action_spaces["agent_0"], inference_only=inference_only,
                          model_config={"checkpoint": str(checkpoint), "world": env_config, "prompts": prompts})
-
-
-def test_observer_features_are_the_observers_rows_of_entity_features():
-    """Rebuilt from one flat observation, the ego's features of every agent it sees are exact."""
-    for view_radius in (None, 2):
-        cfg = {"n_agents": 5, "width": 9, "height": 7, "n_colors": 3, "gems_per_color": 2,
-               "view_radius": view_radius, "interior_walls": ((3, 4),), "max_cycles": 25}
-        world = world_config(cfg)
-        env = MirrorhallMultiAgentEnv(cfg)
-        obs, _ = env.reset(seed=1)
-        core = WorldCore(world)
-        rng = np.random.default_rng(1)
-        for _ in range(25):
-            flat = np.stack([obs[a] for a in env.possible_agents])
-            feats, vis, ego, last = observer_features(flat, world)
-            want, want_vis = entity_features(core, env.world_state)  # (1, N, N, 5, F), (1, N, N)
-            np.testing.assert_array_equal(ego, np.arange(world.n_agents))
-            np.testing.assert_array_equal(vis, want_vis[0])
-            np.testing.assert_array_equal(feats[vis], want[0][vis])  # rows of agents out of view are unused
-            np.testing.assert_array_equal(last[vis], np.broadcast_to(env.world_state.last_action, vis.shape)[vis])
-            obs, *_ = env.step({a: int(x) for a, x in zip(env.possible_agents, rng.integers(5, size=5), strict=True)})
 
 
 @pytest.mark.parametrize("view_radius", [None, 2])

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from mirrorhall.agents.personas import Trait
-from mirrorhall.envs.core import WorldCore, WorldState
+from mirrorhall.envs.core import WorldCore
 from mirrorhall.errors import DatasetError
-from mirrorhall.imitation.batches import episode_arrays, make_batch, model_inputs
+from mirrorhall.imitation.batches import episode_arrays, make_batch
 from mirrorhall.imitation.checkpoint import CheckpointError, load_model, load_policy
 from mirrorhall.imitation.generate import GenerateConfig, generate
+from mirrorhall.imitation.model_io import batch_inputs
 from mirrorhall.imitation.shards import Dataset
 from mirrorhall.imitation.tokenizer import Tokenizer
 from mirrorhall.imitation.train import TrainConfig, train
@@ -110,15 +111,15 @@ def test_incremental_acting_equals_the_batch_path(small_data, small_run):
     arr = episode_arrays(ep, data.world, tok, model.config.max_prompt_len)
     batch = make_batch([arr], [np.arange(len(arr.kind))], full_view=True)
     with torch.no_grad():
-        ref = torch.softmax(model(**model_inputs(model, batch)).double(), -1).numpy()
+        ref = torch.softmax(model(**batch_inputs(model, batch)).double(), -1).numpy()
     core = WorldCore(data.world)
     policy = load_policy(small_run, core, range(data.world.n_agents))
     ws = ep.world_states(data.world)
     state = policy.initial_state(1)
     n_checked = 0
     for t in range(ep.actions.shape[0] + 1):
-        one = WorldState(ws.agent_pos[t:t + 1], ws.gem_pos[t:t + 1], ws.gem_color, ws.last_action[t:t + 1],
-                         ws.valued[t:t + 1], ws.collected[t:t + 1], t)
+        one = core.recorded_state(ws.agent_pos[t:t + 1], ws.gem_pos[t:t + 1], ws.last_action[t:t + 1],
+                                  ws.valued[t:t + 1], t)
         feats, vis = policy.features(one)
         for s in np.flatnonzero(arr.t == t):
             p = policy.probs(policy.set_prompt(state, int(arr.agent[s]), ep.prompt[s]), feats, vis)

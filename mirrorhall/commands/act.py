@@ -72,7 +72,7 @@ class ActConfig:
 
 
 def check(prompt: str, n_agents: int) -> str:
-    from mirrorhall.agents.model_policy import check_prompt
+    from mirrorhall.imitation.model_io import check_prompt
 
     with user_input():
         return check_prompt(prompt, n_agents)
@@ -123,8 +123,7 @@ def act(cfg: ActConfig, personas=None) -> int:
             bar.update(1)
 
     episode = run_scene(world, personas, cfg.steps, cfg.seed, hypotheses=hypotheses, on_step=on_step,
-                        model=policy, prompts=[cfg.prompts[a] for a in driven],
-                        prompt_schedule=cfg.schedule)
+                        drivers=[policy.driver([cfg.prompts[a] for a in driven], cfg.schedule)])
     bar.close()
     labels = {a: f"model: {cfg.prompts[a]!r}" + "".join(
         f", from step {t}: {p[a]!r}" for t, p in sorted(cfg.schedule.items()) if a in p) for a in driven}

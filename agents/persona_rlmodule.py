@@ -23,8 +23,8 @@ Model config (``RLModuleSpec(module_class=PersonaRLModule, model_config={...})``
     functions of the current observation); imitators are refused, because their belief about
     their target is state that a stateless module does not keep.
 
-``situations_from_observations`` decodes a batch of flat observations into ``Situations`` in one
-vectorised pass; it equals ``envs.core.situation_from_observation`` row by row.
+The module reads each ego's situation from its own observation through the perception module
+(``mirrorhall.envs.perception.decode`` and ``view_situations``).
 
 Import this module explicitly: it imports torch and Ray at module level.
 """
@@ -41,56 +41,9 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs
 from mirrorhall.agents.personas import persona_from_json
-from mirrorhall.envs.core import (
-    MOVES,
-    NO_ACTION,
-    Situations,
-    WorldConfig,
-    nearest_seen,
-    split_observation,
-)
+from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.envs.perception import decode, view_situations
 from mirrorhall.envs.rllib_env import world_config
-
-
-def situations_from_observations(obs: np.ndarray, config: WorldConfig) -> Situations:
-    """(B, obs_dim) flat observations -> their egos' ``Situations`` with leading shape (B,)."""
-    obs = np.asarray(obs, dtype=np.float64)
-    if obs.ndim != 2 or obs.shape[1] != config.obs_dim:
-        raise ValueError(f"observations must have shape (B, {config.obs_dim}) for this world; "
-                         f"got {obs.shape}")
-    b = obs.shape[0]
-    h, w, c, k = config.height, config.width, config.n_colors, config.gems_per_color
-    seg = split_observation(obs, config)
-    grid, table = seg["grid"], seg["agents"]  # (B, H, W, 2 + C), (B, N, 5)
-    is_self = table[..., 4] == 1  # (B, N)
-    if not np.all(is_self.sum(-1) == 1):
-        raise ValueError("every observation must mark exactly one agent as itself (is_self)")
-    ego = is_self.argmax(-1)  # (B,)
-    rows = np.arange(b)
-    me = table[rows, ego, 1:3].astype(np.int64)  # (B, 2)
-    nxt = me[:, None, :] + MOVES  # (B, 5, 2) the ego's neighbours are always in view
-    blocked = grid[rows[:, None], nxt[..., 0], nxt[..., 1], 1] > 0  # (B, 5)
-    after = np.where(blocked[..., None], me[:, None, :], nxt)  # (B, 5, 2)
-
-    # At most gems_per_color gems of a colour are visible: gather their cells, (B, C, K).
-    gem_mask = np.moveaxis(grid[..., 2:].reshape(b, h * w, c) > 0, -1, 1)  # (B, C, H*W)
-    cell = np.argsort(~gem_mask, axis=-1, kind="stable")[..., :k]  # (B, C, K) visible gems first
-    valid = np.take_along_axis(gem_mask, cell, axis=-1)  # (B, C, K)
-    gem_pos = np.stack(np.divmod(cell, w), axis=-1)  # (B, C, K, 2)
-    d = np.abs(after[:, :, None, None, :] - gem_pos[:, None]).sum(-1)  # (B, 5, C, K)
-    d = np.where(valid[:, None], d, h + w).min(-1)  # (B, 5, C)
-    gem_seen = valid.any(-1)  # (B, C)
-    gem_d = np.where(gem_seen[:, None, :], d, 0)
-
-    visible = table[..., 0] > 0  # (B, N)
-    agent_seen = visible & ~is_self
-    agent_d = np.abs(after[:, :, None, :] - table[:, None, :, 1:3]).sum(-1)  # (B, 5, N)
-    agent_d = np.where(agent_seen[:, None, :], agent_d, 0.0)
-    last = np.where(visible, table[..., 3], NO_ACTION).astype(np.int64)  # (B, N)
-    agent_d = agent_d.astype(np.float64)
-    return Situations(gem_d=gem_d.astype(np.float64), gem_seen=gem_seen, agent_d=agent_d,
-                      agent_seen=agent_seen, last_action=last, ego=ego.astype(np.int64),
-                      agent_near=nearest_seen(agent_d, agent_seen))
 
 
 def _world(spec) -> WorldConfig:
@@ -135,10 +88,11 @@ class PersonaRLModule(TorchRLModule):
             raise ValueError(f"PersonaRLModule: the observation space has shape {shape} but the "
                              f"world in model_config gives observations of ({self.world.obs_dim},)")
         self._no_belief = np.zeros((1, len(self.cast.hypotheses)))  # unused: no imitators
+        self._core = WorldCore(self.world)
 
     def probs(self, obs: np.ndarray) -> np.ndarray:
         """(B, obs_dim) observations -> (B, 5) exact action probabilities of the egos' personas."""
-        sit = situations_from_observations(obs, self.world)
+        sit = view_situations(self._core, decode(obs, self.world))
         params = self.cast.params.take((np.zeros_like(sit.ego), sit.ego))  # (B,)
         belief = np.broadcast_to(self._no_belief, (sit.ego.shape[0], self._no_belief.shape[1]))
         return persona_probs(params, sit, belief, self.cast.hypotheses)

@@ -1,0 +1,420 @@
+"""Perception: what every agent sees, in one encoding, from the world state or its own observation.
+
+This module owns the seam between the world and everything that reads it (scripted personas,
+labelling, the model, probes, RLlib modules). There is one view of the world per observer and two
+ways to get it:
+
+- from the true world state restricted to what each agent sees (``WorldCore.visible``): the fast,
+  batched path that scenes, labelling and training use;
+- from an agent's own flat PettingZoo observation (``decode``): the path of an agent that has
+  nothing but its observation (RLlib modules, a model driving an agent of a plain ``parallel_env``).
+
+Both give bit-identical results (tested on scenes with full and partial view, walls, 5-64 agents).
+What is read from a view, all of it exact and action-relative (Manhattan distances from the
+position after each of the 5 moves, walls blocking):
+
+``Situations`` (``situations``, ``view_situations``)
+    the ego's own situation, the input of scripted personas: distances to the nearest visible gem
+    of each colour, to every seen agent and to the nearest one, and the last actions seen.
+Relational features (``entity_features``, ``view_features``)
+    the input of the model: for observer i, entity j (any agent i sees, itself included) and each
+    move a, what a would do for j, judged from i's view only; ``n_features(C)`` columns:
+
+        [ d_c(a) - d_c(stay) for each colour c ]  change of j's distance to the nearest gem of c
+                                                  that i can see (0 if i sees none of c)
+        [ seen_c for each colour c ]              i sees a gem of colour c
+        d_near(a) - d_near(stay)                  change of j's distance to the nearest other
+                                                  agent i sees
+        d_i(a) - d_i(stay)                        change of j's distance to the observer i (0 for j = i)
+        blocked(a)                                the move runs into a wall
+
+    Rows of entities i does not see are all zero, so the features are a function of i's own
+    observation. Trait personas are softmax functions of exactly such differences, so these
+    features let a model read behaviour without first learning to see; no persona, trait or label
+    ever enters them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirrorhall.envs.core import (
+    N_ACTIONS,
+    NO_ACTION,
+    WorldConfig,
+    WorldCore,
+    WorldState,
+    split_observation,
+)
+
+EGO_COLUMN = -2
+"""Index of the distance-to-observer column of the relational features."""
+
+
+def n_features(n_colors: int) -> int:
+    """Columns of the relational features for worlds of ``n_colors`` colours."""
+    return 2 * n_colors + 3
+
+
+class Situations:
+    """What each ego agent's observation says, as exact action-relative distances.
+
+    Leading shape S is (B, N) for every agent in its own situation, or any gathered shape.
+    Distances are Manhattan distances from the ego's position after each of the 5 moves.
+
+    ``agent_d`` may be given as a function of no arguments: it is then computed when the property
+    is first read (most personas need only ``agent_near``), and ``take`` stays lazy.
+    """
+
+    FIELDS = ("gem_d", "gem_seen", "agent_d", "agent_seen", "last_action", "ego", "agent_near")
+
+    def __init__(self, gem_d: np.ndarray, gem_seen: np.ndarray, agent_d: np.ndarray | Callable[[], np.ndarray],
+                 agent_seen: np.ndarray, last_action: np.ndarray, ego: np.ndarray, agent_near: np.ndarray):
+        self.gem_d = gem_d  # (S..., 5, C) distance to the nearest visible gem of each colour
+        self.gem_seen = gem_seen  # (S..., C) bool: some gem of that colour is visible
+        # (S..., 5, N) distance to each agent's current position, or a _Once computing it
+        self._agent_d = _Once(agent_d) if callable(agent_d) and not isinstance(agent_d, _Once) else agent_d
+        self.agent_seen = agent_seen  # (S..., N) bool: that agent is visible and is not the ego
+        self.last_action = last_action  # (S..., N) int64 last action of each agent seen, NO_ACTION if unseen
+        self.ego = ego  # (S...) int64 id of the ego agent
+        self.agent_near = agent_near  # (S..., 5) distance to the nearest seen other agent, 0 if none
+
+    @property
+    def agent_d(self) -> np.ndarray:
+        """(S..., 5, N) distance from each post-move cell to each seen agent (0 where unseen)."""
+        if isinstance(self._agent_d, _Once):
+            self._agent_d = self._agent_d()
+        return self._agent_d
+
+    @property
+    def agent_d_is_computed(self) -> bool:
+        return not isinstance(self._agent_d, _Once)
+
+    def agent_d_getter(self) -> Callable[[], np.ndarray]:
+        """A function returning ``agent_d``, computing it only when called (once, shared with
+        this object); it holds no reference to the situations object itself."""
+        lazy = self._agent_d
+        if isinstance(lazy, _Once):
+            return lazy
+        return lambda: lazy
+
+    def __getstate__(self):  # pickling (processes, Ray) sends the array, not the function
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Situations) and all(
+            np.array_equal(getattr(self, f), getattr(other, f)) for f in self.FIELDS)
+
+    __hash__ = None
+
+    def take(self, index) -> Situations:
+        """Select along the leading axes with numpy indexing (a lazy ``agent_d`` stays lazy)."""
+        parts = {f: getattr(self, f)[index] for f in self.FIELDS if f != "agent_d"}
+        lazy = self._agent_d
+        if isinstance(lazy, _Once):
+            return Situations(agent_d=lambda: lazy()[index], **parts)
+        return Situations(agent_d=lazy[index], **parts)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.ego.shape
+
+
+class _Once:
+    """A function of no arguments whose result is computed on the first call and kept."""
+
+    __slots__ = ("_fn", "_value")
+
+    def __init__(self, fn: Callable[[], np.ndarray]):
+        self._fn, self._value = fn, None
+
+    def __call__(self) -> np.ndarray:
+        if self._fn is not None:
+            self._value, self._fn = self._fn(), None
+        return self._value
+
+
+def nearest_seen(agent_d: np.ndarray, agent_seen: np.ndarray) -> np.ndarray:
+    """(S..., 5) ``Situations.agent_near`` from agent_d (S..., 5, N) and agent_seen (S..., N)."""
+    near = np.where(agent_seen[..., None, :], agent_d, np.inf).min(-1)
+    return np.where(np.isfinite(near), near, 0.0)
+
+
+def _fold_last(x: np.ndarray, op: np.ufunc = np.minimum) -> np.ndarray:
+    """``op.reduce(x, axis=-1)`` by pairwise folding, much faster than numpy's reduction over a
+    short last axis. Only for exact, order-free operations (integer min, boolean or)."""
+    if x.size <= 4096:  # small: one reduction call is cheaper than several folds
+        return op.reduce(x, axis=-1)
+    while x.shape[-1] > 1:
+        size = x.shape[-1]
+        even = size - size % 2
+        y = op(x[..., 0:even:2], x[..., 1:even:2])
+        if size % 2:
+            op(y[..., :1], x[..., even:], out=y[..., :1])
+        x = y
+    return x[..., 0]
+
+
+
+# --- the ego's own situation, from the world state ---------------------------------------------
+
+
+def situations(core: WorldCore, state: WorldState) -> Situations:
+    """Every agent's own situation, (B, N) leading shape.
+
+    Distances are computed in a small integer type (exact: they are below width + height)
+    and converted to float64 once; ``agent_near`` is folded from the same integers, and the
+    full (B, N, 5, N) ``agent_d``, which only follow personas and counterfactual queries read,
+    is converted when first read.
+    """
+    cfg = core.config
+    b, n = state.last_action.shape
+    gem_vis, agent_vis = core.visible(state)
+    big = cfg.width + cfg.height
+    cell = core.cells(state.agent_pos)  # (B, N)
+    agent_seen = agent_vis & ~np.eye(n, dtype=bool)  # (B, N, N)
+    gem_seen = _fold_last(gem_vis.reshape(b, n, cfg.n_colors, cfg.gems_per_color), np.logical_or)  # (B, N, C)
+    if b * n * n <= 4096 and core.cell_pos.shape[0] <= 1024:
+        gem_d, near, agent_d = _near_by_table(core, state, cell, gem_vis, agent_seen)
+    else:
+        gem_d, near, agent_d = _near_by_coordinates(core, state, cell, gem_vis, agent_seen)
+    gem_d = np.multiply(gem_d, gem_seen[:, :, None, :], dtype=np.float64, order="C")  # 0 where unseen
+    near = np.multiply(near, near < big, dtype=np.float64)  # 0.0 when no other agent is seen
+    last = np.where(agent_vis, state.last_action[:, None, :], NO_ACTION)  # (B, N, N)
+    ego = np.broadcast_to(np.arange(n), (b, n)).copy()
+    return Situations(gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
+                      last_action=last, ego=ego, agent_near=near)
+
+def _near_by_table(core: WorldCore, state: WorldState, cell, gem_vis, agent_seen):
+    """Small batches and grids: gathers from the cell-to-cell distance table, in the layout
+    of ``Situations``. Returns (gem distance per colour (B, N, 5, C) in the distance type,
+    nearest seen agent (B, N, 5), >= width + height when none is seen, agent_d float64)."""
+    cfg = core.config
+    b, n = cell.shape
+    dt = _dist_dtype(cfg)
+    big = dt(cfg.width + cfg.height)
+    after = core.move_cell[cell][..., None]  # (B, N, 5, 1) flat cells
+    dist = _distances(cfg.height, cfg.width, dt)
+    d_gem = dist[after, core.cells(state.gem_pos)[:, None, None, :]]  # (B, N, 5, G)
+    if cfg.view_radius is not None:
+        d_gem = np.where(gem_vis[:, :, None, :], d_gem, big)
+    per_color = _fold_last(d_gem.reshape(b, n, N_ACTIONS, cfg.n_colors, cfg.gems_per_color))
+    d = dist[after, cell[:, None, None, :]]  # (B, N, 5, N) post-move cell to each agent
+    # ``big`` added for agents not seen (the ego itself included): the nearest seen agent is a
+    # plain minimum and agent_d a multiplication by the seen mask
+    d += np.multiply(~agent_seen, big, dtype=dt)[:, :, None, :]
+    agent_d = np.multiply(d, agent_seen[:, :, None, :], dtype=np.float64)  # unseen: +0.0
+    return per_color, _fold_last(d), agent_d
+
+def _near_by_coordinates(core: WorldCore, state: WorldState, cell, gem_vis, agent_seen):
+    """Large batches: distances from coordinates, laid out target-major ((B, target, N * 5):
+    numpy's inner loops then run over the N * 5 post-move cells of all egos, not over N
+    targets), in int8 where the grid allows. Same returns as ``_near_by_table``, except that
+    agent_d is a function computing it."""
+    cfg = core.config
+    b, n = cell.shape
+    dt = _near_dtype(cfg)
+    big = dt(cfg.width + cfg.height)
+    after = core.move_pos[cell].astype(dt)  # (B, N, 5, 2)
+    ar = after[..., 0].reshape(b, 1, n * N_ACTIONS)
+    ac = after[..., 1].reshape(b, 1, n * N_ACTIONS)
+
+    def spread(pos):  # (B, K, 2) positions -> (B, K, N * 5) distance from every post-move cell
+        p = pos.astype(dt)
+        d = np.subtract(p[..., 0, None], ar)
+        np.abs(d, out=d)
+        e = np.subtract(p[..., 1, None], ac)
+        np.abs(e, out=e)
+        d += e
+        return d
+
+    d_gem = spread(state.gem_pos)  # (B, G, N * 5)
+    if cfg.view_radius is not None:
+        unseen = np.repeat(~gem_vis.transpose(0, 2, 1), N_ACTIONS, axis=-1)  # (B, G, N * 5)
+        d_gem[unseen] = big
+    per_color = np.minimum.reduce(d_gem.reshape(b, cfg.n_colors, cfg.gems_per_color, n * N_ACTIONS), axis=2)
+    per_color = per_color.reshape(b, cfg.n_colors, n, N_ACTIONS).transpose(0, 2, 3, 1)  # (B, N, 5, C)
+    d = spread(state.agent_pos)  # (B, target, N * 5)
+    d4 = d.reshape(b, n, n, N_ACTIONS)  # (B, target, ego, 5)
+    if cfg.view_radius is None:  # only the ego itself is unseen
+        d4[:, np.arange(n), np.arange(n)] += big
+    else:
+        d4 += np.multiply(~agent_seen.transpose(0, 2, 1), big, dtype=dt)[..., None]
+    near = np.minimum.reduce(d, axis=1).reshape(b, n, N_ACTIONS)
+
+    def agent_d() -> np.ndarray:
+        out = np.empty((b, n, N_ACTIONS, n))
+        np.multiply(d4.transpose(0, 2, 3, 1), agent_seen[:, :, None, :], out=out)  # unseen: +0.0
+        return out
+
+    return per_color, near, agent_d
+
+@functools.lru_cache(maxsize=8)
+def _distances(height: int, width: int, dtype) -> np.ndarray:
+    """(H*W, H*W) Manhattan distance between flat cells, in ``dtype``; one table per grid size."""
+    rows, cols = np.divmod(np.arange(height * width), width)
+    rows, cols = rows.astype(dtype), cols.astype(dtype)
+    table = (np.abs(rows[:, None] - rows[None, :]) + np.abs(cols[:, None] - cols[None, :])).astype(dtype)
+    table.flags.writeable = False
+    return table
+
+
+def _dist_dtype(cfg: WorldConfig):
+    """Distances (< width + height) plus the unseen offset width + height fit in this type exactly."""
+    return np.int16 if 2 * (cfg.width + cfg.height) < 2**15 else np.int64
+
+
+def _near_dtype(cfg: WorldConfig):
+    return np.int8 if 2 * (cfg.width + cfg.height) < 2**7 else _dist_dtype(cfg)
+
+
+# --- the relational features, from the world state -------------------------------------------
+
+
+def _relational(core: WorldCore, pos: np.ndarray, gem_pos: np.ndarray, observers: np.ndarray,
+                gem_vis: np.ndarray, agent_vis: np.ndarray) -> np.ndarray:
+    """(B, Ni, Nj, 5, F) float32 features of every agent j as observers ``observers`` (B, Ni) see
+    it, given their visibility of gems (B, Ni, G) and agents (B, Ni, Nj). Entities an observer
+    does not see get all-zero rows. ``pos`` (B, Nj, 2) and ``gem_pos`` (B, G, 2) may hold any
+    placeholder where nothing is seen."""
+    cfg = core.config
+    b, n = pos.shape[:2]
+    ni = observers.shape[1]
+    c, per = cfg.n_colors, cfg.gems_per_color
+    rows = np.arange(b)[:, None]
+    after = core.move_targets(pos)  # (B, Nj, 5, 2)
+
+    d_gem = np.abs(after[:, :, :, None, :] - gem_pos[:, None, None]).sum(-1)  # (B, Nj, 5, G)
+    big = cfg.width + cfg.height
+    d_gem = np.where(gem_vis[:, :, None, None, :], d_gem[:, None], big)  # (B, Ni, Nj, 5, G)
+    d_col = d_gem.reshape(b, ni, n, N_ACTIONS, c, per).min(-1)  # (B, Ni, Nj, 5, C)
+    seen = gem_vis.reshape(b, ni, c, per).any(-1)  # (B, Ni, C)
+    d_gem_delta = np.where(seen[:, :, None, None, :], d_col - d_col[:, :, :, :1], 0)
+
+    d_agent = np.abs(after[:, :, :, None, :] - pos[:, None, None]).sum(-1)  # (B, Nj, 5, Nk)
+    others = agent_vis[:, :, None, :] & ~np.eye(n, dtype=bool)[None, None]  # (B, Ni, Nj, Nk)
+    near = np.where(others[:, :, :, None, :], d_agent[:, None], np.inf).min(-1)  # (B, Ni, Nj, 5)
+    with np.errstate(invalid="ignore"):  # inf - inf where an observer sees no other agent; zeroed next
+        near_delta = np.where(np.isfinite(near[..., :1]), near - near[..., :1], 0.0)
+    near_delta = np.nan_to_num(near_delta, nan=0.0, posinf=0.0, neginf=0.0)
+
+    to_obs = d_agent[rows, :, :, observers]  # (B, Ni, Nj, 5): from j's post-move cells to observer i
+    is_self = observers[:, :, None] == np.arange(n)  # (B, Ni, Nj)
+    ego_delta = np.where(is_self[..., None], 0, to_obs - to_obs[..., :1])
+
+    blocked = (after == pos[:, :, None, :]).all(-1)  # (B, Nj, 5)
+    blocked[:, :, 0] = False
+    blocked = np.broadcast_to(blocked[:, None], (b, ni, n, N_ACTIONS))
+
+    feats = np.concatenate([
+        d_gem_delta.astype(np.float32),
+        np.broadcast_to(seen[:, :, None, None, :], (b, ni, n, N_ACTIONS, c)).astype(np.float32),
+        near_delta[..., None].astype(np.float32),
+        ego_delta[..., None].astype(np.float32),
+        blocked[..., None].astype(np.float32),
+    ], axis=-1)
+    return np.where(agent_vis[..., None, None], feats, np.float32(0))
+
+
+def entity_features(core: WorldCore, state: WorldState, observers=None) -> tuple[np.ndarray, np.ndarray]:
+    """(feats (B, Ni, Nj, 5, F) float32, visible (B, Ni, Nj) bool): what each observer i sees of
+    every entity j. ``observers`` (Ni,) agent ids, default every agent (Ni = N)."""
+    b, n = state.last_action.shape
+    obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
+    gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
+    gem_vis, agent_vis = gem_vis[:, obs_ids], agent_vis[:, obs_ids]
+    who = np.broadcast_to(obs_ids, (b, obs_ids.size))
+    return _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis), agent_vis
+
+
+# --- the one decoder: an agent's own observation -> its view ---------------------------------
+
+
+@dataclass
+class View:
+    """What B observers see, decoded from their own flat observations (leading shape (B,)).
+
+    Things an observer cannot see hold placeholders, masked by ``agent_seen``/``gem_seen``: unseen
+    agents sit on the observer's cell, unseen gems on cell (0, 0). Each colour's visible gems come
+    first among that colour's slots (no feature depends on the order of gems of one colour).
+    """
+
+    ego: np.ndarray  # (B,) int64 the observer's own id (its is_self row)
+    agent_pos: np.ndarray  # (B, N, 2) int64
+    agent_seen: np.ndarray  # (B, N) bool, the observer itself included
+    last_action: np.ndarray  # (B, N) int64 last action of each agent seen, NO_ACTION if unseen
+    gem_pos: np.ndarray  # (B, G, 2) int64
+    gem_seen: np.ndarray  # (B, G) bool
+    valued: np.ndarray  # (B,) int64 the colour the observer is rewarded for, ANY_COLOR for any
+
+
+def decode(obs: np.ndarray, config: WorldConfig) -> View:
+    """(B, obs_dim) flat observations (the layout of the spec card) -> what each observer sees."""
+    obs = np.asarray(obs)
+    if obs.ndim != 2 or obs.shape[1] != config.obs_dim:
+        raise ValueError(f"observations must have shape (B, {config.obs_dim}) for this world; got {obs.shape}")
+    b = obs.shape[0]
+    h, w, c, k = config.height, config.width, config.n_colors, config.gems_per_color
+    seg = split_observation(obs, config)
+    grid, table, goal = seg["grid"], seg["agents"], seg["goal"]  # (B, H, W, 2 + C), (B, N, 5), (B, C + 1)
+    is_self = table[..., 4] == 1  # (B, N)
+    if not np.all(is_self.sum(-1) == 1):
+        raise ValueError("every observation must mark exactly one agent as itself (is_self)")
+    ego = is_self.argmax(-1)  # (B,)
+    rows = np.arange(b)
+    agent_seen = table[..., 0] > 0  # (B, N)
+    me = table[rows, ego, 1:3].astype(np.int64)  # (B, 2)
+    pos = np.where(agent_seen[..., None], table[..., 1:3], me[:, None, :]).astype(np.int64)
+    last = np.where(agent_seen, table[..., 3], NO_ACTION).astype(np.int64)
+
+    gem_mask = np.moveaxis(grid[..., 2:].reshape(b, h * w, c) > 0, -1, 1)  # (B, C, H*W)
+    cell = np.argsort(~gem_mask, axis=-1, kind="stable")[..., :k]  # (B, C, K) visible gems first
+    gem_seen = np.take_along_axis(gem_mask, cell, axis=-1)  # (B, C, K)
+    gem_pos = np.stack(np.divmod(np.where(gem_seen, cell, 0), w), axis=-1)  # (B, C, K, 2)
+    valued = goal.argmax(-1)
+    return View(ego=ego.astype(np.int64), agent_pos=pos, agent_seen=agent_seen, last_action=last,
+                gem_pos=gem_pos.reshape(b, c * k, 2).astype(np.int64), gem_seen=gem_seen.reshape(b, c * k),
+                valued=np.where(valued == c, -1, valued).astype(np.int64))
+
+
+def view_situations(core: WorldCore, view: View) -> Situations:
+    """The observers' own ``Situations`` (leading shape (B,)), equal to ``situations`` row by row."""
+    cfg = core.config
+    b = view.ego.shape[0]
+    rows = np.arange(b)
+    after = core.move_targets(view.agent_pos[rows, view.ego])  # (B, 5, 2)
+    c, k = cfg.n_colors, cfg.gems_per_color
+    gem_pos = view.gem_pos.reshape(b, c, k, 2)
+    valid = view.gem_seen.reshape(b, c, k)
+    d = np.abs(after[:, :, None, None, :] - gem_pos[:, None]).sum(-1)  # (B, 5, C, K)
+    d = np.where(valid[:, None], d, cfg.height + cfg.width).min(-1)  # (B, 5, C)
+    gem_seen = valid.any(-1)  # (B, C)
+    gem_d = np.where(gem_seen[:, None, :], d, 0).astype(np.float64)
+
+    agent_seen = view.agent_seen & (np.arange(view.agent_seen.shape[1]) != view.ego[:, None])  # (B, N)
+    agent_d = np.abs(after[:, :, None, :] - view.agent_pos[:, None]).sum(-1)  # (B, 5, N)
+    agent_d = np.where(agent_seen[:, None, :], agent_d, 0.0).astype(np.float64)
+    return Situations(gem_d=gem_d, gem_seen=gem_seen, agent_d=agent_d, agent_seen=agent_seen,
+                      last_action=view.last_action.copy(), ego=view.ego.copy(),
+                      agent_near=nearest_seen(agent_d, agent_seen))
+
+
+def view_features(core: WorldCore, view: View) -> tuple[np.ndarray, np.ndarray]:
+    """(feats (B, N, 5, F) float32, visible (B, N)): each observer's row of ``entity_features``."""
+    feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
+                        view.agent_seen[:, None])
+    return feats[:, 0], view.agent_seen
+
+
+def observation_features(obs: np.ndarray, core: WorldCore) -> tuple[np.ndarray, np.ndarray, View]:
+    """``view_features`` of decoded observations, with the view: (feats, visible, view)."""
+    view = decode(obs, core.config)
+    feats, visible = view_features(core, view)
+    return feats, visible, view

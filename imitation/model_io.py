@@ -1,0 +1,242 @@
+"""The one way into the model: prompt text to tokens, what agents saw to pooled evidence, and the
+keyword arguments of ``MultiPolicyModel.forward``.
+
+Every caller goes through here: training (``batch_inputs``), probes (``gather_inputs``), acting
+from the world state (``ModelPolicy`` in ``mirrorhall.imitation.policy``), acting from nothing but
+PettingZoo observations (``ObservationActor``, which the RLlib module wraps). Two modes share one
+evidence function:
+
+batch mode
+    a whole recorded history at once: exclusive running sums over time of every agent's evidence
+    as each observer saw it (``pooled_evidence``), gathered at the samples asked for;
+incremental mode
+    acting step by step: a ``Memory`` per driven agent holds the same sums, and each step adds the
+    evidence of the step just taken (``remember``), so a step costs one evidence pass whatever the
+    history length.
+
+Features always come from the perception module (``mirrorhall.envs.perception``); this module
+never looks at a world state itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.envs.perception import View, decode, n_features, view_features
+from mirrorhall.errors import CheckpointError, ConfigError
+
+DEFAULT_PROMPT = "behave as yourself"
+_AGENT_REF = re.compile(r"\bagent[\s_]*(\d+)", re.IGNORECASE)
+
+
+# --- prompts --------------------------------------------------------------------------------
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``repr`` of a text for an error message, cut to about ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit + 2 else shown[:limit] + f"... ({len(text)} characters)"
+
+
+def check_prompt(text: str, n_agents: int) -> str:
+    """A prompt must be non-empty text and may only name agents of the scene."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("a prompt must be a non-empty text, e.g. 'behave as yourself'")
+    for m in _AGENT_REF.finditer(text):
+        digits = m.group(1)
+        k = int(digits) if len(digits) <= 9 else None  # longer ids name no agent of any scene
+        if k is None or k >= n_agents:
+            shown = digits if len(digits) <= 12 else digits[:12] + "..."
+            raise ConfigError(f"prompt {_short(text)} names agent {shown}, which is not in the scene "
+                              f"(agents 0..{n_agents - 1})")
+    return text
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int | None = None) -> torch.Tensor:
+    """(S, max_len) token ids, padded with 0, each distinct text encoded once. With ``n_agents``
+    every text is first checked to name only agents of a scene of that size."""
+    cache: dict[str, list[int]] = {}
+    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    for s, text in enumerate(texts):
+        ids = cache.get(text)
+        if ids is None:
+            if n_agents is not None:
+                check_prompt(text, n_agents)
+            ids = cache[text] = tokenizer.encode(text, max_len)
+        out[s, : len(ids)] = ids
+    return torch.from_numpy(out)
+
+
+def check_compatible(model_config, world: WorldConfig) -> None:
+    """The model can read this world: the same colours, no more agents than it has ids for."""
+    if model_config.n_colors != world.n_colors:
+        raise CheckpointError(f"the checkpoint reads worlds of {model_config.n_colors} colours, this scene has "
+                              f"{world.n_colors}; use --colors {model_config.n_colors}")
+    if world.n_agents > model_config.max_agents:
+        raise CheckpointError(f"the checkpoint reads at most {model_config.max_agents} agents, the scene has "
+                              f"{world.n_agents}")
+
+
+# --- batch mode -----------------------------------------------------------------------------
+
+
+def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: torch.Tensor,
+                    full_view: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exclusive running sums of evidence: (E, T + 1, Ni, Nj, de) and counts (E, T + 1, Ni, Nj).
+
+    ``feats`` (E, T + 1, Ni, Nj, 5, F), ``visible`` (E, T + 1, Ni, Nj), ``actions`` (E, T, Nj).
+    Entry [e, t, i, j] sums the evidence of agent j's steps 0..t-1 that observer i saw. With
+    ``full_view`` every observer sees the same features (up to the column evidence ignores), so
+    each agent's evidence is computed once, from its own view, and masked per observer.
+    """
+    e, tp1, n = feats.shape[:3]
+    seen = visible[:, :-1].to(feats.dtype)  # (E, T, Ni, Nj)
+    if full_view:
+        own = feats[:, :-1, torch.arange(n), torch.arange(n)]  # (E, T, Nj, 5, F)
+        ev = model.evidence(own, actions)[:, :, None] * seen[..., None]  # (E, T, Ni, Nj, de)
+    else:
+        act = actions[:, :, None, :].expand(-1, -1, n, -1)  # (E, T, Ni, Nj)
+        ev = model.evidence(feats[:, :-1], act) * seen[..., None]
+    sums = torch.cat([ev.new_zeros((e, 1, *ev.shape[2:])), ev.cumsum(1)], dim=1)
+    counts = torch.cat([seen.new_zeros((e, 1, *seen.shape[2:])), seen.cumsum(1)], dim=1)
+    return sums, counts
+
+
+def gather_inputs(model, feats: torch.Tensor, visible: torch.Tensor, actions: torch.Tensor,
+                  episode: torch.Tensor, t: torch.Tensor, agent: torch.Tensor, tokens: torch.Tensor,
+                  situation: torch.Tensor | None = None, full_view: bool = False) -> dict[str, torch.Tensor]:
+    """``forward``'s keyword arguments for samples (episode[s], t[s], agent[s]) of recorded
+    histories (shapes as ``pooled_evidence``). ``situation[s]`` (default: the agent itself) puts
+    the agent, with its memory, in another agent's current situation as it sees it."""
+    sums, counts = pooled_evidence(model, feats, visible, actions, full_view)
+    seat = agent if situation is None else situation
+    return {
+        "tokens": tokens,  # (S, L)
+        "char_sum": sums[episode, t, agent],  # (S, N, de)
+        "char_count": counts[episode, t, agent],  # (S, N)
+        "ego": agent,
+        "entity_mask": visible[episode, t, agent],  # (S, N)
+        "query": feats[episode, t, agent, seat],  # (S, 5, F)
+    }
+
+
+def batch_inputs(model, batch) -> dict[str, torch.Tensor]:
+    """``forward``'s keyword arguments for every sample of a training batch
+    (``mirrorhall.imitation.batches.Batch``)."""
+    return gather_inputs(model, batch.feats, batch.visible, batch.actions, batch.episode, batch.t, batch.agent,
+                         batch.tokens, full_view=batch.full_view)
+
+
+# --- incremental mode -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What driven agents remember of a scene: the summed evidence of every agent they have seen."""
+
+    char_sum: torch.Tensor  # (..., N, de)
+    char_count: torch.Tensor  # (..., N)
+
+    @classmethod
+    def empty(cls, model, lead: tuple[int, ...], n_agents: int) -> Memory:
+        de = model.config.d_evidence
+        return cls(torch.zeros(*lead, n_agents, de), torch.zeros(*lead, n_agents))
+
+
+def remember(model, memory: Memory, feats: torch.Tensor, seen: torch.Tensor, actions: torch.Tensor) -> Memory:
+    """Add one step: ``feats`` (..., N, 5, F) what each driven agent saw of every agent at that
+    step, ``seen`` (..., N) float mask of the agents whose action it saw, ``actions`` (..., N).
+
+    Under full observability every observer sees the same evidence: ``feats`` (B, N, 5, F) of any
+    one observer then serves all of ``seen`` (B, M, N), and the evidence is computed once."""
+    ev = model.evidence(feats, actions.clamp(min=0))  # (..., N, de)
+    if ev.dim() < seen.dim() + 1:
+        ev = ev.unsqueeze(-3)  # (B, 1, N, de), shared by the M observers
+    return Memory(memory.char_sum + ev * seen[..., None], memory.char_count + seen)
+
+
+def step_inputs(memory: Memory, feats: torch.Tensor, visible: torch.Tensor, ego: torch.Tensor,
+                prompt: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``forward``'s keyword arguments for S driven agents now: ``feats`` (S, N, 5, F) what each
+    sees, ``visible`` (S, N), ``ego`` (S,), prompt vectors (S, d) and tokens (S, L)."""
+    rows = torch.arange(ego.shape[0])
+    return {"tokens": tokens, "char_sum": memory.char_sum, "char_count": memory.char_count, "ego": ego,
+            "entity_mask": visible, "query": feats[rows, ego], "prompt": prompt}
+
+
+def distribution(logits: torch.Tensor) -> np.ndarray:
+    """(S, 5) float64 action probabilities from logits (softmax in double precision)."""
+    return torch.softmax(logits.double(), dim=-1).numpy()
+
+
+# --- acting from observations alone -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActorState:
+    """Per observation row (one agent of one world): its memory, and what it saw at the step
+    before (its features of every agent and who was visible), whose actions it sees now."""
+
+    memory: Memory  # (B, N, de), (B, N)
+    feats: torch.Tensor  # (B, N, 5, F)
+    visible: torch.Tensor  # (B, N) float
+
+
+class ObservationActor:
+    """The model driving agents from nothing but each agent's own flat observation and a prompt.
+
+    At step t an observation shows every visible agent's action of step t-1 (the agent table's
+    last-action column), so ``act`` first adds the evidence of step t-1 (the features the agent
+    saw then, the actions it sees now) and then computes the distribution of step t. Under full
+    observability this is exactly ``ModelPolicy``'s computation; under partial observability one
+    thing differs: an agent j visible at t-1 but out of view at t had its action of t-1 in no
+    observation the ego has, so that step is left out of j's evidence.
+
+    ``prompts`` gives each agent id its prompt (a text for all, or one per agent id).
+    """
+
+    def __init__(self, model, tokenizer, world: WorldConfig, prompts: str | Sequence[str] = DEFAULT_PROMPT):
+        check_compatible(model.config, world)
+        n = world.n_agents
+        texts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if len(texts) != n:
+            raise ConfigError(f"give one prompt per agent ({n}), got {len(texts)}")
+        self.model = model
+        self.world = world
+        self.core = WorldCore(world)
+        self.texts = texts
+        self.tokens = encode_prompts(tokenizer, texts, model.config.max_prompt_len, n_agents=n)  # (N, L)
+        with torch.no_grad():
+            self.prompt = model.prompt_vectors(self.tokens)  # (N, d)
+
+    def initial_state(self, batch_size: int) -> ActorState:
+        n, f = self.world.n_agents, n_features(self.world.n_colors)
+        return ActorState(Memory.empty(self.model, (batch_size,), n), torch.zeros(batch_size, n, 5, f),
+                          torch.zeros(batch_size, n))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, state: ActorState | None = None) -> tuple[torch.Tensor, ActorState, View]:
+        """(B, obs_dim) observations -> (log probabilities (B, 5) float64, next state, the decoded view)."""
+        obs = np.asarray(obs)
+        view = decode(obs, self.world)
+        state = self.initial_state(obs.shape[0]) if state is None else state
+        feats, visible = view_features(self.core, view)  # (B, N, 5, F), (B, N)
+        feats_t = torch.from_numpy(feats)
+        vis_t = torch.from_numpy(visible)
+        act = torch.from_numpy(view.last_action)  # (B, N) actions of step t-1 of the agents visible now
+        seen = state.visible * (act >= 0).float()  # seen at t-1, and its action seen at t
+        memory = remember(self.model, state.memory, state.feats, seen, act)
+        ego = torch.from_numpy(view.ego)
+        logits = self.model(**step_inputs(memory, feats_t, vis_t, ego, self.prompt[ego], self.tokens[ego]))
+        return torch.log_softmax(logits.double(), dim=-1), ActorState(memory, feats_t, vis_t.float()), view
+
+    def probs(self, obs: np.ndarray, state: ActorState | None = None) -> tuple[np.ndarray, ActorState]:
+        """(B, 5) action distributions and the next state; see ``act``."""
+        logp, nxt, _ = self.act(obs, state)
+        return logp.exp().numpy(), nxt
