@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet, softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, sample_actions, trait_probs
 from mirrorhall.agents.personas import Trait
@@ -55,7 +56,8 @@ class LabelledShard:
 
 def shard_seeds(seed: int, shard: int) -> list[np.random.Generator]:
     """Generators (personas, world, policy, prompts) of one shard."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, shard]).spawn(4)]
+    return [streams.rng(s, seed, shard)
+            for s in (streams.SHARD_PERSONAS, streams.SHARD_WORLD, streams.SHARD_POLICY, streams.SHARD_PROMPTS)]
 
 
 def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirrorhall import streams
 from mirrorhall.imitation.batches import (
     BatchModel,
     BatchSampler,
@@ -181,7 +182,7 @@ class Trainer:
         self.train_eps = [episodes[i] for i in train_idx]
         self.eval_eps = [episodes[i] for i in eval_idx]
         self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
-                                    cfg.seed + 7919 * rank)
+                                    streams.worker_seed(cfg.seed, rank))
         self.step = 0
 
     def batch(self, step: int):
@@ -214,7 +215,7 @@ class Trainer:
             return {}
         self.model.eval()
         per = max(1, self.cfg.eval_samples // len(self.eval_eps))
-        rng = np.random.default_rng([self.cfg.seed, 7])
+        rng = streams.rng(streams.EVAL_SAMPLES, self.cfg.seed)
         ce_all, kl_all, kind_all = [], [], []
         for start in range(0, len(self.eval_eps), 16):
             eps = self.eval_eps[start: start + 16]
