@@ -94,7 +94,7 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
     for t in range(steps):
         sit = core.situations(state)
         probs = cast.probs(sit, cstate)  # (B, N, 5)
-        hprobs = hyp.probs(sit)  # (B, N, H, 5) every hypothesis in every agent's situation
+        hprobs = hyp.probs(cast.bases(sit))  # (B, N, H, 5) every hypothesis in every agent's situation
         kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=kinds_p)
         if n == 1:
             kind = np.where((kind == Kind.OTHER) | (kind == Kind.SECOND), Kind.SELF, kind)
