@@ -114,8 +114,8 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
     """Train with ``workers`` Ray Train workers; returns the final metrics of rank 0."""
     from mirrorhall.imitation.checkpoint import newest_checkpoint, ray_checkpoints, read_meta
     from mirrorhall.imitation.dataset import Dataset
-    from mirrorhall.imitation.raykit import ray_session
     from mirrorhall.imitation.train import dataset_id
+    from mirrorhall.raykit import ray_session
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be a positive integer with --ray, got {workers!r}")

@@ -256,7 +256,7 @@ def test_pandas_reads_shards(small):
 
 @pytest.mark.ray
 def test_ray_generation_matches_local_and_ray_data_reads_it(tmp_path, small):
-    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.raykit import ray_session
 
     with ray_session(num_cpus=2) as ray:
         root = tmp_path / "ray"
