@@ -104,9 +104,7 @@ class Scene:
 class ModelProbe:
     """The model of a checkpoint, queried in any agent's seat of a recorded scene."""
 
-    def __init__(self, checkpoint, threads: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
+    def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
 

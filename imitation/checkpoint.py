@@ -249,12 +249,10 @@ def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.
     return meta
 
 
-def load_policy(path, core, agents, threads: int | None = None):
+def load_policy(path, core, agents):
     """A ``ModelPolicy`` driving ``agents`` of worlds ``core`` with the checkpoint at ``path``."""
     from mirrorhall.agents.model_policy import ModelPolicy
 
-    if threads:
-        torch.set_num_threads(threads)
     model, tokenizer, meta = load_model(path)
     if core.config.n_colors != model.config.n_colors:
         raise CheckpointError(f"the checkpoint reads worlds of {model.config.n_colors} colours, this scene has "

@@ -265,7 +265,11 @@ def load_episodes(data: Dataset, tokenizer: Tokenizer, max_len: int, processes: 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           on_log: Callable[[dict], None] | None = None) -> dict:
-    """The local training loop; returns the last metrics."""
+    """The local training loop; returns the last metrics.
+
+    This is the local loop's entry point (the CLI and the tests call it; each Ray worker's is
+    ``train_ray._loop``), so it applies ``cfg.threads`` to the process before anything is built.
+    """
     from tqdm import tqdm
 
     if cfg.threads:
