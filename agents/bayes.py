@@ -54,11 +54,11 @@ class TraitBases:
     ``gem`` is ``gem_basis(sit)`` and ``fixed`` the first three rows of ``social_basis(sit)``;
     follow rows are computed only for the (situation, followed agent) pairs asked for. Every
     value is produced by the same float operations as the full bases, so results are
-    bit-identical. ``bases(sit)`` caches one instance on the situations object (situations are
-    treated as immutable values once built). An instance keeps the situations' ``agent_d``
-    getter (which computes it only if a follow row is asked for) and ``agent_seen`` array (and,
-    after ``take``, the index into them) but not the situations object itself, so caching it
-    there makes no reference cycle.
+    bit-identical. Functions that take ``Situations | TraitBases`` compute them when given
+    situations; a caller that asks several questions of one ``Situations`` builds them once and
+    passes them (``Cast`` does so through its ``BasesMemo``). An instance keeps the situations'
+    ``agent_d`` getter (which computes it only if a follow row is asked for) and ``agent_seen``
+    array (and, after ``take``, the index into them) but not the situations object itself.
     """
 
     def __init__(self, sit: Situations):
@@ -111,13 +111,27 @@ class TraitBases:
         return (gem + soc).reshape(*lead, N_ACTIONS)
 
 
-def bases(sit: Situations) -> TraitBases:
-    """The ``TraitBases`` of ``sit``, cached on the object."""
-    b = sit.__dict__.get("_bases")
-    if b is None:
-        b = TraitBases(sit)
-        sit.__dict__["_bases"] = b
-    return b
+class BasesMemo:
+    """The ``TraitBases`` of the situations asked about last, built once for all their questions.
+
+    One step asks several questions of one ``Situations`` (every agent's probabilities, the
+    probabilities as another agent, the imitators' update); ``memo(sit)`` builds the bases on the
+    first and returns the same object while ``sit`` is the situations asked about. Situations are
+    values, never changed once built, so the object itself is the key. A pickled memo travels
+    empty.
+    """
+
+    def __init__(self) -> None:
+        self._sit: Situations | None = None
+        self._bases: TraitBases | None = None
+
+    def __call__(self, sit: Situations) -> TraitBases:
+        if sit is not self._sit:
+            self._sit, self._bases = sit, TraitBases(sit)
+        return self._bases
+
+    def __getstate__(self) -> dict:  # the bases hold a function, and are only worth keeping here
+        return {"_sit": None, "_bases": None}
 
 
 def trait_codes(trait: Trait, n_colors: int, n_agents: int) -> tuple[int, int, float]:
@@ -229,7 +243,7 @@ class HypothesisSet:
 
     def utilities(self, sit: Situations | TraitBases) -> np.ndarray:
         """(S..., H, 5) beta_h * U_h(s, a); ``sit`` may be precomputed ``TraitBases``."""
-        tb = sit if isinstance(sit, TraitBases) else bases(sit)
+        tb = sit if isinstance(sit, TraitBases) else TraitBases(sit)
         if self._grid is not None:  # likes x social x style: each U once, times every beta
             likes, social, beta = self._grid
             gem, soc = tb.gem[..., likes, :], tb.fixed[..., social, :]  # (S..., L, 5), (S..., K, 5)
@@ -356,8 +370,9 @@ class ImitatorObserver:
 
     def components(self, log_belief: np.ndarray, sit: Situations) -> tuple[np.ndarray, np.ndarray]:
         """(imitation (S, 5), own (S, H', 5)) action distributions in situations ``sit`` (S,)."""
-        imitation = np.einsum("sh,sha->sa", softmax(log_belief), self.belief.probs(sit))
-        return imitation, self.own.probs(sit)
+        tb = TraitBases(sit)  # one set of bases for both hypothesis sets
+        imitation = np.einsum("sh,sha->sa", softmax(log_belief), self.belief.probs(tb))
+        return imitation, self.own.probs(tb)
 
     def mixture(self, imitation: np.ndarray, own: np.ndarray) -> np.ndarray:
         """(S, H', F, 5) the imitator's distribution for every (h', f)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from mirrorhall.agents.bayes import HypothesisSet, TraitBases, bases, softmax, trait_codes
+from mirrorhall.agents.bayes import BasesMemo, HypothesisSet, TraitBases, softmax, trait_codes
 from mirrorhall.agents.personas import Imitator, Mirror, PersonaSpec, Species, Trait
 from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig
 from mirrorhall.envs.perception import Situations
@@ -56,7 +56,7 @@ def trait_probs(sit: Situations | TraitBases, likes: np.ndarray, social: np.ndar
 
     ``sit`` may be the situations' precomputed ``TraitBases``.
     """
-    tb = sit if isinstance(sit, TraitBases) else bases(sit)
+    tb = sit if isinstance(sit, TraitBases) else TraitBases(sit)
     u = tb.utility(np.asarray(likes), np.asarray(social))
     return softmax(np.asarray(beta)[..., None] * u)
 
@@ -73,7 +73,7 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
     which need not be its own. ``tb``: the bases of ``sit`` when the caller already has them
     (computed from ``sit`` otherwise).
     """
-    tb = bases(sit) if tb is None else tb
+    tb = TraitBases(sit) if tb is None else tb
     out = trait_probs(tb, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
 
     lead = out.shape[:-1]
@@ -129,6 +129,7 @@ class Cast:
             for i, spec in enumerate(row):
                 self._fill(p, w, i, spec, n)
         self.params = p
+        self.bases = BasesMemo()  # the bases of the situations asked about last (no effect on results)
 
     def _fill(self, p: CastParams, w: int, i: int, spec: PersonaSpec, n: int) -> None:
         trait = spec.own if isinstance(spec, Imitator) else spec
@@ -166,7 +167,7 @@ class Cast:
 
     def probs(self, sit: Situations, state: CastState) -> np.ndarray:
         """(B, N, 5) every agent's action distribution in its own situation."""
-        return persona_probs(self.params, sit, state.log_belief, self.hypotheses)
+        return persona_probs(self.params, sit, state.log_belief, self.hypotheses, self.bases(sit))
 
     def probs_as(self, persona: np.ndarray, sit: Situations, state: CastState,
                  situation: np.ndarray | None = None) -> np.ndarray:
@@ -182,7 +183,7 @@ class Cast:
         rows = np.arange(b)[:, None]
         index = (rows, situation)
         return persona_probs(self.params.take((rows, persona)), sit.take(index),
-                             state.log_belief[rows, persona], self.hypotheses, bases(sit).take(index))
+                             state.log_belief[rows, persona], self.hypotheses, self.bases(sit).take(index))
 
     def observe(self, state: CastState, sit: Situations, actions: np.ndarray) -> CastState:
         """Each imitator updates its belief from its target's action in the step just taken.
@@ -196,7 +197,7 @@ class Cast:
         wb, wm = np.nonzero(imit)
         tgt = self.params.target[wb, wm]
         seen = sit.agent_seen[wb, wm, tgt]
-        ll = self.hypotheses.log_probs(bases(sit).take((wb, tgt)))  # (M, H, 5)
+        ll = self.hypotheses.log_probs(self.bases(sit).take((wb, tgt)))  # (M, H, 5)
         step = ll[np.arange(wb.size), :, actions[wb, tgt]]  # (M, H)
         out = state.log_belief.copy()
         out[wb, wm] += np.where(seen[:, None], step, 0.0)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import IMITATOR, Cast, CastState, sample_actions
 from mirrorhall.agents.personas import PersonaSpec, Trait
@@ -83,8 +84,7 @@ class Driver(Protocol):
 
 def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """(world generator, policy generator) derived from one seed."""
-    world, policy = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(world), np.random.default_rng(policy)
+    return streams.rng(streams.SCENE_WORLD, seed), streams.rng(streams.SCENE_POLICY, seed)
 
 
 def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Sequence[PersonaSpec]],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import (
     BayesObserver,
     HypothesisSet,
@@ -29,7 +30,7 @@ from mirrorhall.agents.bayes import (
 from mirrorhall.agents.personas import Species, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
-from mirrorhall.analysis.common import ModelProbe, Scene, int_seed, kl, mean_ci, probe_seed
+from mirrorhall.analysis.common import ModelProbe, Scene, kl, mean_ci
 from mirrorhall.envs.core import WorldConfig
 
 ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -39,8 +40,7 @@ N_PAST = (0, 1, 5, 10)
 def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, agents: int = 8,
         alphas=ALPHAS, n_past=N_PAST) -> dict:
     """``episodes`` scenes per alpha."""
-    ss = probe_seed("calibration", seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS["calibration"], seed)
     pop = get_population(population)
     prior_alphas = pop.alphas
     n_colors = probe.model.config.n_colors
@@ -51,7 +51,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
     traits = [Trait(*c) for c in pop.combos(n_colors, "train") if c[1] != "follow"]
     trait_obs = BayesObserver(HypothesisSet(traits, n_colors, agents)) if w_trait > 0 and traits else None
     conditions = []
-    for alpha in alphas:
+    for scene_index, alpha in enumerate(alphas):
         rows, targets = [], []
         for e in range(episodes):
             k = 1 + e % (agents - 1)
@@ -59,7 +59,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
             row[k] = Species.draw(alpha, rng)
             rows.append(row)
             targets.append(k)
-        scene = Scene.from_episode(run_scene(world, rows, steps, int_seed(ss.spawn(1)[0])))
+        scene = Scene.from_episode(run_scene(world, rows, steps, streams.int_seed(streams.PROBE_SCENES["calibration"], seed, scene_index)))
         b = len(rows)
         w, k = np.arange(b), np.asarray(targets)
         truth = np.array([rows[i][targets[i]].probs for i in range(b)])  # (B, 5)

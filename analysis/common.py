@@ -3,35 +3,24 @@
 ``ModelProbe`` asks the model, in the seat of any agent at any step of a recorded scene, what it
 would do under any prompt, from exactly what that agent observed (the same computation as
 training and as ``ModelPolicy``). ``Scene`` holds a recorded batch of worlds with their exact
-situations. Probes seed everything from their own seed stream, disjoint from the generator's
-(``SeedSequence([seed, shard])``): ``probe_seed(name, seed)``.
+situations. Probes seed everything from their own named streams (``streams.PROBE_DRAWS`` and
+``streams.PROBE_SCENES``), disjoint from the generator's.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from mirrorhall import streams
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
 from mirrorhall.envs.perception import Situations, entity_features, situations
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model_io import distribution, encode_prompts, gather_inputs
 from mirrorhall.imitation.policy import ModelPolicy
-
-PROBE_SEED_BASE = 7_000_003  # probe scenes never share a seed stream with generated datasets
-
-
-def probe_seed(name: str, seed: int) -> np.random.SeedSequence:
-    tag = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-    return np.random.SeedSequence([PROBE_SEED_BASE, tag, seed])
-
-
-def int_seed(ss: np.random.SeedSequence) -> int:
-    return int(ss.generate_state(1)[0])
 
 
 def cross_entropy(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -54,7 +43,7 @@ def mean_ci(x, n_boot: int = 1000, seed: int = 0) -> dict:
     x = x[np.isfinite(x)]
     if x.size == 0:
         return {"mean": None, "ci95": [None, None], "n": 0}
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(streams.BOOTSTRAP, seed)
     boots = x[rng.integers(x.size, size=(n_boot, x.size))].mean(1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"mean": float(x.mean()), "ci95": [float(lo), float(hi)], "n": int(x.size)}
@@ -67,7 +56,7 @@ def fraction_ci(ce_prior, ce_model, ce_bayes, n_boot: int = 1000, seed: int = 0)
     gap = p.mean() - b.mean()
     if p.size == 0 or gap <= 1e-9:
         return {"mean": None, "ci95": [None, None], "n": int(p.size)}
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(streams.BOOTSTRAP, seed)
     idx = rng.integers(p.size, size=(n_boot, p.size))
     bp, bm, bb = p[idx].mean(1), m[idx].mean(1), b[idx].mean(1)
     # resamples where the observer gains (almost) nothing carry no fraction: leave them out
@@ -113,9 +102,7 @@ class Scene:
 class ModelProbe:
     """The model of a checkpoint, queried in any agent's seat of a recorded scene."""
 
-    def __init__(self, checkpoint, threads: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
+    def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrorhall.imitation.raykit import loopback_env
+from mirrorhall.raykit import loopback_env
 
 loopback_env()
 
@@ -55,6 +55,7 @@ from ray.rllib.connectors.learner import GeneralAdvantageEstimation  # noqa: E40
 from ray.rllib.core.columns import Columns  # noqa: E402
 from ray.rllib.env.env_context import EnvContext  # noqa: E402
 
+from mirrorhall import streams  # noqa: E402
 from mirrorhall.agents.bayes import BayesObserver, HypothesisSet  # noqa: E402
 from mirrorhall.agents.cast import Cast, sample_actions, trait_probs  # noqa: E402
 from mirrorhall.agents.personas import Trait, persona_from_json  # noqa: E402
@@ -65,9 +66,7 @@ from mirrorhall.analysis.common import (  # noqa: E402
     Scene,
     cross_entropy,
     entropy,
-    int_seed,
     mean_ci,
-    probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig, WorldCore  # noqa: E402
 from mirrorhall.envs.perception import situations  # noqa: E402
@@ -315,9 +314,9 @@ def held_out_set(scene: Scene, target: Trait) -> tuple[np.ndarray, np.ndarray]:
 
 def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10, episodes: int = 8,
         agents: int = 8, population: str | None = None, train_batch_size: int = 1000, ks: Sequence[int] = KS,
-        threads: int | None = None, log=print) -> dict:
+        log=print) -> dict:
     """Run both arms for ``personas`` personas; write DIR/compare_direct.{json,png,md}; return the JSON."""
-    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.raykit import ray_session
 
     for name, value in (("personas", personas), ("episodes", episodes), ("agents", agents)):
         if value < 1:
@@ -327,19 +326,18 @@ def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10,
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     t0 = time.perf_counter()
-    probe = ModelProbe(checkpoint, threads=threads)
+    probe = ModelProbe(checkpoint)
     population = population or probe.meta.get("dataset", {}).get("population") or "crowd"
     pop = get_population(population)
-    ss = probe_seed(NAME, seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS[NAME], seed)
     n_colors = probe.model.config.n_colors
     steps = max(ks)
     world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps + 1)
     targets = draw_personas(population, n_colors, personas, rng)
     train = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
     hyp = HypothesisSet([Trait(*c) for c in train], n_colors, agents)
-    ppo_seeds = [int_seed(s) % (2**31 - 1) for s in ss.spawn(personas + 1)[1:]]
-    scene_seed = int_seed(ss.spawn(1)[0])
+    ppo_seeds = [streams.int_seed(streams.COMPARE_DIRECT_LEARNER, seed, p) % (2**31 - 1) for p in range(personas)]
+    scene_seed = streams.int_seed(streams.PROBE_SCENES[NAME], seed, personas + 1)  # the child after the learners'
 
     per = []
     with ray_session(num_cpus=2):

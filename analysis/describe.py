@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import trait_probs
 from mirrorhall.agents.personas import Trait
@@ -21,9 +22,7 @@ from mirrorhall.analysis.common import (
     Scene,
     cross_entropy,
     entropy,
-    int_seed,
     mean_ci,
-    probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, render
@@ -33,13 +32,12 @@ CONDITIONS = ("seen", "held_out_combination", "held_out_paraphrase")
 
 def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, agents: int = 8,
         steps: int = 30, queries_per_episode: int = 24) -> dict:
-    ss = probe_seed("describe", seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS["describe"], seed)
     pop = get_population(population)
     n_colors = probe.model.config.n_colors
     world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps)
     rows = [pop.sample_scene(agents, n_colors, rng, split="train") for _ in range(episodes)]
-    scene = Scene.from_episode(run_scene(world, rows, steps, int_seed(ss.spawn(1)[0])))
+    scene = Scene.from_episode(run_scene(world, rows, steps, streams.int_seed(streams.PROBE_SCENES["describe"], seed, 0)))
     seen = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
     held = [c for c in pop.combos(n_colors, "held_out") if c[1] != "follow"]
     train_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if not t.held_out]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import BayesObserver, HypothesisSet
 from mirrorhall.agents.cast import trait_probs
 from mirrorhall.agents.personas import Trait
@@ -27,9 +28,7 @@ from mirrorhall.analysis.common import (
     Scene,
     cross_entropy,
     fraction_ci,
-    int_seed,
     mean_ci,
-    probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
@@ -53,8 +52,7 @@ def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episo
 
 def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, agents: int = 8,
         ks=KS, closed_loop: bool = True) -> dict:
-    ss = probe_seed("imitate", seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS["imitate"], seed)
     n_colors = probe.model.config.n_colors
     steps = max(ks)
     world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps + 1)
@@ -64,9 +62,9 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
     loop = {"model_as_k_share": [], "k_share": [], "model_self_share": [],
             "model_as_k_near": [], "k_near": [], "model_self_near": []}
     core = WorldCore(world)
-    for k, rows in sorted(groups.items()):
+    for scene_index, (k, rows) in enumerate(sorted(groups.items())):
         policy = probe.policy(core, [0])
-        scene_seed = int_seed(ss.spawn(1)[0]) + k
+        scene_seed = streams.int_seed(streams.PROBE_SCENES["imitate"], seed, scene_index) + k
         scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, drivers=[policy.driver()]))
         b = len(rows)
         w = np.arange(b)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import BayesObserver, HypothesisSet, ImitatorObserver
 from mirrorhall.agents.personas import Imitator, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
-from mirrorhall.analysis.common import ModelProbe, Scene, int_seed, mean_ci, probe_seed
+from mirrorhall.analysis.common import ModelProbe, Scene, mean_ci
 from mirrorhall.envs.core import WorldConfig
 
 STEPS = (1, 2, 5, 10, 20, 40)
@@ -56,8 +57,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
 def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agents: int, steps,
               setting: str) -> list[dict]:
     """Accuracy of the model and of Bayes after each number of ``steps`` in one setting."""
-    ss = probe_seed("mirror_test", seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS["mirror_test"], seed)
     pop = get_population(population)
     n_colors = probe.model.config.n_colors
     horizon = max(steps)
@@ -75,7 +75,7 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
         row[m] = Imitator(0, float(rng.uniform(*pop.fidelity)), Trait(*others[rng.integers(len(others))]))
         rows.append(row)
         imitators.append(m)
-    scene = Scene.from_episode(run_scene(world, rows, horizon, int_seed(ss.spawn(1)[0]), hypotheses=belief_h))
+    scene = Scene.from_episode(run_scene(world, rows, horizon, streams.int_seed(streams.PROBE_SCENES["mirror_test"], seed, 0), hypotheses=belief_h))
     b, cands = episodes, np.arange(1, agents)
     acts = scene.episode.actions  # (T, B, N)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
-from mirrorhall.analysis.common import ModelProbe, int_seed, mean_ci, probe_seed
+from mirrorhall.analysis.common import ModelProbe, mean_ci
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 ASKED = (0, 1, 2, 3, 4)
@@ -22,20 +23,19 @@ HORIZON = 20
 def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, agents: int = 8,
         asked=ASKED, horizon: int = HORIZON) -> dict:
     """``episodes`` scenes per asked number, the colour cycling over the world's colours."""
-    ss = probe_seed("outcome", seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS["outcome"], seed)
     pop = get_population(population)
     n_colors = probe.model.config.n_colors
     world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=horizon)
     core = WorldCore(world)
     names = world.color_names
     conditions = []
-    for n in asked:
+    for a, n in enumerate(asked):
         got, control = [], []
         for c in range(n_colors):
             per = max(1, episodes // n_colors)
             rows = [pop.sample_scene(agents, n_colors, rng, split="train") for _ in range(per)]
-            scene_seed = int_seed(ss.spawn(1)[0])
+            scene_seed = streams.int_seed(streams.PROBE_SCENES["outcome"], seed, a * n_colors + c)
             noun = "gem" if n == 1 else "gems"
             for prompt, out in ((f"collect {n} {names[c]} {noun} in the next {horizon} steps", got),
                                 ("behave as yourself", control)):

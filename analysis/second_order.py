@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet, ImitatorObserver
 from mirrorhall.agents.cast import Cast, persona_probs, trait_probs
 from mirrorhall.agents.personas import Imitator, Trait
@@ -27,9 +28,7 @@ from mirrorhall.analysis.common import (
     ModelProbe,
     Scene,
     cross_entropy,
-    int_seed,
     mean_ci,
-    probe_seed,
 )
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
@@ -56,8 +55,7 @@ def _paired(a, b) -> dict:
 
 def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, agents: int = 24,
         ks=KS, essay: bool = True) -> dict:
-    ss = probe_seed("second_order", seed)
-    rng = np.random.default_rng(ss)
+    rng = streams.rng(streams.PROBE_DRAWS["second_order"], seed)
     pop = get_population(population)
     n_colors = probe.model.config.n_colors
     horizon = max(ks)
@@ -67,7 +65,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
     belief_h = pop.hypotheses(n_colors, agents)
     cast = Cast(rows, world, belief_h)
     captured = {}
-    scene = Scene.from_episode(run_scene(world, rows, horizon, int_seed(ss.spawn(1)[0]), hypotheses=belief_h,
+    scene = Scene.from_episode(run_scene(world, rows, horizon, streams.int_seed(streams.PROBE_SCENES["second_order"], seed, 0), hypotheses=belief_h,
                                          on_step=lambda t, s, c: captured.__setitem__(t, c.copy())))
     b = episodes
     w, zeros = np.arange(b), np.zeros(b, np.int64)
@@ -98,7 +96,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
     out = {"probe": "second_order", "population": population, "agents": agents, "episodes": episodes,
            "seed": seed, "prompt": PROMPT, "conditions": conditions}
     if essay:
-        out["essay"] = _essay(probe, world, rows, thetas, ss, ks)
+        out["essay"] = _essay(probe, world, rows, thetas, seed, ks)
     k_ref = 20 if 20 in ks else ks[-1]
     ref = next(c for c in conditions if c["K"] == k_ref)
     out["summary"] = {"K": k_ref, "margin_vs_self": ref["margin_vs_self"]["mean"],
@@ -109,18 +107,18 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
     return out
 
 
-def _essay(probe: ModelProbe, world, rows, thetas, ss, ks) -> dict:
-    """theta is a model copy told "behave as agent 0"; one batched scene per theta id."""
+def _essay(probe: ModelProbe, world, rows, thetas, seed: int, ks) -> dict:
+    """theta is a model copy told "behave as agent 0"; one batched scene per theta id (scenes 1, 2, ...)."""
     res = {k: {n: [] for n in ("model", "self", "other")} for k in ks}
     horizon = max(ks)
     core = WorldCore(world)
-    for theta in np.unique(thetas):
+    for scene_index, theta in enumerate(np.unique(thetas), start=1):
         sel = np.flatnonzero(thetas == theta)
         sub = [list(rows[i]) for i in sel]
         for r in sub:
             r[theta] = Trait()  # placeholder: the model drives theta
         policy = probe.policy(core, [int(theta)])
-        scene = Scene.from_episode(run_scene(world, sub, horizon, int_seed(ss.spawn(1)[0]) + int(theta),
+        scene = Scene.from_episode(run_scene(world, sub, horizon, streams.int_seed(streams.PROBE_SCENES["second_order"], seed, scene_index) + int(theta),
                                              drivers=[policy.driver("behave as agent 0")]))
         b = len(sel)
         w, zeros, th = np.arange(b), np.zeros(b, np.int64), np.full(b, theta)

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from mirrorhall import streams
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.envs.core import WorldConfig, WorldCore
@@ -32,7 +33,7 @@ def main() -> None:
         size = 11 if n <= 32 else 15
         world = WorldConfig(n_agents=n, width=size, height=size, n_colors=model.config.n_colors,
                             max_cycles=args.steps)
-        personas = get_population("crowd").sample_scene(n, world.n_colors, __import__("numpy").random.default_rng(0))
+        personas = get_population("crowd").sample_scene(n, world.n_colors, streams.rng(streams.BENCHMARK, 0))
         policy = load_policy(args.checkpoint, WorldCore(world), range(n))
         run_scene(world, personas, 5, seed=0, drivers=[policy.driver()])  # warm up
         t0 = time.perf_counter()

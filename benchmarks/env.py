@@ -13,8 +13,7 @@ import argparse
 import json
 import time
 
-import numpy as np
-
+from mirrorhall import streams
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
@@ -22,7 +21,7 @@ from mirrorhall.envs.core import WorldConfig, WorldCore
 def parallel_env_rate(n: int, size: int, steps: int) -> float:
     env = mirrorhall_v0.parallel_env(n_agents=n, width=size, height=size, max_cycles=steps + 1)
     env.reset(seed=0)
-    rng = np.random.default_rng(0)
+    rng = streams.rng(streams.BENCHMARK, 0)
     t0 = time.perf_counter()
     for _ in range(steps):
         env.step({a: int(x) for a, x in zip(env.agents, rng.integers(0, 5, n), strict=True)})
@@ -31,7 +30,7 @@ def parallel_env_rate(n: int, size: int, steps: int) -> float:
 
 def core_rate(n: int, size: int, steps: int, batch: int = 64, situations: bool = False) -> float:
     core = WorldCore(WorldConfig(n_agents=n, width=size, height=size))
-    rng = np.random.default_rng(0)
+    rng = streams.rng(streams.BENCHMARK, 0)
     state = core.reset(batch, rng)
     t0 = time.perf_counter()
     for _ in range(steps):

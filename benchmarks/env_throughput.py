@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, sample_actions
 from mirrorhall.agents.populations import get_population
@@ -84,7 +85,7 @@ def core_stepper(core: WorldCore, state, rng: np.random.Generator) -> Callable[[
 def parallel_rate(env, seconds: float, seed: int = 0) -> float:
     """Env steps/s of any PettingZoo ParallelEnv with random actions, resetting at episode end."""
     env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(streams.BENCHMARK, seed)
     agents = list(env.possible_agents)
     sizes = [env.action_space(a).n for a in agents]
     pool = [{a: int(x) for a, x in zip(agents, row, strict=True)}  # plain ints
@@ -110,7 +111,7 @@ def dict_api(n: int, seconds: float) -> dict:
 def core_step(n: int, batch: int, seconds: float) -> dict:
     size = grid_size(n)
     core = WorldCore(WorldConfig(n_agents=n, width=size, height=size))
-    rng = np.random.default_rng(0)
+    rng = streams.rng(streams.BENCHMARK, 0)
     rate = timed(core_stepper(core, core.reset(batch, rng), rng), seconds)
     return row("batched core", "WorldCore.step", n, batch, f"{size}x{size}", rate)
 
@@ -119,7 +120,7 @@ def persona_selection(n: int, batch: int, seconds: float) -> list[dict]:
     """Selection (situations -> probabilities -> sampling) vs one core step of the same worlds."""
     size = grid_size(n)
     cfg = WorldConfig(n_agents=n, width=size, height=size)
-    rng = np.random.default_rng(0)
+    rng = streams.rng(streams.BENCHMARK, 0)
     pop = get_population("crowd")
     cast = Cast([pop.sample_scene(n, cfg.n_colors, rng) for _ in range(batch)], cfg)
     core = WorldCore(cfg)

@@ -40,7 +40,7 @@ def main() -> None:
     rows = [dict(setting=f"labelling only, {min(4, cfg.n_shards)} shards, 1 core", **_label_only(cfg))]
     rows.append(dict(setting="generate, 1 process", **timed_generate(cfg, 0)))
     if args.workers:
-        from mirrorhall.imitation.raykit import ray_session
+        from mirrorhall.raykit import ray_session
 
         with ray_session(num_cpus=args.workers):
             timed_generate(GenerateConfig(episodes=args.workers * cfg.episodes_per_shard), args.workers)

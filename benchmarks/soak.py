@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.cast import Cast, sample_actions
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import seeded_generators
@@ -92,7 +93,7 @@ def core_soak(env_steps: int = 1_000_000, agents: int = 64, worlds: int = 64, ep
     pop = get_population("crowd")
     hypotheses = pop.hypotheses(config.n_colors, agents)
     world_rng, policy_rng = seeded_generators(seed)
-    scene_rng = np.random.default_rng([seed, 1])
+    scene_rng = streams.rng(streams.SOAK_CORE_PERSONAS, seed)
     mem = Memory(warmup_steps=max(episode_steps * worlds, env_steps // 10), total=env_steps, report=report)
     done, next_sample = 0, 0
     t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def model_soak(checkpoint, steps: int = 5000, scene_agents: int = 48, model_agen
     pop = get_population("crowd")
     hypotheses = pop.hypotheses(config.n_colors, scene_agents)
     world_rng, policy_rng = seeded_generators(seed)
-    scene_rng = np.random.default_rng([seed, 2])
+    scene_rng = streams.rng(streams.SOAK_MODEL_PERSONAS, seed)
     mem = Memory(warmup_steps=max(episode_steps, steps // 10), total=steps, report=report)
     done, next_sample = 0, 0
     t0 = time.perf_counter()

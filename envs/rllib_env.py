@@ -49,6 +49,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from mirrorhall import streams
 from mirrorhall.envs.core import ANY_COLOR, N_ACTIONS, WorldConfig, WorldCore
 from mirrorhall.envs.mirrorhall_v0 import ENV_NAME
 
@@ -128,7 +129,7 @@ class MirrorhallMultiAgentEnv(MultiAgentEnv):
         if seed is None or (worker, vector) == (0, 0):
             self._np_random, self._np_random_seed = seeding.np_random(seed)
         else:
-            self._np_random = np.random.default_rng([int(seed), int(worker), int(vector)])
+            self._np_random = streams.rng(streams.ENV_RUNNER, int(seed), int(worker), int(vector))
         self.world_state = None
         self._done = True
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from mirrorhall import streams
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import entity_features
 from mirrorhall.imitation.model_io import batch_inputs, encode_prompts
@@ -103,11 +104,11 @@ class BatchSampler:
 
     def episodes(self, step: int) -> np.ndarray:
         epoch, k = divmod(step, self.per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        perm = streams.rng(streams.BATCH_ORDER, self.seed, epoch).permutation(self.n)
         return perm[k * self.e: (k + 1) * self.e]
 
     def samples(self, step: int, sizes: list[int]) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, 1 << 20, step])
+        rng = streams.rng(streams.BATCH_SAMPLES, self.seed, step)
         return [rng.choice(s, size=min(self.k, s), replace=False) for s in sizes]
 
 

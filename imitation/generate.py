@@ -129,7 +129,7 @@ def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str 
                 progress(1, n)
         return manifest
 
-    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.raykit import ray_session
 
     with ray_session(address=ray_address, num_cpus=max(workers, 1)) as ray:
         task = ray.remote(num_cpus=1)(generate_shard_bytes)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet, softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, trait_probs
 from mirrorhall.agents.personas import Trait
@@ -58,7 +59,8 @@ class LabelledShard:
 
 def shard_seeds(seed: int, shard: int) -> list[np.random.Generator]:
     """Generators (personas, world, policy, prompts) of one shard."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, shard]).spawn(4)]
+    return [streams.rng(s, seed, shard)
+            for s in (streams.SHARD_PERSONAS, streams.SHARD_WORLD, streams.SHARD_POLICY, streams.SHARD_PROMPTS)]
 
 
 def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
@@ -117,7 +119,7 @@ class Labeller:
         own_params = cast.params  # imitators' own trait sits in likes/social/beta
         self.coll_hist.append(step.state.collected.copy())
 
-        hprobs = self.hyp.probs(sit)  # (B, N, H, 5) every hypothesis in every agent's situation
+        hprobs = self.hyp.probs(cast.bases(sit))  # (B, N, H, 5) every hypothesis in every agent's situation
         kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=self.kinds_p)
         if n == 1:
             kind = np.where((kind == Kind.OTHER) | (kind == Kind.SECOND), Kind.SELF, kind)

@@ -23,7 +23,7 @@ episode for a uniformly random policy and for an algorithm's policy, the numbers
 test compares.
 
 Ray is imported here at module level (import this module explicitly); the loopback settings of
-``mirrorhall.imitation.raykit`` are applied first, so a Ray that RLlib starts on its own stays on
+``mirrorhall.raykit`` are applied first, so a Ray that RLlib starts on its own stays on
 127.0.0.1.
 """
 
@@ -33,7 +33,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mirrorhall.imitation.raykit import loopback_env
+from mirrorhall import streams
+from mirrorhall.raykit import loopback_env
 
 loopback_env()
 
@@ -118,7 +119,7 @@ def sampled_agent_returns(algo, num_episodes: int, explore: bool = True) -> list
 def random_agent_return(env_config: Mapping | None, num_episodes: int, seed: int) -> float:
     """Mean return of one agent in one episode when every agent acts uniformly at random."""
     env = MirrorhallMultiAgentEnv({k: v for k, v in dict(env_config or {}).items() if k != "seed"})
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(streams.RANDOM_AGENT, seed)
     agents = env.possible_agents
     total = 0.0
     for episode in range(num_episodes):

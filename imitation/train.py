@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirrorhall import streams
 from mirrorhall.errors import ConfigError, OutputError
 from mirrorhall.files import atomic_write
 from mirrorhall.imitation.batches import (
@@ -184,7 +185,7 @@ class Trainer:
         self.train_eps = [episodes[i] for i in train_idx]
         self.eval_eps = [episodes[i] for i in eval_idx]
         self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
-                                    cfg.seed + 7919 * rank)
+                                    streams.worker_seed(cfg.seed, rank))
         self.step = 0
 
     def batch(self, step: int):
@@ -217,7 +218,7 @@ class Trainer:
             return {}
         self.model.eval()
         per = max(1, self.cfg.eval_samples // len(self.eval_eps))
-        rng = np.random.default_rng([self.cfg.seed, 7])
+        rng = streams.rng(streams.EVAL_SAMPLES, self.cfg.seed)
         ce_all, kl_all, kind_all = [], [], []
         for start in range(0, len(self.eval_eps), 16):
             eps = self.eval_eps[start: start + 16]
@@ -267,7 +268,11 @@ def load_episodes(data: Dataset, tokenizer: Tokenizer, max_len: int, processes: 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           on_log: Callable[[dict], None] | None = None) -> dict:
-    """The local training loop; returns the last metrics."""
+    """The local training loop; returns the last metrics.
+
+    This is the local loop's entry point (the CLI and the tests call it; each Ray worker's is
+    ``train_ray._loop``), so it applies ``cfg.threads`` to the process before anything is built.
+    """
     from tqdm import tqdm
 
     if cfg.threads:

@@ -6,22 +6,38 @@ the Parquet shards through Ray Data. Rank 0 evaluates and writes mirrorhall chec
 workers after a failure and the loop resumes from Ray's latest checkpoint. At the end the newest
 checkpoint is copied into ``RUN/checkpoints/`` and ``RUN/latest.json``, so a Ray run loads
 locally exactly like a local one, and ``--resume`` continues either kind of run.
+
+``on_step`` (a ``StepHook``) is called on every worker before each training step; it travels to
+the workers inside Ray Train's loop config. Tests pass one that raises once, to prove that a run
+survives a worker failure.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mirrorhall.errors import ConfigError, OutputError
 from mirrorhall.imitation.train import TrainConfig
 
-# Test hook: MIRRORHALL_FAIL_AT_STEP=N makes rank 1 (or 0 with one worker) raise once at step N,
-# on the first attempt, to prove that a run survives a worker failure.
-FAIL_ENV = "MIRRORHALL_FAIL_AT_STEP"
+
+@dataclass(frozen=True)
+class WorkerStep:
+    """Where a Ray Train worker is, just before it runs a training step."""
+
+    step: int
+    """The step about to run (the number of steps done)."""
+    rank: int
+    world_size: int
+    restored_from: int | None
+    """The step this worker's attempt resumed from; None on a fresh start."""
+
+
+StepHook = Callable[[WorkerStep], None]
 
 
 def _loop(config: dict) -> None:
@@ -40,7 +56,7 @@ def _loop(config: dict) -> None:
     cfg = TrainConfig.from_json(config["train"])
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, cfg.threads or 1))
+    torch.set_num_threads(max(1, cfg.threads or 1))  # this function is the worker process's entry point
     gen = GenerateConfig.from_json(config["generator"])
     world = gen.world()
     tokenizer = Tokenizer.default()
@@ -64,8 +80,7 @@ def _loop(config: dict) -> None:
     restored = None
     if meta is not None:
         trainer.step = restored = int(meta["step"])
-    fail_at = int(os.environ.get(FAIL_ENV, "0") or 0)
-    fail_rank = 1 if world_size > 1 else 0
+    on_step: StepHook | None = config.get("on_step")
     extra = {"parameters": count_parameters(trainer.core),
              "ray": {"workers": world_size, "restored_from_step": restored}}
 
@@ -73,9 +88,8 @@ def _loop(config: dict) -> None:
 
     t0, seen = time.perf_counter(), 0
     while trainer.step < cfg.steps:
-        if fail_at and trainer.step == fail_at and rank == fail_rank and ckpt is None and not start_from:
-            Path(config["out"], "ray", "injected-failure").write_text(f"step {fail_at} rank {rank}\n")
-            raise RuntimeError(f"injected worker failure at step {fail_at} (rank {rank})")
+        if on_step is not None:
+            on_step(WorkerStep(trainer.step, rank, world_size, restored))
         metrics = trainer.train_step()
         seen += metrics["samples"]
         # every worker trains on its own batch: the run's throughput is world_size times rank 0's
@@ -112,12 +126,16 @@ def _publish(out: Path, checkpoint: Path, step: int) -> None:
 
 
 def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, resume: bool = False,
-              cpus_per_worker: float = 0.5, max_failures: int = 1) -> dict:
-    """Train with ``workers`` Ray Train workers; returns the final metrics of rank 0."""
+              cpus_per_worker: float = 0.5, max_failures: int = 1, on_step: StepHook | None = None) -> dict:
+    """Train with ``workers`` Ray Train workers; returns the final metrics of rank 0.
+
+    ``on_step`` runs on every worker before each step (pickled into the workers with the loop
+    config); an exception it raises fails that worker, as any failure would.
+    """
     from mirrorhall.imitation.checkpoint import newest_checkpoint, ray_checkpoints, read_meta
-    from mirrorhall.imitation.raykit import ray_session
     from mirrorhall.imitation.shards import Dataset
     from mirrorhall.imitation.train import dataset_id
+    from mirrorhall.raykit import ray_session
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be a positive integer with --ray, got {workers!r}")
@@ -147,7 +165,7 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
         trainer = TorchTrainer(
             _loop,
             train_loop_config={"train": cfg.to_json(), "generator": data.config.to_json(),
-                               "dataset": dataset_id(data), "start_from": start_from, "out": str(out)},
+                               "dataset": dataset_id(data), "start_from": start_from, "on_step": on_step},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
                                          resources_per_worker={"CPU": cpus_per_worker}),
             torch_config=TorchConfig(backend="gloo"),

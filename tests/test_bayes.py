@@ -12,7 +12,7 @@ import pytest
 from mirrorhall.agents.bayes import (
     BayesObserver,
     HypothesisSet,
-    bases,
+    TraitBases,
     dirichlet_log_marginal,
     dirichlet_predictive,
 )
@@ -331,7 +331,7 @@ def test_large_batch_agent_distances_are_computed_only_when_read():
     assert not sit.agent_d_is_computed
     part = sit.take((np.arange(3), np.zeros(3, np.int64)))
     assert not part.agent_d_is_computed  # still lazy
-    tb = bases(sit)
+    tb = TraitBases(sit)
     assert not sit.agent_d_is_computed  # the shared bases do not need it either
     small = situations(core, worlds(state, slice(0, 3)))  # 3 x 16 x 16 <= 4096: the eager table path
     assert part.agent_d.tobytes() == small.agent_d[:, 0].tobytes()
@@ -340,3 +340,37 @@ def test_large_batch_agent_distances_are_computed_only_when_read():
     assert tb._agent_arrays()[0] is full  # computed once, shared
     again = pickle.loads(pickle.dumps(situations(core, state)))
     assert again.agent_d.tobytes() == full.tobytes()
+
+
+def test_a_cast_builds_the_bases_of_one_situations_once_and_they_change_nothing():
+    """``Cast.bases`` keeps the bases of the situations asked about last: the same object for the
+    same situations, new ones for new situations; a cast with a fresh memo for every question
+    gives the same bits; a pickled cast carries no bases."""
+    cfg = WorldConfig(n_agents=12, width=9, height=9)
+    core = WorldCore(cfg)
+    rng = np.random.default_rng(4)
+    pop = get_population("crowd")
+    cast = Cast([pop.sample_scene(12, cfg.n_colors, rng) for _ in range(5)], cfg, pop.hypotheses(cfg.n_colors, 12))
+    state, cs = core.reset(5, rng), cast.initial_state()
+    fresh = pickle.loads(pickle.dumps(cast))
+    for _ in range(6):
+        sit = core.situations(state)
+        tb = cast.bases(sit)
+        assert cast.bases(sit) is tb
+        p = cast.probs(sit, cs)
+        q = cast.probs_as(np.roll(np.arange(12), 1)[None].repeat(5, 0), sit, cs)
+        assert cast.bases(sit) is tb
+        fresh.bases = type(fresh.bases)()  # no memo shared between questions
+        want_p = fresh.probs(sit, cs)
+        fresh.bases = type(fresh.bases)()
+        want_q = fresh.probs_as(np.roll(np.arange(12), 1)[None].repeat(5, 0), sit, cs)
+        assert p.tobytes() == want_p.tobytes() and q.tobytes() == want_q.tobytes()
+        a = sample_actions(p, rng)
+        nxt = cast.observe(cs, sit, a)
+        fresh.bases = type(fresh.bases)()
+        assert nxt.log_belief.tobytes() == fresh.observe(cs, sit, a).log_belief.tobytes()
+        core.step(state, a, rng)
+        cs = nxt
+        assert cast.bases(core.situations(state)) is not tb
+    copy = pickle.loads(pickle.dumps(cast))
+    assert copy.bases._sit is None and copy.bases._bases is None

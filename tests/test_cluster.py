@@ -19,7 +19,7 @@ Two things Ray 2.60 needs on a Linux machine (measured here):
   loopback (checked below). On separate machines none of this applies: plain ``ray start``.
 - Token authentication: ``ray start --head`` enables it when a token exists on the machine
   (``~/.ray/auth_token``); the second node needs ``RAY_AUTH_MODE=token`` then, and so would a
-  driver given an explicit address, which ``mirrorhall.imitation.raykit.ray_session`` now sets
+  driver given an explicit address, which ``mirrorhall.raykit.ray_session`` now sets
   itself (the CLI subprocesses here run without ``RAY_AUTH_MODE``).
 """
 
@@ -40,7 +40,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from mirrorhall.imitation.raykit import local_auth_token  # noqa: E402
+from mirrorhall.raykit import local_auth_token  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
@@ -181,7 +181,7 @@ def test_generate_and_train_on_a_two_node_loopback_cluster(tmp_path):
         timings["cluster up"] = time.perf_counter() - t0
 
         # two alive nodes of 1 CPU, both on 127.0.0.1, seen by a driver given the explicit address
-        probe = ("import json; from mirrorhall.imitation.raykit import ray_session\n"
+        probe = ("import json; from mirrorhall.raykit import ray_session\n"
                  f"with ray_session(address={address!r}) as ray:\n"
                  "    print(json.dumps([(n['NodeManagerAddress'], n['Resources'].get('CPU')) "
                  "for n in ray.nodes() if n['Alive']]))")
@@ -228,7 +228,7 @@ def test_generate_and_train_on_a_two_node_loopback_cluster(tmp_path):
 
 def test_explicit_addresses_send_the_local_auth_token(tmp_path, monkeypatch):
     """ray_session's rule: explicit address + a token on this machine + no RAY_AUTH_MODE -> token."""
-    from mirrorhall.imitation.raykit import token_auth_for
+    from mirrorhall.raykit import token_auth_for
 
     token = tmp_path / "auth_token"
     token.write_text("x" * 32)
@@ -261,7 +261,7 @@ def test_ray_imported_first_still_starts_on_loopback_with_token_auth(tmp_path):
     script = (
         "import os, ray\n"  # imported before the loopback defaults and the auth mode are set
         "os.environ['RAY_AUTH_MODE'] = 'token'\n"
-        "from mirrorhall.imitation.raykit import ray_session\n"
+        "from mirrorhall.raykit import ray_session\n"
         f"with ray_session(num_cpus=1, temp_dir={temp_dir!r}) as ray:\n"
         "    print('node', ray.nodes()[0]['NodeManagerAddress'], ray.get(ray.remote(lambda: 7).remote()))\n"
     )

@@ -315,7 +315,7 @@ def test_version_1_datasets_decode_to_the_arrays_version_2_stores(tmp_path):
 
 @pytest.mark.ray
 def test_ray_generation_matches_local_and_ray_data_reads_it(tmp_path, small):
-    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.raykit import ray_session
 
     with ray_session(num_cpus=2) as ray:
         root = tmp_path / "ray"

@@ -44,7 +44,7 @@ SCENE_SPECS = [Trait("red", "approach", "focused"), Species((0.1, 0.2, 0.3, 0.25
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.raykit import ray_session
 
     with ray_session(num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray"))) as ray:
         yield ray

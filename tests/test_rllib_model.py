@@ -197,7 +197,7 @@ def test_model_module_rolls_out_in_a_multi_agent_env_runner(random_checkpoint, e
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    from mirrorhall.imitation.raykit import ray_session
+    from mirrorhall.raykit import ray_session
 
     with ray_session(num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray"))) as ray:
         yield ray

@@ -133,7 +133,7 @@ def descendants(root: int) -> set[int]:
 def test_local_ray_listens_on_loopback_only_with_no_dashboard(monkeypatch):
     """As measured with `ss` on this machine: every socket the driver and the Ray processes it starts
     listen on is bound to 127.0.0.1, and nothing listens on the dashboard port 8265."""
-    from mirrorhall.imitation.raykit import LOOPBACK_ENV, ray_session
+    from mirrorhall.raykit import LOOPBACK_ENV, ray_session
 
     for key in LOOPBACK_ENV:  # the defaults, not whatever this shell exports
         monkeypatch.delenv(key, raising=False)

@@ -273,16 +273,22 @@ def test_short_training_run_approaches_the_entropy_floor(tmp_path):
 
 @pytest.mark.ray
 def test_ray_train_survives_a_worker_failure_and_its_checkpoint_acts_locally(tmp_path, small_data):
-    """2 workers on a local loopback Ray instance; rank 1 raises once at step 25; the run restarts
-    from the step-20 checkpoint, finishes at 40, and the checkpoint drives 32 agents locally."""
+    """2 workers on a local loopback Ray instance; rank 1 raises once at step 25 (a step hook
+    passed to the workers); the run restarts from the step-20 checkpoint, finishes at 40, and the
+    checkpoint drives 32 agents locally."""
+    from mirrorhall.imitation.train_ray import train_ray
+
     run = tmp_path / "ray"
-    env = {**__import__("os").environ, "MIRRORHALL_FAIL_AT_STEP": "25"}
-    r = subprocess.run([MIRRORHALL, "train", "--data", str(small_data), "--out", str(run), "--steps", "40",
-                        "--size", "tiny", "--ray", "--workers", "2", "--checkpoint-every", "20",
-                        "--eval-every", "20", "--no-progress"], capture_output=True, text=True, env=env,
-                       timeout=480, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert (run / "ray" / "injected-failure").exists(), "the failure was not injected"
+    marker = tmp_path / "injected-failure"
+
+    def fail_once(at):  # runs in the Ray workers: rank 1 raises at step 25 of its first attempt
+        if at.step == 25 and at.rank == 1 and at.restored_from is None:
+            marker.write_text(f"step {at.step} rank {at.rank} of {at.world_size}\n")
+            raise RuntimeError("injected worker failure at step 25 (rank 1)")
+
+    train_ray(TrainConfig(data=str(small_data), out=str(run), steps=40, size="tiny", checkpoint_every=20,
+                          eval_every=20), workers=2, on_step=fail_once)
+    assert marker.read_text() == "step 25 rank 1 of 2\n", "the failure was not injected"
     model, _, meta = load_model(run)
     assert meta["step"] == 40
     assert meta["ray"] == {"workers": 2, "restored_from_step": 20}

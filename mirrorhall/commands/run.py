@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mirrorhall import streams
 from mirrorhall.commands.common import check_path
 from mirrorhall.commands.options import option
 from mirrorhall.errors import ConfigError, user_input
@@ -65,7 +66,7 @@ def scene_personas(population: str, n_agents: int, n_colors: int, seed: int, spl
     """The personas of a scene drawn from a population; their generator is derived from ``seed``."""
     from mirrorhall.agents.populations import get_population
 
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+    rng = streams.rng(streams.SCENE_PERSONAS, seed)
     return get_population(population).sample_scene(n_agents, n_colors, rng, split)
 
 
