@@ -73,6 +73,14 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int 
     return torch.from_numpy(out)
 
 
+@torch.no_grad()
+def encode_prompt_vectors(model, tokenizer, texts: Sequence[str], n_agents: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (S, L), prompt vectors (S, d)) of checked prompts, for acting: the vectors are
+    computed once per prompt and passed to ``forward`` as ``prompt``."""
+    tokens = encode_prompts(tokenizer, texts, model.config.max_prompt_len, n_agents=n_agents)
+    return tokens, model.prompt_vectors(tokens)
+
+
 def check_compatible(model_config, world: WorldConfig) -> None:
     """The model can read this world: the same colours, no more agents than it has ids for."""
     if model_config.n_colors != world.n_colors:
@@ -211,9 +219,7 @@ class ObservationActor:
         self.world = world
         self.core = WorldCore(world)
         self.texts = texts
-        self.tokens = encode_prompts(tokenizer, texts, model.config.max_prompt_len, n_agents=n)  # (N, L)
-        with torch.no_grad():
-            self.prompt = model.prompt_vectors(self.tokens)  # (N, d)
+        self.tokens, self.prompt = encode_prompt_vectors(model, tokenizer, texts, n)  # (N, L), (N, d)
 
     def initial_state(self, batch_size: int) -> ActorState:
         n, f = self.world.n_agents, n_features(self.world.n_colors)

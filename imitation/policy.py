@@ -27,7 +27,7 @@ from mirrorhall.imitation.model_io import (
     Memory,
     check_compatible,
     distribution,
-    encode_prompts,
+    encode_prompt_vectors,
     remember,
     step_inputs,
 )
@@ -63,9 +63,7 @@ class ModelPolicy:
         self.full_view = core.config.view_radius is None
 
     def _prompts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = encode_prompts(self.tokenizer, texts, self.model.config.max_prompt_len,
-                                n_agents=self.core.config.n_agents)
-        return tokens, self.model.prompt_vectors(tokens)
+        return encode_prompt_vectors(self.model, self.tokenizer, texts, self.core.config.n_agents)
 
     @torch.no_grad()
     def initial_state(self, batch_size: int, prompts: str | Sequence[str] = DEFAULT_PROMPT) -> ModelState:
