@@ -133,7 +133,7 @@ class ImitationRewardEnv(MirrorhallMultiAgentEnv):
         self.cast = Cast([row], self.config)
         self.cast_state = self.cast.initial_state()
         self.agents = self.possible_agents[:]
-        obs = self.core.observe(self.world_state)[0]
+        obs = self.core.observations(self.world_state)[0]
         return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
 
     def step(self, action_dict: dict):
@@ -152,7 +152,7 @@ class ImitationRewardEnv(MirrorhallMultiAgentEnv):
         self.cast_state = self.cast.observe(self.cast_state, sit, act[None])
         done = self.world_state.t >= self.config.max_cycles
         self._done = done
-        obs = self.core.observe(self.world_state)[0]
+        obs = self.core.observations(self.world_state)[0]
         with np.errstate(divide="ignore"):
             logp = np.log(probs[0, np.arange(self.n_learners), act[: self.n_learners]])
         agents = self.agents
@@ -302,7 +302,7 @@ def held_out_set(scene: Scene, target: Trait) -> tuple[np.ndarray, np.ndarray]:
     code = HypothesisSet([target], n_colors, n)
     obs, truth = [], []
     for st, sit in zip(scene.states, scene.situations, strict=True):
-        obs.append(core.observe(st)[:, 0])
+        obs.append(core.observations(st)[:, 0])
         s0 = sit.take((slice(None), 0))
         b = s0.ego.shape[0]
         truth.append(trait_probs(s0, np.repeat(code.likes, b), np.repeat(code.social, b), np.repeat(code.beta, b)))

@@ -186,7 +186,7 @@ class WorldCore:
         self.obs_dim = config.obs_dim
         self._ids = np.arange(config.n_agents)
         self._cell_weights = np.array([w, 1], dtype=np.int64)
-        self._template: np.ndarray | None = None  # built by the first full-observability observe
+        self._template: np.ndarray | None = None  # built by the first full-observability observations call
 
     def _full_template(self) -> np.ndarray:
         """(N, obs_dim) what every observation holds under full observability before the gems,
@@ -331,7 +331,7 @@ class WorldCore:
         agent_vis = np.abs(state.agent_pos[:, None] - me).max(-1) <= r  # (B, N, N)
         return gem_vis, agent_vis
 
-    def observe(self, state: WorldState) -> np.ndarray:
+    def observations(self, state: WorldState) -> np.ndarray:
         """(B, N, obs_dim) float32 flat observations; layout in the spec card."""
         cfg = self.config
         b, n = state.last_action.shape

@@ -134,7 +134,7 @@ class MirrorhallParallelEnv(ParallelEnv):
         return obs, infos
 
     def _observations(self) -> dict:
-        o = self.core.observe(self.world_state)[0]  # (N, obs_dim); self.agents is in id order
+        o = self.core.observations(self.world_state)[0]  # (N, obs_dim); self.agents is in id order
         return dict(zip(self.agents, o, strict=True))
 
     def step(self, actions):
@@ -173,7 +173,7 @@ class MirrorhallParallelEnv(ParallelEnv):
     def state(self) -> np.ndarray:
         if self.world_state is None:
             raise ValueError("state() called before reset(); call reset()")
-        o = self._global_core.observe(self.world_state)[0, 0].copy()
+        o = self._global_core.observations(self.world_state)[0, 0].copy()
         off, shape = self.config.obs_layout["agents"]
         o[off + 4: off + int(np.prod(shape)): 5] = 0.0
         goff, gshape = self.config.obs_layout["goal"]

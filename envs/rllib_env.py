@@ -10,7 +10,7 @@ Why native and not ``ParallelPettingZooEnv``: speed is no reason either way, cor
 Random actions through the RLlib env API on 2 (shared) CPU cores, best of 3 x 5000 steps, in env
 steps per second: 8 agents on 11 x 11, wrapper 9.8k vs native 9.6k; 2 agents on 6 x 5, 11.9k vs
 11.2k; 32 agents on 15 x 13, 5.3k vs 5.6k. Through a ``MultiAgentEnvRunner`` sampling random
-actions, 8 agents: 671 vs 784; 2 agents: 1372 vs 1383. The core's ``observe``/``step`` dominate
+actions, 8 agents: 671 vs 784; 2 agents: 1372 vs 1383. The core's ``observations``/``step`` dominate
 the env, and RLlib's EnvRunner (about 1 ms per env step) dominates both. The native env is kept
 because the wrapper (1) orders ``agents``/``possible_agents`` by a ``set``, i.e. by string hash,
 which changes between processes (so the order RLlib batches agents in, and a seeded run, can
@@ -147,7 +147,7 @@ class MirrorhallMultiAgentEnv(MultiAgentEnv):
         self.world_state = self.core.reset(1, self._np_random, valued[None])
         self.agents = self.possible_agents[:]
         self._done = False
-        obs = self.core.observe(self.world_state)[0]  # (N, obs_dim)
+        obs = self.core.observations(self.world_state)[0]  # (N, obs_dim)
         return dict(zip(self.agents, obs, strict=True)), {a: {} for a in self.agents}
 
     def step(self, action_dict: dict):
@@ -169,7 +169,7 @@ class MirrorhallMultiAgentEnv(MultiAgentEnv):
         got = self.world_state.collected[0].sum(-1) - before
         done = self.world_state.t >= self.config.max_cycles
         self._done = done
-        obs = self.core.observe(self.world_state)[0]  # (N, obs_dim)
+        obs = self.core.observations(self.world_state)[0]  # (N, obs_dim)
         agents = self.agents
         rewards = dict(zip(agents, rew.tolist(), strict=True))
         terminateds = dict.fromkeys(agents, False)

@@ -17,7 +17,7 @@ from mirrorhall import streams
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import entity_features
 from mirrorhall.imitation.model_io import batch_inputs, encode_prompts
-from mirrorhall.imitation.shards import Episode
+from mirrorhall.imitation.shards import StoredEpisode
 from mirrorhall.imitation.tokenizer import Tokenizer
 
 
@@ -36,7 +36,7 @@ class EpisodeArrays:
     label: np.ndarray  # (S, 5)
 
 
-def episode_arrays(ep: Episode, world: WorldConfig, tokenizer: Tokenizer, max_len: int) -> EpisodeArrays:
+def episode_arrays(ep: StoredEpisode, world: WorldConfig, tokenizer: Tokenizer, max_len: int) -> EpisodeArrays:
     core = WorldCore(world)
     feats, visible = entity_features(core, ep.world_states(world))
     # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory

@@ -30,7 +30,8 @@ from mirrorhall.agents.bayes import HypothesisSet, softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, trait_probs
 from mirrorhall.agents.personas import Trait
 from mirrorhall.agents.populations import get_population
-from mirrorhall.agents.scene import Episode, SceneStep, run_scene
+from mirrorhall.agents.scene import Episode as SceneEpisode
+from mirrorhall.agents.scene import SceneStep, run_scene
 from mirrorhall.envs.core import ANY_COLOR, WorldConfig
 from mirrorhall.imitation.prompts import RETURN_HORIZONS, TEMPLATES, Kind, PromptSpace, render
 
@@ -165,7 +166,7 @@ class Labeller:
         self.pair += np.where(seen[..., None], ll[:, None, :, :], 0.0)
         self.pair -= self.pair.max(-1, keepdims=True)
 
-    def result(self, episode: Episode) -> LabelledShard:
+    def result(self, episode: SceneEpisode) -> LabelledShard:
         """The labelled shard of the scene ``episode`` that this hook watched."""
         flat = {k: np.concatenate(v) for k, v in self.out.items()}
         collected = np.stack([*self.coll_hist, episode.collected])  # (T + 1, B, N, C)

@@ -258,7 +258,7 @@ def record_shard(root: Path, manifest: dict, shard: int, data: bytes, n_samples:
 
 
 @dataclass
-class Episode:
+class StoredEpisode:
     """One stored episode, decoded: enough to rebuild every observation exactly."""
 
     episode: int
@@ -324,11 +324,11 @@ class Dataset:
                                "(docs/dataset.md); regenerate the dataset")
         return table
 
-    def episodes(self) -> Iterator[Episode]:
+    def episodes(self) -> Iterator[StoredEpisode]:
         for path in self.shard_paths:
             yield from self.shard_episodes(path)
 
-    def shard_episodes(self, path: Path) -> Iterator[Episode]:
+    def shard_episodes(self, path: Path) -> Iterator[StoredEpisode]:
         """The episodes of one shard, in order."""
         table = self.read_table(path)
         for row in (table.to_pylist() if self.schema_version == 1 else _rows(table)):
@@ -358,9 +358,9 @@ def _rows(table) -> Iterator[dict]:
                for name, (values, offs) in cols.items()}
 
 
-def decode_row(row, world: WorldConfig) -> Episode:
+def decode_row(row, world: WorldConfig) -> StoredEpisode:
     """One Parquet row (a mapping, as pandas or Ray Data give it) of either schema version -> an
-    Episode. Version 1 rows hold int8 binary blobs; version 2 rows flat int8 lists and their sizes."""
+    StoredEpisode. Version 1 rows hold int8 binary blobs; version 2 rows flat int8 lists and their sizes."""
     n, g = world.n_agents, world.n_gems
     if "agents" in row:
         steps = int(row["steps"])
@@ -375,7 +375,7 @@ def decode_row(row, world: WorldConfig) -> Episode:
 
         steps = len(row["actions"]) // n
 
-    return Episode(
+    return StoredEpisode(
         episode=int(row["episode"]), personas=personas_from_json(row["personas"]),
         agent_pos=arr("agent_pos", (steps + 1, n, 2)), gem_pos=arr("gem_pos", (steps + 1, g, 2)),
         actions=arr("actions", (steps, n)), valued=arr("valued", (n,)),

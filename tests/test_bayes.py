@@ -164,7 +164,7 @@ def record(cfg, specs, steps, seed, hyp):
         sit = situations(core, state)
         a = sample_actions(cast.probs(sit, cs), rng)
         sits.append(sit)
-        obs.append(core.observe(state))
+        obs.append(core.observations(state))
         acts.append(a)
         core.step(state, a, rng)
         cs = cast.observe(cs, sit, a)

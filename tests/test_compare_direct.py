@@ -36,7 +36,7 @@ def test_imitation_env_pays_log_pi_test_of_the_learners_action():
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=3)
     for t in range(15):
-        np.testing.assert_array_equal(obs["agent_0"], env.core.observe(env.world_state)[0, 0])
+        np.testing.assert_array_equal(obs["agent_0"], env.core.observations(env.world_state)[0, 0])
         sit = situations(env.core, env.world_state).take((0, 0))
         want = trait_probs(sit, code.likes[0], code.social[0], code.beta[0])  # (5,)
         a = int(rng.integers(5))

@@ -317,7 +317,7 @@ def test_vectorised_situations_equal_per_agent_decoder(cfg):
     for t in range(16):
         if t in (0, 1, 5, 15):
             sit = situations(core, state)
-            obs = core.observe(state)
+            obs = core.observations(state)
             assert sit.shape == (3, cfg.n_agents)
             for b in range(3):
                 for i in range(cfg.n_agents):
@@ -353,7 +353,7 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
     state = core.reset(2, rng)
     b, n = 2, cfg.n_agents
     for t in range(12):
-        obs = core.observe(state).reshape(b * n, -1)  # (B * N, obs_dim)
+        obs = core.observations(state).reshape(b * n, -1)  # (B * N, obs_dim)
         view = decode(obs, cfg)
         np.testing.assert_array_equal(view.ego, np.tile(np.arange(n), b))
         want = situations(core, state)
@@ -395,7 +395,7 @@ def test_features_of_unseen_entities_are_zero_and_of_seen_ones_exact():
 
 def test_decode_refuses_observations_of_another_world():
     cfg = WorldConfig(n_agents=3)
-    obs = WorldCore(cfg).observe(WorldCore(cfg).reset(1, np.random.default_rng(0)))[0]
+    obs = WorldCore(cfg).observations(WorldCore(cfg).reset(1, np.random.default_rng(0)))[0]
     with pytest.raises(ValueError, match="shape"):
         decode(obs[:, :-1], cfg)
     bad = obs.copy()

@@ -192,7 +192,7 @@ def test_cast_probs_equal_the_plain_reference(pop, cfg):
     for t, _, cast, state, _, cs, p in play(cfg, rows, 12, seed=1):
         if t not in (0, 1, 6, 12):
             continue
-        obs = WorldCore(cfg).observe(state)
+        obs = WorldCore(cfg).observations(state)
         for b, row in enumerate(rows):
             for i, spec in enumerate(row):
                 ref = ref_persona(spec, obs[b, i], cfg, cs.log_belief[b, i], cast.hypotheses.traits)
@@ -212,7 +212,7 @@ def test_counterfactual_probs_as_equal_reference_in_the_other_situation(pop, cfg
     for t, _, cast, state, sit, cs, p in play(cfg, rows, 8, seed=2):
         if t not in (0, 2, 8):
             continue
-        obs = WorldCore(cfg).observe(state)
+        obs = WorldCore(cfg).observations(state)
         # every (persona j, situation i) pair, as (B, N*N) index arrays
         persona = np.broadcast_to(np.repeat(np.arange(n), n), (b, n * n))
         situation = np.broadcast_to(np.tile(np.arange(n), n), (b, n * n))
@@ -254,7 +254,7 @@ def test_imitator_point_mass_belief_reproduces_target_and_fidelity_zero_its_own_
     cs = CastState(log_belief)
     for _ in range(10):
         sit = situations(core, state)
-        obs = core.observe(state)
+        obs = core.observations(state)
         p = cast.probs(sit, cs)
         # fidelity 1: exactly the target's counterfactual distribution in the imitator's situation
         cf = cast.probs_as(np.array([[0, 3]]), sit, cs, np.array([[1, 4]]))
