@@ -135,7 +135,7 @@ def section(r: dict) -> list[str]:
              for x in c]
     key = "mean_kl_bayes_model_npast_ge_1"
     rows += ["", f"Target: mean KL(Bayes‖model) for N_past >= 1 "
-                 f"{verdict(s.get(key), r['targets'][key], higher=False)}."]
+                 f"{verdict(s.get(key), r.get('targets', {}).get(key), higher=False)}."]
     if s.get("mean_kl_train_bayes_model_npast_ge_1") is not None:
         w = r.get("train_prior", {})
         rows += ["", f"Bayes_train is the exact observer under the training population's prior (trait personas "

@@ -96,6 +96,6 @@ def section(r: dict) -> list[str]:
     s, c = r.get("summary", {}), r["conditions"]
     rows = ["| condition | KL to persona | cross-entropy | entropy floor | queries |", "|---|---|---|---|---|"]
     rows += [f"| {x['condition']} | {fmt_ci(x['kl'])} | {fmt_ci(x['ce'])} | {fmt_ci(x['entropy_floor'])} | {x['queries']} |" for x in c]
-    bound = r["targets"]["kl_seen"]
-    return rows + ["", f"Target: seen combinations within {bound} nats of the floor "
-                       f"{verdict(s.get('kl_seen'), bound, higher=False)}.", ""]
+    bound = r.get("targets", {}).get("kl_seen")
+    within = "close to the floor" if bound is None else f"within {bound} nats of the floor"
+    return rows + ["", f"Target: seen combinations {within} {verdict(s.get('kl_seen'), bound, higher=False)}.", ""]

@@ -175,12 +175,12 @@ def plot(result: dict, path: Path) -> None:
 
 def section(r: dict) -> list[str]:
     """The report's table and verdicts; the targets are the result's own."""
-    s, c, targets = r.get("summary", {}), r["conditions"], r["targets"]
+    s, c, targets = r.get("summary", {}), r["conditions"], r.get("targets", {})
     rows = ["| K | model | Bayes | prior | fraction of attainable information |", "|---|---|---|---|---|"]
     rows += [f"| {x['K']} | {fmt_ci(x['ce_model'])} | {fmt_ci(x['ce_bayes'])} | {fmt_ci(x['ce_prior'])} | {fmt_ci(x['fraction'])} |" for x in c]
     cl = r.get("closed_loop", {})
-    rows += ["", f"Targets: fraction at K=10 {verdict(s.get('fraction_at_K10'), targets['fraction_at_K10'])}; "
-                 f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets['mean_fraction_K_ge_5'])}.", "",
+    rows += ["", f"Targets: fraction at K=10 {verdict(s.get('fraction_at_K10'), targets.get('fraction_at_K10'))}; "
+                 f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets.get('mean_fraction_K_ge_5'))}.", "",
              f"Closed loop (prompt switched at step {cl.get('switch_at')}): share of pi_test's liked colour "
              f"among gems collected: model as k {fmt_ci(cl.get('model_as_k_share', {}))}, pi_test itself "
              f"{fmt_ci(cl.get('k_share', {}))}, model as itself {fmt_ci(cl.get('model_self_share', {}))}. Mean distance "

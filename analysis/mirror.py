@@ -136,7 +136,7 @@ def plot(result: dict, path: Path) -> None:
 
 def section(r: dict) -> list[str]:
     """The report's table and one verdict per setting against the result's own targets."""
-    c, targets = r["conditions"], r["targets"]
+    c, targets = r["conditions"], r.get("targets", {})
     rows = ["| setting | steps observed | model | Bayes | chance |", "|---|---|---|---|---|"]
     rows += [f"| {x.get('setting', 'crowd')} | {x['steps_observed']} | {fmt_ci(x['accuracy_model'])} | "
              f"{fmt_ci(x['accuracy_bayes'])} | {x['chance']:.3f} |" for x in c]

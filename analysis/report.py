@@ -20,7 +20,7 @@ import numpy as np
 
 from mirrorhall.analysis import calibration, describe, imitate, mirror, outcome, second_order
 from mirrorhall.analysis.common import ModelProbe
-from mirrorhall.errors import ConfigError
+from mirrorhall.errors import ConfigError, OutputError
 
 # probe name (CLI, DIR/NAME.json, report heading) -> its module: run(probe, population, episodes=,
 # seed=) -> result, plot(result, path), section(result) -> markdown lines; in report order
@@ -81,8 +81,11 @@ def write_report(folder: Path) -> Path:
         if path.exists():
             try:
                 results[name] = json.loads(path.read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise ConfigError(f"{path} is not valid JSON; re-run mirrorhall probe {name}") from None
+            r = results[name]
+            if not isinstance(r, dict) or r.get("probe") != name or not isinstance(r.get("conditions"), list):
+                raise ConfigError(f"{path} is not a result of probe {name}; re-run mirrorhall probe {name}")
     if not results:
         raise ConfigError(f"{folder} holds no probe results (*.json); run mirrorhall probe all --out {folder}")
     any_r = next(iter(results.values()))
@@ -95,6 +98,9 @@ def write_report(folder: Path) -> Path:
         lines += PROBES[name].section(r)
         lines += [f"_{r.get('seconds', '?')} s._", ""]
     out = folder / "report.md"
-    out.write_text("\n".join(lines) + "\n")
+    try:
+        out.write_text("\n".join(lines) + "\n")
+    except OSError as err:
+        raise OutputError(f"cannot write {out} ({err.strerror}); make {folder} writable or copy it") from None
     return out
 

@@ -28,9 +28,12 @@ def fmt_ci(d: dict) -> str:
 
 
 def verdict(value, target, higher=True) -> str:
-    """``met``/``MISSED`` for ``value`` against ``target`` (a bound from the probe's ``targets``)."""
+    """``met``/``MISSED`` for ``value`` against ``target`` (a bound from the probe's ``targets``;
+    None where the result states none)."""
     if value is None:
         return "not measured"
+    if target is None:
+        return f"not judged ({fmt(value)}; the result states no target)"
     ok = value >= target if higher else value <= target
     return f"{'met' if ok else 'MISSED'} ({fmt(value)} vs target {'>=' if higher else '<='} {target})"
 

@@ -19,7 +19,7 @@ from mirrorhall.agents.populations import get_population
 from mirrorhall.analysis import calibration, imitate, second_order
 from mirrorhall.analysis.common import ModelProbe, fraction_ci, mean_ci
 from mirrorhall.analysis.report import PROBES, plot, run_probe, write_report
-from mirrorhall.errors import ConfigError
+from mirrorhall.errors import ConfigError, OutputError
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "checkpoints" / "reference"
@@ -289,6 +289,8 @@ def test_sections_judge_against_the_results_own_targets(monkeypatch):
     assert "within 0.05 nats of the floor met" in section_of("describe")
     assert "within 0.0001 nats of the floor MISSED (0.000 vs target <= 0.0001)" in \
         section_of("describe", targets={"kl_seen": 0.0001})
+    assert "Target: seen combinations close to the floor not judged (0.000; the result states no target)." in \
+        section_of("describe", targets={})
     crowd = section_of("mirror_test", targets={"accuracy_model_at_20": 0.6, "accuracy_model_at_20_decisive": 0.95})
     assert "crowd met (0.635 vs target >= 0.6); decisive MISSED (0.915 vs target >= 0.95)" in crowd
     # second_order's targets are words in the JSON; the bounds they state are module constants
@@ -307,6 +309,18 @@ def test_report_errors_are_config_errors(tmp_path):
         write_report(tmp_path)
     (tmp_path / "imitate.json").write_text("{")
     with pytest.raises(ConfigError, match=r"imitate.json is not valid JSON; re-run mirrorhall probe imitate"):
+        write_report(tmp_path)
+    for text in ("[]", json.dumps({"probe": "describe", "conditions": []}), json.dumps({"probe": "imitate"})):
+        (tmp_path / "imitate.json").write_text(text)
+        with pytest.raises(ConfigError, match=r"imitate.json is not a result of probe imitate; re-run mirrorhall probe imitate"):
+            write_report(tmp_path)
+    (tmp_path / "imitate.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"imitate.json is not valid JSON"):
+        write_report(tmp_path)
+    (tmp_path / "imitate.json").unlink()
+    (tmp_path / "outcome.json").write_bytes((RESULTS / "outcome.json").read_bytes())
+    (tmp_path / "report.md").mkdir()  # a folder where the report goes: unwritable even as root
+    with pytest.raises(OutputError, match=r"cannot write .*report.md \(Is a directory\)"):
         write_report(tmp_path)
     with pytest.raises(ConfigError, match="unknown probe 'nope'"):
         run_probe("nope", None, tmp_path, POP)
