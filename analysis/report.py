@@ -16,10 +16,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mirrorhall.analysis import calibration, describe, imitate, mirror, outcome, second_order
 from mirrorhall.analysis.common import ModelProbe
+from mirrorhall.analysis.reporting import json_default
 from mirrorhall.errors import ConfigError, OutputError
 
 # probe name (CLI, DIR/NAME.json, report heading) -> its module: run(probe, population, episodes=,
@@ -50,7 +49,7 @@ def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: in
     result = {"checkpoint": probe.path, **result, "seconds": round(time.perf_counter() - t0, 2)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=json_default) + "\n")
     plot(result, out / f"{name}.png")
     return result
 
@@ -58,16 +57,6 @@ def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: in
 def plot(result: dict, path: Path) -> None:
     """The standard figure of any probe result, drawn by the probe's own module."""
     PROBES[result["probe"]].plot(result, path)
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x))
 
 
 def write_report(folder: Path) -> Path:

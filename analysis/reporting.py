@@ -1,5 +1,5 @@
 """What every probe's plot and report section share: number and interval formatting, verdicts
-against a target, error bars, and the figure's frame.
+against a target, error bars, the figure's frame, and numpy values in result JSON.
 
 A leaf module: the probes import it and ``report.py`` imports the probes, so the helpers cannot
 live in ``report.py`` without an import cycle.
@@ -10,6 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+
+def json_default(x):
+    """``json.dumps``'s ``default`` for results: numpy scalars and arrays as plain numbers and lists."""
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x))
 
 
 def fmt(x, digits=3) -> str:

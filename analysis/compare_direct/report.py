@@ -9,23 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mirrorhall.analysis.reporting import fmt_ci, json_default
+
 NAME = "compare_direct"
 LOG5 = math.log(5)  # a uniform policy's cross-entropy over the 5 actions
 
 
-def _json_default(x):
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x))
-
-
 def write_outputs(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    (out / f"{NAME}.json").write_text(json.dumps(result, indent=1, default=json_default) + "\n")
     plot(result, out / f"{NAME}.png")
     (out / f"{NAME}.md").write_text(markdown(result))
 
@@ -71,13 +63,6 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _fmt(c: dict) -> str:
-    if c["mean"] is None:
-        return "-"
-    lo, hi = c["ci95"]
-    return f"{c['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def markdown(result: dict) -> str:
     s = result["summary"]
     lines = [
@@ -97,12 +82,12 @@ def markdown(result: dict) -> str:
         if c["persona"] != "mean":
             continue
         label = ("PPO, reward log pi_test" if c["method"] == "ppo" else "model, K steps watched")
-        lines.append(f"| {label} | {c['env_steps']} | {_fmt(c['ce'])} |")
+        lines.append(f"| {label} | {c['env_steps']} | {fmt_ci(c['ce'])} |")
     lines += ["", "Bayes observer with the same K steps (ceiling of the model):", "",
               "| K | Bayes | prior |", "|---:|---|---|"]
     for c in result["conditions"]:
         if c["persona"] == "mean" and c["method"] == "model":
-            lines.append(f"| {c['env_steps']} | {_fmt(c['ce_bayes'])} | {_fmt(c['ce_prior'])} |")
+            lines.append(f"| {c['env_steps']} | {fmt_ci(c['ce_bayes'])} | {fmt_ci(c['ce_prior'])} |")
     lines += ["", "Per persona (PPO at its final budget vs the model at the largest K):", "",
               "| persona | PPO final (env steps) | model, K = max |", "|---|---|---|"]
     kmax = max(result["ks"])
@@ -110,7 +95,7 @@ def markdown(result: dict) -> str:
         ppo = [c for c in result["conditions"] if c["method"] == "ppo" and c["persona"] == p["describe"]][-1]
         mod = [c for c in result["conditions"] if c["method"] == "model" and c["persona"] == p["describe"]
                and c["env_steps"] == kmax][0]
-        lines.append(f"| {p['describe']} | {_fmt(ppo['ce'])} ({ppo['env_steps']}) | {_fmt(mod['ce'])} |")
+        lines.append(f"| {p['describe']} | {fmt_ci(ppo['ce'])} ({ppo['env_steps']}) | {fmt_ci(mod['ce'])} |")
     match = s[f"ppo_env_steps_to_match_model_K{kmax}"]
     lines += ["", f"PPO reached the model's K={kmax} cross-entropy after: "
               + (f"{match} env steps." if match is not None else "not within this budget.")]
