@@ -18,6 +18,8 @@ for a population of random agents only it is the Bayes observer above.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mirrorhall import streams
@@ -31,6 +33,7 @@ from mirrorhall.agents.personas import Species, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, kl, mean_ci
+from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, mean_of, save, verdict
 from mirrorhall.envs.core import WorldConfig
 
 ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -105,3 +108,37 @@ def _trait_or_random(trait_obs: BayesObserver, log_post: np.ndarray, sit, random
                 - trait_obs.log_evidence(log_post))  # log P(random, D) - log P(trait, D)
     p_trait = 1.0 / (1.0 + np.exp(log_odds))
     return p_trait[:, None] * as_trait + (1.0 - p_trait[:, None]) * random_pred
+
+
+def plot(result: dict, path: Path) -> None:
+    """KL(Bayes || model) against N_past, one line per alpha; dotted: KL(Bayes_train || model)."""
+    fig, ax = axes()
+    cond = result["conditions"]
+    for alpha in sorted({c["alpha"] for c in cond}):
+        cs = [c for c in cond if c["alpha"] == alpha]
+        line, = ax.plot([c["N_past"] for c in cs], [mean_of(c, "kl_bayes_model") for c in cs], "o-", label=f"alpha={alpha:g}")
+        if "kl_train_bayes_model" in cs[0]:
+            ax.plot([c["N_past"] for c in cs], [mean_of(c, "kl_train_bayes_model") for c in cs], ":",
+                    color=line.get_color())
+    ax.set_xlabel("N_past observed actions")
+    ax.set_ylabel("KL(Bayes || model) (nats); dotted: Bayes_train")
+    save(fig, ax, result, path)
+
+
+def section(r: dict) -> list[str]:
+    """The report's table and verdict (a KL: at most the result's own target)."""
+    s, c = r.get("summary", {}), r["conditions"]
+    rows = ["| alpha | N_past | KL(Bayes‖model) | KL(true‖model) | KL(true‖Bayes) | KL(Bayes_train‖model) |",
+            "|---|---|---|---|---|---|"]
+    rows += [f"| {x['alpha']:g} | {x['N_past']} | {fmt_ci(x['kl_bayes_model'])} | {fmt_ci(x['kl_true_model'])} | "
+             f"{fmt_ci(x['kl_true_bayes'])} | {fmt_ci(x['kl_train_bayes_model']) if 'kl_train_bayes_model' in x else '-'} |"
+             for x in c]
+    key = "mean_kl_bayes_model_npast_ge_1"
+    rows += ["", f"Target: mean KL(Bayes‖model) for N_past >= 1 "
+                 f"{verdict(s.get(key), r.get('targets', {}).get(key), higher=False)}."]
+    if s.get("mean_kl_train_bayes_model_npast_ge_1") is not None:
+        w = r.get("train_prior", {})
+        rows += ["", f"Bayes_train is the exact observer under the training population's prior (trait personas "
+                     f"{w.get('trait')}, random agents {w.get('species')}; imitators and mirrors left out): "
+                     f"mean KL(Bayes_train‖model) for N_past >= 1 {fmt(s['mean_kl_train_bayes_model_npast_ge_1'])}."]
+    return rows + [""]

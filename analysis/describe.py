@@ -9,6 +9,8 @@ training data) with training paraphrases; seen combinations with the held-out pa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mirrorhall import streams
@@ -24,6 +26,7 @@ from mirrorhall.analysis.common import (
     entropy,
     mean_ci,
 )
+from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict, yerr
 from mirrorhall.envs.core import WorldConfig
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, render
 
@@ -76,3 +79,23 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
 def _per_episode(x: np.ndarray, world: np.ndarray, episodes: int) -> list[float]:
     """One value per episode, so intervals resample episodes rather than correlated queries."""
     return [float(x[world == e].mean()) for e in range(episodes)]
+
+
+def plot(result: dict, path: Path) -> None:
+    """KL to the described persona per condition, with 95% intervals."""
+    fig, ax = axes()
+    cond = result["conditions"]
+    labels = [c["condition"] for c in cond]
+    ax.bar(labels, [mean_of(c, "kl") for c in cond], yerr=np.hstack([yerr(c, "kl") for c in cond]), capsize=4)
+    ax.set_ylabel("KL to the described persona (nats)")
+    save(fig, ax, result, path)
+
+
+def section(r: dict) -> list[str]:
+    """The report's table and verdict (a KL: at most the result's own target)."""
+    s, c = r.get("summary", {}), r["conditions"]
+    rows = ["| condition | KL to persona | cross-entropy | entropy floor | queries |", "|---|---|---|---|---|"]
+    rows += [f"| {x['condition']} | {fmt_ci(x['kl'])} | {fmt_ci(x['ce'])} | {fmt_ci(x['entropy_floor'])} | {x['queries']} |" for x in c]
+    bound = r.get("targets", {}).get("kl_seen")
+    within = "close to the floor" if bound is None else f"within {bound} nats of the floor"
+    return rows + ["", f"Target: seen combinations {within} {verdict(s.get('kl_seen'), bound, higher=False)}.", ""]

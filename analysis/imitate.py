@@ -15,6 +15,8 @@ nearest other agent are compared between the model-as-k, pi_test itself, and the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mirrorhall import streams
@@ -30,6 +32,7 @@ from mirrorhall.analysis.common import (
     fraction_ci,
     mean_ci,
 )
+from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict, yerr
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (0, 1, 2, 5, 10, 20, 40)
@@ -154,3 +157,33 @@ def _mean_nearest(scene: Scene, b: int, agent: int, start: int) -> float:
     d = np.abs(pos[:, agent:agent + 1] - pos).sum(-1).astype(float)  # (T', N)
     d[:, agent] = np.inf
     return float(d.min(1).mean())
+
+
+def plot(result: dict, path: Path) -> None:
+    """Cross-entropy of the model, Bayes and the prior against K, with 95% intervals."""
+    fig, ax = axes()
+    cond = result["conditions"]
+    ks = [c["K"] for c in cond]
+    for key, label, style in (("ce_model", "model", "o-"), ("ce_bayes", "Bayes", "s--"), ("ce_prior", "prior only", "^:")):
+        ax.errorbar(ks, [mean_of(c, key) for c in cond], yerr=np.hstack([yerr(c, key) for c in cond]), fmt=style,
+                    label=label, capsize=3)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("K, steps observed before 'behave as agent k'")
+    ax.set_ylabel("cross-entropy under pi_test (nats)")
+    save(fig, ax, result, path)
+
+
+def section(r: dict) -> list[str]:
+    """The report's table and verdicts; the targets are the result's own."""
+    s, c, targets = r.get("summary", {}), r["conditions"], r.get("targets", {})
+    rows = ["| K | model | Bayes | prior | fraction of attainable information |", "|---|---|---|---|---|"]
+    rows += [f"| {x['K']} | {fmt_ci(x['ce_model'])} | {fmt_ci(x['ce_bayes'])} | {fmt_ci(x['ce_prior'])} | {fmt_ci(x['fraction'])} |" for x in c]
+    cl = r.get("closed_loop", {})
+    rows += ["", f"Targets: fraction at K=10 {verdict(s.get('fraction_at_K10'), targets.get('fraction_at_K10'))}; "
+                 f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets.get('mean_fraction_K_ge_5'))}.", "",
+             f"Closed loop (prompt switched at step {cl.get('switch_at')}): share of pi_test's liked colour "
+             f"among gems collected: model as k {fmt_ci(cl.get('model_as_k_share', {}))}, pi_test itself "
+             f"{fmt_ci(cl.get('k_share', {}))}, model as itself {fmt_ci(cl.get('model_self_share', {}))}. Mean distance "
+             f"to the nearest agent: model as k {fmt_ci(cl.get('model_as_k_near', {}))}, pi_test "
+             f"{fmt_ci(cl.get('k_near', {}))}, model as itself {fmt_ci(cl.get('model_self_near', {}))}.", ""]
+    return rows

@@ -8,12 +8,15 @@ prompts collects more of the asked colour as n grows and more than the control f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mirrorhall import streams
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, mean_ci
+from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, mean_of, save, yerr
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 ASKED = (0, 1, 2, 3, 4)
@@ -48,3 +51,24 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     return {"probe": "outcome", "population": population, "agents": agents, "episodes": episodes,
             "seed": seed, "horizon": horizon, "conditions": conditions,
             "summary": {"slope_achieved_per_asked": slope}}
+
+
+def plot(result: dict, path: Path) -> None:
+    """Gems of the asked colour collected against the number asked, beside the control."""
+    fig, ax = axes()
+    cond = result["conditions"]
+    xs = [c["asked"] for c in cond]
+    ax.errorbar(xs, [mean_of(c, "achieved") for c in cond], yerr=np.hstack([yerr(c, "achieved") for c in cond]),
+                fmt="o-", label="asked", capsize=3)
+    ax.plot(xs, [mean_of(c, "control") for c in cond], "s--", label="'behave as yourself'")
+    ax.set_xlabel("gems of the colour asked for")
+    ax.set_ylabel(f"gems of that colour collected in {result.get('horizon')} steps")
+    save(fig, ax, result, path)
+
+
+def section(r: dict) -> list[str]:
+    """The report's table and the slope (this probe sets no target)."""
+    s, c = r.get("summary", {}), r["conditions"]
+    rows = ["| asked | achieved | control (behave as yourself) | difference |", "|---|---|---|---|"]
+    rows += [f"| {x['asked']} | {fmt_ci(x['achieved'])} | {fmt_ci(x['control'])} | {fmt_ci(x['difference'])} |" for x in c]
+    return rows + ["", f"Slope of achieved per asked gem: {fmt(s.get('slope_achieved_per_asked'))}.", ""]

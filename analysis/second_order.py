@@ -16,6 +16,8 @@ theta" (OTHER(theta)).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mirrorhall import streams
@@ -30,10 +32,14 @@ from mirrorhall.analysis.common import (
     cross_entropy,
     mean_ci,
 )
+from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, mean_of, save
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (5, 10, 20, 40)
 PROMPT = "pretend to be agent {k} pretending to be you"
+# targets: the lower end of each margin's 95% interval at K = 20 must lie above these (nats)
+MARGIN_VS_SELF = 0.0
+MARGIN_VS_OTHER = 0.0
 
 
 def _scenes(pop, agents, n_colors, episodes, rng):
@@ -103,7 +109,8 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
                       "margin_vs_self_ci95": ref["margin_vs_self"]["ci95"],
                       "margin_vs_other": ref["margin_vs_other"]["mean"],
                       "margin_vs_other_ci95": ref["margin_vs_other"]["ci95"]}
-    out["targets"] = {"margin_vs_self": "> 0 with the interval above 0", "margin_vs_other": "> 0 with the interval above 0"}
+    out["targets"] = {"margin_vs_self": f"> {MARGIN_VS_SELF:g} with the interval above {MARGIN_VS_SELF:g}",
+                      "margin_vs_other": f"> {MARGIN_VS_OTHER:g} with the interval above {MARGIN_VS_OTHER:g}"}
     return out
 
 
@@ -135,3 +142,36 @@ def _essay(probe: ModelProbe, world, rows, thetas, seed: int, ks) -> dict:
         "margin_vs_other": _paired(res[k]["other"], res[k]["model"]),
     } for k in ks]}
 
+
+
+def plot(result: dict, path: Path) -> None:
+    """Cross-entropy under theta's true policy against K: the model, both baselines and Bayes."""
+    fig, ax = axes()
+    cond = result["conditions"]
+    ks = [c["K"] for c in cond]
+    for key, label in (("ce_model", "model"), ("ce_self", "SELF baseline"), ("ce_other", "OTHER(theta) baseline"),
+                       ("ce_bayes", "Bayes")):
+        ax.plot(ks, [mean_of(c, key) for c in cond], "o-", label=label)
+    ax.set_xlabel("K, steps observed")
+    ax.set_ylabel("cross-entropy under theta's true policy (nats)")
+    save(fig, ax, result, path)
+
+
+def section(r: dict) -> list[str]:
+    """The report's tables and verdict: both margins' intervals above ``MARGIN_VS_SELF`` and
+    ``MARGIN_VS_OTHER`` (the JSON's ``targets`` state them in words)."""
+    s, c = r.get("summary", {}), r["conditions"]
+    rows = ["| K | model | SELF | OTHER(theta) | Bayes | margin vs SELF | margin vs OTHER |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {x['K']} | {fmt_ci(x['ce_model'])} | {fmt_ci(x['ce_self'])} | {fmt_ci(x['ce_other'])} | {fmt_ci(x['ce_bayes'])} | {fmt_ci(x['margin_vs_self'])} | {fmt_ci(x['margin_vs_other'])} |" for x in c]
+    if "essay" in r:
+        rows += ["", "Essay setting (theta is a model copy told 'behave as agent 0'):", "",
+                 "| K | model | SELF | OTHER(theta) | margin vs SELF | margin vs OTHER |", "|---|---|---|---|---|---|"]
+        rows += [f"| {x['K']} | {fmt_ci(x['ce_model'])} | {fmt_ci(x['ce_self'])} | {fmt_ci(x['ce_other'])} | {fmt_ci(x['margin_vs_self'])} | {fmt_ci(x['margin_vs_other'])} |" for x in r["essay"]["conditions"]]
+    lo_self = s.get("margin_vs_self_ci95", [None])[0]
+    lo_other = s.get("margin_vs_other_ci95", [None])[0]
+    met = (lo_self is not None and lo_self > MARGIN_VS_SELF and lo_other is not None and lo_other > MARGIN_VS_OTHER)
+    bound = (f"{MARGIN_VS_SELF:g}" if MARGIN_VS_SELF == MARGIN_VS_OTHER
+             else f"{MARGIN_VS_SELF:g} (SELF) and {MARGIN_VS_OTHER:g} (OTHER)")
+    return rows + ["", f"Target (K={s.get('K')}): better than both baselines with intervals above {bound}: "
+                       f"{'met' if met else 'MISSED'} "
+                       f"(margin vs SELF {fmt(s.get('margin_vs_self'))}, vs OTHER {fmt(s.get('margin_vs_other'))}).", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ torch = pytest.importorskip("torch")
 from mirrorhall.agents.bayes import HypothesisSet  # noqa: E402
 from mirrorhall.agents.cast import trait_probs  # noqa: E402
 from mirrorhall.agents.personas import Trait  # noqa: E402
-from mirrorhall.analysis.compare_direct import EntropyReward, ImitationRewardEnv  # noqa: E402
+from mirrorhall.analysis.compare_direct.env import ImitationRewardEnv  # noqa: E402
+from mirrorhall.analysis.compare_direct.learner import EntropyReward  # noqa: E402
 from mirrorhall.envs.perception import situations  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
@@ -58,6 +60,38 @@ def test_entropy_reward_subtracts_the_sampling_log_prob_on_real_steps():
                         "loss_mask": torch.tensor([True, True, False])}}
     out = EntropyReward()(rl_module=None, batch=batch, episodes=[])
     torch.testing.assert_close(out["shared"]["rewards"], torch.tensor([0.5, -1.5, 0.0]))
+
+
+LOOPBACK_KEYS = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
+LOOPBACK_CHECK = """
+import os
+from ray._private import ray_constants
+import mirrorhall.analysis.compare_direct
+from mirrorhall.agents.personas import Trait
+from mirrorhall.analysis.compare_direct.learner import imitation_ppo_config
+from mirrorhall.analysis.compare_direct.ppo import ppo_config
+from mirrorhall.envs.core import WorldConfig
+
+keys = {keys!r}
+assert not any(k in os.environ for k in keys), "importing the package changed the environment"
+assert ray_constants.ENABLE_RAY_CLUSTER  # Ray's own default on Linux: bind beyond loopback
+{call}
+assert [os.environ[k] for k in keys] == ["0", "0"], [os.environ.get(k) for k in keys]
+assert ray_constants.ENABLE_RAY_CLUSTER is False  # brought in line although Ray was imported first
+print("loopback ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Ray's default differs off Linux")
+@pytest.mark.parametrize("call", ["ppo_config({'n_agents': 2}, seed=0)",
+                                  "imitation_ppo_config(WorldConfig(n_agents=3), Trait('red', 'avoid', 'focused'), 0)"])
+def test_importing_sets_nothing_and_configuring_ppo_keeps_ray_on_loopback(call):
+    """Nothing runs at import; the functions that configure PPO (after which RLlib may start Ray by
+    itself) apply the loopback settings first, even with Ray already imported."""
+    env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_KEYS}
+    r = subprocess.run([sys.executable, "-c", LOOPBACK_CHECK.format(keys=LOOPBACK_KEYS, call=call)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "loopback ok" in r.stdout, r.stderr[-3000:]
 
 
 @pytest.mark.ray

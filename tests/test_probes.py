@@ -16,11 +16,14 @@ import pytest
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.personas import Trait
 from mirrorhall.agents.populations import get_population
-from mirrorhall.analysis import calibration, imitate
+from mirrorhall.analysis import calibration, imitate, second_order
 from mirrorhall.analysis.common import ModelProbe, fraction_ci, mean_ci
-from mirrorhall.analysis.report import run_probe, write_report
+from mirrorhall.analysis.report import PROBES, plot, run_probe, write_report
+from mirrorhall.errors import ConfigError, OutputError
 
-REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "checkpoints" / "reference"
+RESULTS = ROOT / "docs" / "results"  # the reference checkpoint's full-scale results and report
 MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
 POP = "lab"
 
@@ -237,3 +240,87 @@ def test_probe_cli_errors(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("mirrorhall: error: unknown probe 'nope'")
     r = subprocess.run([MIRRORHALL, "report", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "holds no probe results" in r.stderr
+
+
+# --- each probe's plot and report section -------------------------------------------------------
+
+
+def committed_results(tmp_path: Path, folder: Path = RESULTS) -> Path:
+    """A copy of a committed results folder, its JSON only."""
+    out = tmp_path / folder.name
+    out.mkdir()
+    for path in folder.glob("*.json"):
+        (out / path.name).write_bytes(path.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("folder", [RESULTS, RESULTS.parent / "results-species"], ids=lambda p: p.name)
+def test_report_rebuilt_from_committed_results_is_the_committed_report(tmp_path, folder):
+    """The probes' own sections, joined, give back docs/results*/report.md byte for byte; every
+    result's plot is drawn by its probe's module."""
+    out = committed_results(tmp_path, folder)
+    assert write_report(out).read_bytes() == (folder / "report.md").read_bytes()
+    for path in sorted(out.glob("*.json")):
+        plot(json.loads(path.read_text()), path.with_suffix(".png"))
+        assert path.with_suffix(".png").stat().st_size > 1000
+
+
+def test_every_registered_probe_owns_run_plot_and_section():
+    assert list(PROBES) == ["calibration", "describe", "imitate", "second_order", "mirror_test", "outcome"]
+    for name, module in PROBES.items():
+        assert all(callable(getattr(module, f, None)) for f in ("run", "plot", "section")), name
+    assert PROBES["mirror_test"].__name__ == "mirrorhall.analysis.mirror"
+
+
+def section_of(name: str, **changes) -> str:
+    """The markdown section of docs/results/NAME.json with top-level fields replaced."""
+    r = json.loads((RESULTS / f"{name}.json").read_text()) | changes
+    return "\n".join(PROBES[name].section(r))
+
+
+def test_sections_judge_against_the_results_own_targets(monkeypatch):
+    """Moving a target in the result JSON moves the verdict; nothing restates it elsewhere."""
+    assert "fraction at K=10 MISSED (0.890 vs target >= 0.9)" in section_of("imitate")
+    moved = section_of("imitate", targets={"fraction_at_K10": 0.85, "mean_fraction_K_ge_5": 0.95})
+    assert "fraction at K=10 met (0.890 vs target >= 0.85)" in moved
+    assert "mean over K>=5 MISSED (0.900 vs target >= 0.95)" in moved
+    assert "MISSED (0.133 vs target <= 0.05)" in section_of("calibration")
+    assert "met (0.133 vs target <= 0.2)" in section_of("calibration", targets={"mean_kl_bayes_model_npast_ge_1": 0.2})
+    assert "within 0.05 nats of the floor met" in section_of("describe")
+    assert "within 0.0001 nats of the floor MISSED (0.000 vs target <= 0.0001)" in \
+        section_of("describe", targets={"kl_seen": 0.0001})
+    assert "Target: seen combinations close to the floor not judged (0.000; the result states no target)." in \
+        section_of("describe", targets={})
+    crowd = section_of("mirror_test", targets={"accuracy_model_at_20": 0.6, "accuracy_model_at_20_decisive": 0.95})
+    assert "crowd met (0.635 vs target >= 0.6); decisive MISSED (0.915 vs target >= 0.95)" in crowd
+    # second_order's targets are words in the JSON; the bounds they state are module constants
+    r = json.loads((RESULTS / "second_order.json").read_text())
+    assert r["targets"] == {"margin_vs_self": "> 0 with the interval above 0",
+                            "margin_vs_other": "> 0 with the interval above 0"}
+    assert "intervals above 0: met" in section_of("second_order")
+    monkeypatch.setattr(second_order, "MARGIN_VS_SELF", 0.06)  # the SELF margin's interval starts at 0.053
+    assert ": MISSED (margin vs SELF 0.080" in section_of("second_order")
+
+
+def test_report_errors_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="is not a folder of probe results"):
+        write_report(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="holds no probe results"):
+        write_report(tmp_path)
+    (tmp_path / "imitate.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"imitate.json is not valid JSON; re-run mirrorhall probe imitate"):
+        write_report(tmp_path)
+    for text in ("[]", json.dumps({"probe": "describe", "conditions": []}), json.dumps({"probe": "imitate"})):
+        (tmp_path / "imitate.json").write_text(text)
+        with pytest.raises(ConfigError, match=r"imitate.json is not a result of probe imitate; re-run mirrorhall probe imitate"):
+            write_report(tmp_path)
+    (tmp_path / "imitate.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"imitate.json is not valid JSON"):
+        write_report(tmp_path)
+    (tmp_path / "imitate.json").unlink()
+    (tmp_path / "outcome.json").write_bytes((RESULTS / "outcome.json").read_bytes())
+    (tmp_path / "report.md").mkdir()  # a folder where the report goes: unwritable even as root
+    with pytest.raises(OutputError, match=r"cannot write .*report.md \(Is a directory\)"):
+        write_report(tmp_path)
+    with pytest.raises(ConfigError, match="unknown probe 'nope'"):
+        run_probe("nope", None, tmp_path, POP)

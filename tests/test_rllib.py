@@ -171,7 +171,7 @@ def test_valued_colours_and_seed_from_env_config():
 
 
 def test_ppo_config_settings():
-    from mirrorhall.imitation.ppo import SHARED, ppo_config
+    from mirrorhall.analysis.compare_direct.ppo import SHARED, ppo_config
 
     config = ppo_config(LEARN_ENV, seed=11)
     assert config.env == "mirrorhall_v0" and config.env_config == LEARN_ENV
@@ -196,7 +196,11 @@ def test_ppo_shared_policy_learns_to_collect_valued_gems(ray_cluster):
     episodes). Measured on 2 CPUs: trained 2.9-3.0 after 15 iterations for seeds 1 and 2
     (about 2.2x random); the untrained policy is at the random level, so the test can fail.
     """
-    from mirrorhall.imitation.ppo import ppo_config, random_agent_return, sampled_agent_returns
+    from mirrorhall.analysis.compare_direct.ppo import (
+        ppo_config,
+        random_agent_return,
+        sampled_agent_returns,
+    )
 
     random_return = random_agent_return(LEARN_ENV, num_episodes=200, seed=123)
     start = time.perf_counter()

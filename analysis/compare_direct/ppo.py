@@ -22,9 +22,10 @@ Choices, measured with Ray 2.60 on 2 CPU cores:
 episode for a uniformly random policy and for an algorithm's policy, the numbers the learning
 test compares.
 
-Ray is imported here at module level (import this module explicitly); the loopback settings of
-``mirrorhall.raykit`` are applied first, so a Ray that RLlib starts on its own stays on
-127.0.0.1.
+Ray is imported here at module level (import this module explicitly), but importing it sets
+nothing: ``ppo_config`` applies the loopback settings of ``mirrorhall.raykit`` before it
+configures anything (they also bring an already imported Ray in line), so a Ray that RLlib starts
+on its own when the algorithm is built stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -32,22 +33,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from mirrorhall import streams
-from mirrorhall.raykit import loopback_env
-
-loopback_env()
-
-from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
-from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # noqa: E402
-
-from mirrorhall.envs.core import N_ACTIONS  # noqa: E402
-from mirrorhall.envs.rllib_env import (  # noqa: E402
+from mirrorhall.envs.core import N_ACTIONS
+from mirrorhall.envs.rllib_env import (
     ENV_NAME,
     MirrorhallMultiAgentEnv,
     register_rllib_env,
     world_config,
 )
+from mirrorhall.raykit import loopback_env
 
 SHARED = "shared"
 """The one policy (module id) every agent maps to."""
@@ -69,6 +66,7 @@ def ppo_config(env_config: Mapping | None, seed: int, *, num_env_runners: int = 
     runner i seeds its envs with ``seed + i``, torch and numpy in every process are seeded.
     ``train_batch_size`` and ``minibatch_size`` count agent steps.
     """
+    loopback_env()  # before anything can start Ray: build_algo() starts one if none is running
     env_config = dict(env_config or {})
     world_config(env_config)  # fail here, not in a remote EnvRunner
     register_rllib_env(env_name)

@@ -21,6 +21,8 @@ likelihood of "j imitates agent 0" (``ImitatorObserver``: own trait and fidelity
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mirrorhall import streams
@@ -29,10 +31,13 @@ from mirrorhall.agents.personas import Imitator, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, mean_ci
+from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict
 from mirrorhall.envs.core import WorldConfig
+from mirrorhall.errors import ConfigError
 
 STEPS = (1, 2, 5, 10, 20, 40)
 SETTINGS = ("crowd", "decisive")
+TARGET_STEPS = 20  # the summary's and the targets' accuracies are after this many observed steps
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, agents: int = 8,
@@ -40,18 +45,22 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     """Both settings on the same scene seeds; ``conditions`` has one row per (setting, steps)."""
     for setting in settings:
         if setting not in SETTINGS:
-            raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+            raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
     conditions = [row for setting in settings
                   for row in _identify(probe, population, episodes, seed, agents, steps, setting)]
     summary = {}
     for c in conditions:
-        if c["steps_observed"] == 20:
-            tail = "" if c["setting"] == "crowd" else f"_{c['setting']}"
-            summary[f"accuracy_model_at_20{tail}"] = c["accuracy_model"]["mean"]
-            summary[f"accuracy_bayes_at_20{tail}"] = c["accuracy_bayes"]["mean"]
+        if c["steps_observed"] == TARGET_STEPS:
+            summary[_key("accuracy_model", c["setting"])] = c["accuracy_model"]["mean"]
+            summary[_key("accuracy_bayes", c["setting"])] = c["accuracy_bayes"]["mean"]
     return {"probe": "mirror_test", "population": population, "agents": agents, "episodes": episodes,
             "seed": seed, "settings": list(settings), "conditions": conditions, "summary": summary,
             "targets": {k: 0.9 for k in summary if k.startswith("accuracy_model")}}
+
+
+def _key(figure: str, setting: str) -> str:
+    """Summary and target key: ``accuracy_model_at_20`` (crowd), ``accuracy_model_at_20_decisive``."""
+    return f"{figure}_at_{TARGET_STEPS}" + ("" if setting == "crowd" else f"_{setting}")
 
 
 def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agents: int, steps,
@@ -107,3 +116,31 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
              "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),
              "accuracy_bayes": mean_ci(bayes_llr[:, :, n - 1].argmax(1) == truth),
              "chance": 1.0 / cands.size} for n in steps]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Identification accuracy of the model and of Bayes against steps observed, per setting."""
+    fig, ax = axes()
+    cond = result["conditions"]
+    for setting, colour in zip(result.get("settings", ["crowd"]), ("C0", "C1"), strict=False):
+        rows = [c for c in cond if c.get("setting", "crowd") == setting]
+        xs = [c["steps_observed"] for c in rows]
+        ax.plot(xs, [mean_of(c, "accuracy_model") for c in rows], "o-", color=colour, label=f"model, {setting}")
+        ax.plot(xs, [mean_of(c, "accuracy_bayes") for c in rows], "s--", color=colour, label=f"Bayes, {setting}")
+    ax.plot(xs, [c["chance"] for c in rows], ":", color="grey", label="chance")
+    ax.set_xlabel("steps observed")
+    ax.set_ylabel("identification accuracy")
+    ax.set_ylim(0, 1.05)
+    save(fig, ax, result, path)
+
+
+def section(r: dict) -> list[str]:
+    """The report's table and one verdict per setting against the result's own targets."""
+    c, targets = r["conditions"], r.get("targets", {})
+    rows = ["| setting | steps observed | model | Bayes | chance |", "|---|---|---|---|---|"]
+    rows += [f"| {x.get('setting', 'crowd')} | {x['steps_observed']} | {fmt_ci(x['accuracy_model'])} | "
+             f"{fmt_ci(x['accuracy_bayes'])} | {x['chance']:.3f} |" for x in c]
+    at = {x.get("setting", "crowd"): x["accuracy_model"]["mean"] for x in c if x["steps_observed"] == TARGET_STEPS}
+    verdicts = "; ".join(f"{setting} {verdict(at.get(setting), targets.get(_key('accuracy_model', setting)))}"
+                         for setting in r.get("settings", ["crowd"]))
+    return rows + ["", f"Target: accuracy with {r.get('agents')} agents after {TARGET_STEPS} steps: {verdicts}.", ""]

@@ -1,0 +1,80 @@
+"""What every probe's plot and report section share: number and interval formatting, verdicts
+against a target, error bars, the figure's frame, and numpy values in result JSON.
+
+A leaf module: the probes import it and ``report.py`` imports the probes, so the helpers cannot
+live in ``report.py`` without an import cycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def json_default(x):
+    """``json.dumps``'s ``default`` for results: numpy scalars and arrays as plain numbers and lists."""
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x))
+
+
+def fmt(x, digits=3) -> str:
+    """A number to ``digits`` places; ``-`` for a missing or non-finite one."""
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(d: dict) -> str:
+    """``mean [lo, hi]`` of a ``{"mean", "ci95"}`` figure; ``-`` when it was not measured."""
+    if d.get("mean") is None:
+        return "-"
+    lo, hi = d["ci95"]
+    return f"{d['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def verdict(value, target, higher=True) -> str:
+    """``met``/``MISSED`` for ``value`` against ``target`` (a bound from the probe's ``targets``;
+    None where the result states none)."""
+    if value is None:
+        return "not measured"
+    if target is None:
+        return f"not judged ({fmt(value)}; the result states no target)"
+    ok = value >= target if higher else value <= target
+    return f"{'met' if ok else 'MISSED'} ({fmt(value)} vs target {'>=' if higher else '<='} {target})"
+
+
+def mean_of(c: dict, key: str) -> float:
+    """The mean of figure ``key`` in condition ``c``; NaN (a gap in the line) when not measured."""
+    return c[key]["mean"] if c[key]["mean"] is not None else np.nan
+
+
+def yerr(c: dict, key: str) -> list[list[float]]:
+    """Matplotlib's asymmetric error bar ``[[below], [above]]`` of figure ``key`` in ``c``."""
+    lo, hi = c[key]["ci95"]
+    m = c[key]["mean"]
+    if m is None or lo is None:
+        return [[0], [0]]
+    return [[m - lo], [hi - m]]
+
+
+def axes():
+    """(figure, axes) of one probe plot."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
+
+    fig = Figure(figsize=(6.4, 4.2))
+    return fig, fig.subplots()
+
+
+def save(fig, ax, result: dict, path: Path) -> None:
+    """Title (probe, population, seed), legend where there are labels, and the PNG at ``path``."""
+    ax.set_title(f"{result['probe']} ({result.get('population')}, seed {result.get('seed')})")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
