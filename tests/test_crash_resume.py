@@ -29,7 +29,8 @@ import torch
 from mirrorhall.imitation.checkpoint import load_model, ray_checkpoints, read_meta
 
 MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
-DATA = ["--episodes", "16", "--episodes-per-shard", "4", "--steps", "20", "--agents", "4", "--seed", "4"]
+
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses
 
 
 def records(run: Path) -> list[dict]:
@@ -45,12 +46,9 @@ def latest_step(run: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("crash") / "data"
-    r = subprocess.run([MIRRORHALL, "generate", *DATA, "--out", str(root), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return str(root)
+def data(train_dataset) -> str:
+    """The shared 16-episode dataset of tests/conftest.py (read only: runs write elsewhere)."""
+    return str(train_dataset)
 
 
 def train_args(data: str, run: Path, *extra: str) -> list[str]:
@@ -60,13 +58,14 @@ def train_args(data: str, run: Path, *extra: str) -> list[str]:
 
 # --- local -------------------------------------------------------------------------------------------
 
-LOCAL = ("--steps", "300", "--checkpoint-every", "100", "--eval-every", "50")  # logs every 20 steps
+FINAL = 200  # the kill falls between the step-100 checkpoint and the final one
+LOCAL = ("--steps", str(FINAL), "--checkpoint-every", "100", "--eval-every", "50")  # logs every 20 steps
 
 
 def test_sigkill_during_local_training_then_resume_loses_and_duplicates_nothing(tmp_path, data):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(train_args(data, killed, *LOCAL), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # kill once a step after the step-100 checkpoint is logged and before the step-200 one:
+    # kill once a step after the step-100 checkpoint is logged and before the final (step-200) one:
     # the resumed run must re-run (and re-log) the steps in between
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -87,14 +86,14 @@ def test_sigkill_during_local_training_then_resume_loses_and_duplicates_nothing(
 
     r = subprocess.run(train_args(data, killed, *LOCAL, "--resume"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.startswith(f"{killed}: step 300")
-    assert latest_step(killed) == 300
+    assert r.stdout.startswith(f"{killed}: step {FINAL}")
+    assert latest_step(killed) == FINAL
 
     # every logged step exactly once, train and eval, nothing missing
     seen = [(rec["phase"], rec["step"]) for rec in records(killed)]
     assert len(seen) == len(set(seen)), "a step is logged twice"
-    assert sorted(s for p, s in seen if p == "train") == list(range(20, 301, 20))
-    assert sorted(s for p, s in seen if p == "eval") == list(range(50, 301, 50))
+    assert sorted(s for p, s in seen if p == "train") == list(range(20, FINAL + 1, 20))
+    assert sorted(s for p, s in seen if p == "eval") == list(range(50, FINAL + 1, 50))
     after = losses(killed)
     for step in rerun:  # re-run after the resume: the same losses as the killed run logged
         assert abs(after[step] - before[step]) < 1e-5, (step, before[step], after[step])
@@ -108,11 +107,11 @@ def test_sigkill_during_local_training_then_resume_loses_and_duplicates_nothing(
         assert abs(after[step] - loss) < 1e-5, (step, loss, after[step])
     wa, _, ma = load_model(straight)
     wb, _, mb = load_model(killed)
-    assert ma["step"] == mb["step"] == 300
+    assert ma["step"] == mb["step"] == FINAL
     for (name, a), (_, b) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=0), name
     # single-threaded, the resumed run is in fact bit-identical (tests/test_determinism_training.py)
-    final = "checkpoints/step-00000300/model.safetensors"
+    final = f"checkpoints/step-{FINAL:08d}/model.safetensors"
     assert (killed / final).read_bytes() == (straight / final).read_bytes()
     check_tensorboard_has_each_step_once(killed)
 
@@ -140,7 +139,7 @@ def check_tensorboard_has_each_step_once(run: Path) -> None:
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
     steps = [e.step for e in acc.Scalars("train/loss")]
-    assert steps == list(range(20, 301, 20)), steps
+    assert steps == list(range(20, FINAL + 1, 20)), steps
 
 
 def test_resume_of_a_finished_run_is_a_no_op(tmp_path, data):
@@ -207,7 +206,6 @@ def wait_gone(pids, timeout: float) -> list[int]:
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_sigkill_of_the_ray_driver_stops_every_ray_process_and_the_run_resumes(tmp_path, data):
     # Ray's socket paths must stay under 108 bytes: a short temp dir of our own (RAY_TMPDIR)
     temp_dir = Path(tempfile.mkdtemp(prefix="mhray", dir="/tmp"))

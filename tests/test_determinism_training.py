@@ -16,20 +16,18 @@ import pytest
 
 MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
 
+pytestmark = pytest.mark.slow  # three training runs in fresh interpreters
+
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("det") / "data"
-    r = subprocess.run([MIRRORHALL, "generate", "--episodes", "16", "--episodes-per-shard", "4", "--steps", "20",
-                        "--agents", "4", "--seed", "8", "--out", str(root), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return str(root)
+def data(train_dataset) -> str:
+    """The shared 16-episode dataset of tests/conftest.py (read only: runs write elsewhere)."""
+    return str(train_dataset)
 
 
 def train(data: str, run: Path, seed: int) -> Path:
     r = subprocess.run([MIRRORHALL, "train", "--data", data, "--out", str(run), "--size", "tiny", "--threads", "1",
-                        "--steps", "100", "--checkpoint-every", "50", "--eval-every", "50", "--seed", str(seed),
+                        "--steps", "60", "--checkpoint-every", "30", "--eval-every", "30", "--seed", str(seed),
                         "--no-progress"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return run
@@ -56,7 +54,7 @@ def test_same_seed_single_thread_training_gives_identical_losses_and_weight_byte
     assert len(la) > 10
     assert la == lb  # exact float equality, every logged step, train and eval
     da, db = digests(a), digests(b)
-    assert set(da) == {f"checkpoints/step-{s:08d}/{f}" for s in (50, 100)
+    assert set(da) == {f"checkpoints/step-{s:08d}/{f}" for s in (30, 60)
                        for f in ("model.safetensors", "optimizer.safetensors")}
     assert da == db
     c = train(data, tmp_path / "c", seed=1)

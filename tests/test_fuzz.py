@@ -31,11 +31,9 @@ from mirrorhall.agents.personas import (
 from mirrorhall.cli import build_parser, main
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, WorldConfig
-from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.model_io import check_prompt
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, parse_prompt, render
 from mirrorhall.imitation.tokenizer import Tokenizer
-from mirrorhall.imitation.train import TrainConfig, train
 
 SCALE = float(os.environ.get("MIRRORHALL_FUZZ_SCALE", "1"))
 
@@ -403,13 +401,14 @@ def test_persona_from_json_works_or_raises_value_error(data):
 
 
 @pytest.fixture(scope="module")
-def cli_files(tmp_path_factory) -> dict:
-    """A tiny dataset and a tiny trained run for the commands that read them."""
+def cli_files(tmp_path_factory, tiny_dataset, tiny_run) -> dict:
+    """Copies of the shared tiny dataset and tiny trained run (tests/conftest.py) for the commands
+    that read them: examples may write into this folder, never into the shared ones."""
+    import shutil
+
     root = tmp_path_factory.mktemp("cli")
-    generate(GenerateConfig(population="traits", episodes=4, episodes_per_shard=2, agents=3, steps=6, seed=3),
-             root / "data")
-    train(TrainConfig(data=str(root / "data"), out=str(root / "run"), steps=2, size="tiny", eval_every=2,
-                      checkpoint_every=2, threads=1), progress=False)
+    shutil.copytree(tiny_dataset, root / "data")
+    shutil.copytree(tiny_run, root / "run")
     (root / "file.txt").write_text("not a folder")
     return {"root": root, "data": str(root / "data"), "run": str(root / "run")}
 

@@ -5,7 +5,9 @@ Extends tests/test_dataset.py (truncated and bit-flipped shards, unknown schema 
 manifests and checkpoint.json files with unexpected or ill-typed fields, bit-flipped weights,
 a checkpoint of another model size, `latest.json` and manifests that point outside their folder,
 symlinks, outputs that could escape the chosen folder, and a static check that nothing in the
-package can execute code while loading.
+package can execute code while loading. The tiny dataset and run come from tests/conftest.py
+(``tiny_dataset``: traits, 4 episodes of 6 steps, 3 agents, seed 9; ``tiny_run``: tiny model, 4
+steps, a checkpoint every 2); each test edits its own copy.
 """
 
 from __future__ import annotations
@@ -22,33 +24,20 @@ import pytest
 
 from mirrorhall.cli import main
 from mirrorhall.errors import DatasetError
-from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.shards import Dataset, shard_name
-from mirrorhall.imitation.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = dict(population="traits", episodes=4, episodes_per_shard=2, agents=3, steps=6, seed=9)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
-    """A tiny dataset and a tiny run trained on it (tiny model, 4 steps, a checkpoint every 2)."""
-    root = tmp_path_factory.mktemp("hostile")
-    generate(GenerateConfig(**DATA), root / "data")
-    train(TrainConfig(data=str(root / "data"), out=str(root / "run"), steps=4, size="tiny", eval_every=2,
-                      checkpoint_every=2, threads=1), progress=False)
-    return root
 
 
 @pytest.fixture
-def data(files, tmp_path) -> Path:
-    shutil.copytree(files / "data", tmp_path / "data")
+def data(tiny_dataset, tmp_path) -> Path:
+    shutil.copytree(tiny_dataset, tmp_path / "data")
     return tmp_path / "data"
 
 
 @pytest.fixture
-def run(files, tmp_path) -> Path:
-    shutil.copytree(files / "run", tmp_path / "run")
+def run(tiny_run, tmp_path) -> Path:
+    shutil.copytree(tiny_run, tmp_path / "run")
     return tmp_path / "run"
 
 
@@ -163,11 +152,11 @@ def test_shard_with_valid_checksum_but_undecodable_rows_is_named(data, tmp_path,
     refused(capsys, train_argv(data, tmp_path / "run"), path, "cannot be decoded", "wizard")
 
 
-def test_generate_replaces_a_symlinked_shard_and_never_writes_through_it(files, tmp_path, capsys):
+def test_generate_replaces_a_symlinked_shard_and_never_writes_through_it(tiny_dataset, tmp_path, capsys):
     """Outputs stay in --out: a shard path that is a symlink to a file elsewhere is replaced, not
     written through, and nothing is created outside the chosen folder."""
     out = tmp_path / "box" / "data"
-    shutil.copytree(files / "data", out)
+    shutil.copytree(tiny_dataset, out)
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
     edit_json(out / "manifest.json", lambda m: m["shards"].pop(shard_name(1)))
@@ -178,15 +167,15 @@ def test_generate_replaces_a_symlinked_shard_and_never_writes_through_it(files, 
                  "3", "--steps", "6", "--seed", "9", "--out", str(out), "--no-progress"]) == 0
     assert outside.read_text() == "keep me"
     assert not (out / shard_name(1)).is_symlink()
-    assert Dataset(out).manifest == Dataset(files / "data").manifest
+    assert Dataset(out).manifest == Dataset(tiny_dataset).manifest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box", "precious.txt"]
     assert [p.name for p in (tmp_path / "box").iterdir()] == ["data"]
 
 
-def test_training_writes_only_inside_its_run_folder(files, tmp_path):
+def test_training_writes_only_inside_its_run_folder(tiny_dataset, tmp_path):
     box = tmp_path / "box"
     box.mkdir()
-    assert main(train_argv(files / "data", box / "run")) == 0
+    assert main(train_argv(tiny_dataset, box / "run")) == 0
     assert [p.name for p in box.iterdir()] == ["run"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box"]
     written = {p.relative_to(box / "run").parts[0] for p in (box / "run").rglob("*")}
@@ -247,32 +236,32 @@ def test_huge_model_config_is_refused_without_allocating_it(run, capsys):
 
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors"])
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.99])
-def test_bit_flipped_weights_are_refused(name, where, files, run, tmp_path, capsys):
+def test_bit_flipped_weights_are_refused(name, where, tiny_dataset, run, tmp_path, capsys):
     folder = checkpoint_dir(run)
     raw = bytearray((folder / name).read_bytes())
     raw[int(len(raw) * where)] ^= 0x04
     (folder / name).write_bytes(bytes(raw))
     if name == "model.safetensors":
         refused(capsys, act_argv(run), folder / name, "truncated or corrupted (checksum mismatch)")
-    refused(capsys, train_argv(files / "data", run, "--resume"), folder / name, "checksum mismatch")
+    refused(capsys, train_argv(tiny_dataset, run, "--resume"), folder / name, "checksum mismatch")
 
 
-def test_resuming_a_tiny_run_as_small_is_refused(files, run, capsys):
-    refused(capsys, [*train_argv(files / "data", run, "--resume"), "--size", "small"],
+def test_resuming_a_tiny_run_as_small_is_refused(tiny_dataset, run, capsys):
+    refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--size", "small"],
             checkpoint_dir(run), "size was 'tiny' in this run, now 'small'")
-    refused(capsys, [*train_argv(files / "data", run, "--resume"), "--seed", "3"], "seed was 0 in this run, now 3")
+    refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--seed", "3"], "seed was 0 in this run, now 3")
 
 
 @pytest.mark.parametrize("target", ["../../etc", "/etc", "..", ".", "../run-elsewhere/checkpoints/step-00000004",
                                     "checkpoints/../../x"])
-def test_latest_json_pointing_outside_the_run_is_refused(target, run, files, capsys):
-    shutil.copytree(files / "run", run.parent / "run-elsewhere")  # a valid checkpoint, but not this run's
+def test_latest_json_pointing_outside_the_run_is_refused(target, run, tiny_run, tiny_dataset, capsys):
+    shutil.copytree(tiny_run, run.parent / "run-elsewhere")  # a valid checkpoint, but not this run's
     (run / "latest.json").write_text(json.dumps({"checkpoint": target}))
     refused(capsys, act_argv(run), run / "latest.json")
-    refused(capsys, train_argv(files / "data", run, "--resume"), run / "latest.json")
+    refused(capsys, train_argv(tiny_dataset, run, "--resume"), run / "latest.json")
 
 
-def test_symlinked_checkpoint_leading_outside_the_run_is_refused(run, files, capsys):
+def test_symlinked_checkpoint_leading_outside_the_run_is_refused(run, capsys):
     elsewhere = run.parent / "elsewhere"
     shutil.copytree(checkpoint_dir(run), elsewhere)
     (run / "checkpoints" / "step-00000099").symlink_to(elsewhere, target_is_directory=True)
@@ -283,10 +272,10 @@ def test_symlinked_checkpoint_leading_outside_the_run_is_refused(run, files, cap
 @pytest.mark.parametrize("content", ['{"checkpoint": 5}', '{"checkpoint": null}', '{"checkpoint": ""}', "[]",
                                     '{"checkpoint": ["a"]}', '{"checkpoint": "a\\u0000b"}', "not json", "",
                                     '{"checkpoint": "checkpoints/step-00000077"}'])
-def test_malformed_latest_json_is_refused(content, run, files, capsys):
+def test_malformed_latest_json_is_refused(content, run, tiny_dataset, capsys):
     (run / "latest.json").write_text(content)
     refused(capsys, act_argv(run), run / "latest.json")
-    refused(capsys, train_argv(files / "data", run, "--resume"), run / "latest.json")
+    refused(capsys, train_argv(tiny_dataset, run, "--resume"), run / "latest.json")
 
 
 def test_export_copies_no_unknown_fields_and_its_output_loads(run, tmp_path, capsys):

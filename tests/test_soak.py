@@ -43,9 +43,9 @@ def test_scripted_persona_scene_of_64_agents_keeps_memory_flat():
     assert r["env_steps"] >= 4096 and r["ok"], r
 
 
-def test_model_driven_scene_keeps_memory_flat(tmp_path):
-    checkpoint = soak.tiny_checkpoint(tmp_path)
-    r = soak.model_soak(checkpoint, steps=300, scene_agents=48, model_agents=32, episode_steps=100,
+def test_model_driven_scene_keeps_memory_flat(tiny_run):
+    """Any trained checkpoint will do: the shared tiny run of tests/conftest.py."""
+    r = soak.model_soak(tiny_run, steps=300, scene_agents=48, model_agents=32, episode_steps=100,
                         sample_every=10, bound_mib=BOUND_MIB)
     assert r["env_steps"] == 300 and r["model_agents"] == 32
     assert r["ok"], r
