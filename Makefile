@@ -1,10 +1,11 @@
-# Two user-facing commands: `make demo` and `make test`. Both create .venv and install first.
+# User-facing commands: `make demo`, `make test` (the full suite, what CI runs) and `make test-fast`
+# (everything but the `slow` and `ray` tests). Each creates .venv and installs first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not ray"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "checkpoints" / "reference"
 
 
 def run_bench(script: str, *args: str, timeout: float = 300) -> list[dict]:
@@ -50,13 +49,14 @@ def test_generation_benchmark():
     assert all(r.get("samples_per_s", 1) > 0 for r in rows)
 
 
-@pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(), reason="no reference checkpoint")
-def test_acting_benchmark():
-    rows = run_bench("acting.py", "--checkpoint", str(REFERENCE), "--steps", "3", "--threads", "1")
+@pytest.mark.slow
+def test_acting_benchmark(reference_checkpoint):
+    rows = run_bench("acting.py", "--checkpoint", str(reference_checkpoint), "--steps", "3", "--threads", "1")
     assert [r["model_driven"] for r in rows] == [8, 32, 64]
     assert all(r["env_steps_per_s"] > 0 and r["scripted_env_steps_per_s"] > 0 for r in rows)
 
 
+@pytest.mark.slow  # generates its 256-episode dataset
 def test_training_benchmark():
     rows = run_bench("training.py", "--size", "tiny", "--steps", "3", "--workers", "0")
     assert rows[0]["size"] == "tiny" and rows[0]["samples_per_s"] > 0

@@ -53,6 +53,7 @@ def small_run(tmp_path_factory, small_data) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_tiny_dataset(tmp_path, tiny_data):
     """Threshold: mean KL(label || model) on the training samples below 0.01 nats after 300 steps.
 
@@ -68,6 +69,7 @@ def test_tiny_model_overfits_a_tiny_dataset(tmp_path, tiny_data):
     assert last["kl"] < 0.01, f"did not overfit: KL {last['kl']:.4f}"
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path, small_data):
     """Killed at step 20 and resumed to 40: the same losses at every logged step (tolerance 1e-5)
     and the same final weights (1e-5) as an uninterrupted run, with the step count continuing."""
@@ -103,6 +105,7 @@ def test_resume_continues_the_same_run(tmp_path, small_data):
         train(TrainConfig(out=str(killed), **{**cfg, "size": "small", "steps": 60}), resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_incremental_acting_equals_the_batch_path(small_data, small_run):
     """ModelPolicy's running sums give the probabilities of the training forward pass (1e-6)."""
     data = Dataset(small_data)
@@ -144,6 +147,7 @@ def test_model_inputs_ignore_persona_metadata(small_data):
     assert not np.array_equal(episode_arrays(changed, data.world, tok, 24).feats, a.feats)
 
 
+@pytest.mark.slow
 def test_parallel_loading_builds_the_same_arrays(small_data):
     """--data-processes only spreads start-up work: same episodes, same order, same arrays."""
     from mirrorhall.imitation.train import load_episodes
@@ -169,16 +173,16 @@ def test_device_is_checked_with_a_one_line_error(tmp_path, small_data):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_checkpoint_errors_are_one_line(tmp_path, small_run):
+def test_checkpoint_errors_are_one_line(tmp_path, tiny_run):
     from mirrorhall.imitation.checkpoint import resolve_checkpoint
 
-    src = resolve_checkpoint(small_run)
+    src = resolve_checkpoint(tiny_run)
     bad = tmp_path / "bad"
     import shutil
 
     shutil.copytree(src, bad)
     meta = json.loads((bad / "checkpoint.json").read_text())
-    wrong = dict(meta, model_config={**meta["model_config"], "d_model": 32, "n_heads": 2})
+    wrong = dict(meta, model_config={**meta["model_config"], "d_model": 64, "n_heads": 4})
     (bad / "checkpoint.json").write_text(json.dumps(wrong))
     with pytest.raises(CheckpointError, match="does not match the model config: .*shape"):
         load_model(bad)
@@ -197,7 +201,7 @@ def test_checkpoint_errors_are_one_line(tmp_path, small_run):
         load_model(bad)
 
 
-def test_a_pickle_file_is_never_loaded(tmp_path, small_run):
+def test_a_pickle_file_is_never_loaded(tmp_path, tiny_run):
     """A crafted pickle that would run code is refused: nothing in the load path unpickles."""
     from mirrorhall.imitation.checkpoint import resolve_checkpoint
 
@@ -207,7 +211,7 @@ def test_a_pickle_file_is_never_loaded(tmp_path, small_run):
         def __reduce__(self):
             return (Path.write_text, (marker, "x"))
 
-    src = resolve_checkpoint(small_run)
+    src = resolve_checkpoint(tiny_run)
     evil = tmp_path / "evil"
     import shutil
 
@@ -224,6 +228,7 @@ def test_a_pickle_file_is_never_loaded(tmp_path, small_run):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_bad_dataset_and_prompt_input(tmp_path, small_run):
     with pytest.raises(DatasetError, match="no manifest.json"):
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o")), progress=False)
@@ -237,6 +242,7 @@ def test_bad_dataset_and_prompt_input(tmp_path, small_run):
     assert r.returncode == 2 and "agent_7, which is not in the scene" in r.stderr
 
 
+@pytest.mark.slow
 def test_act_cli_runs_a_mixed_scene_with_a_prompt_switch(small_run, tmp_path):
     gif = tmp_path / "act.gif"
     r = subprocess.run([MIRRORHALL, "act", "--checkpoint", str(small_run), "--agents", "10", "--steps", "12",
