@@ -155,6 +155,7 @@ def test_local_processes_write_the_same_bytes(tmp_path, small):
     assert (multi / "manifest.json").read_bytes() == (small.root / "manifest.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_killed_generation_resumes_with_identical_checksums(tmp_path, small):
     root = tmp_path / "killed"
     args = [MIRRORHALL, "generate", "--population", "crowd", "--episodes", "240",

@@ -31,8 +31,6 @@ CASES = {
     "04_being_imitated.ipynb": True,
 }
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def kernel_env(tmp_path_factory):
@@ -80,6 +78,7 @@ def test_committed_without_outputs(name):
     assert len(tagged) == 1 and "SMALL" in tagged[0].source, f"{name} needs one 'parameters' cell"
 
 
+@pytest.mark.slow  # a kernel per notebook
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_notebook_runs(name, kernel_env):
     if CASES[name] and not REFERENCE.exists():

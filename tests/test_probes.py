@@ -117,6 +117,7 @@ needs_reference = pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(
                                      reason="reference checkpoint not built")
 
 
+@pytest.mark.slow
 @needs_reference
 def test_bayes_oracle_scores_fraction_one_and_prior_oracle_zero():
     bayes = imitate.run(OracleProbe(REFERENCE, use_data=True), POP, episodes=14, seed=3, closed_loop=False)
@@ -172,6 +173,7 @@ def reference_results(tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 @needs_reference
 def test_reference_checkpoint_probes_at_small_scale(reference_results):
     """Gates at small scale (held-out seed 11; the full-scale figures are in docs/results.md):
@@ -214,6 +216,7 @@ def test_reference_checkpoint_probes_at_small_scale(reference_results):
 SPECIES = REFERENCE.parent / "species"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SPECIES / "checkpoint.json").exists(), reason="checkpoints/species is not in this checkout")
 def test_species_checkpoint_is_calibrated_like_the_bayes_observer(tmp_path):
     """ToMnet's set-up (trained on random agents only): mean KL(Bayes || model) over N_past >= 1
@@ -225,6 +228,7 @@ def test_species_checkpoint_is_calibrated_like_the_bayes_observer(tmp_path):
     assert worst <= 0.05, worst
 
 
+@pytest.mark.slow
 @needs_reference
 def test_report_reads_the_results(reference_results):
     out, _ = reference_results
