@@ -24,11 +24,12 @@ def main() -> None:
     ap.add_argument("--size", default="default")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=256, help="episodes in the generated dataset")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mh-train-bench-"))
     try:
         data = tmp / "data"
-        generate(GenerateConfig(episodes=256), data)
+        generate(GenerateConfig(episodes=args.episodes), data)
         cfg = dict(data=str(data), steps=args.steps, size=args.size, eval_every=10_000, checkpoint_every=10_000,
                    log_every=args.steps)
         local = train(TrainConfig(out=str(tmp / "local"), **cfg), progress=False)
