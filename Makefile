@@ -19,11 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mirrorhall demo
 
+# PYTEST_ARGS passes options through, e.g. `make test-fast PYTEST_ARGS=--durations=25`.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow and not ray"
+	$(BIN)/pytest -q -m "not slow and not ray" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
