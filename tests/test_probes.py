@@ -238,6 +238,7 @@ def test_report_reads_the_results(reference_results):
     assert "fraction of attainable information" in report
 
 
+@pytest.mark.slow  # two fresh interpreters that import the probe stack
 def test_probe_cli_errors(tmp_path):
     r = subprocess.run([MIRRORHALL, "probe", "nope", "--checkpoint", str(REFERENCE), "--out", str(tmp_path)],
                        capture_output=True, text=True)
