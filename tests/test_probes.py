@@ -165,10 +165,9 @@ def test_interval_helpers():
 
 
 @pytest.fixture(scope="module")
-def reference_results(tmp_path_factory):
+def reference_results(tmp_path_factory, reference_probe):
     out = tmp_path_factory.mktemp("probes")
-    probe = ModelProbe(REFERENCE)
-    results = {name: run_probe(name, probe, out, POP, seed=11, scale="small")
+    results = {name: run_probe(name, reference_probe, out, POP, seed=11, scale="small")
                for name in ("calibration", "describe", "imitate", "second_order", "mirror_test", "outcome")}
     return out, results
 
