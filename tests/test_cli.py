@@ -356,6 +356,7 @@ def test_library_configs_are_built_from_the_flattened_options():
         build(GenerateCommand, build_parser().parse_args([*argv, "--workers", "2"]))
 
 
+@pytest.mark.slow  # a probe run in a fresh interpreter
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "checkpoints" / "reference").is_dir(),
                     reason="reference checkpoint not built")
 def test_probe_saves_its_config_beside_its_results(tmp_path):
