@@ -117,7 +117,6 @@ needs_reference = pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(
                                      reason="reference checkpoint not built")
 
 
-@pytest.mark.slow
 @needs_reference
 def test_bayes_oracle_scores_fraction_one_and_prior_oracle_zero():
     bayes = imitate.run(OracleProbe(REFERENCE, use_data=True), POP, episodes=14, seed=3, closed_loop=False)
@@ -215,7 +214,6 @@ def test_reference_checkpoint_probes_at_small_scale(reference_results):
 SPECIES = REFERENCE.parent / "species"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not (SPECIES / "checkpoint.json").exists(), reason="checkpoints/species is not in this checkout")
 def test_species_checkpoint_is_calibrated_like_the_bayes_observer(tmp_path):
     """ToMnet's set-up (trained on random agents only): mean KL(Bayes || model) over N_past >= 1
@@ -237,7 +235,6 @@ def test_report_reads_the_results(reference_results):
     assert "fraction of attainable information" in report
 
 
-@pytest.mark.slow  # two fresh interpreters that import the probe stack
 def test_probe_cli_errors(tmp_path):
     r = subprocess.run([MIRRORHALL, "probe", "nope", "--checkpoint", str(REFERENCE), "--out", str(tmp_path)],
                        capture_output=True, text=True)
