@@ -78,7 +78,6 @@ def test_run_prints_one_row_per_agent_matching_the_library():
     assert f"20 steps, {total} gems collected" in out.stdout
 
 
-@pytest.mark.slow
 def test_run_is_deterministic_and_seed_dependent():
     args = ("run", "--agents", 8, "--steps", 25, "--no-progress", "--population", "followers")
     a = cli(*args, "--seed", 3)
@@ -112,7 +111,6 @@ def test_render_writes_a_gif_with_one_frame_per_state(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["out.gif"], "no temporary files left behind"
 
 
-@pytest.mark.slow
 def test_progress_bar_goes_to_stderr_only():
     quiet = cli("run", "--agents", 4, "--steps", 10, "--seed", 5, "--no-progress")
     loud = cli("run", "--agents", 4, "--steps", 10, "--seed", 5)
