@@ -33,6 +33,21 @@ TRAIN_DATASET = ["--population", "crowd", "--episodes", "16", "--episodes-per-sh
                  "--steps", "20", "--seed", "4"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """torch computes on one thread in this process, whatever the order of the tests.
+
+    The test run is an entry point, so it sets the count. Before, the first in-process training
+    with ``--threads 1`` set it for every later test, so a module's duration depended on what ran
+    before it: on a busy 2-core machine torch's default two threads made the probe tests up to
+    ~90x slower (test_bayes_oracle_scores_fraction_one_and_prior_oracle_zero: 92 s alone, 1 s
+    after a one-thread test). Subprocesses choose their own count (``--threads``).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def mirrorhall(*argv: str) -> None:
     """``mirrorhall ARGV`` in this process; it must succeed."""
     from mirrorhall.cli import main
