@@ -7,6 +7,7 @@ when a selected test asks for it.
   samples for a few hundred training steps of a tiny model.
 - ``reference_checkpoint`` and ``reference_probe``: ``checkpoints/reference`` and a ``ModelProbe``
   of it; tests that ask for them are skipped when the checkpoint is not in this checkout.
+- ``one_torch_thread`` (autouse): torch computes on one thread in the test process.
 
 The folders are built through ``mirrorhall.cli.main``, as a user would build them. They are shared:
 a test that writes into one (resumes a run, corrupts a shard) copies it first, e.g. with
