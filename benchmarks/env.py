@@ -16,6 +16,7 @@ import time
 from mirrorhall import streams
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import WorldConfig, WorldCore
+from mirrorhall.envs.perception import situations
 
 
 def parallel_env_rate(n: int, size: int, steps: int) -> float:
@@ -28,13 +29,13 @@ def parallel_env_rate(n: int, size: int, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def core_rate(n: int, size: int, steps: int, batch: int = 64, situations: bool = False) -> float:
+def core_rate(n: int, size: int, steps: int, batch: int = 64, with_situations: bool = False) -> float:
     core = WorldCore(WorldConfig(n_agents=n, width=size, height=size))
     rng = streams.rng(streams.BENCHMARK, 0)
     state = core.reset(batch, rng)
     t0 = time.perf_counter()
     for _ in range(steps):
-        if situations:
+        if with_situations:
             situations(core, state)
         core.step(state, rng.integers(0, 5, (batch, n)), rng)
     return steps * batch / (time.perf_counter() - t0)
@@ -48,7 +49,7 @@ def main() -> None:
         size = 11 if n <= 32 else 15
         pe = parallel_env_rate(n, size, args.steps)
         co = core_rate(n, size, max(args.steps // 8, 50))
-        cs = core_rate(n, size, max(args.steps // 8, 50), situations=True)
+        cs = core_rate(n, size, max(args.steps // 8, 50), with_situations=True)
         print(json.dumps({"agents": n, "grid": f"{size}x{size}", "parallel_env_steps_per_s": round(pe),
                           "core_env_steps_per_s": round(co), "core_vs_parallel_env": round(co / pe, 1),
                           "core_with_situations_env_steps_per_s": round(cs)}))
