@@ -203,6 +203,14 @@ def test_render_into_a_file_or_onto_a_folder_is_refused_naming_the_path(command,
     refused_quietly(capsys, tmp_path, [*base[command], "--render", tmp_path / "taken.gif"], "is a folder")
 
 
+def test_a_name_too_long_for_any_file_system_is_refused_before_the_work(tmp_path, capsys):
+    long = "x" * 300
+    refused_quietly(capsys, tmp_path, ["run", "--steps", 100000, "--no-progress", "--render", tmp_path / f"{long}.gif"],
+                    "--render holds a name of 304 bytes")
+    refused_quietly(capsys, tmp_path, ["probe", "calibration", "--checkpoint", REFERENCE, "--out", tmp_path / long],
+                    "--out holds a name of 300 bytes")
+
+
 def test_act_checks_its_render_before_loading_the_checkpoint(tmp_path, capsys):
     gif = tmp_path / "a" / "b" / "x.gif"
     refused_quietly(capsys, tmp_path, ["act", "--checkpoint", tmp_path / "no-such-run", "--no-progress", *PROMPT,
@@ -323,3 +331,15 @@ def test_outputs_follow_the_umask(umask, files, tmp_path, capsys):
                  *(tmp_path / "data").iterdir()]:
         assert path.stat().st_mode & 0o777 == want, (path, oct(path.stat().st_mode & 0o777), oct(want))
     assert (tmp_path / "export").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_only_the_demo_default_may_create_a_missing_parent(tmp_path):
+    from mirrorhall.commands.common import check_output_folder
+    from mirrorhall.commands.demo import DEFAULT_OUT
+    from mirrorhall.errors import OutputError
+
+    assert DEFAULT_OUT == "out/demo"
+    assert check_output_folder("--out", str(tmp_path / "out" / "demo"), parents=True) == tmp_path / "out" / "demo"
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output_folder("--out", str(tmp_path / "out" / "demo"))
+    assert list(tmp_path.iterdir()) == [], "a check creates nothing"

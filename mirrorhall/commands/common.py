@@ -43,6 +43,17 @@ def _writable_folder(flag: str, value: str, folder: Path, what: str) -> None:
         raise OutputError(f"{flag} {value}: the folder {folder} is not writable; choose another path")
 
 
+NAME_MAX = 255
+"""The longest file name (in bytes) common file systems take."""
+
+
+def _check_names(flag: str, value: str) -> None:
+    for part in Path(value).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise OutputError(f"{flag} holds a name of {len(os.fsencode(part))} bytes; file systems take at most "
+                              f"{NAME_MAX}: {value[:60]!r}...")
+
+
 def _creatable(flag: str, value: str, folder: Path, parents: bool = False) -> None:
     """``folder`` exists and is writable, or can be created: under an existing writable parent
     (with ``parents``, under its nearest existing ancestor)."""
@@ -66,6 +77,7 @@ def check_output_file(flag: str, value: str | None) -> Path | None:
     check_path(flag, value)
     if value is None:
         return None
+    _check_names(flag, value)
     path = Path(value)
     if path.is_dir():
         raise OutputError(f"{flag} {value} is a folder; name a file in it")
@@ -85,6 +97,7 @@ def check_output_folder(flag: str, value: str, holds: tuple[str, ...] = (), *, e
     one of the entries ``holds`` that this command writes (a re-run or a resume).
     """
     check_path(flag, value)
+    _check_names(flag, value)
     folder = Path(value)
     if os.path.lexists(folder) and not folder.is_dir():
         raise OutputError(f"{flag} {value} is a file, not a folder; choose another {flag}")
