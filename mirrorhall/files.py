@@ -37,7 +37,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise type(err)(f"cannot write {path}: {err.strerror or err}") from None
+            named = type(err)(f"cannot write {path}: {err.strerror or err}")
+            named.errno = err.errno  # kept for callers that test it; the message stays one line
+            raise named from None
         raise
 
 

@@ -311,6 +311,8 @@ def test_atomic_write_errors_name_the_path_not_the_temporary_file(tmp_path):
     with pytest.raises(OSError) as err:
         atomic_write(tmp_path / "plain" / "x.gif", b"gif")
     assert str(tmp_path / "plain" / "x.gif") in str(err.value) and ".tmp" not in str(err.value)
+    assert err.value.errno is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["plain"]
 
 
 # --- permissions follow the umask ---------------------------------------------------------------------
