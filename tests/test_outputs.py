@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -132,6 +133,8 @@ def test_result_folders_of_another_kind_are_refused_before_the_work(command, kin
     }[command]
     expect = {"dataset": "a mirrorhall dataset", "checkpoint": "a checkpoint", "file": "is a file, not a folder"}[kind]
     refused_quietly(capsys, files, argv, f"--out {out}", expect)
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "Ray was started before the output was checked"
 
 
 # --- export --------------------------------------------------------------------------------------------
