@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
-from mirrorhall.files import atomic_write, sha256_file
+from mirrorhall.files import atomic_write, sha256_file, undo_on_failure
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.tokenizer import Tokenizer
 
@@ -252,15 +252,22 @@ def load_policy(path, core, agents):
 
 
 def export_checkpoint(path, out) -> Path:
-    """Copy a checkpoint's weights and metadata, without optimizer state, to the folder ``out``."""
+    """Copy a checkpoint's weights and metadata, without optimizer state, to the folder ``out``.
+
+    The checkpoint is loaded into its model first (a checkpoint whose weights do not match its
+    config is refused before anything is written), and the copy is loaded back before returning;
+    if anything fails, ``out`` is left as it was (a folder created for it is removed).
+    """
     folder = resolve_checkpoint(path)
-    meta = read_meta(folder)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"{out} is not empty; choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    _, _, meta = load_model(folder)
     weights = _load_tensors(folder, WEIGHTS, meta)
-    files = {WEIGHTS: _save_tensors(weights, out / WEIGHTS)}
-    slim = {**meta, "optimizer": None, "files": files, "exported_from": str(folder)}
-    atomic_write(out / META, json.dumps(slim, indent=1).encode())
+    with undo_on_failure(out):
+        out.mkdir(parents=True, exist_ok=True)
+        files = {WEIGHTS: _save_tensors(weights, out / WEIGHTS)}
+        slim = {**meta, "optimizer": None, "files": files, "exported_from": str(folder)}
+        atomic_write(out / META, json.dumps(slim, indent=1).encode())
+        load_model(out)
     return out

@@ -6,7 +6,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from mirrorhall.commands.common import check_path, set_threads
+from mirrorhall.commands.common import (
+    check_output_file,
+    check_path,
+    set_threads,
+    undo_file_on_failure,
+)
 from mirrorhall.commands.options import option
 from mirrorhall.commands.run import population_names, scene_personas, summary_table
 from mirrorhall.errors import ConfigError, user_input
@@ -93,6 +98,7 @@ def act(cfg: ActConfig, personas=None) -> int:
     """Run the scene; ``personas`` (a row of specs) replaces the population's draw."""
     from tqdm import tqdm
 
+    check_output_file("--render", cfg.render)
     set_threads(cfg.threads)
 
     from mirrorhall.agents.populations import get_population
@@ -131,6 +137,7 @@ def act(cfg: ActConfig, personas=None) -> int:
     if cfg.render is not None:
         from mirrorhall.envs.render import save_animation
 
-        save_animation(frames, cfg.render)
+        with undo_file_on_failure(cfg.render):
+            save_animation(frames, cfg.render)
         print(f"animation: {cfg.render} ({len(frames)} frames)")
     return 0

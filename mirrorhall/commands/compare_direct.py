@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mirrorhall.commands.common import check_path, save_config, set_threads
+from mirrorhall.commands.common import check_output_folder, check_path, save_config, set_threads
 from mirrorhall.commands.options import option
 from mirrorhall.commands.run import population_names
 from mirrorhall.errors import ConfigError, user_input
@@ -45,14 +45,21 @@ class CompareDirectConfig:
                 get_population(self.population)
 
 
+OUTPUTS = ("compare_direct.json", "compare_direct.png", "compare_direct.md", "compare_direct_config.json")
+
+
 def compare_direct(cfg: CompareDirectConfig) -> int:
+    from mirrorhall.files import undo_on_failure
+
+    out = check_output_folder("--out", cfg.out, OUTPUTS)
     set_threads(cfg.threads)
 
     from mirrorhall.analysis.compare_direct import run
 
-    r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
-            episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
-    save_config(cfg, cfg.out, "compare_direct_config.json")
+    with undo_on_failure(out):
+        r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
+                episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
+        save_config(cfg, cfg.out, "compare_direct_config.json")
     s = r["summary"]
     k = max(r["ks"])
     print(f"compare-direct: model CE at K={k}: {s[f'model_ce_at_K{k}']:.3f}; PPO CE after "

@@ -7,19 +7,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirrorhall.commands.act import ActConfig, act
-from mirrorhall.commands.common import check_path, save_config
+from mirrorhall.commands.common import check_output_folder, check_path, save_config
 from mirrorhall.commands.options import option
 from mirrorhall.commands.probe import ProbeConfig, probe
 from mirrorhall.commands.run import scene_personas
 from mirrorhall.errors import CheckpointError
+
+DEFAULT_OUT = "out/demo"
+DEMO_OUTPUTS = ("demo_config.json", "scene.gif", "probes", "data", "run")
+"""What the demo writes in its folder (a folder holding one of them may be written again)."""
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """``mirrorhall demo``: where to write, from which checkpoint."""
 
-    out: str = option("out/demo", metavar="DIR")
-    """Output folder (scene.gif, probes/, demo_config.json)."""
+    out: str = option(DEFAULT_OUT, metavar="DIR")
+    """Output folder (scene.gif, probes/, demo_config.json); only the default's missing parent is created."""
     seed: int = 0
     """Seed of the scene and the probes."""
     checkpoint: str | None = option(None, metavar="RUN")
@@ -35,9 +39,23 @@ class DemoConfig:
 
 
 def demo(cfg: DemoConfig) -> int:
+    from mirrorhall.files import undo_on_failure
+
+    # the default out/demo may create out/; a path the user names needs an existing parent
+    out = check_output_folder("--out", cfg.out, DEMO_OUTPUTS, parents=cfg.out == DEFAULT_OUT)
+    with undo_on_failure(out, keep=_resumable):
+        return _demo(cfg, out)
+
+
+def _resumable(entry: Path) -> bool:
+    """The dataset and run of --from-scratch survive a later failure once they hold progress."""
+    return (entry.name == "data" and any(entry.glob("shard-*.parquet"))) or (
+        entry.name == "run" and any(entry.glob("checkpoints/step-*/checkpoint.json")))
+
+
+def _demo(cfg: DemoConfig, out: Path) -> int:
     from mirrorhall.checkpoints import reference_checkpoint
 
-    out = Path(cfg.out)
     t0 = time.perf_counter()
     if cfg.from_scratch:
         checkpoint = _from_scratch(out, cfg)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mirrorhall.commands.common import check_path
+from mirrorhall.commands.common import check_output_folder, check_path
 from mirrorhall.commands.options import option
 
 
@@ -26,6 +26,7 @@ class ExportConfig:
 
 
 def export(cfg: ExportConfig) -> int:
+    check_output_folder("--out", cfg.out, empty=True)
     from mirrorhall.imitation.checkpoint import export_checkpoint
 
     print(f"exported: {export_checkpoint(cfg.checkpoint, cfg.out)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from mirrorhall.commands.common import check_path
+from mirrorhall.commands.common import check_output_folder, check_path
 from mirrorhall.commands.options import Opt, option
 from mirrorhall.commands.run import population_names
 from mirrorhall.errors import ConfigError
@@ -64,6 +64,15 @@ class ShardProgress:
 
 
 def generate(cmd: GenerateCommand) -> int:
+    from mirrorhall.files import undo_on_failure
+
+    out = check_output_folder("--out", cmd.out, ("manifest.json",))
+    # a shard written is kept (a re-run resumes); a dataset folder that got no shard goes
+    with undo_on_failure(out, keep=lambda _: any(out.glob("shard-*.parquet"))):
+        return _generate(cmd)
+
+
+def _generate(cmd: GenerateCommand) -> int:
     from tqdm import tqdm
 
     from mirrorhall.imitation.generate import generate as generate_dataset

@@ -6,7 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirrorhall.commands.common import check_path, save_config, set_threads
+from mirrorhall.commands.common import (
+    check_output_file,
+    check_output_folder,
+    check_path,
+    save_config,
+    set_threads,
+)
 from mirrorhall.commands.options import option
 from mirrorhall.commands.run import population_names
 from mirrorhall.errors import ConfigError, user_input
@@ -56,7 +62,22 @@ class ProbeConfig:
                 get_population(self.population)
 
 
+def probe_outputs() -> tuple[str, ...]:
+    """What ``probe`` and ``report`` write in a probe results folder."""
+    from mirrorhall.analysis.report import PROBES
+
+    return ("probe_config.json", "report.md", *(f"{n}.{ext}" for n in PROBES for ext in ("json", "png")))
+
+
 def probe(cfg: ProbeConfig) -> int:
+    from mirrorhall.files import undo_on_failure
+
+    out = check_output_folder("--out", cfg.out, probe_outputs())
+    with undo_on_failure(out):
+        return _probe(cfg)
+
+
+def _probe(cfg: ProbeConfig) -> int:
     set_threads(cfg.threads)
 
     from mirrorhall.agents.populations import get_population
@@ -97,6 +118,7 @@ def report(cfg: ReportConfig) -> int:
     found = [folder / f"{name}.json" for name in PROBES if (folder / f"{name}.json").exists()]
     if not found:
         raise ConfigError(f"{folder} holds no probe results (*.json); run mirrorhall probe all --out {folder}")
+    check_output_file("DIR", str(folder / "report.md"))
     for path in found:
         try:
             json.loads(path.read_text())

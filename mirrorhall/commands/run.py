@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mirrorhall import streams
-from mirrorhall.commands.common import check_path
+from mirrorhall.commands.common import check_output_file, check_path, undo_file_on_failure
 from mirrorhall.commands.options import option
 from mirrorhall.errors import ConfigError, user_input
 
@@ -76,6 +76,7 @@ def run(cfg: RunConfig) -> int:
     from mirrorhall.agents.populations import get_population
     from mirrorhall.agents.scene import run_scene
 
+    check_output_file("--render", cfg.render)
     world = cfg.world
     with user_input():
         personas = scene_personas(cfg.population, cfg.agents, cfg.colors, cfg.seed)
@@ -98,7 +99,8 @@ def run(cfg: RunConfig) -> int:
     if cfg.render is not None:
         from mirrorhall.envs.render import save_animation
 
-        save_animation(frames, cfg.render)
+        with undo_file_on_failure(cfg.render):
+            save_animation(frames, cfg.render)
         print(f"animation: {cfg.render} ({len(frames)} frames)")
     return 0
 

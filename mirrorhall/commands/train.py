@@ -7,8 +7,9 @@ run it: resume, locally or on Ray Train.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from mirrorhall.commands.common import check_path, set_threads
+from mirrorhall.commands.common import check_output_folder, check_path, set_threads
 from mirrorhall.commands.options import Opt, option
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.train import MODEL_SIZES, TrainConfig
@@ -56,7 +57,24 @@ class TrainCommand:
             raise ConfigError("--device applies to the local loop; Ray Train workers train on cpu")
 
 
+RUN_ENTRIES = ("latest.json", "checkpoints", "metrics.jsonl", "tb", "ray")
+"""What a training run folder holds (a folder holding one of them is a run, to resume or refuse)."""
+
+
+def has_checkpoint(run: Path) -> bool:
+    """A run a failure must not delete: it holds a checkpoint to resume from."""
+    return any(run.glob("checkpoints/step-*/checkpoint.json")) or any(run.glob("ray/*/checkpoint_*/checkpoint.json"))
+
+
 def train(cmd: TrainCommand) -> int:
+    from mirrorhall.files import undo_on_failure
+
+    out = check_output_folder("--out", cmd.config.out, RUN_ENTRIES)
+    with undo_on_failure(out, keep=lambda _: has_checkpoint(out)):
+        return _train(cmd)
+
+
+def _train(cmd: TrainCommand) -> int:
     cfg = cmd.config
     set_threads(cfg.threads)
     if cmd.ray:
