@@ -135,7 +135,7 @@ class ModelProbe:
             a = torch.from_numpy(acts.reshape(chunk.size, steps, scene.config.n_agents))
             e = torch.from_numpy(np.searchsorted(chunk, world[sel]))
             tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
-            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len)
+            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len, warn=True)
             logits = self.model(**gather_inputs(self.model, f, v, a, e, tt, ii, tokens, situation=jj, full_view=full))
             out[sel] = distribution(logits)
         return out

@@ -33,7 +33,7 @@ class ProbeConfig:
     seed: int = 0
     """Seed of the held-out scenes."""
     episodes: int | None = None
-    """Scenes per probe (None or 0: by --scale)."""
+    """Scenes per probe (None: by --scale)."""
     scale: str = option("small", choices=SCALE_NAMES)
     """Number of scenes per probe: small for CI and the demo, full for docs/results.md."""
     population: str | None = option(None, choices=population_names)
@@ -49,6 +49,9 @@ class ProbeConfig:
             raise ConfigError(f"unknown probe {self.name!r}; allowed: {', '.join(names)}")
         if self.scale not in SCALE_NAMES:
             raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)}; got {self.scale!r}")
+        if self.episodes is not None and self.episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {self.episodes}; leave it out to use the "
+                              f"--scale default")
         check_path("--checkpoint", self.checkpoint)
         check_path("--out", self.out)
         if self.population is not None:
