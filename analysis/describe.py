@@ -26,7 +26,7 @@ from mirrorhall.analysis.common import (
     entropy,
     mean_ci,
 )
-from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict, yerr
+from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, target_line, verdict, yerr
 from mirrorhall.envs.core import WorldConfig
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, render
 
@@ -81,14 +81,18 @@ def _per_episode(x: np.ndarray, world: np.ndarray, episodes: int) -> list[float]
     return [float(x[world == e].mean()) for e in range(episodes)]
 
 
-def plot(result: dict, path: Path) -> None:
-    """KL to the described persona per condition, with 95% intervals."""
+def plot(result: dict, path: Path):
+    """KL to the described persona per condition, with 95% intervals; the target for seen
+    combinations as a dashed line."""
     fig, ax = axes()
     cond = result["conditions"]
     labels = [c["condition"] for c in cond]
-    ax.bar(labels, [mean_of(c, "kl") for c in cond], yerr=np.hstack([yerr(c, "kl") for c in cond]), capsize=4)
+    ax.bar(labels, [mean_of(c, "kl") for c in cond], yerr=np.hstack([yerr(c, "kl") for c in cond]), capsize=4,
+           label="KL, 95% interval")
+    bound = result.get("targets", {}).get("kl_seen")
+    target_line(ax, bound, f"seen <= {bound:g} nats" if bound is not None else "")
     ax.set_ylabel("KL to the described persona (nats)")
-    save(fig, ax, result, path)
+    return save(fig, ax, result, path)
 
 
 def section(r: dict) -> list[str]:

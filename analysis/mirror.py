@@ -31,7 +31,7 @@ from mirrorhall.agents.personas import Imitator, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, mean_ci
-from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict
+from mirrorhall.analysis.reporting import axes, errorbars, fmt_ci, save, target_line, verdict
 from mirrorhall.envs.core import WorldConfig
 from mirrorhall.errors import ConfigError
 
@@ -118,20 +118,28 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
              "chance": 1.0 / cands.size} for n in steps]
 
 
-def plot(result: dict, path: Path) -> None:
-    """Identification accuracy of the model and of Bayes against steps observed, per setting."""
+def plot(result: dict, path: Path):
+    """Identification accuracy of the model and of Bayes against steps observed, per setting, with
+    95% intervals; chance, and the target accuracy after ``TARGET_STEPS`` steps as a dashed line."""
     fig, ax = axes()
     cond = result["conditions"]
     for setting, colour in zip(result.get("settings", ["crowd"]), ("C0", "C1"), strict=False):
         rows = [c for c in cond if c.get("setting", "crowd") == setting]
         xs = [c["steps_observed"] for c in rows]
-        ax.plot(xs, [mean_of(c, "accuracy_model") for c in rows], "o-", color=colour, label=f"model, {setting}")
-        ax.plot(xs, [mean_of(c, "accuracy_bayes") for c in rows], "s--", color=colour, label=f"Bayes, {setting}")
+        errorbars(ax, xs, rows, "accuracy_model", fmt="o-", color=colour, label=f"model, {setting}")
+        errorbars(ax, xs, rows, "accuracy_bayes", fmt="s--", color=colour, label=f"Bayes, {setting}", alpha=0.7)
     ax.plot(xs, [c["chance"] for c in rows], ":", color="grey", label="chance")
+    targets = {v for k, v in result.get("targets", {}).items() if k.startswith("accuracy_model")}
+    if len(targets) == 1:
+        value = targets.pop()
+        target_line(ax, value, f"model accuracy >= {value:g} after {TARGET_STEPS} steps")
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel("steps observed")
     ax.set_ylabel("identification accuracy")
     ax.set_ylim(0, 1.05)
-    save(fig, ax, result, path)
+    return save(fig, ax, result, path)
 
 
 def section(r: dict) -> list[str]:

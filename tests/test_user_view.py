@@ -4,10 +4,12 @@ animation's caption and agent colours."""
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mirrorhall.cli import main
@@ -141,3 +143,105 @@ def test_unread_parts_are_exact():
     assert unread_parts(tok, "Behave as  Agent_3 !") == ([], [])
     assert unread_parts(tok, "zzz behave zzz as yy") == (["zzz", "yy"], [])
     assert unread_parts(tok, "behave as agent 3\u200b") == ([], ["\u200b"])
+
+
+# --- plots and the report -----------------------------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def committed(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def drawn(name: str, tmp_path):
+    from mirrorhall.analysis.report import PROBES
+
+    fig = PROBES[name].plot(committed(name), tmp_path / f"{name}.png")
+    assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    return fig
+
+
+def labels(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+@pytest.mark.parametrize("name, least", [("calibration", 6), ("second_order", 4 + 2), ("mirror_test", 4),
+                                         ("imitate", 3 + 1), ("outcome", 2)])
+def test_plots_carry_the_95_percent_intervals_of_the_report(name, least, tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    fig = drawn(name, tmp_path)
+    bars = [c for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) >= least, name
+    # the bars span the committed intervals: the lowest lower end is drawn
+    ys = np.concatenate([seg[:, 1] for c in bars for coll in c.lines[2] for seg in coll.get_segments()])
+    r = committed(name)
+    key = {"calibration": "kl_bayes_model", "second_order": "ce_model", "mirror_test": "accuracy_model",
+           "imitate": "ce_model", "outcome": "achieved"}[name]
+    lows = [c[key]["ci95"][0] for c in r["conditions"] if c[key]["ci95"][0] is not None]
+    assert np.isclose(ys, min(lows)).any()
+
+
+@pytest.mark.parametrize("name, value", [("calibration", 0.05), ("describe", 0.05), ("imitate", 0.8),
+                                         ("second_order", 0.0), ("mirror_test", 0.9)])
+def test_plots_draw_their_targets(name, value, tmp_path):
+    fig = drawn(name, tmp_path)
+    targets = [line for ax in fig.axes for line in ax.get_lines() if line.get_label().startswith("target")]
+    assert targets, name
+    assert any(np.allclose(line.get_ydata(), value) for line in targets)
+    assert any(t.startswith("target") for ax in fig.axes for t in labels(ax))
+
+
+def test_outcome_ticks_are_whole_gems_and_calibration_explains_its_dotted_lines(tmp_path):
+    ax = drawn("outcome", tmp_path).axes[0]
+    ticks = ax.get_xticks()
+    assert np.array_equal(ticks, np.round(ticks)) and list(ticks) == [0, 1, 2, 3, 4]
+    cal = drawn("calibration", tmp_path).axes[0]
+    assert any(t.startswith("dotted: KL(Bayes_train") for t in labels(cal))
+    assert "dotted" not in cal.get_ylabel()
+
+
+def test_the_report_ends_with_a_glossary_of_its_terms(tmp_path):
+    from mirrorhall.analysis.report import write_report
+
+    for path in RESULTS.glob("*.json"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    text = write_report(tmp_path).read_text()
+    glossary = text[text.index("## Glossary"):]
+    for term in ("pi_test", "SELF", "OTHER(theta)", "N_past", "Bayes_train", "fraction of attainable information",
+                 "95% interval", "KL", "cross-entropy"):
+        assert f"**{term}" in glossary or f", {term}**" in glossary, term
+    assert text.index("## Glossary") > text.index("## outcome")
+
+
+# --- progress bars and third-party log lines ----------------------------------------------------
+
+
+def test_an_error_while_the_progress_bar_shows_starts_a_line_of_its_own_and_ends_stderr(capsys, tmp_path):
+    """The bar is open when generate finds the folder holds another dataset: it is closed first,
+    the error is the last line, and no bar is drawn after it (the error was glued to the bar)."""
+    out = tmp_path / "d"
+    code, _, err = run_cli(["generate", "--out", out, "--episodes", 4, "--agents", 3, "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["generate", "--out", out, "--episodes", 4, "--agents", 3, "--seed", 5], capsys)
+    assert "shards:" in err  # the bar was shown
+    one_error(code, err, r"holds a different dataset")
+    assert err.endswith("\n") and "\nmirrorhall: error:" in err
+    assert err.count("mirrorhall: error:") == 1 and "shards" not in err[err.index("mirrorhall: error:"):]
+
+
+def test_close_bars_leaves_no_bar_to_redraw(capsys):
+    import sys
+
+    from mirrorhall.commands.console import bar, close_bars
+
+    b = bar(10, "stage", "step")
+    b.update(3)
+    close_bars()
+    assert b.disable
+    print("mirrorhall: error: x", file=sys.stderr)
+    del b
+    err = capsys.readouterr().err
+    assert err.endswith("\nmirrorhall: error: x\n") and "stage" in err

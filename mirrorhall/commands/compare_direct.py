@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from mirrorhall.commands.common import check_path, save_config, set_threads
 from mirrorhall.commands.options import option
@@ -17,7 +18,8 @@ class CompareDirectConfig:
     checkpoint: str = option(metavar="PATH")
     """Checkpoint or training run folder."""
     out: str = option(metavar="DIR")
-    """Output folder (compare_direct.json, .png, .md and compare_direct_config.json)."""
+    """Output folder (compare_direct.json, .png, .md, compare_direct_config.json, and
+    compare_direct.log holding what Ray and RLlib logged)."""
     seed: int = 0
     """Seed of the personas, the scenes and PPO."""
     personas: int = 4
@@ -48,10 +50,14 @@ class CompareDirectConfig:
 def compare_direct(cfg: CompareDirectConfig) -> int:
     set_threads(cfg.threads)
 
-    from mirrorhall.analysis.compare_direct import run
+    import ray.rllib  # noqa: F401 - RLlib adds its stderr log handler on import: before library_log
 
-    r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
-            episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
+    from mirrorhall.analysis.compare_direct import run
+    from mirrorhall.commands.console import library_log
+
+    with library_log(Path(cfg.out) / "compare_direct.log"):  # RLlib's warnings are no news to the user
+        r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
+                episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
     save_config(cfg, cfg.out, "compare_direct_config.json")
     s = r["summary"]
     k = max(r["ks"])
