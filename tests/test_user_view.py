@@ -245,3 +245,82 @@ def test_close_bars_leaves_no_bar_to_redraw(capsys):
     del b
     err = capsys.readouterr().err
     assert err.endswith("\nmirrorhall: error: x\n") and "stage" in err
+
+
+# --- the animation -------------------------------------------------------------------------------
+
+
+def _lab(rgb) -> np.ndarray:
+    c = np.asarray(rgb, float) / 255
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_agents_are_told_apart_from_gems_and_from_each_other():
+    """CIE76 distances: every agent outline of ids 0-15 at least 40 from every gem colour, and
+    every two of them at least 20 apart (agents 3 and 11 were both green, 0 and 8 both red)."""
+    from mirrorhall.envs.render import GEM_RGB, agent_colors
+
+    fill, line = agent_colors(16)
+    agents, gems = _lab(line), _lab(GEM_RGB)
+    assert np.linalg.norm(agents[:, None] - gems[None], axis=-1).min() >= 40
+    d = np.linalg.norm(agents[:, None] - agents[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert d.min() >= 20
+    fill64, line64 = agent_colors(64)
+    assert len({tuple(c) for c in line64.tolist()}) == 64
+    assert (fill64.astype(int).sum(1) > line64.astype(int).sum(1)).all()  # light fill, dark ring: the id reads
+
+
+def test_the_caption_adds_rows_under_the_step_and_marks_a_switch():
+    from mirrorhall.envs.core import WorldConfig, WorldCore
+    from mirrorhall.envs.render import EMPHASIS_RGB, footer_height, render_rgb
+
+    config = WorldConfig(n_agents=4)
+    state = WorldCore(config).reset(1, np.random.default_rng(0))
+    plain = render_rgb(config, state)
+    lines = [("agent 0 (model): 'behave as agent 2'", False), ("switch at t=3: agent 1 (model): 'x'", True)]
+    shown = render_rgb(config, state, caption=lines)
+    foot = footer_height(32)
+    assert shown.shape == (plain.shape[0] + 2 * foot, *plain.shape[1:])
+    assert (shown[: plain.shape[0]] == plain).all()  # grid and step row unchanged
+    first, second = shown[plain.shape[0]: plain.shape[0] + foot], shown[plain.shape[0] + foot:]
+    blank = render_rgb(config, state, caption=[("", False), ("", True)])[plain.shape[0]:]
+    assert (first != blank[:foot]).any(-1).sum() > 50  # text drawn
+    assert (second == EMPHASIS_RGB).all(-1).mean() > 0.5 and not (first == EMPHASIS_RGB).all(-1).any()
+
+
+def test_act_captions_name_the_driven_agents_their_prompt_and_switches():
+    from mirrorhall.commands.act import SWITCH_SHOWN, caption
+
+    prompts = {0: "behave as yourself", 3: "behave as agent 1"}
+    schedule = {20: {0: "behave as agent 2"}}
+    assert caption(prompts, schedule, 0) == [("agent 0 (model): 'behave as yourself'", False),
+                                             ("agent 3 (model): 'behave as agent 1'", False)]
+    assert caption(prompts, schedule, 20)[0] == ("switch at t=20: agent 0 (model): 'behave as agent 2'", True)
+    assert caption(prompts, schedule, 20 + SWITCH_SHOWN - 1)[0][1]
+    assert caption(prompts, schedule, 20 + SWITCH_SHOWN)[0] == ("agent 0 (model): 'behave as agent 2' (since t=20)", False)
+
+
+def test_the_act_animation_carries_the_caption(capsys, tmp_path):
+    from PIL import Image
+
+    from mirrorhall.envs.render import EMPHASIS_RGB, footer_height
+
+    gif = tmp_path / "a.gif"
+    code, out, err = run_cli([*ACT[:4], 4, *ACT[5:], "--prompt", "agent_0=behave as agent 3",
+                              "--switch", "2:agent_0=behave as yourself", "--render", gif], capsys)
+    assert code == 0, err
+    im = Image.open(gif)
+    frames = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        frames.append(np.asarray(im.convert("RGB")))
+    height = frames[0].shape[0]
+    assert height == 11 * 32 + 2 * footer_height(32)  # the step row and one caption row
+    last_row = [f[height - footer_height(32) + 2: height - 2] for f in frames]
+    marked = [bool((np.abs(r.astype(int) - EMPHASIS_RGB).sum(-1) < 30).mean() > 0.5) for r in last_row]
+    assert marked == [False, False, True, True, True]

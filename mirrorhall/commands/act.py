@@ -104,6 +104,26 @@ def parse_assignment(text: str, n_agents: int, flag: str) -> tuple[int, str]:
     return agent, m.group(2).strip()
 
 
+SWITCH_SHOWN = 5
+"""Frames (steps) a prompt switch stays marked in the animation's caption (a second at 5 fps)."""
+
+
+def caption(prompts: dict[int, str], schedule: dict[int, dict[int, str]], t: int) -> list[tuple[str, bool]]:
+    """The animation's caption at step ``t``: per model-driven agent, its prompt in effect for
+    the step taken from ``t`` on, emphasised for ``SWITCH_SHOWN`` steps after a switch."""
+    lines = []
+    for a in sorted(prompts):
+        since, text = 0, prompts[a]
+        for step in sorted(schedule):
+            if step <= t and a in schedule[step]:
+                since, text = step, schedule[step][a]
+        fresh = since > 0 and t - since < SWITCH_SHOWN
+        lead = f"switch at t={since}: " if fresh else ""
+        tail = f" (since t={since})" if since and not fresh else ""
+        lines.append((f"{lead}agent {a} (model): {text!r}{tail}", fresh))
+    return lines
+
+
 def _warn_unread(tokenizer, prompts) -> None:
     """One warning per distinct prompt holding words the model does not know."""
     from mirrorhall.imitation.model_io import warn_unread
@@ -142,7 +162,7 @@ def act(cfg: ActConfig, personas=None) -> int:
         if cfg.render is not None:
             from mirrorhall.envs.render import render_rgb
 
-            frames.append(render_rgb(world, state))
+            frames.append(render_rgb(world, state, caption=caption(cfg.prompts, cfg.schedule, t)))
         if t:
             bar.update(1)
 
