@@ -63,6 +63,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
     traits = [Trait(*c) for c in pop.combos(n_colors, "train") if c[1] != "follow"]
     trait_obs = BayesObserver(HypothesisSet(traits, n_colors, agents)) if w_trait > 0 and traits else None
     conditions = []
+    probe.expect(len(alphas) * len([n for n in n_past if n <= steps]))
     for scene_index, alpha in enumerate(alphas):
         rows, targets = [], []
         for e in range(episodes):
@@ -92,6 +93,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
                     "kl_true_bayes": mean_ci(kl(truth, bayes)),
                     "kl_train_bayes_model": mean_ci(kl(train_bayes, model)),
                 })
+                probe.tick()
             if trait_obs is not None and n < steps:
                 log_post = trait_obs.update(log_post, scene.situation(n, w, k), acts[n])
     past = [c["kl_bayes_model"]["mean"] for c in conditions if c["N_past"] >= 1]

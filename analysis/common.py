@@ -105,6 +105,18 @@ class ModelProbe:
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
+        self.bar = None
+        """A progress bar (tqdm) the running probe advances (``expect``, ``tick``); None: quiet."""
+
+    def expect(self, total: int) -> None:
+        """The running probe will ``tick`` ``total`` times (its bar restarts at 0 of ``total``)."""
+        if self.bar is not None:
+            self.bar.reset(total=total)
+
+    def tick(self, n: int = 1) -> None:
+        """One more part of the running probe is done."""
+        if self.bar is not None:
+            self.bar.update(n)
 
     def policy(self, core: WorldCore, agents) -> ModelPolicy:
         """A ``ModelPolicy`` of this (already loaded) model driving ``agents`` of ``core``'s worlds."""

@@ -46,10 +46,12 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
     train_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if not t.held_out]
     held_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if t.held_out]
     out = {}
+    probe.expect(len(CONDITIONS))
     for cond in CONDITIONS:
         combos = held if cond == "held_out_combination" else seen
         temps = held_t if cond == "held_out_paraphrase" else train_t
         if not combos or not temps:
+            probe.tick()
             continue
         q = episodes * queries_per_episode
         w = np.repeat(np.arange(episodes), queries_per_episode)
@@ -68,6 +70,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
         out[cond] = {"kl": mean_ci(_per_episode(ce - floor, w, episodes)), "ce": mean_ci(_per_episode(ce, w, episodes)),
                      "entropy_floor": mean_ci(_per_episode(floor, w, episodes)), "queries": int(q),
                      "combinations": len(combos), "example_prompt": prompts[0]}
+        probe.tick()
     return {"probe": "describe", "population": population, "agents": agents, "episodes": episodes,
             "seed": seed, "conditions": [{"condition": k, **v} for k, v in out.items()],
             "summary": {"kl_seen": out["seen"]["kl"]["mean"],

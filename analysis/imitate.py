@@ -65,6 +65,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
     loop = {"model_as_k_share": [], "k_share": [], "model_self_share": [],
             "model_as_k_near": [], "k_near": [], "model_self_near": []}
     core = WorldCore(world)
+    probe.expect(len(groups) * (2 if closed_loop else 1))
     for scene_index, (k, rows) in enumerate(sorted(groups.items())):
         policy = probe.policy(core, [0])
         scene_seed = streams.int_seed(streams.PROBE_SCENES["imitate"], seed, scene_index) + k
@@ -86,8 +87,10 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
             if t < steps:
                 log_post = observer.update(log_post, scene.situation(t, w, np.full(b, k)),
                                            scene.episode.actions[t, :, k])
+        probe.tick()
         if closed_loop:
             _closed_loop(probe, world, rows, k, scene_seed, scene, targets, loop)
+            probe.tick()
     conditions = []
     for t in ks:
         c = ce[t]

@@ -46,6 +46,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     for setting in settings:
         if setting not in SETTINGS:
             raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    probe.expect(len(settings) * (agents + 1))  # per setting: two passes of the model, one per candidate
     conditions = [row for setting in settings
                   for row in _identify(probe, population, episodes, seed, agents, steps, setting)]
     summary = {}
@@ -93,7 +94,9 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
     j = np.tile(np.repeat(cands, horizon), b)
     t = np.tile(np.arange(horizon), b * cands.size)
     as_zero = probe.query(scene, w, j, t, ["behave as agent 0"] * w.size)
+    probe.tick()
     as_self = probe.query(scene, w, j, t, ["behave as yourself"] * w.size)
+    probe.tick()
     a = acts[t, w, j]
     step_llr = (np.log(as_zero[np.arange(w.size), a]) - np.log(as_self[np.arange(w.size), a]))
     model_llr = np.cumsum(step_llr.reshape(b, cands.size, horizon), axis=-1)  # (B, J, T)
@@ -111,6 +114,7 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
         for s in range(horizon):
             log_post = trait.update(log_post, isits[s], acts[s, :, c])
             bayes_llr[:, ci, s] = imit.log_evidence(ll[s + 1]) - trait.log_evidence(log_post)
+        probe.tick()
     truth = np.asarray(imitators) - 1
     return [{"setting": setting, "steps_observed": n,
              "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),

@@ -33,6 +33,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     core = WorldCore(world)
     names = world.color_names
     conditions = []
+    probe.expect(len(asked) * n_colors)
     for a, n in enumerate(asked):
         got, control = [], []
         for c in range(n_colors):
@@ -44,6 +45,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
                                 ("behave as yourself", control)):
                 ep = run_scene(world, rows, horizon, scene_seed, drivers=[probe.policy(core, [0]).driver(prompt)])
                 out += ep.collected[:, 0, c].tolist()
+            probe.tick()
         conditions.append({"asked": n, "achieved": mean_ci(got), "control": mean_ci(control),
                            "difference": mean_ci(np.asarray(got) - np.asarray(control))})
     achieved = [c["achieved"]["mean"] for c in conditions]

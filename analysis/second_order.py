@@ -83,6 +83,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
     phi_codes = HypothesisSet([r[0] for r in rows], n_colors, agents)
     theta_own = HypothesisSet([r[t].own for r, t in zip(rows, thetas, strict=True)], n_colors, agents)
     res = {k: {n: [] for n in ("model", "self", "other", "bayes")} for k in ks}
+    probe.expect(len(ks) + (len(np.unique(thetas)) if essay else 0))
     for k in ks:
         sit = tsits[k]
         cstate = captured[k]
@@ -93,6 +94,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
         bayes = imit.predictive(ll[k], cstate.log_belief[w, thetas], sit)
         for name, p in (("model", model), ("self", self_b), ("other", other_b), ("bayes", bayes)):
             res[k][name] += cross_entropy(truth, p).tolist()
+        probe.tick()
     conditions = [{
         "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
         "margin_vs_self": _paired(res[k]["self"], res[k]["model"]),
@@ -136,6 +138,7 @@ def _essay(probe: ModelProbe, world, rows, thetas, seed: int, ks) -> dict:
                                  ("other", f"behave as agent {theta}")):
                 p = probe.query(scene, w, zeros, t, [prompt] * b)
                 res[k][name] += cross_entropy(truth, p).tolist()
+        probe.tick()
     return {"conditions": [{
         "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
         "margin_vs_self": _paired(res[k]["self"], res[k]["model"]),

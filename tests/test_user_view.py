@@ -324,3 +324,26 @@ def test_the_act_animation_carries_the_caption(capsys, tmp_path):
     last_row = [f[height - footer_height(32) + 2: height - 2] for f in frames]
     marked = [bool((np.abs(r.astype(int) - EMPHASIS_RGB).sum(-1) < 30).mean() > 0.5) for r in last_row]
     assert marked == [False, False, True, True, True]
+
+
+# --- progress of long commands ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_probe_shows_a_bar_per_probe_that_completes_and_changes_no_result(capsys, tmp_path):
+    from mirrorhall.analysis.report import PROBES
+
+    base = ["probe", "all", "--checkpoint", REFERENCE, "--threads", 1, "--episodes", 2]
+    code, out, err = run_cli([*base, "--out", tmp_path / "bars"], capsys)
+    assert code == 0, err
+    shown = [x.strip() for x in re.split(r"[\r\n]", err) if x.strip()]
+    for name in PROBES:
+        done = [re.match(rf"{name}: 100%\|.*\| (\d+)/(\d+) ", x) for x in shown]
+        done = [m for m in done if m]
+        assert done and all(m.group(1) == m.group(2) != "0" for m in done), (name, err[-500:])
+    code, _, err = run_cli([*base, "--out", tmp_path / "quiet", "--no-progress"], capsys)
+    assert code == 0 and err == "", err
+    for name in PROBES:
+        a, b = (json.loads((tmp_path / d / f"{name}.json").read_text()) for d in ("bars", "quiet"))
+        a.pop("seconds"), b.pop("seconds")
+        assert json.dumps(a) == json.dumps(b), name

@@ -40,6 +40,8 @@ class ProbeConfig:
     """Population of the scenes (None: the checkpoint's training population)."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
+    progress: bool = True
+    """Show a progress bar per probe on stderr."""
 
     def __post_init__(self):
         from mirrorhall.agents.populations import get_population
@@ -72,8 +74,12 @@ def probe(cfg: ProbeConfig) -> int:
     with user_input():
         get_population(population)
     save_config(cfg, cfg.out, "probe_config.json")
+    from mirrorhall.commands.console import bar
+
     for name in names:
-        r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        with bar(None, name, "part", enabled=cfg.progress) as model.bar:
+            r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        model.bar = None
         shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in r.get("summary", {}).items() if not isinstance(v, list))
         print(f"{name}: {shown} ({r['seconds']} s) -> {cfg.out}/{name}.json")
