@@ -347,3 +347,19 @@ def test_probe_shows_a_bar_per_probe_that_completes_and_changes_no_result(capsys
         a, b = (json.loads((tmp_path / d / f"{name}.json").read_text()) for d in ("bars", "quiet"))
         a.pop("seconds"), b.pop("seconds")
         assert json.dumps(a) == json.dumps(b), name
+
+
+def test_too_few_episodes_for_held_out_evaluation_is_a_one_line_warning(capsys, tmp_path):
+    data, run = tmp_path / "d", tmp_path / "r"
+    code, _, err = run_cli(["generate", "--out", data, "--episodes", 4, "--agents", 3, "--no-progress"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["train", "--data", data, "--out", run, "--steps", 2, "--size", "tiny", "--threads", 1,
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    assert err.splitlines() == ["mirrorhall: warning: held-out evaluation is empty: every 10th episode is held out "
+                                "and the data holds 4; generate at least 10 episodes for eval figures"]
+    data10, run10 = tmp_path / "d10", tmp_path / "r10"
+    run_cli(["generate", "--out", data10, "--episodes", 10, "--agents", 3, "--no-progress"], capsys)
+    code, out, err = run_cli(["train", "--data", data10, "--out", run10, "--steps", 2, "--size", "tiny", "--threads", 1,
+                              "--no-progress"], capsys)
+    assert code == 0 and err == "", err
