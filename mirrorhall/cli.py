@@ -11,6 +11,11 @@ Exit codes and what the user sees:
 - 1: an internal error (anything else, such as a ``ValueError`` from deep inside numpy): its
   traceback, then one line asking for a report.
 - 130: interrupted.
+
+Something used but perhaps not as meant (``mirrorhall.errors.InputWarning``: a prompt word the
+model does not know, too few episodes to hold any out) is one line ``mirrorhall: warning: ...``
+and the command goes on. Progress bars are closed before any error line
+(``mirrorhall.commands.console``).
 """
 
 from __future__ import annotations

@@ -363,3 +363,21 @@ def test_too_few_episodes_for_held_out_evaluation_is_a_one_line_warning(capsys, 
     code, out, err = run_cli(["train", "--data", data10, "--out", run10, "--steps", 2, "--size", "tiny", "--threads", 1,
                               "--no-progress"], capsys)
     assert code == 0 and err == "", err
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_compare_direct_keeps_rllib_warnings_off_stderr_in_a_log_file(tmp_path):
+    """RLlib's "You are running PPO on the new API stack!" used to come before any error line;
+    now stderr holds nothing but mirrorhall's own lines, and the warning is in compare_direct.log."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "mirrorhall"
+    out = tmp_path / "cd"
+    r = subprocess.run([str(exe), "compare-direct", "--checkpoint", str(REFERENCE), "--out", str(out), "--personas", "1",
+                        "--iterations", "1", "--batch", "200", "--episodes", "1", "--threads", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", r.stderr
+    assert "new API stack" in (out / "compare_direct.log").read_text()
