@@ -129,7 +129,7 @@ def agent_colors(n_agents: int) -> tuple[np.ndarray, np.ndarray]:
     i = np.arange(n_agents)
     shade = np.asarray(AGENT_GROUP_SHADE)[(i // len(AGENT_RGB)) % len(AGENT_GROUP_SHADE)]  # (N,)
     line = np.round(AGENT_RGB[i % len(AGENT_RGB)] * shade[:, None]).astype(np.uint8)  # (N, 3)
-    fill = np.round(255 - (255 - AGENT_RGB[i % len(AGENT_RGB)].astype(float)) * (0.32 + 0.06 * (shade < 1)[:, None]))
+    fill = np.round(255 - (255 - AGENT_RGB[i % len(AGENT_RGB)].astype(float)) * (0.45 + 0.07 * (shade < 1)[:, None]))
     return fill.astype(np.uint8), line
 
 
