@@ -102,11 +102,12 @@ class Scene:
 class ModelProbe:
     """The model of a checkpoint, queried in any agent's seat of a recorded scene."""
 
+    bar = None
+    """A progress bar (tqdm) the running probe advances (``expect``, ``tick``); None: quiet."""
+
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
-        self.bar = None
-        """A progress bar (tqdm) the running probe advances (``expect``, ``tick``); None: quiet."""
 
     def expect(self, total: int) -> None:
         """The running probe will ``tick`` ``total`` times (its bar restarts at 0 of ``total``)."""
