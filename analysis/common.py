@@ -102,17 +102,22 @@ class Scene:
 class ModelProbe:
     """The model of a checkpoint, queried in any agent's seat of a recorded scene."""
 
+    new_bar = None
+    """``new_bar(total)`` -> a progress bar (tqdm) for the running probe, which ``expect``
+    opens and ``tick`` advances; None: quiet."""
     bar = None
-    """A progress bar (tqdm) the running probe advances (``expect``, ``tick``); None: quiet."""
 
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
 
     def expect(self, total: int) -> None:
-        """The running probe will ``tick`` ``total`` times (its bar restarts at 0 of ``total``)."""
+        """The running probe will ``tick`` ``total`` times (its bar opens, or restarts, at 0 of
+        ``total``)."""
         if self.bar is not None:
             self.bar.reset(total=total)
+        elif self.new_bar is not None:
+            self.bar = self.new_bar(total)
 
     def tick(self, n: int = 1) -> None:
         """One more part of the running probe is done."""

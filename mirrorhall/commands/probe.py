@@ -77,8 +77,10 @@ def probe(cfg: ProbeConfig) -> int:
     from mirrorhall.commands.console import bar
 
     for name in names:
-        with bar(None, name, "part", enabled=cfg.progress) as model.bar:
-            r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        model.new_bar = lambda total, name=name: bar(total, name, "part", enabled=cfg.progress)
+        r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        if model.bar is not None:
+            model.bar.close()
         model.bar = None
         shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in r.get("summary", {}).items() if not isinstance(v, list))
