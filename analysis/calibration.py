@@ -33,7 +33,16 @@ from mirrorhall.agents.personas import Species, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, kl, mean_ci
-from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, mean_of, save, verdict
+from mirrorhall.analysis.reporting import (
+    axes,
+    errorbars,
+    fmt,
+    fmt_ci,
+    mean_of,
+    save,
+    target_line,
+    verdict,
+)
 from mirrorhall.envs.core import WorldConfig
 
 ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -54,6 +63,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
     traits = [Trait(*c) for c in pop.combos(n_colors, "train") if c[1] != "follow"]
     trait_obs = BayesObserver(HypothesisSet(traits, n_colors, agents)) if w_trait > 0 and traits else None
     conditions = []
+    probe.expect(len(alphas) * len([n for n in n_past if n <= steps]))
     for scene_index, alpha in enumerate(alphas):
         rows, targets = [], []
         for e in range(episodes):
@@ -83,6 +93,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 24, seed: int = 0, a
                     "kl_true_bayes": mean_ci(kl(truth, bayes)),
                     "kl_train_bayes_model": mean_ci(kl(train_bayes, model)),
                 })
+                probe.tick()
             if trait_obs is not None and n < steps:
                 log_post = trait_obs.update(log_post, scene.situation(n, w, k), acts[n])
     past = [c["kl_bayes_model"]["mean"] for c in conditions if c["N_past"] >= 1]
@@ -110,19 +121,36 @@ def _trait_or_random(trait_obs: BayesObserver, log_post: np.ndarray, sit, random
     return p_trait[:, None] * as_trait + (1.0 - p_trait[:, None]) * random_pred
 
 
-def plot(result: dict, path: Path) -> None:
-    """KL(Bayes || model) against N_past, one line per alpha; dotted: KL(Bayes_train || model)."""
+def plot(result: dict, path: Path):
+    """KL(Bayes || model) against N_past with 95% intervals, one line per alpha (nudged apart
+    sideways so their bars stay legible); dotted: KL(Bayes_train || model); the target as a
+    dashed line."""
+    from matplotlib.lines import Line2D
+
     fig, ax = axes()
     cond = result["conditions"]
-    for alpha in sorted({c["alpha"] for c in cond}):
+    alphas = sorted({c["alpha"] for c in cond})
+    nudge = 0.3 / max(len(alphas), 1)
+    dotted = False
+    for i, alpha in enumerate(alphas):
         cs = [c for c in cond if c["alpha"] == alpha]
-        line, = ax.plot([c["N_past"] for c in cs], [mean_of(c, "kl_bayes_model") for c in cs], "o-", label=f"alpha={alpha:g}")
+        xs = [c["N_past"] + (i - (len(alphas) - 1) / 2) * nudge for c in cs]
+        bars = errorbars(ax, xs, cs, "kl_bayes_model", label=f"alpha={alpha:g}")
         if "kl_train_bayes_model" in cs[0]:
-            ax.plot([c["N_past"] for c in cs], [mean_of(c, "kl_train_bayes_model") for c in cs], ":",
-                    color=line.get_color())
+            dotted = True
+            ax.plot(xs, [mean_of(c, "kl_train_bayes_model") for c in cs], ":", color=bars.lines[0].get_color())
+    key = "mean_kl_bayes_model_npast_ge_1"
+    target_line(ax, result.get("targets", {}).get(key), f"mean over N_past >= 1 <= {result.get('targets', {}).get(key)}")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", marker="o", label="solid: KL(Bayes||model), 95% interval")]
+    if dotted:
+        handles += [Line2D([], [], color="grey", linestyle=":", label="dotted: KL(Bayes_train||model)")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.set_figwidth(9.0)
+    ax.set_xticks(sorted({c["N_past"] for c in cond}))
     ax.set_xlabel("N_past observed actions")
-    ax.set_ylabel("KL(Bayes || model) (nats); dotted: Bayes_train")
-    save(fig, ax, result, path)
+    ax.set_ylabel("KL to the model's prediction (nats)")
+    return save(fig, ax, result, path)
 
 
 def section(r: dict) -> list[str]:

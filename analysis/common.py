@@ -102,9 +102,27 @@ class Scene:
 class ModelProbe:
     """The model of a checkpoint, queried in any agent's seat of a recorded scene."""
 
+    new_bar = None
+    """``new_bar(total)`` -> a progress bar (tqdm) for the running probe, which ``expect``
+    opens and ``tick`` advances; None: quiet."""
+    bar = None
+
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
+
+    def expect(self, total: int) -> None:
+        """The running probe will ``tick`` ``total`` times (its bar opens, or restarts, at 0 of
+        ``total``)."""
+        if self.bar is not None:
+            self.bar.reset(total=total)
+        elif self.new_bar is not None:
+            self.bar = self.new_bar(total)
+
+    def tick(self, n: int = 1) -> None:
+        """One more part of the running probe is done."""
+        if self.bar is not None:
+            self.bar.update(n)
 
     def policy(self, core: WorldCore, agents) -> ModelPolicy:
         """A ``ModelPolicy`` of this (already loaded) model driving ``agents`` of ``core``'s worlds."""
@@ -135,7 +153,7 @@ class ModelProbe:
             a = torch.from_numpy(acts.reshape(chunk.size, steps, scene.config.n_agents))
             e = torch.from_numpy(np.searchsorted(chunk, world[sel]))
             tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
-            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len)
+            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len, warn=True)
             logits = self.model(**gather_inputs(self.model, f, v, a, e, tt, ii, tokens, situation=jj, full_view=full))
             out[sel] = distribution(logits)
         return out

@@ -26,7 +26,7 @@ from mirrorhall.analysis.common import (
     entropy,
     mean_ci,
 )
-from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict, yerr
+from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, target_line, verdict, yerr
 from mirrorhall.envs.core import WorldConfig
 from mirrorhall.imitation.prompts import TEMPLATES, Kind, render
 
@@ -46,10 +46,12 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
     train_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if not t.held_out]
     held_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if t.held_out]
     out = {}
+    probe.expect(len(CONDITIONS))
     for cond in CONDITIONS:
         combos = held if cond == "held_out_combination" else seen
         temps = held_t if cond == "held_out_paraphrase" else train_t
         if not combos or not temps:
+            probe.tick()
             continue
         q = episodes * queries_per_episode
         w = np.repeat(np.arange(episodes), queries_per_episode)
@@ -68,6 +70,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
         out[cond] = {"kl": mean_ci(_per_episode(ce - floor, w, episodes)), "ce": mean_ci(_per_episode(ce, w, episodes)),
                      "entropy_floor": mean_ci(_per_episode(floor, w, episodes)), "queries": int(q),
                      "combinations": len(combos), "example_prompt": prompts[0]}
+        probe.tick()
     return {"probe": "describe", "population": population, "agents": agents, "episodes": episodes,
             "seed": seed, "conditions": [{"condition": k, **v} for k, v in out.items()],
             "summary": {"kl_seen": out["seen"]["kl"]["mean"],
@@ -81,14 +84,18 @@ def _per_episode(x: np.ndarray, world: np.ndarray, episodes: int) -> list[float]
     return [float(x[world == e].mean()) for e in range(episodes)]
 
 
-def plot(result: dict, path: Path) -> None:
-    """KL to the described persona per condition, with 95% intervals."""
+def plot(result: dict, path: Path):
+    """KL to the described persona per condition, with 95% intervals; the target for seen
+    combinations as a dashed line."""
     fig, ax = axes()
     cond = result["conditions"]
     labels = [c["condition"] for c in cond]
-    ax.bar(labels, [mean_of(c, "kl") for c in cond], yerr=np.hstack([yerr(c, "kl") for c in cond]), capsize=4)
+    ax.bar(labels, [mean_of(c, "kl") for c in cond], yerr=np.hstack([yerr(c, "kl") for c in cond]), capsize=4,
+           label="KL, 95% interval")
+    bound = result.get("targets", {}).get("kl_seen")
+    target_line(ax, bound, f"seen <= {bound:g} nats" if bound is not None else "")
     ax.set_ylabel("KL to the described persona (nats)")
-    save(fig, ax, result, path)
+    return save(fig, ax, result, path)
 
 
 def section(r: dict) -> list[str]:

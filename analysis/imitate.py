@@ -32,7 +32,7 @@ from mirrorhall.analysis.common import (
     fraction_ci,
     mean_ci,
 )
-from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict, yerr
+from mirrorhall.analysis.reporting import axes, errorbars, fmt_ci, save, target_line, verdict
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (0, 1, 2, 5, 10, 20, 40)
@@ -65,6 +65,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
     loop = {"model_as_k_share": [], "k_share": [], "model_self_share": [],
             "model_as_k_near": [], "k_near": [], "model_self_near": []}
     core = WorldCore(world)
+    probe.expect(len(groups) * (2 if closed_loop else 1))
     for scene_index, (k, rows) in enumerate(sorted(groups.items())):
         policy = probe.policy(core, [0])
         scene_seed = streams.int_seed(streams.PROBE_SCENES["imitate"], seed, scene_index) + k
@@ -86,8 +87,10 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
             if t < steps:
                 log_post = observer.update(log_post, scene.situation(t, w, np.full(b, k)),
                                            scene.episode.actions[t, :, k])
+        probe.tick()
         if closed_loop:
             _closed_loop(probe, world, rows, k, scene_seed, scene, targets, loop)
+            probe.tick()
     conditions = []
     for t in ks:
         c = ce[t]
@@ -159,18 +162,32 @@ def _mean_nearest(scene: Scene, b: int, agent: int, start: int) -> float:
     return float(d.min(1).mean())
 
 
-def plot(result: dict, path: Path) -> None:
-    """Cross-entropy of the model, Bayes and the prior against K, with 95% intervals."""
-    fig, ax = axes()
+def plot(result: dict, path: Path):
+    """Left: cross-entropy of the model, Bayes and the prior against K. Right: the fraction of
+    attainable information the targets judge, with the targets as dashed lines. All with 95%
+    intervals."""
+    fig, (left, right) = axes(2)
     cond = result["conditions"]
     ks = [c["K"] for c in cond]
     for key, label, style in (("ce_model", "model", "o-"), ("ce_bayes", "Bayes", "s--"), ("ce_prior", "prior only", "^:")):
-        ax.errorbar(ks, [mean_of(c, key) for c in cond], yerr=np.hstack([yerr(c, key) for c in cond]), fmt=style,
-                    label=label, capsize=3)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("K, steps observed before 'behave as agent k'")
-    ax.set_ylabel("cross-entropy under pi_test (nats)")
-    save(fig, ax, result, path)
+        errorbars(left, ks, cond, key, fmt=style, label=label)
+    left.set_ylabel("cross-entropy under pi_test (nats)")
+    frac = [c for c in cond if c["K"] > 0]
+    errorbars(right, [c["K"] for c in frac], frac, "fraction", fmt="o-", label="model")
+    targets = result.get("targets", {})
+    if targets.get("mean_fraction_K_ge_5") is not None:
+        target_line(right, targets["mean_fraction_K_ge_5"], f"mean over K >= 5 >= {targets['mean_fraction_K_ge_5']:g}")
+    if targets.get("fraction_at_K10") is not None:
+        right.plot([10], [targets["fraction_at_K10"]], marker="_", markersize=18, markeredgewidth=2.5,
+                   linestyle="none", color="crimson", label=f"target: at K=10 >= {targets['fraction_at_K10']:g}")
+    right.axhline(1.0, color="grey", linestyle=":", linewidth=1, label="Bayes (1 by definition)")
+    right.set_ylabel("fraction of attainable information")
+    for ax, shown in ((left, ks), (right, [c["K"] for c in frac])):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(shown, [str(k) for k in shown])
+        ax.minorticks_off()
+        ax.set_xlabel("K, steps observed before 'behave as agent k'")
+    return save(fig, [left, right], result, path)
 
 
 def section(r: dict) -> list[str]:

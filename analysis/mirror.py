@@ -31,7 +31,7 @@ from mirrorhall.agents.personas import Imitator, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, Scene, mean_ci
-from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, verdict
+from mirrorhall.analysis.reporting import axes, errorbars, fmt_ci, save, target_line, verdict
 from mirrorhall.envs.core import WorldConfig
 from mirrorhall.errors import ConfigError
 
@@ -46,6 +46,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     for setting in settings:
         if setting not in SETTINGS:
             raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    probe.expect(len(settings) * (agents + 1))  # per setting: two passes of the model, one per candidate
     conditions = [row for setting in settings
                   for row in _identify(probe, population, episodes, seed, agents, steps, setting)]
     summary = {}
@@ -93,7 +94,9 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
     j = np.tile(np.repeat(cands, horizon), b)
     t = np.tile(np.arange(horizon), b * cands.size)
     as_zero = probe.query(scene, w, j, t, ["behave as agent 0"] * w.size)
+    probe.tick()
     as_self = probe.query(scene, w, j, t, ["behave as yourself"] * w.size)
+    probe.tick()
     a = acts[t, w, j]
     step_llr = (np.log(as_zero[np.arange(w.size), a]) - np.log(as_self[np.arange(w.size), a]))
     model_llr = np.cumsum(step_llr.reshape(b, cands.size, horizon), axis=-1)  # (B, J, T)
@@ -111,6 +114,7 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
         for s in range(horizon):
             log_post = trait.update(log_post, isits[s], acts[s, :, c])
             bayes_llr[:, ci, s] = imit.log_evidence(ll[s + 1]) - trait.log_evidence(log_post)
+        probe.tick()
     truth = np.asarray(imitators) - 1
     return [{"setting": setting, "steps_observed": n,
              "accuracy_model": mean_ci(model_llr[:, :, n - 1].argmax(1) == truth),
@@ -118,20 +122,28 @@ def _identify(probe: ModelProbe, population: str, episodes: int, seed: int, agen
              "chance": 1.0 / cands.size} for n in steps]
 
 
-def plot(result: dict, path: Path) -> None:
-    """Identification accuracy of the model and of Bayes against steps observed, per setting."""
+def plot(result: dict, path: Path):
+    """Identification accuracy of the model and of Bayes against steps observed, per setting, with
+    95% intervals; chance, and the target accuracy after ``TARGET_STEPS`` steps as a dashed line."""
     fig, ax = axes()
     cond = result["conditions"]
     for setting, colour in zip(result.get("settings", ["crowd"]), ("C0", "C1"), strict=False):
         rows = [c for c in cond if c.get("setting", "crowd") == setting]
         xs = [c["steps_observed"] for c in rows]
-        ax.plot(xs, [mean_of(c, "accuracy_model") for c in rows], "o-", color=colour, label=f"model, {setting}")
-        ax.plot(xs, [mean_of(c, "accuracy_bayes") for c in rows], "s--", color=colour, label=f"Bayes, {setting}")
+        errorbars(ax, xs, rows, "accuracy_model", fmt="o-", color=colour, label=f"model, {setting}")
+        errorbars(ax, xs, rows, "accuracy_bayes", fmt="s--", color=colour, label=f"Bayes, {setting}", alpha=0.7)
     ax.plot(xs, [c["chance"] for c in rows], ":", color="grey", label="chance")
+    targets = {v for k, v in result.get("targets", {}).items() if k.startswith("accuracy_model")}
+    if len(targets) == 1:
+        value = targets.pop()
+        target_line(ax, value, f"model accuracy >= {value:g} after {TARGET_STEPS} steps")
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel("steps observed")
     ax.set_ylabel("identification accuracy")
     ax.set_ylim(0, 1.05)
-    save(fig, ax, result, path)
+    return save(fig, ax, result, path)
 
 
 def section(r: dict) -> list[str]:

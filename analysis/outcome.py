@@ -16,7 +16,7 @@ from mirrorhall import streams
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import ModelProbe, mean_ci
-from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, mean_of, save, yerr
+from mirrorhall.analysis.reporting import axes, errorbars, fmt, fmt_ci, save
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 ASKED = (0, 1, 2, 3, 4)
@@ -33,6 +33,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
     core = WorldCore(world)
     names = world.color_names
     conditions = []
+    probe.expect(len(asked) * n_colors)
     for a, n in enumerate(asked):
         got, control = [], []
         for c in range(n_colors):
@@ -44,6 +45,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
                                 ("behave as yourself", control)):
                 ep = run_scene(world, rows, horizon, scene_seed, drivers=[probe.policy(core, [0]).driver(prompt)])
                 out += ep.collected[:, 0, c].tolist()
+            probe.tick()
         conditions.append({"asked": n, "achieved": mean_ci(got), "control": mean_ci(control),
                            "difference": mean_ci(np.asarray(got) - np.asarray(control))})
     achieved = [c["achieved"]["mean"] for c in conditions]
@@ -53,17 +55,20 @@ def run(probe: ModelProbe, population: str, episodes: int = 40, seed: int = 0, a
             "summary": {"slope_achieved_per_asked": slope}}
 
 
-def plot(result: dict, path: Path) -> None:
-    """Gems of the asked colour collected against the number asked, beside the control."""
+def plot(result: dict, path: Path):
+    """Gems of the asked colour collected against the number asked, beside the control, with 95%
+    intervals; the dotted diagonal is "collected exactly as asked" (this probe sets no target)."""
     fig, ax = axes()
     cond = result["conditions"]
     xs = [c["asked"] for c in cond]
-    ax.errorbar(xs, [mean_of(c, "achieved") for c in cond], yerr=np.hstack([yerr(c, "achieved") for c in cond]),
-                fmt="o-", label="asked", capsize=3)
-    ax.plot(xs, [mean_of(c, "control") for c in cond], "s--", label="'behave as yourself'")
+    errorbars(ax, xs, cond, "achieved", fmt="o-", label="asked")
+    errorbars(ax, xs, cond, "control", fmt="s--", label="'behave as yourself'")
+    if xs:
+        ax.plot([min(xs), max(xs)], [min(xs), max(xs)], ":", color="grey", label="collected = asked")
+    ax.set_xticks(range(min(xs, default=0), max(xs, default=0) + 1))
     ax.set_xlabel("gems of the colour asked for")
     ax.set_ylabel(f"gems of that colour collected in {result.get('horizon')} steps")
-    save(fig, ax, result, path)
+    return save(fig, ax, result, path)
 
 
 def section(r: dict) -> list[str]:

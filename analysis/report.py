@@ -59,6 +59,38 @@ def plot(result: dict, path: Path) -> None:
     PROBES[result["probe"]].plot(result, path)
 
 
+GLOSSARY = (
+    ("Bayes (observer)", "the exact Bayes-optimal observer: it knows the population's hypotheses and "
+     "priors and updates on every action it sees; the best any observer of those scenes can do."),
+    ("Bayes_train", "the exact observer under the *training* population's prior (its trait personas and "
+     "random agents, in their training proportions): the best a model trained on that mix can do."),
+    ("cross-entropy (CE)", "the expected surprise, in nats, of a prediction under the true action "
+     "distribution, computed exactly (not sampled); lower is better, never below the truth's entropy."),
+    ("fraction of attainable information", "(CE_prior - CE_model) / (CE_prior - CE_bayes): 0 is no better "
+     "than the prior, 1 is as good as the Bayes observer."),
+    ("KL(p‖q)", "the cross-entropy of q under p minus p's entropy: 0 when q predicts exactly as p."),
+    ("K, N_past", "how many steps (actions) of the agent in question the model has observed before it is "
+     "asked."),
+    ("OTHER(theta)", "a baseline that ignores the imitation: agent theta's own trait, as if it imitated "
+     "no one."),
+    ("pi_test", "the persona being imitated or predicted in a probe: its exact action distribution is the "
+     "truth the model is scored against."),
+    ("prior (observer)", "the observer that knows the population's hypotheses but has seen no action."),
+    ("theta, phi", "in second_order, theta is the agent that imitates phi (agent 0, whose seat the model "
+     "takes)."),
+    ("SELF", "a baseline that assumes perfect imitation: the imitated agent's own distribution."),
+    ("target", "the bound a probe's figure is judged against (stated in its JSON's `targets`): `met` or "
+     "`MISSED`; a dashed line in its plot."),
+    ("95% interval", "a bootstrap interval over scenes (episodes), shown in brackets and as error bars."),
+)
+"""The terms every probe's section uses, defined once at the end of the report."""
+
+
+def glossary() -> list[str]:
+    """The report's glossary section."""
+    return ["## Glossary", "", *(f"- **{term}**: {text}" for term, text in GLOSSARY), ""]
+
+
 def write_report(folder: Path) -> Path:
     """``folder/report.md`` from every ``*.json`` probe result in ``folder``."""
     folder = Path(folder)
@@ -86,6 +118,7 @@ def write_report(folder: Path) -> Path:
         lines += [f"## {name}", "", f"![{name}]({name}.png)", ""]
         lines += PROBES[name].section(r)
         lines += [f"_{r.get('seconds', '?')} s._", ""]
+    lines += glossary()
     out = folder / "report.md"
     try:
         out.write_text("\n".join(lines) + "\n")

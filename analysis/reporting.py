@@ -63,18 +63,47 @@ def yerr(c: dict, key: str) -> list[list[float]]:
     return [[m - lo], [hi - m]]
 
 
-def axes():
-    """(figure, axes) of one probe plot."""
+TARGET_STYLE = {"color": "crimson", "linestyle": (0, (6, 3)), "linewidth": 1.2}
+"""How every plot draws a target line (its label starts with "target")."""
+
+
+def axes(ncols: int = 1):
+    """(figure, axes) of one probe plot; with ``ncols`` > 1, a list of side-by-side axes."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
-    fig = Figure(figsize=(6.4, 4.2))
-    return fig, fig.subplots()
+    fig = Figure(figsize=(6.4 * (1 if ncols == 1 else 0.8 * ncols), 4.2))
+    return fig, fig.subplots(1, ncols) if ncols > 1 else fig.subplots()
 
 
-def save(fig, ax, result: dict, path: Path) -> None:
-    """Title (probe, population, seed), legend where there are labels, and the PNG at ``path``."""
-    ax.set_title(f"{result['probe']} ({result.get('population')}, seed {result.get('seed')})")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+def errorbars(ax, xs, conditions: list[dict], key: str, fmt: str = "o-", **kw):
+    """The means of figure ``key`` against ``xs`` with their 95% intervals as error bars (the
+    interval the report's tables show); a gap where a figure was not measured."""
+    return ax.errorbar(xs, [mean_of(c, key) for c in conditions],
+                       yerr=np.hstack([yerr(c, key) for c in conditions]) if conditions else None,
+                       fmt=fmt, capsize=3, elinewidth=1, **kw)
+
+
+def target_line(ax, value, label: str, horizontal: bool = True) -> None:
+    """A target from the result's ``targets`` as a dashed line labelled ``target: ...``;
+    nothing when the result states none."""
+    if value is None:
+        return
+    draw = ax.axhline if horizontal else ax.axvline
+    draw(float(value), label=f"target: {label}", **TARGET_STYLE)
+
+
+def save(fig, ax, result: dict, path: Path):
+    """Title (probe, population, seed), legend where there are labels, and the PNG at ``path``;
+    returns the figure. ``ax`` may be a list of axes (the title then spans them)."""
+    title = f"{result['probe']} ({result.get('population')}, seed {result.get('seed')})"
+    many = isinstance(ax, (list, tuple, np.ndarray))
+    for a in (ax if many else [ax]):
+        if a.get_legend() is None and a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7 if many else 8)
+    if many:
+        fig.suptitle(title)
+    else:
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig

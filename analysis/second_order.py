@@ -32,7 +32,7 @@ from mirrorhall.analysis.common import (
     cross_entropy,
     mean_ci,
 )
-from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, mean_of, save
+from mirrorhall.analysis.reporting import axes, errorbars, fmt, fmt_ci, save, target_line
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (5, 10, 20, 40)
@@ -83,6 +83,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
     phi_codes = HypothesisSet([r[0] for r in rows], n_colors, agents)
     theta_own = HypothesisSet([r[t].own for r, t in zip(rows, thetas, strict=True)], n_colors, agents)
     res = {k: {n: [] for n in ("model", "self", "other", "bayes")} for k in ks}
+    probe.expect(len(ks) + (len(np.unique(thetas)) if essay else 0))
     for k in ks:
         sit = tsits[k]
         cstate = captured[k]
@@ -93,6 +94,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
         bayes = imit.predictive(ll[k], cstate.log_belief[w, thetas], sit)
         for name, p in (("model", model), ("self", self_b), ("other", other_b), ("bayes", bayes)):
             res[k][name] += cross_entropy(truth, p).tolist()
+        probe.tick()
     conditions = [{
         "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
         "margin_vs_self": _paired(res[k]["self"], res[k]["model"]),
@@ -136,6 +138,7 @@ def _essay(probe: ModelProbe, world, rows, thetas, seed: int, ks) -> dict:
                                  ("other", f"behave as agent {theta}")):
                 p = probe.query(scene, w, zeros, t, [prompt] * b)
                 res[k][name] += cross_entropy(truth, p).tolist()
+        probe.tick()
     return {"conditions": [{
         "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
         "margin_vs_self": _paired(res[k]["self"], res[k]["model"]),
@@ -144,17 +147,32 @@ def _essay(probe: ModelProbe, world, rows, thetas, seed: int, ks) -> dict:
 
 
 
-def plot(result: dict, path: Path) -> None:
-    """Cross-entropy under theta's true policy against K: the model, both baselines and Bayes."""
-    fig, ax = axes()
+def plot(result: dict, path: Path):
+    """Left: cross-entropy under theta's true policy against K for the model, both baselines and
+    Bayes. Right: the paired margins (baseline minus model) the target judges, with the target
+    (the interval above 0) as a dashed line. All with 95% intervals."""
+    fig, (left, right) = axes(2)
     cond = result["conditions"]
     ks = [c["K"] for c in cond]
-    for key, label in (("ce_model", "model"), ("ce_self", "SELF baseline"), ("ce_other", "OTHER(theta) baseline"),
-                       ("ce_bayes", "Bayes")):
-        ax.plot(ks, [mean_of(c, key) for c in cond], "o-", label=label)
-    ax.set_xlabel("K, steps observed")
-    ax.set_ylabel("cross-entropy under theta's true policy (nats)")
-    save(fig, ax, result, path)
+    for key, label, style in (("ce_model", "model", "o-"), ("ce_self", "SELF baseline", "s--"),
+                              ("ce_other", "OTHER(theta) baseline", "^--"), ("ce_bayes", "Bayes", "D:")):
+        errorbars(left, ks, cond, key, fmt=style, label=label)
+    left.set_xlabel("K, steps observed")
+    left.set_ylabel("cross-entropy under theta's true policy (nats)")
+    for key, label, style in (("margin_vs_self", "vs SELF", "o-"), ("margin_vs_other", "vs OTHER(theta)", "s-")):
+        errorbars(right, ks, cond, key, fmt=style, label=label)
+    if "essay" in result:
+        ess = result["essay"]["conditions"]
+        for key, label, style in (("margin_vs_self", "essay, vs SELF", "o:"), ("margin_vs_other", "essay, vs OTHER", "s:")):
+            errorbars(right, [c["K"] for c in ess], ess, key, fmt=style, label=label, alpha=0.6)
+    if result.get("targets"):
+        target_line(right, MARGIN_VS_SELF if MARGIN_VS_SELF == MARGIN_VS_OTHER else None,
+                    f"interval above {MARGIN_VS_SELF:g} at K={result.get('summary', {}).get('K')}")
+    right.set_xlabel("K, steps observed")
+    right.set_ylabel("margin: baseline CE - model CE (nats)")
+    for ax in (left, right):
+        ax.set_xticks(ks)
+    return save(fig, [left, right], result, path)
 
 
 def section(r: dict) -> list[str]:

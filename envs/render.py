@@ -7,9 +7,9 @@ world as text. Both read one world ``world`` of a batched ``WorldState``.
 
 from __future__ import annotations
 
-import colorsys
 import io
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,13 +42,39 @@ WALL_RGB = (72, 72, 78)
 FOOTER_RGB = (26, 26, 30)
 FOOTER_TEXT_RGB = (235, 235, 235)
 TEXT_RGB = (16, 16, 16)
+EMPHASIS_RGB = (250, 196, 60)
+"""Background of an emphasised caption line (a prompt switch)."""
 WHITE_RGB = (255, 255, 255)
 SHADE_RGB = (18, 20, 34)
 SHADE_KEEP = 0.45
 """Fraction of the original pixel kept in a cell the viewer cannot see."""
 
-AGENT_HUES = (0, 30, 55, 120, 180, 220, 275, 320)
-"""Outline hues (degrees) of agents 0-7: red, orange, yellow, green, cyan, blue, violet, pink."""
+AGENT_RGB = np.array(
+    [
+        [110, 95, 0],  # olive
+        [120, 10, 50],  # wine
+        [105, 145, 215],  # cornflower
+        [210, 125, 105],  # terracotta
+        [0, 75, 30],  # forest
+        [65, 50, 115],  # indigo
+        [115, 45, 0],  # chestnut
+        [125, 150, 100],  # sage
+        [160, 135, 160],  # heather
+        [0, 85, 130],  # petrol
+        [130, 100, 70],  # umber
+        [0, 95, 90],  # deep teal
+        [110, 20, 90],  # plum
+        [130, 75, 90],  # mauve
+        [185, 140, 75],  # ochre
+        [65, 65, 20],  # moss
+    ],
+    dtype=np.uint8,
+)
+"""(16, 3) outline colours of agents 0-15: muted tones chosen far (CIE76 distance >= 40) from every
+gem colour (``GEM_RGB``, all vivid) and from each other (>= 23), each id as far as possible
+from those before it, so that neighbouring ids differ most. Agents are circles, gems diamonds."""
+AGENT_GROUP_SHADE = (1.0, 0.7, 0.85, 0.55)
+"""Outline brightness of ids 0-15, 16-31, 32-47, 48-63 (repeating): ids 16 apart share a tone."""
 AGENT_SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyz"
 STACK_SLOTS = 4
 """Agents shown by id in a shared cell; with more, the first three and a '+k' tile."""
@@ -96,18 +122,15 @@ def _draw_centered(draw: ImageDraw.ImageDraw, xy, text: str, font, fill) -> None
 def agent_colors(n_agents: int) -> tuple[np.ndarray, np.ndarray]:
     """(fill (N, 3), outline (N, 3)) uint8: a light fill and a strong outline per agent.
 
-    Ids 0-7 take eight well-separated hues (``AGENT_HUES``); each further group of eight reuses
-    them, nudged in hue and drawn darker or lighter, so neighbouring ids always differ in hue.
+    Ids 0-15 take the sixteen tones of ``AGENT_RGB``, none of them a gem colour; each further
+    group of sixteen repeats them, darker (``AGENT_GROUP_SHADE``). The fill is the outline's tone
+    mixed with white, light enough for the black id on it.
     """
-    fill = np.empty((n_agents, 3), dtype=np.uint8)
-    line = np.empty((n_agents, 3), dtype=np.uint8)
-    for i in range(n_agents):
-        group = i // len(AGENT_HUES)
-        hue = (AGENT_HUES[i % len(AGENT_HUES)] + (0, 12, -12, 6, -6)[group % 5]) / 360 % 1.0
-        value = (0.80, 0.52, 0.66)[group % 3]
-        fill[i] = np.round(np.array(colorsys.hsv_to_rgb(hue, 0.38, 1.0)) * 255)
-        line[i] = np.round(np.array(colorsys.hsv_to_rgb(hue, 1.0, value)) * 255)
-    return fill, line
+    i = np.arange(n_agents)
+    shade = np.asarray(AGENT_GROUP_SHADE)[(i // len(AGENT_RGB)) % len(AGENT_GROUP_SHADE)]  # (N,)
+    line = np.round(AGENT_RGB[i % len(AGENT_RGB)] * shade[:, None]).astype(np.uint8)  # (N, 3)
+    fill = np.round(255 - (255 - AGENT_RGB[i % len(AGENT_RGB)].astype(float)) * (0.45 + 0.07 * (shade < 1)[:, None]))
+    return fill.astype(np.uint8), line
 
 
 def view_mask(config: WorldConfig, state: WorldState, world: int, viewer: int | None) -> np.ndarray:
@@ -242,11 +265,15 @@ def render_rgb(
     world: int = 0,
     viewer: int | None = None,
     cell: int = 32,
+    caption: Sequence[str | tuple[str, bool]] = (),
 ) -> np.ndarray:
     """Draw world ``world`` as an RGB image.
 
-    Returns uint8 of shape ``(config.height * cell + footer_height(cell), config.width * cell, 3)``
-    where ``footer_height(cell) = max(14, cell // 2)``; the footer shows the step ``t``.
+    Returns uint8 of shape ``(config.height * cell + (1 + len(caption)) * footer_height(cell),
+    config.width * cell, 3)`` where ``footer_height(cell) = max(14, cell // 2)``; the footer shows
+    the step ``t``, then one row per caption line (``act`` names each model-driven agent and its
+    current prompt there). A line given as ``(text, True)`` is emphasised: dark text on amber
+    (``act`` marks a prompt switch so).
 
     Floor is light with thin cell lines, walls dark grey, gems diamonds in their colour
     (``GEM_RGB``). Agents are circles with their id, filled and outlined in a hue of their own
@@ -260,9 +287,10 @@ def render_rgb(
     if isinstance(cell, bool) or not isinstance(cell, (int, np.integer)) or cell < 8:
         raise ValueError(f"cell must be an integer >= 8, got {cell!r}")
     cell = int(cell)
+    lines = [(c, False) if isinstance(c, str) else (str(c[0]), bool(c[1])) for c in caption]
     h, w = config.height, config.width
     foot = footer_height(cell)
-    frame = np.empty((h * cell + foot, w * cell, 3), dtype=np.uint8)  # (H*cell + foot, W*cell, 3)
+    frame = np.empty((h * cell + foot * (1 + len(lines)), w * cell, 3), dtype=np.uint8)  # (H*cell + footer, W*cell, 3)
     frame[: h * cell] = _grid_pixels(config, state, world, cell)
     frame[h * cell :] = FOOTER_RGB
 
@@ -295,9 +323,14 @@ def render_rgb(
     label = f"t={state.t}"
     if viewer is not None and config.view_radius is not None:
         label += f"   view of agent {viewer} (radius {config.view_radius})"
-    font = _fitted_font(label, w * cell - 8, foot - 4)
-    x0, y0, x1, y1 = draw.textbbox((0, 0), label, font=font)
-    draw.text((4 - x0, h * cell + (foot - (y0 + y1)) / 2), label, font=font, fill=FOOTER_TEXT_RGB)
+    for row, (text, emphasised) in enumerate([(label, False), *lines]):
+        top = h * cell + row * foot
+        if emphasised:
+            draw.rectangle((0, top + 1, w * cell - 1, top + foot - 2), fill=EMPHASIS_RGB)
+        font = _fitted_font(text, w * cell - 8, foot - 4)
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        draw.text((4 - x0, top + (foot - (y0 + y1)) / 2), text, font=font,
+                  fill=TEXT_RGB if emphasised else FOOTER_TEXT_RGB)
     frame = np.asarray(image).copy()  # (H*cell + foot, W*cell, 3)
 
     hidden = ~view_mask(config, state, world, viewer)  # (H, W)

@@ -21,6 +21,7 @@ never looks at a world state itself.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import torch
 
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import View, decode, n_features, view_features
-from mirrorhall.errors import CheckpointError, ConfigError
+from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
 
 DEFAULT_PROMPT = "behave as yourself"
 _AGENT_REF = re.compile(r"\bagent[\s_]*(\d+)", re.IGNORECASE)
@@ -58,9 +59,40 @@ def check_prompt(text: str, n_agents: int) -> str:
     return text
 
 
-def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int | None = None) -> torch.Tensor:
+def unread_parts(tokenizer, text: str) -> tuple[list[str], list[str]]:
+    """(words the tokenizer reads as the unknown word, odd characters) of a prompt, each in order
+    of first appearance. Odd characters are those outside plain printable ASCII text and
+    whitespace that do not belong to a word: the tokenizer skips them (or, like the Kelvin sign,
+    reads them as another letter)."""
+    from mirrorhall.imitation.tokenizer import words
+
+    unknown = list(dict.fromkeys(w for w in words(text) if w not in tokenizer.index))
+    odd = list(dict.fromkeys(c for c in str(text) if not c.isspace() and not (c.isascii() and c.isprintable())
+                             and not re.fullmatch(r"\d", c)))
+    return unknown, odd
+
+
+def warn_unread(tokenizer, text: str, stacklevel: int = 2) -> None:
+    """An ``InputWarning`` (one line) naming the words of ``text`` the model does not know and the
+    odd characters it holds; nothing when the model reads every word."""
+    unknown, odd = unread_parts(tokenizer, text)
+    if not unknown and not odd:
+        return
+    parts = []
+    if unknown:
+        shown = ", ".join(_short(w, 24) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        parts.append(f"the model does not know the word(s) {shown} and reads each as an unknown word")
+    if odd:
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in odd[:8]) + (f" and {len(odd) - 8} more" if len(odd) > 8 else "")
+        parts.append(f"odd character(s) {shown} are skipped")
+    warnings.warn(f"prompt {_short(text)}: {'; '.join(parts)}", InputWarning, stacklevel=stacklevel + 1)
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int | None = None,
+                   warn: bool = False) -> torch.Tensor:
     """(S, max_len) token ids, padded with 0, each distinct text encoded once. With ``n_agents``
-    every text is first checked to name only agents of a scene of that size."""
+    every text is first checked to name only agents of a scene of that size; with ``warn`` an
+    ``InputWarning`` names the words of a text the model does not know (``warn_unread``)."""
     cache: dict[str, list[int]] = {}
     out = np.zeros((len(texts), max_len), dtype=np.int64)
     for s, text in enumerate(texts):
@@ -68,6 +100,8 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int 
         if ids is None:
             if n_agents is not None:
                 check_prompt(text, n_agents)
+            if warn:
+                warn_unread(tokenizer, text, stacklevel=3)
             ids = cache[text] = tokenizer.encode(text, max_len)
         out[s, : len(ids)] = ids
     return torch.from_numpy(out)
@@ -77,7 +111,7 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int 
 def encode_prompt_vectors(model, tokenizer, texts: Sequence[str], n_agents: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens (S, L), prompt vectors (S, d)) of checked prompts, for acting: the vectors are
     computed once per prompt and passed to ``forward`` as ``prompt``."""
-    tokens = encode_prompts(tokenizer, texts, model.config.max_prompt_len, n_agents=n_agents)
+    tokens = encode_prompts(tokenizer, texts, model.config.max_prompt_len, n_agents=n_agents, warn=True)
     return tokens, model.prompt_vectors(tokens)
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from mirrorhall import streams
-from mirrorhall.errors import ConfigError, OutputError
+from mirrorhall.errors import ConfigError, InputWarning, OutputError
 from mirrorhall.files import atomic_write
 from mirrorhall.imitation.batches import (
     BatchModel,
@@ -184,6 +185,11 @@ class Trainer:
         train_idx, eval_idx = split_episodes(len(episodes), cfg.eval_fraction if rank == 0 else 0.0)
         self.train_eps = [episodes[i] for i in train_idx]
         self.eval_eps = [episodes[i] for i in eval_idx]
+        if rank == 0 and cfg.eval_fraction > 0 and not self.eval_eps:
+            every = max(2, round(1 / cfg.eval_fraction))
+            warnings.warn(f"held-out evaluation is empty: every {every}th episode is held out and the data holds "
+                          f"{len(episodes)}; generate at least {every} episodes for eval figures", InputWarning,
+                          stacklevel=2)
         self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
                                     streams.worker_seed(cfg.seed, rank))
         self.step = 0

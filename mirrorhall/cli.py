@@ -11,6 +11,11 @@ Exit codes and what the user sees:
 - 1: an internal error (anything else, such as a ``ValueError`` from deep inside numpy): its
   traceback, then one line asking for a report.
 - 130: interrupted.
+
+Something used but perhaps not as meant (``mirrorhall.errors.InputWarning``: a prompt word the
+model does not know, too few episodes to hold any out) is one line ``mirrorhall: warning: ...``
+and the command goes on. Progress bars are closed before any error line
+(``mirrorhall.commands.console``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import re
 import sys
 import textwrap
 import traceback
+import warnings
 
 from mirrorhall import __version__
 from mirrorhall.commands import COMMANDS
-from mirrorhall.errors import UserError
+from mirrorhall.errors import InputWarning, UserError
 
 _LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
@@ -125,21 +131,43 @@ def _help_hint(err: ArgumentsError, argv: list[str]) -> str:
 
 
 def main(argv=None) -> int:
+    with warnings.catch_warnings():
+        plain = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # mirrorhall's own warnings in one line; any other keeps Python's format
+            if issubclass(category, InputWarning):
+                print(f"mirrorhall: warning: {one_line(str(message))}", file=sys.stderr)
+            else:
+                plain(message, category, filename, lineno, file, line)
+
+        warnings.simplefilter("default", InputWarning)
+        warnings.showwarning = show
+        return _main(argv)
+
+
+def _main(argv) -> int:
+    from mirrorhall.commands.console import close_bars
+
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
         return run_command(args.command, args)
     except ArgumentsError as err:
+        close_bars()
         print(f"mirrorhall: error: {err}; {_help_hint(err, argv)}", file=sys.stderr)
         return 2
     except (UserError, OSError) as err:  # OSError: unusable paths (missing, too long, read-only, ...)
         msg = one_line(str(err).splitlines()[0] if str(err).strip() else type(err).__name__)
+        close_bars()
         print(f"mirrorhall: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        close_bars()
         print("mirrorhall: interrupted", file=sys.stderr)
         return 130
     except Exception:
+        close_bars()
         traceback.print_exc()
         print(INTERNAL_ERROR_HINT, file=sys.stderr)
         return 1

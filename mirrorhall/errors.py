@@ -33,6 +33,12 @@ class OutputError(UserError, OSError):
     """An output path cannot be written (missing parent, not writable, a folder of another kind)."""
 
 
+class InputWarning(UserWarning):
+    """Something the user gave is used, but perhaps not as meant (a prompt word the model does not
+    know, a dataset too small to hold episodes out); the CLI prints it in one line
+    ``mirrorhall: warning: ...`` and goes on."""
+
+
 @contextmanager
 def user_input(what: str = ""):
     """Turn a plain ``ValueError`` raised by the validation called directly inside into a

@@ -280,7 +280,7 @@ def test_existing_option_names_and_defaults_are_kept():
                   "ray_address": None, "progress": True},
         "act": {"population": "crowd", "agents": 8, "steps": 60, "seed": 0, "view_radius": None, "render": None,
                 "progress": True},
-        "probe": {"seed": 0, "episodes": None, "scale": "small", "population": None, "threads": 0},
+        "probe": {"seed": 0, "episodes": None, "scale": "small", "population": None, "threads": 0, "progress": True},
         "demo": {"out": "out/demo", "seed": 0, "checkpoint": None, "from_scratch": False, "progress": True},
         "compare-direct": {"seed": 0, "personas": 4, "iterations": 10, "batch": 1000, "episodes": 8,
                            "population": None, "threads": 0},
@@ -368,7 +368,7 @@ def test_probe_saves_its_config_beside_its_results(tmp_path):
     saved = json.loads((out / "probe_config.json").read_text())
     assert saved == {"command": "ProbeConfig", "name": "calibration", "checkpoint": str(REFERENCE),
                      "out": str(out), "seed": 0, "episodes": 1, "scale": "small", "population": None,
-                     "threads": 1}
+                     "threads": 1, "progress": True}
     report = cli("report", out)
     assert report.returncode == 0 and (out / "report.md").is_file()
     missing = cli("report", tmp_path / "nothing")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from mirrorhall.commands.common import (
@@ -14,7 +15,7 @@ from mirrorhall.commands.common import (
 )
 from mirrorhall.commands.options import option
 from mirrorhall.commands.run import population_names, scene_personas, summary_table
-from mirrorhall.errors import ConfigError, user_input
+from mirrorhall.errors import ConfigError, InputWarning, user_input
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,31 @@ class ActConfig:
             raise ConfigError(f"--render must name a .gif file, got {self.render!r}")
         with user_input():
             get_population(self.population)
-        prompts = dict(parse_assignment(t, self.agents, "--prompt") for t in self.prompt)
+        prompts: dict[int, str] = {}
+        for text in self.prompt:
+            agent, prompt = parse_assignment(text, self.agents, "--prompt")
+            if agent in prompts:
+                raise ConfigError(f"--prompt names agent_{agent} twice ({prompts[agent]!r} and {prompt!r}); "
+                                  f"give one --prompt per agent and change it later with --switch STEP:agent_{agent}=...")
+            prompts[agent] = prompt
         schedule: dict[int, dict[int, str]] = {}
         for text in self.switch:
             step, _, rest = text.partition(":")
-            if not step.strip().isdigit():
+            if not step.strip().isascii() or not step.strip().isdigit():
                 raise ConfigError(f"--switch must look like '20:agent_2=behave as agent 5', got {text!r}")
             agent, prompt = parse_assignment(rest, self.agents, "--switch")
             if agent not in prompts:
                 raise ConfigError(f"--switch names agent_{agent}, which has no --prompt "
                                   "(only model-driven agents switch)")
-            schedule.setdefault(int(step), {})[agent] = check(prompt, self.agents)
+            at = int(step)
+            if not 1 <= at < self.steps:
+                raise ConfigError(f"--switch {text!r}: step {at} is not in the scene; a switch takes effect "
+                                  f"before a step in 1..{self.steps - 1} (--steps {self.steps})"
+                                  if self.steps > 1 else
+                                  f"--switch {text!r}: a scene of {self.steps} step(s) has no step to switch before")
+            if agent in schedule.get(at, {}):
+                raise ConfigError(f"--switch names agent_{agent} twice at step {at}; give one prompt per agent and step")
+            schedule.setdefault(at, {})[agent] = check(prompt, self.agents)
         for text in prompts.values():
             check(text, self.agents)
         object.__setattr__(self, "prompts", prompts)
@@ -94,6 +109,34 @@ def parse_assignment(text: str, n_agents: int, flag: str) -> tuple[int, str]:
     return agent, m.group(2).strip()
 
 
+SWITCH_SHOWN = 5
+"""Frames (steps) a prompt switch stays marked in the animation's caption (a second at 5 fps)."""
+
+
+def caption(prompts: dict[int, str], schedule: dict[int, dict[int, str]], t: int) -> list[tuple[str, bool]]:
+    """The animation's caption at step ``t``: per model-driven agent, its prompt in effect for
+    the step taken from ``t`` on, emphasised for ``SWITCH_SHOWN`` steps after a switch."""
+    lines = []
+    for a in sorted(prompts):
+        since, text = 0, prompts[a]
+        for step in sorted(schedule):
+            if step <= t and a in schedule[step]:
+                since, text = step, schedule[step][a]
+        fresh = since > 0 and t - since < SWITCH_SHOWN
+        lead = f"switch at t={since}: " if fresh else ""
+        tail = f" (since t={since})" if since and not fresh else ""
+        lines.append((f"{lead}agent {a} (model): {text!r}{tail}", fresh))
+    return lines
+
+
+def _warn_unread(tokenizer, prompts) -> None:
+    """One warning per distinct prompt holding words the model does not know."""
+    from mirrorhall.imitation.model_io import warn_unread
+
+    for text in dict.fromkeys(prompts):
+        warn_unread(tokenizer, text, stacklevel=3)
+
+
 def act(cfg: ActConfig, personas=None) -> int:
     """Run the scene; ``personas`` (a row of specs) replaces the population's draw."""
     from tqdm import tqdm
@@ -106,7 +149,8 @@ def act(cfg: ActConfig, personas=None) -> int:
     from mirrorhall.envs.core import WorldConfig, WorldCore
     from mirrorhall.imitation.checkpoint import load_model, load_policy
 
-    model, _, _ = load_model(cfg.checkpoint)
+    model, tokenizer, _ = load_model(cfg.checkpoint)
+    _warn_unread(tokenizer, [*cfg.prompts.values(), *(p for c in cfg.schedule.values() for p in c.values())])
     colors = model.config.n_colors
     with user_input():
         world = WorldConfig(n_agents=cfg.agents, n_colors=colors, view_radius=cfg.view_radius,
@@ -124,12 +168,14 @@ def act(cfg: ActConfig, personas=None) -> int:
         if cfg.render is not None:
             from mirrorhall.envs.render import render_rgb
 
-            frames.append(render_rgb(world, state))
+            frames.append(render_rgb(world, state, caption=caption(cfg.prompts, cfg.schedule, t)))
         if t:
             bar.update(1)
 
-    episode = run_scene(world, personas, cfg.steps, cfg.seed, hypotheses=hypotheses, on_step=on_step,
-                        drivers=[policy.driver([cfg.prompts[a] for a in driven], cfg.schedule)])
+    with warnings.catch_warnings():  # each prompt was named above, once, before the bar
+        warnings.filterwarnings("ignore", message="prompt ", category=InputWarning)
+        episode = run_scene(world, personas, cfg.steps, cfg.seed, hypotheses=hypotheses, on_step=on_step,
+                            drivers=[policy.driver([cfg.prompts[a] for a in driven], cfg.schedule)])
     bar.close()
     labels = {a: f"model: {cfg.prompts[a]!r}" + "".join(
         f", from step {t}: {p[a]!r}" for t, p in sorted(cfg.schedule.items()) if a in p) for a in driven}

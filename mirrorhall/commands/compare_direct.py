@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from mirrorhall.commands.common import check_output_folder, check_path, save_config, set_threads
 from mirrorhall.commands.options import option
@@ -17,7 +18,8 @@ class CompareDirectConfig:
     checkpoint: str = option(metavar="PATH")
     """Checkpoint or training run folder."""
     out: str = option(metavar="DIR")
-    """Output folder (compare_direct.json, .png, .md and compare_direct_config.json)."""
+    """Output folder (compare_direct.json, .png, .md, compare_direct_config.json, and
+    compare_direct.log holding what Ray and RLlib logged)."""
     seed: int = 0
     """Seed of the personas, the scenes and PPO."""
     personas: int = 4
@@ -45,7 +47,8 @@ class CompareDirectConfig:
                 get_population(self.population)
 
 
-OUTPUTS = ("compare_direct.json", "compare_direct.png", "compare_direct.md", "compare_direct_config.json")
+OUTPUTS = ("compare_direct.json", "compare_direct.png", "compare_direct.md", "compare_direct_config.json",
+           "compare_direct.log")
 
 
 def compare_direct(cfg: CompareDirectConfig) -> int:
@@ -54,11 +57,15 @@ def compare_direct(cfg: CompareDirectConfig) -> int:
     out = check_output_folder("--out", cfg.out, OUTPUTS)
     set_threads(cfg.threads)
 
+    import ray.rllib  # noqa: F401 - RLlib adds its stderr log handler on import: before library_log
+
     from mirrorhall.analysis.compare_direct import run
+    from mirrorhall.commands.console import library_log
 
     with undo_on_failure(out):
-        r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
-                episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
+        with library_log(Path(cfg.out) / "compare_direct.log"):  # RLlib's warnings are no news to the user
+            r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
+                    episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
         save_config(cfg, cfg.out, "compare_direct_config.json")
     s = r["summary"]
     k = max(r["ks"])

@@ -67,7 +67,8 @@ def _demo(cfg: DemoConfig, out: Path) -> int:
     print(f"== 1. a crowd scene with the model ({checkpoint})")
     _scene(checkpoint, out, cfg.seed, cfg.progress)
     print("== 2. every probe at demo scale")
-    probe(ProbeConfig(name="all", checkpoint=str(checkpoint), out=str(out / "probes"), seed=cfg.seed))
+    probe(ProbeConfig(name="all", checkpoint=str(checkpoint), out=str(out / "probes"), seed=cfg.seed,
+                      progress=cfg.progress))
     from mirrorhall.analysis.report import write_report
 
     report = write_report(out / "probes")
@@ -98,7 +99,11 @@ def _from_scratch(out: Path, cfg: DemoConfig) -> Path:
 
     print("== 0. the pipeline at small scale: generate, train")
     data, run = out / "data", out / "run"
-    manifest = generate(GenerateConfig(population="lab", episodes=256, seed=cfg.seed), data)
+    from mirrorhall.commands.console import bar
+
+    gen = GenerateConfig(population="lab", episodes=256, seed=cfg.seed)
+    with bar(gen.n_shards, "generate", "shard", enabled=cfg.progress) as shards:
+        manifest = generate(gen, data, progress=lambda n, _: shards.update(n))
     print(f"  {data}: {manifest['samples']} labelled samples")
     resume = (run / "latest.json").exists()
     last = train(TrainConfig(data=str(data), out=str(run), steps=600, size="small", eval_every=300,

@@ -46,6 +46,8 @@ class GenerateCommand:
 
     def __post_init__(self):
         check_path("--out", self.out)
+        if self.processes < 1:
+            raise ConfigError(f"--processes must be >= 1 (1: this process only), got {self.processes}")
         if self.processes > 1 and (self.workers or self.ray_address):
             raise ConfigError("--processes runs without Ray; drop --workers/--ray-address, or --processes")
 

@@ -39,13 +39,15 @@ class ProbeConfig:
     seed: int = 0
     """Seed of the held-out scenes."""
     episodes: int | None = None
-    """Scenes per probe (None or 0: by --scale)."""
+    """Scenes per probe (None: by --scale)."""
     scale: str = option("small", choices=SCALE_NAMES)
     """Number of scenes per probe: small for CI and the demo, full for docs/results.md."""
     population: str | None = option(None, choices=population_names)
     """Population of the scenes (None: the checkpoint's training population)."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
+    progress: bool = True
+    """Show a progress bar per probe on stderr."""
 
     def __post_init__(self):
         from mirrorhall.agents.populations import get_population
@@ -55,6 +57,9 @@ class ProbeConfig:
             raise ConfigError(f"unknown probe {self.name!r}; allowed: {', '.join(names)}")
         if self.scale not in SCALE_NAMES:
             raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)}; got {self.scale!r}")
+        if self.episodes is not None and self.episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {self.episodes}; leave it out to use the "
+                              f"--scale default")
         check_path("--checkpoint", self.checkpoint)
         check_path("--out", self.out)
         if self.population is not None:
@@ -90,8 +95,14 @@ def _probe(cfg: ProbeConfig) -> int:
     with user_input():
         get_population(population)
     save_config(cfg, cfg.out, "probe_config.json")
+    from mirrorhall.commands.console import bar
+
     for name in names:
+        model.new_bar = lambda total, name=name: bar(total, name, "part", enabled=cfg.progress)
         r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        if model.bar is not None:
+            model.bar.close()
+        model.bar = None
         shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in r.get("summary", {}).items() if not isinstance(v, list))
         print(f"{name}: {shown} ({r['seconds']} s) -> {cfg.out}/{name}.json")
