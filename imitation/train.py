@@ -285,6 +285,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         torch.set_num_threads(cfg.threads)
     check_device(cfg.device)
     out = Path(cfg.out)
+    if not resume and (out / "latest.json").exists():  # before any work (and any warning about the data)
+        raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     data = Dataset(cfg.data)
     tokenizer = Tokenizer.default()
     probe = ModelConfig.for_tokenizer(tokenizer, n_colors=data.world.n_colors, **MODEL_SIZES[cfg.size])
@@ -298,8 +300,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if resume:
         resumed = _resume(trainer, out, cfg)
         _truncate_metrics(log_path, trainer.step)
-    elif (out / "latest.json").exists():
-        raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     # a resumed run re-runs the steps after its checkpoint: TensorBoard hides their old events
     writer = _tensorboard(out, purge_step=trainer.step + 1 if resume else None)
