@@ -136,8 +136,11 @@ class Reaper:
             return
         lines = [f"{pid} {start}\n" for pid in _descendants(os.getpid())
                  if pid != self.proc.pid and (start := _start_time(pid)) is not None]
-        self.proc.stdin.write("".join(lines))
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write("".join(lines))
+            self.proc.stdin.flush()
+        except OSError:  # the reaper is gone (killed by hand): Ray's own fate-sharing remains
+            pass
 
     def close(self) -> None:
         """A clean end: the reaper exits without killing anything."""

@@ -376,3 +376,40 @@ def test_sigkill_of_the_ray_driver_alone_leaves_no_ray_process_behind(tmp_path, 
         assert not naming(temp_dir), "a process still names the killed run's Ray temp dir"
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+REAPER_SCRIPT = """
+import os, signal, subprocess, sys
+from mirrorhall.raykit import Reaper
+reaper = Reaper()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+reaper.watch_children()
+print(reaper.proc.pid, child.pid, flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+reaper.close()
+"""
+
+
+@pytest.mark.parametrize("end", ["kill", "clean"])
+def test_the_reaper_kills_what_a_killed_driver_leaves_and_nothing_after_a_clean_end(end):
+    """``raykit.Reaper`` without Ray: a driver lists its child, then dies by ``kill -9`` (the
+    reaper kills the child) or ends cleanly (the child is left alone: Ray stops its own)."""
+    r = subprocess.run([sys.executable, "-c", REAPER_SCRIPT, end], capture_output=True, text=True, timeout=60)
+    reaper, child = map(int, r.stdout.split())
+    born = start_times([child])
+    try:
+        assert r.returncode == (-signal.SIGKILL if end == "kill" else 0), r.stderr
+        if end == "kill":
+            deadline = time.time() + ORPHAN_BOUND_S
+            while time.time() < deadline and (survivors(born) or start_times([reaper])):
+                time.sleep(0.05)
+            assert not survivors(born), "the reaper left the killed driver's child running"
+        else:
+            time.sleep(1.0)
+            assert survivors(born), "the reaper killed a child after a clean end"
+        assert not start_times([reaper]), "the reaper outlived its work"
+    finally:
+        for pid in survivors(born):
+            os.kill(pid, signal.SIGKILL)
