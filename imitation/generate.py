@@ -5,11 +5,22 @@ stores them (``imitation/shards.py``). Shards are a pure function of (config, sh
 same seed gives byte-identical shards whether generated in one process, in ``processes`` local
 processes or as Ray tasks; the manifest lists shards by name, so it does not depend on the fan-out
 either.
+
+Work is streamed, never planned: the shards still to write are an iterator over shard indices and
+only a few shards per worker are in flight at any time, so the first shard of a dataset of 10**9
+episodes is written as soon as that of a small one, and memory does not grow with ``episodes``.
+Local worker processes die with the process that started them, ``kill -9`` included
+(``die_with_parent``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -96,18 +107,69 @@ def generate_shard_bytes(cfg_json: dict, shard: int) -> tuple[int, bytes, int]:
     return shard, table_bytes(table), len(lab.kind)
 
 
-def ordered_map(fn: Callable, args: list[tuple], processes: int = 1) -> Iterator:
+IN_FLIGHT_PER_WORKER = 2
+"""Calls in flight per worker: enough to keep every worker busy, few enough that memory does not
+depend on how many calls there are."""
+
+PARENT_POLL_S = 0.5
+"""How often a worker's watchdog checks that the process that started it is still alive."""
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this (worker) process die with ``parent``, the process that started it, ``kill -9``
+    included: the initializer of every local worker pool.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); as that signal
+    follows the parent *thread* that started the worker, and does not exist elsewhere, a daemon
+    thread also polls the parent pid and exits the process once it changes (the orphan has been
+    re-parented). A parent that died before any of this was set up is caught by the first check.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mirrorhall-parent-watchdog", daemon=True).start()
+
+
+def ordered_map(fn: Callable, args: Iterable[tuple], processes: int = 1) -> Iterator:
     """``fn(*a)`` for each ``a`` of ``args``, in order: in this process, or in ``processes``
-    spawned local processes (never forked: the caller may hold threads)."""
-    if processes <= 1 or len(args) < 2:
-        for a in args:
+    spawned local processes (never forked: the caller may hold threads).
+
+    ``args`` is consumed lazily and at most ``IN_FLIGHT_PER_WORKER * processes`` calls are in
+    flight, so it may be as long as it likes (an iterator). The workers die with this process
+    (``die_with_parent``); the pool is started and fed by the thread that iterates.
+    """
+    args = iter(args)
+    head = list(itertools.islice(args, 2))
+    if processes <= 1 or len(head) < 2:
+        for a in itertools.chain(head, args):
             yield fn(*a)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(fn, *zip(*args, strict=True))
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        pending: deque = deque()
+        try:
+            for a in itertools.chain(head, args):
+                pending.append(pool.submit(fn, *a))
+                if len(pending) >= IN_FLIGHT_PER_WORKER * processes:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # a consumer that stops early (an error downstream) waits for no queued call
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str | None = None,
@@ -122,8 +184,9 @@ def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str 
     manifest, todo = prepare(out, cfg)
     if progress:
         progress(len(manifest["shards"]), manifest["samples"])
+    cfg_json = cfg.to_json()
     if workers <= 0 and ray_address is None:
-        for shard, data, n in ordered_map(generate_shard_bytes, [(cfg.to_json(), s) for s in todo], processes):
+        for shard, data, n in ordered_map(generate_shard_bytes, ((cfg_json, s) for s in todo), processes):
             record_shard(out, manifest, shard, data, n)
             if progress:
                 progress(1, n)
@@ -133,8 +196,14 @@ def generate(cfg: GenerateConfig, out: Path, workers: int = 0, ray_address: str 
 
     with ray_session(address=ray_address, num_cpus=max(workers, 1)) as ray:
         task = ray.remote(num_cpus=1)(generate_shard_bytes)
-        pending = [task.remote(cfg.to_json(), s) for s in todo]
-        while pending:
+        cpus = max(workers, 1) if ray_address is None else max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        config_ref = ray.put(cfg_json)
+        pending: list = []
+        while True:  # keep a few tasks per CPU in flight; submit the next as each one lands
+            pending.extend(task.remote(config_ref, s)
+                           for s in itertools.islice(todo, IN_FLIGHT_PER_WORKER * cpus - len(pending)))
+            if not pending:
+                break
             done, pending = ray.wait(pending, num_returns=1)
             shard, data, n = ray.get(done[0])
             record_shard(out, manifest, shard, data, n)

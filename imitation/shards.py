@@ -212,8 +212,9 @@ def verify_shard(root: Path, name: str, entry: dict) -> None:
         )
 
 
-def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, list[int]]:
-    """Open or create the dataset folder; return the manifest and the shards still to write."""
+def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, Iterator[int]]:
+    """Open or create the dataset folder; return the manifest and the shards still to write, in
+    order, as an iterator (a list would hold 31 million indices for 10**9 episodes)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root} is a file, not a folder; choose another --out")
@@ -240,7 +241,8 @@ def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, list[int]]:
             del manifest["shards"][name]
     for stale in root.glob(".*.tmp"):  # left by a killed run; never a visible shard
         stale.unlink()
-    todo = [s for s in range(cfg.n_shards) if shard_name(s) not in manifest["shards"]]
+    done = frozenset(manifest["shards"])
+    todo = (s for s in range(cfg.n_shards) if not done or shard_name(s) not in done)
     return manifest, todo
 
 

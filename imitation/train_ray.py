@@ -7,6 +7,12 @@ workers after a failure and the loop resumes from Ray's latest checkpoint. At th
 checkpoint is copied into ``RUN/checkpoints/`` and ``RUN/latest.json``, so a Ray run loads
 locally exactly like a local one, and ``--resume`` continues either kind of run.
 
+On a local Ray instance (no ``address``) the workers join their process group on loopback only:
+torch's own rendezvous would listen on every interface (``TCPStore`` binds the wildcard address
+whatever ``MASTER_ADDR`` says), so rank 0 binds the store's socket to 127.0.0.1 itself and gloo
+is pinned to the loopback interface (``loopback_torch_config``). On a cluster, Ray Train's
+default rendezvous is kept.
+
 ``on_step`` (a ``StepHook``) is called on every worker before each training step; it travels to
 the workers inside Ray Train's loop config. Tests pass one that raises once, to prove that a run
 survives a worker failure.
@@ -15,7 +21,9 @@ survives a worker failure.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +46,69 @@ class WorkerStep:
 
 
 StepHook = Callable[[WorkerStep], None]
+
+
+_RENDEZVOUS: dict[str, int] = {}
+"""In rank 0's worker process: the file descriptor of the store's loopback socket, between
+``_listen_on_loopback`` and ``_join_on_loopback``."""
+
+
+def _loopback_interface() -> str:
+    names = {name for _, name in socket.if_nameindex()}
+    return "lo" if "lo" in names or "lo0" not in names else "lo0"
+
+
+def _listen_on_loopback() -> int:
+    """Rank 0: bind the rendezvous store's socket to 127.0.0.1; return its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    _RENDEZVOUS["fd"] = sock.detach()  # the store owns it from here on
+    return port
+
+
+def _join_on_loopback(rank: int, world_size: int, port: int, timeout_s: int) -> None:
+    """Every rank: join the gloo process group through the store on 127.0.0.1:``port``."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    os.environ["GLOO_SOCKET_IFNAME"] = _loopback_interface()  # gloo's own listeners
+    timeout = timedelta(seconds=timeout_s)
+    if rank == 0:
+        store = dist.TCPStore("127.0.0.1", port, world_size, is_master=True, timeout=timeout,
+                              wait_for_workers=False, master_listen_fd=_RENDEZVOUS.pop("fd"))
+    else:
+        store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def loopback_torch_config():
+    """A ``TorchConfig`` (gloo) whose workers rendezvous on 127.0.0.1 only (all on this machine).
+
+    The classes are built here, not at import, because importing Ray Train costs seconds; Ray
+    pickles them by value into its controller.
+    """
+    import ray
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+
+    class LoopbackTorchBackend(_TorchBackend):
+        def on_start(self, worker_group, backend_config):
+            port = worker_group.execute_single(0, _listen_on_loopback)
+            worker_group.execute(_set_torch_distributed_env_vars)
+            n = len(worker_group)
+            # positional: execute_single_async's own first parameter is called rank
+            ray.get([worker_group.execute_single_async(i, _join_on_loopback, i, n, port, backend_config.timeout_s)
+                     for i in range(n)])
+
+    class LoopbackTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            return LoopbackTorchBackend
+
+    return LoopbackTorchConfig(backend="gloo")
 
 
 def _loop(config: dict) -> None:
@@ -168,7 +239,7 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
                                "dataset": dataset_id(data), "start_from": start_from, "on_step": on_step},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
                                          resources_per_worker={"CPU": cpus_per_worker}),
-            torch_config=TorchConfig(backend="gloo"),
+            torch_config=TorchConfig(backend="gloo") if address else loopback_torch_config(),
             datasets={"train": ds},
             run_config=RunConfig(name="ray_train", storage_path=str(out / "ray"),
                                  failure_config=FailureConfig(max_failures=max_failures),

@@ -9,6 +9,11 @@ arithmetic deterministic.
 Ray: killing the driver's process group takes down every Ray process it started (checked pid by
 pid: gcs_server, raylet, workers, agents); the run then resumes locally from the checkpoints Ray
 Train persisted, and again on Ray from that local checkpoint, to the right final step.
+
+No orphans: after `kill -9` of the command's pid alone (not its group), no process it started
+outlives it by more than 10 s: the spawned workers and resource tracker of `generate --processes 2`
+and `train --data-processes 2`, and every Ray process of `train --ray` (its agents lingered for a
+minute before the reaper of `mirrorhall/raykit.py`).
 """
 
 from __future__ import annotations
@@ -173,8 +178,8 @@ def process_table() -> dict[int, tuple[int, str, str]]:
     return table
 
 
-def ray_processes(driver: int, temp_dir: Path) -> dict[int, str]:
-    """The driver's descendants and every process whose command line names ``temp_dir``."""
+def ray_processes(driver: int, temp_dir: Path | None = None) -> dict[int, str]:
+    """The driver, its descendants and every process whose command line names ``temp_dir``."""
     table = process_table()
     found = {driver} if driver in table else set()
     grew = True
@@ -184,7 +189,8 @@ def ray_processes(driver: int, temp_dir: Path) -> dict[int, str]:
             if ppid in found and pid not in found:
                 found.add(pid)
                 grew = True
-    found |= {pid for pid, (_, _, cmd) in table.items() if str(temp_dir) in cmd}
+    if temp_dir is not None:
+        found |= {pid for pid, (_, _, cmd) in table.items() if str(temp_dir) in cmd}
     return {pid: table[pid][2] for pid in found if pid in table}
 
 
@@ -262,3 +268,146 @@ def test_sigkill_of_the_ray_driver_stops_every_ray_process_and_the_run_resumes(t
         for pid in alive(started):  # only processes this test started, by pid
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# --- no orphans after kill -9 of the command alone ----------------------------------------------------
+
+ORPHAN_BOUND_S = 10.0
+
+
+def start_times(pids) -> dict[int, str]:
+    """pid -> start time (field 22 of /proc/PID/stat) of the live ones: a pid and its start time
+    name one process even if the pid is reused."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            found[pid] = fields[19]
+    return found
+
+
+def kill_and_count_survivors(cmd: list[str], ready, env: dict | None = None, timeout: float = 240.0):
+    """Start ``cmd``, record its process tree until ``ready(tree, elapsed)`` (tree: pid -> command
+    line) says so, ``kill -9`` the command's pid alone, and return (the tree, the processes of it
+    still alive ORPHAN_BOUND_S later)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tree: dict[int, str] = {}
+    born: dict[int, str] = {}
+    try:
+        deadline, t0 = time.time() + timeout, time.time()
+        while time.time() < deadline and proc.poll() is None:
+            now = ray_processes(proc.pid)
+            tree.update(now)
+            born.update({p: t for p, t in start_times(now).items() if p not in born})
+            if ready(tree, time.time() - t0):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        tree.update(ray_processes(proc.pid))
+        born.update({p: t for p, t in start_times(tree).items() if p not in born})
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + ORPHAN_BOUND_S
+        while time.time() < deadline and survivors(born):
+            time.sleep(0.1)
+        return tree, survivors(born)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in survivors(born):  # only processes this test started, by pid
+            os.kill(pid, signal.SIGKILL)
+
+
+def survivors(born: dict[int, str]) -> list[int]:
+    now = start_times(born)
+    return [p for p, t in born.items() if now.get(p) == t]
+
+
+def spawned(tree: dict[int, str]) -> int:
+    return sum("multiprocessing.spawn" in cmd for cmd in tree.values())
+
+
+@pytest.mark.slow
+def test_sigkill_of_generate_with_two_processes_leaves_no_process_behind(tmp_path):
+    out = tmp_path / "data"
+    tree, left = kill_and_count_survivors(
+        [MIRRORHALL, "generate", "--episodes", "100000", "--processes", "2", "--out", str(out), "--no-progress"],
+        ready=lambda tree, _: spawned(tree) == 2 and any(out.glob("shard-*.parquet")))
+    assert any("resource_tracker" in cmd for cmd in tree.values()), tree
+    assert not left, f"outlived the killed command by {ORPHAN_BOUND_S} s: {[tree[p][:100] for p in left]}"
+
+
+@pytest.mark.slow
+def test_sigkill_of_train_while_two_processes_load_the_data_leaves_no_process_behind(tmp_path):
+    data = tmp_path / "data"  # enough shards that loading them takes a while
+    r = subprocess.run([MIRRORHALL, "generate", "--episodes", "160", "--episodes-per-shard", "2", "--steps", "20",
+                        "--agents", "4", "--out", str(data), "--no-progress", "--processes", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    tree, left = kill_and_count_survivors(
+        train_args(str(data), tmp_path / "run", "--data-processes", "2", "--steps", "100000"),
+        ready=lambda tree, elapsed: spawned(tree) == 2)
+    assert not left, f"outlived the killed command by {ORPHAN_BOUND_S} s: {[tree[p][:100] for p in left]}"
+    assert not (tmp_path / "run" / "latest.json").exists()  # killed while loading, as intended
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigkill_of_the_ray_driver_alone_leaves_no_ray_process_behind(tmp_path, data):
+    """Only the driver's pid, not its group: its agents used to linger for a minute, trying to tell
+    the dead GCS that raylet died."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="mhray", dir="/tmp"))
+    env = {**os.environ, "RAY_TMPDIR": str(temp_dir)}
+    try:
+        tree, left = kill_and_count_survivors(
+            train_args(data, tmp_path / "ray", "--ray", "--workers", "2", "--steps", "100000",
+                       "--checkpoint-every", "50"),
+            ready=lambda tree, _: sum("RayTrainWorker" in cmd for cmd in tree.values()) == 2
+            and bool(ray_checkpoints(tmp_path / "ray")), env=env, timeout=400)
+        names = " ".join(tree.values())
+        assert "gcs_server" in names and "raylet" in names and "DashboardAgent" in names, names[:2000]
+        assert not left, f"outlived the killed driver by {ORPHAN_BOUND_S} s: {[tree[p][:100] for p in left]}"
+        assert not naming(temp_dir), "a process still names the killed run's Ray temp dir"
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+REAPER_SCRIPT = """
+import os, signal, subprocess, sys
+from mirrorhall.raykit import Reaper
+reaper = Reaper()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+reaper.watch_children()
+print(reaper.proc.pid, child.pid, flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+reaper.close()
+"""
+
+
+@pytest.mark.parametrize("end", ["kill", "clean"])
+def test_the_reaper_kills_what_a_killed_driver_leaves_and_nothing_after_a_clean_end(end):
+    """``raykit.Reaper`` without Ray: a driver lists its child, then dies by ``kill -9`` (the
+    reaper kills the child) or ends cleanly (the child is left alone: Ray stops its own)."""
+    r = subprocess.run([sys.executable, "-c", REAPER_SCRIPT, end], capture_output=True, text=True, timeout=60)
+    reaper, child = map(int, r.stdout.split())
+    born = start_times([child])
+    try:
+        assert r.returncode == (-signal.SIGKILL if end == "kill" else 0), r.stderr
+        if end == "kill":
+            deadline = time.time() + ORPHAN_BOUND_S
+            while time.time() < deadline and (survivors(born) or start_times([reaper])):
+                time.sleep(0.05)
+            assert not survivors(born), "the reaper left the killed driver's child running"
+        else:
+            time.sleep(1.0)
+            assert survivors(born), "the reaper killed a child after a clean end"
+        assert not start_times([reaper]), "the reaper outlived its work"
+    finally:
+        for pid in survivors(born):
+            os.kill(pid, signal.SIGKILL)

@@ -1,5 +1,7 @@
-"""Short soak runs (the long ones are `benchmarks/soak.py`, figures in docs/reliability.md) and
-Ray's network exposure: a local Ray binds to loopback only, with no dashboard.
+"""Short soak runs (the long ones are `benchmarks/soak.py`, figures in docs/reliability.md), Ray's
+network exposure (a local Ray binds to loopback only, with no dashboard; so do `train --ray` and
+`generate --workers`, torch's rendezvous included), and streaming generation (a dataset of 10**9
+episodes writes its first shard at once, in flat memory: `benchmarks/generate_streaming.py`).
 
 Memory threshold, as in the benchmark: RSS at the end minus RSS after warm-up below 50 MiB.
 """
@@ -9,6 +11,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,14 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BOUND_MIB = 50.0
 
 
-def load_soak():
-    spec = importlib.util.spec_from_file_location("mirrorhall_bench_soak", ROOT / "benchmarks" / "soak.py")
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"mirrorhall_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-soak = load_soak()
+soak = load_benchmark("soak")
+streaming = load_benchmark("generate_streaming")
+MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
 
 
 def test_core_scene_of_64_agents_keeps_memory_flat():
@@ -161,3 +168,99 @@ def test_local_ray_listens_on_loopback_only_with_no_dashboard(monkeypatch):
         assert not any(map(running, pids)), "ray_session left Ray processes running"
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def watch_listeners(cmd: list[str], env: dict, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``cmd`` to its end, sampling every 0.1 s the listening sockets of its process tree;
+    returns its result and {(pid, inode): (command lines the pid had, protocol, address, port)}
+    of every socket seen (a Ray worker is renamed once it hosts an actor)."""
+    seen: dict[tuple[int, str], tuple[str, str, int]] = {}
+    names: dict[int, set[str]] = {}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            table = listening()
+            for pid in descendants(proc.pid) | {proc.pid}:
+                names.setdefault(pid, set()).add(cmdline(pid))
+                for inode in socket_inodes(pid) & set(table):
+                    seen.setdefault((pid, inode), table[inode])
+            time.sleep(0.1)
+        assert proc.poll() is not None, f"{cmd[1]} did not finish in {timeout} s"
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    found = {key: (" | ".join(sorted(names[key[0]])), *where) for key, where in seen.items()}
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), found
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_generate_and_train_on_ray_listen_on_loopback_only(tmp_path):
+    """`generate --workers 2` and `train --ray --workers 2`, sampled while they run: every socket
+    their process trees listen on is on 127.0.0.1 / ::1, the Ray Train workers' included (torch's
+    rendezvous store and gloo; the store listened on all interfaces before)."""
+    temp_dir = tempfile.mkdtemp(prefix="mhray", dir="/tmp")  # short: Ray's socket paths live here
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    env["RAY_TMPDIR"] = temp_dir
+    try:
+        data = tmp_path / "data"
+        r, generated = watch_listeners([MIRRORHALL, "generate", "--episodes", "64", "--episodes-per-shard", "4",
+                                        "--steps", "20", "--agents", "4", "--workers", "2", "--out", str(data),
+                                        "--no-progress"], env, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        r, trained = watch_listeners([MIRRORHALL, "train", "--data", str(data), "--out", str(tmp_path / "run"),
+                                      "--size", "tiny", "--threads", "1", "--no-progress", "--ray", "--workers", "2",
+                                      "--steps", "60", "--checkpoint-every", "30", "--eval-every", "30"],
+                                     env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        for name, seen in (("generate", generated), ("train", trained)):
+            owners = " ".join(c for c, *_ in seen.values())
+            assert "raylet" in owners and "gcs_server" in owners, (name, owners[:500])
+            exposed = [v for v in seen.values() if v[2] not in LOOPBACK]
+            assert not exposed, f"{name}: sockets bound beyond loopback: {exposed}"
+        workers = [v for v in trained.values() if "RayTrainWorker" in v[0]]
+        # each worker's Ray server and gloo listener, and rank 0's rendezvous store
+        assert len(workers) >= 3, f"too few Ray Train worker sockets seen to trust this check: {trained}"
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_generate_of_a_billion_episodes_streams_its_first_shard(tmp_path):
+    """10**9 episodes (31 million shards): the first shard is written within seconds, not after
+    planning every shard (before: none after 120 s, 2.5 GB of memory), memory stays far below
+    1 GiB, and a `kill -9` of the command's session leaves nothing running."""
+    r = streaming.stream(10**9, seconds=3.0, out=tmp_path)
+    assert r["first_shard_s"] is not None and r["first_shard_s"] < 30, r  # the benchmark's bound is 10 s
+    assert not r["exited_early"], r
+    assert r["shards"] >= 1 and r["rss_mib_peak"] < 1024, r
+    assert r["left_running"] == [], r
+    manifest = (tmp_path / "data" / "manifest.json").read_text()
+    assert len(manifest) < 10_000  # the manifest lists written shards only, not the 31 million to come
+
+
+@pytest.mark.slow
+def test_killed_streaming_generation_resumes_with_the_same_bytes(tmp_path):
+    """Streaming keeps resumption exact: kill -9 after some shards, re-run, every shard equals
+    that of an uninterrupted run."""
+    args = ["--episodes", "48", "--episodes-per-shard", "4", "--steps", "10", "--agents", "3", "--no-progress"]
+    straight = tmp_path / "straight"
+    assert subprocess.run([MIRRORHALL, "generate", *args, "--out", str(straight)], capture_output=True,
+                          timeout=300).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([MIRRORHALL, "generate", *args, "--out", str(killed), "--processes", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("shard-*.parquet"))) < 2:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run([MIRRORHALL, "generate", *args, "--out", str(killed)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in straight.iterdir())
+    assert names == sorted(p.name for p in killed.iterdir())
+    for name in names:
+        assert (straight / name).read_bytes() == (killed / name).read_bytes(), name
