@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
 from mirrorhall.files import atomic_write, sha256_file, undo_on_failure
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.tokenizer import Tokenizer
+from mirrorhall.validate import COUNT, NULL, OBJECT, TEXT, Kind, Source, list_of, short
 
 FORMAT = "mirrorhall-checkpoint"
 VERSION = 1
@@ -150,16 +152,31 @@ def newest_checkpoint(run) -> Path | None:
     return max(candidates, key=lambda c: read_meta(c)["step"]) if candidates else None
 
 
+DIGEST = Kind("64 hex digits", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None)
+OPTIONAL_FIELDS = {  # field -> its kind; absent is fine
+    "run_config": OBJECT, "dataset": OBJECT, "metrics": OBJECT, "optimizer": OBJECT | NULL,
+    "parameters": COUNT, "data_position": OBJECT, "ray": OBJECT, "exported_from": TEXT,
+}
+DATASET_FIELDS = {"path": TEXT, "manifest_sha256": TEXT, "population": TEXT, "episodes": COUNT}
+
+
 def read_meta(folder: Path) -> dict:
+    """checkpoint.json of ``folder``, every field checked for type and range (``mirrorhall.validate``):
+    what it returns is safe to use, so no reader re-checks it."""
     path = Path(folder) / META
+    src = Source(path, CheckpointError, "the checkpoint is damaged or not from this mirrorhall; use another")
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} cannot be read as JSON ({type(err).__name__}); the checkpoint is damaged") from None
+    try:
+        meta = json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path} cannot be read as JSON ({type(err).__name__}); the checkpoint is damaged") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a mirrorhall checkpoint")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {meta.get('version')!r}; this mirrorhall reads {VERSION}")
+        raise CheckpointError(f"{path} has checkpoint version {short(meta.get('version'))}; this mirrorhall reads {VERSION}")
     for key in ("model_config", "tokenizer", "files", "step"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks {key!r}; the checkpoint is damaged or from another tool")
@@ -168,13 +185,28 @@ def read_meta(folder: Path) -> dict:
         raise CheckpointError(f"{path} has unknown field(s) {unknown}; it was not written by this mirrorhall")
     step, files = meta["step"], meta["files"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise CheckpointError(f"{path}: 'step' must be a non-negative integer, got {step!r}")
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise CheckpointError(f"{path}: 'files' must map file names to sha256 digests; the checkpoint is damaged")
+        raise CheckpointError(f"{path}: 'step' must be a non-negative integer, got {short(step)}")
+    if (not isinstance(files, dict) or WEIGHTS not in files or not set(files) <= {WEIGHTS, OPTIM}
+            or not all(DIGEST(v) for v in files.values())):
+        raise CheckpointError(f"{path}: 'files' must map {WEIGHTS} (and {OPTIM}) to sha256 digests; "
+                              "the checkpoint is damaged")
     for key in ("model_config", "tokenizer"):
         if not isinstance(meta[key], dict):
             raise CheckpointError(f"{path}: {key!r} must be a JSON object; the checkpoint is damaged")
+    for key, kind in OPTIONAL_FIELDS.items():
+        src.field(meta, key, kind, default=None)
+    for key, kind in DATASET_FIELDS.items():
+        src.field(meta.get("dataset") or {}, key, kind, default=None, where="dataset ")
+    if meta.get("data_position") is not None:
+        src.field(meta["data_position"], "step", COUNT, default=None, where="data_position ")
+    if meta.get("optimizer") is not None:
+        src.field(meta["optimizer"], "param_groups", list_of(OBJECT), where="optimizer ")
+    src.check(meta["tokenizer"].get("vocab"), list_of(TEXT), "tokenizer 'vocab'")
     return meta
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _load_tensors(folder: Path, name: str, meta: dict) -> dict[str, torch.Tensor]:
@@ -184,9 +216,14 @@ def _load_tensors(folder: Path, name: str, meta: dict) -> dict[str, torch.Tensor
     if sha256_file(path) != meta["files"].get(name):
         raise CheckpointError(f"{path} is truncated or corrupted (checksum mismatch); use another checkpoint")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file ({str(err).splitlines()[0]})") from None
+    src = Source(path, CheckpointError, "use another checkpoint")
+    for key, value in tensors.items():
+        if value.is_floating_point() or value.is_complex():
+            src.all_finite(value.numpy(), f"tensor {key!r}")
+    return tensors
 
 
 def _check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

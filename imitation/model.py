@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,6 +62,10 @@ class ModelConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if len(self.number_tokens) < self.max_agents:
             raise ValueError("number_tokens must give a token id for every agent id < max_agents")
+        for j, x in enumerate(self.number_tokens):  # ids index the embedding table: in range or refused
+            if isinstance(x, bool) or not isinstance(x, int | np.integer) or not 0 <= x < self.vocab_size:
+                raise ValueError(f"model config number_tokens[{j}] must be a token id in 0..{self.vocab_size - 1}, "
+                                 f"got {x!r}")
         object.__setattr__(self, "number_tokens", tuple(int(x) for x in self.number_tokens))
 
     @property

@@ -32,6 +32,7 @@ from mirrorhall.agents.personas import personas_from_json, personas_to_json
 from mirrorhall.envs.core import WorldConfig, WorldState
 from mirrorhall.errors import DatasetError
 from mirrorhall.files import atomic_write, sha256_file
+from mirrorhall.validate import Source
 
 if TYPE_CHECKING:
     from mirrorhall.imitation.generate import GenerateConfig
@@ -360,12 +361,21 @@ def _rows(table) -> Iterator[dict]:
                for name, (values, offs) in cols.items()}
 
 
+ROW = Source(None, ValueError)
+"""Checks of one shard row; ``Dataset.shard_episodes`` names the file, the episode and the fix."""
+LABEL_SUM_TOLERANCE = 1e-3
+"""A stored label is a distribution over the 5 actions: float32 values summing to 1 within this."""
+
+
 def decode_row(row, world: WorldConfig) -> StoredEpisode:
     """One Parquet row (a mapping, as pandas or Ray Data give it) of either schema version -> an
-    StoredEpisode. Version 1 rows hold int8 binary blobs; version 2 rows flat int8 lists and their sizes."""
+    StoredEpisode. Version 1 rows hold int8 binary blobs; version 2 rows flat int8 lists and their sizes.
+
+    Every value is checked where it enters (``check_episode``): a row that decodes is safe to
+    index with, whatever file it came from; otherwise ``ValueError`` names the column."""
     n, g = world.n_agents, world.n_gems
     if "agents" in row:
-        steps = int(row["steps"])
+        steps = ROW.int_in_range(int(row["steps"]), 0, world.max_cycles, "steps")
         if (int(row["agents"]), int(row["gems"])) != (n, g):
             raise ValueError(f"{row['agents']} agents and {row['gems']} gems, the manifest's world has {n} and {g}")
 
@@ -377,7 +387,7 @@ def decode_row(row, world: WorldConfig) -> StoredEpisode:
 
         steps = len(row["actions"]) // n
 
-    return StoredEpisode(
+    episode = StoredEpisode(
         episode=int(row["episode"]), personas=personas_from_json(row["personas"]),
         agent_pos=arr("agent_pos", (steps + 1, n, 2)), gem_pos=arr("gem_pos", (steps + 1, g, 2)),
         actions=arr("actions", (steps, n)), valued=arr("valued", (n,)),
@@ -387,3 +397,44 @@ def decode_row(row, world: WorldConfig) -> StoredEpisode:
         prompt_held_out=np.asarray(row["s_prompt_held_out"], bool),
         label=np.asarray(row["s_label"], np.float32).reshape(-1, 5),
     )
+    check_episode(episode, world, n_persona_flags=len(row["persona_held_out"]))
+    return episode
+
+
+def check_episode(ep: StoredEpisode, world: WorldConfig, n_persona_flags: int | None = None) -> None:
+    """``ValueError`` naming the first column of ``ep`` holding a value outside its range: positions
+    inside the grid, actions 0..4, sample agents, times and targets inside the episode, labels
+    finite distributions."""
+    from mirrorhall.envs.core import ANY_COLOR, N_ACTIONS
+    from mirrorhall.imitation.prompts import Kind
+
+    n, steps = world.n_agents, ep.actions.shape[0]
+    ROW.int_in_range(ep.episode, 0, 2**62, "episode")
+    if len(ep.personas) != n or (n_persona_flags is not None and n_persona_flags != n):
+        raise ValueError(f"personas and persona_held_out must list the world's {n} agents, "
+                         f"got {len(ep.personas)} and {n_persona_flags}")
+    for name in ("agent_pos", "gem_pos"):
+        pos = getattr(ep, name)
+        ROW.array_in_range(pos[..., 0], 0, world.height - 1, f"{name} (rows of the grid)")
+        ROW.array_in_range(pos[..., 1], 0, world.width - 1, f"{name} (columns of the grid)")
+    ROW.array_in_range(ep.actions, 0, N_ACTIONS - 1, "actions")
+    ROW.array_in_range(ep.valued, ANY_COLOR, world.n_colors - 1, "valued")
+    s = len(ep.agent)
+    for name in ("t", "kind", "target", "template", "prompt", "prompt_held_out", "label"):
+        if len(getattr(ep, name)) != s:
+            raise ValueError(f"s_{name} holds {len(getattr(ep, name))} samples, s_agent {s}")
+    ROW.array_in_range(ep.agent, 0, n - 1, "s_agent (agents of the scene)")
+    ROW.array_in_range(ep.t, 0, steps - 1, "s_t (steps of the episode)")
+    ROW.array_in_range(ep.kind, 0, len(Kind) - 1, "s_kind")
+    ROW.array_in_range(ep.target, -1, n - 1, "s_target (agents of the scene, or -1)")
+    ROW.array_in_range(ep.template, 0, 127, "s_template")
+    if not all(isinstance(p, str) for p in ep.prompt):
+        raise ValueError("s_prompt must hold texts")
+    ROW.all_finite(ep.label, "s_label")
+    ROW.array_in_range(ep.label, 0.0, 1.0, "s_label (probabilities)")
+    sums = ep.label.sum(-1, dtype=np.float64)
+    off = np.abs(sums - 1) > LABEL_SUM_TOLERANCE
+    if off.any():
+        i = int(np.argmax(off))
+        raise ValueError(f"s_label of sample {i} sums to {sums[i]:.6g}, not 1 (a distribution over the "
+                         f"{N_ACTIONS} actions)")

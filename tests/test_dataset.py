@@ -366,7 +366,8 @@ def test_labelling_runs_the_scene_loop_through_its_hook():
 
 @pytest.mark.parametrize("column, value, message", [
     ("agents", 5, "5 agents and 8 gems, the manifest's world has 6 and 8"),
-    ("steps", 31, "cannot reshape"),
+    ("steps", 31, "steps must be an integer in 0..30, got 31"),
+    ("steps", 29, "cannot reshape"),
 ])
 def test_rows_whose_sizes_disagree_are_named(column, value, message, tmp_path):
     """A shard whose checksum matches but whose sizes do not fit its arrays is refused by name."""
