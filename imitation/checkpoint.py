@@ -201,7 +201,8 @@ def read_meta(folder: Path) -> dict:
         src.field(meta["data_position"], "step", COUNT, default=None, where="data_position ")
     if meta.get("optimizer") is not None:
         src.field(meta["optimizer"], "param_groups", list_of(OBJECT), where="optimizer ")
-    src.check(meta["tokenizer"].get("vocab"), list_of(TEXT), "tokenizer 'vocab'")
+    if isinstance(meta["tokenizer"].get("vocab"), list):  # its shape is Tokenizer.from_json's to check
+        src.check(meta["tokenizer"]["vocab"], list_of(TEXT), "tokenizer 'vocab'")
     return meta
 
 
