@@ -20,6 +20,19 @@ from mirrorhall.analysis import calibration, describe, imitate, mirror, outcome,
 from mirrorhall.analysis.common import ModelProbe
 from mirrorhall.analysis.reporting import json_default
 from mirrorhall.errors import ConfigError, OutputError
+from mirrorhall.validate import (
+    BOOL,
+    COUNT,
+    LIST,
+    NULL,
+    NUMBER,
+    OBJECT,
+    TEXT,
+    Kind,
+    Source,
+    is_number,
+    list_of,
+)
 
 # probe name (CLI, DIR/NAME.json, report heading) -> its module: run(probe, population, episodes=,
 # seed=) -> result, plot(result, path), section(result) -> markdown lines; in report order
@@ -91,6 +104,96 @@ def glossary() -> list[str]:
     return ["## Glossary", "", *(f"- **{term}**: {text}" for term, text in GLOSSARY), ""]
 
 
+def _is_figure(value) -> bool:
+    """``{"mean", "ci95": [lo, hi], "n"}``: a finite mean with a finite interval, or no mean (not measured)."""
+    if not isinstance(value, dict) or set(value) - {"mean", "ci95", "n"} or "mean" not in value:
+        return False
+    ci, mean = value.get("ci95"), value["mean"]
+    if not (isinstance(ci, list) and len(ci) == 2) or not (mean is None or is_number(mean)):
+        return False
+    bounds = all(map(is_number, ci)) if mean is not None else all(v is None or is_number(v) for v in ci)
+    return bounds and (value.get("n") is None or COUNT(value["n"]))
+
+
+FIGURE = Kind("a figure {'mean': number or null, 'ci95': [lo, hi], 'n': count}", _is_figure)
+MEASURE = NUMBER | NULL
+INTERVAL = list_of(MEASURE, 2)
+SCALAR = NUMBER | TEXT | NULL | BOOL
+# What each probe's section (and plot) reads from its result: field -> kind, "?" after an optional
+# field. Conditions (and the essay's) are checked row by row; summary and target values not named
+# here must be numbers or null, and any object inside a condition or ``closed_loop`` a figure.
+_FIGURES = {"kl_bayes_model", "kl_true_model", "kl_true_bayes", "kl", "ce", "entropy_floor", "ce_model", "ce_bayes",
+            "ce_prior", "fraction", "ce_self", "ce_other", "margin_vs_self", "margin_vs_other", "accuracy_model",
+            "accuracy_bayes", "achieved", "control", "difference"}
+RESULT_FIELDS: dict[str, dict] = {
+    "calibration": {"conditions": {"alpha": NUMBER, "N_past": NUMBER, "kl_bayes_model": FIGURE,
+                                   "kl_true_model": FIGURE, "kl_true_bayes": FIGURE, "kl_train_bayes_model?": FIGURE},
+                    "train_prior?": OBJECT},
+    "describe": {"conditions": {"condition": TEXT, "kl": FIGURE, "ce": FIGURE, "entropy_floor": FIGURE,
+                                "queries": NUMBER}},
+    "imitate": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
+                               "fraction": FIGURE},
+                "closed_loop?": OBJECT},
+    "second_order": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_self": FIGURE, "ce_other": FIGURE,
+                                    "ce_bayes": FIGURE, "margin_vs_self": FIGURE, "margin_vs_other": FIGURE},
+                     "essay?": OBJECT, "summary": {"margin_vs_self_ci95?": INTERVAL, "margin_vs_other_ci95?": INTERVAL},
+                     "target_values": NUMBER | TEXT | NULL},
+    "mirror_test": {"conditions": {"setting?": TEXT, "steps_observed": NUMBER, "accuracy_model": FIGURE,
+                                   "accuracy_bayes": FIGURE, "chance": NUMBER},
+                    "settings?": list_of(TEXT)},
+    "outcome": {"conditions": {"asked": NUMBER, "achieved": FIGURE, "control": FIGURE, "difference": FIGURE}},
+}
+_SPECIAL = ("conditions", "summary", "target_values")
+
+
+def _check_fields(src: Source, data: dict, spec: dict, where: str = "") -> None:
+    """Every field of ``spec`` (``"name?"``: optional) present in ``data`` as its kind."""
+    for key, kind in spec.items():
+        if key.endswith("?"):
+            src.field(data, key[:-1], kind, default=None, where=where)
+        else:
+            src.field(data, key, kind, where=where)
+
+
+def read_result(path: Path, name: str) -> dict:
+    """The result JSON of probe ``name`` at ``path``, every value its section reads checked
+    (``mirrorhall.validate``); ``ConfigError`` naming the file, the field and the fix otherwise."""
+    src = Source(path, ConfigError, f"re-run mirrorhall probe {name}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid JSON; re-run mirrorhall probe {name}") from None
+    r = src.load_json(text)
+    if not isinstance(r, dict) or r.get("probe") != name or not isinstance(r.get("conditions"), list):
+        raise ConfigError(f"{path} is not a result of probe {name}; re-run mirrorhall probe {name}")
+    spec = RESULT_FIELDS[name]
+    summary = src.field(r, "summary", OBJECT, default={})
+    named = spec.get("summary", {})
+    _check_fields(src, summary, named, where="summary ")
+    for k, v in summary.items():
+        if k + "?" not in named and k not in named:
+            src.check(v, MEASURE, f"summary {k!r}")
+    for k, v in src.field(r, "targets", OBJECT, default={}).items():
+        src.check(v, spec.get("target_values", MEASURE), f"targets {k!r}")
+    _check_fields(src, r, {k: v for k, v in spec.items() if k not in _SPECIAL})
+    tables = [("conditions", r["conditions"], spec["conditions"])]
+    if isinstance(r.get("essay"), dict):  # the essay's rows: the same figures but Bayes
+        essay = {k: v for k, v in spec["conditions"].items() if k != "ce_bayes"}
+        tables.append(("essay conditions", src.field(r["essay"], "conditions", LIST, where="essay "), essay))
+    for where, rows, fields in tables:
+        for i, row in enumerate(rows):
+            src.check(row, OBJECT, f"{where} item {i}")
+            _check_fields(src, row, fields, where=f"{where} item {i} ")
+            for k, v in row.items():
+                if isinstance(v, dict) or k in _FIGURES:
+                    src.check(v, FIGURE, f"{where} item {i} {k!r}")
+    for k, v in (r.get("closed_loop") or {}).items():
+        src.check(v, FIGURE if isinstance(v, dict) else SCALAR, f"closed_loop {k!r}")
+    for key in ("checkpoint", "population", "agents", "seconds"):
+        src.field(r, key, SCALAR, default=None)
+    return r
+
+
 def write_report(folder: Path) -> Path:
     """``folder/report.md`` from every ``*.json`` probe result in ``folder``."""
     folder = Path(folder)
@@ -100,13 +203,7 @@ def write_report(folder: Path) -> Path:
     for name in PROBES:
         path = folder / f"{name}.json"
         if path.exists():
-            try:
-                results[name] = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ConfigError(f"{path} is not valid JSON; re-run mirrorhall probe {name}") from None
-            r = results[name]
-            if not isinstance(r, dict) or r.get("probe") != name or not isinstance(r.get("conditions"), list):
-                raise ConfigError(f"{path} is not a result of probe {name}; re-run mirrorhall probe {name}")
+            results[name] = read_result(path, name)
     if not results:
         raise ConfigError(f"{folder} holds no probe results (*.json); run mirrorhall probe all --out {folder}")
     any_r = next(iter(results.values()))

@@ -138,9 +138,15 @@ class Source:
             self.fail(f"holds {name}, which is not a JSON number")
 
         try:
-            return json.loads(text, parse_constant=constant, parse_float=self._float)
-        except (json.JSONDecodeError, RecursionError) as err:
-            self.fail(f"is not valid JSON ({type(err).__name__})")
+            return json.loads(text, parse_constant=constant, parse_float=self._float, parse_int=self._int)
+        except (json.JSONDecodeError, RecursionError):
+            raise self.error(f"{self.path} is not valid JSON"
+                             + (f"; {self.fix}" if self.fix else "")) from None
+
+    def _int(self, text: str) -> int:
+        if len(text.lstrip("-")) > 300:  # past a float's range (and Python's 4300-digit limit)
+            self.fail(f"holds an integer of {len(text)} digits, too large for a number")
+        return int(text)
 
     def _float(self, text: str) -> float:
         value = float(text)
