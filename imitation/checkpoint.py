@@ -246,17 +246,24 @@ def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: 
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path) -> tuple[MultiPolicyModel, Tokenizer, dict]:
-    """(model in eval mode, tokenizer, metadata) from a checkpoint or run folder."""
-    folder = resolve_checkpoint(path)
-    meta = read_meta(folder)
+def read_model_config(folder: Path, meta: dict) -> tuple[ModelConfig, Tokenizer]:
+    """The model config and tokenizer of a checkpoint's metadata, checked (types, ranges, sizes)."""
     try:
         config = ModelConfig.from_json(meta["model_config"])
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
     except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{folder / META}: {err}") from None
+        raise CheckpointError(f"{Path(folder) / META}: {err}") from None
     if len(tokenizer) != config.vocab_size:
-        raise CheckpointError(f"{folder / META}: tokenizer has {len(tokenizer)} words, model expects {config.vocab_size}")
+        raise CheckpointError(f"{Path(folder) / META}: tokenizer has {len(tokenizer)} words, model expects "
+                              f"{config.vocab_size}")
+    return config, tokenizer
+
+
+def load_model(path) -> tuple[MultiPolicyModel, Tokenizer, dict]:
+    """(model in eval mode, tokenizer, metadata) from a checkpoint or run folder."""
+    folder = resolve_checkpoint(path)
+    meta = read_meta(folder)
+    config, tokenizer = read_model_config(folder, meta)
     state = _load_tensors(folder, WEIGHTS, meta)
     with torch.device("meta"):  # shapes first, allocating nothing: a config can name any size
         _check_shapes(MultiPolicyModel(config), state, folder / WEIGHTS)
@@ -269,6 +276,7 @@ def load_model(path) -> tuple[MultiPolicyModel, Tokenizer, dict]:
 def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.optim.Optimizer) -> dict:
     """Restore model and optimizer from a training checkpoint; returns its metadata."""
     meta = read_meta(folder)
+    read_model_config(folder, meta)  # the checkpoint a resumed run continues must load elsewhere too
     _load_weights(model, _load_tensors(folder, WEIGHTS, meta), Path(folder) / WEIGHTS)
     if meta.get("optimizer") is None:
         raise CheckpointError(f"{folder} has no optimizer state; it cannot be resumed")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -123,6 +124,15 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+class NonFiniteLoss(ConfigError):
+    """The loss or the gradient norm of a training step is NaN or infinite; nothing was updated."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float):
+        super().__init__(f"training stopped at step {step}: the loss is {loss:.6g} and the gradient norm "
+                         f"{grad_norm:.6g} (not finite)")
+        self.step = step
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -211,6 +221,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        # checked before the update, so the weights stay the last good ones; under DDP the gradient
+        # norm is the same on every worker (gradients are averaged), so all of them stop together
+        if not (torch.isfinite(loss) and torch.isfinite(gnorm)):
+            raise NonFiniteLoss(self.step + 1, float(loss.detach()), float(gnorm))
         self.optimizer.step()
         self.step += 1
         kl = (ce - label_entropy(batch.label)).detach()
@@ -300,6 +314,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if resume:
         resumed = _resume(trainer, out, cfg)
         _truncate_metrics(log_path, trainer.step)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # a resumed run re-runs the steps after its checkpoint: TensorBoard hides their old events
     writer = _tensorboard(out, purge_step=trainer.step + 1 if resume else None)
@@ -308,7 +323,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     metrics: dict = {}
     t0, seen = time.perf_counter(), 0
     while trainer.step < cfg.steps:
-        metrics = trainer.train_step()
+        try:
+            metrics = trainer.train_step()
+        except NonFiniteLoss as err:
+            bar.close()
+            if writer:
+                writer.close()
+            raise ConfigError(f"{err}; {_after_divergence(out, created)}") from None
         seen += metrics["samples"]
         step = trainer.step
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -332,6 +353,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if writer:
         writer.close()
     return metrics
+
+
+def _after_divergence(out: Path, created: bool) -> str:
+    """What a run stopped by a non-finite loss keeps: its last good checkpoint, or nothing at all
+    when this invocation created the run folder and wrote no checkpoint into it."""
+    if latest_step(out) is not None:
+        return (f"{resolve_checkpoint(out)} stays the run's last good checkpoint; resume from it with a lower "
+                "--lr or --grad-clip")
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return f"no checkpoint had been written, so {out} was removed; try a lower --lr or --grad-clip"
+    return f"{out} holds no checkpoint of this run; try a lower --lr or --grad-clip"
 
 
 def latest_step(out: Path) -> int | None:

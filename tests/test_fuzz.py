@@ -604,6 +604,136 @@ def test_cli_export(checkpoint, out, capsys, cli_files, tmp_path_factory):
         assert (target / "checkpoint.json").is_file() and not (target / "optimizer.safetensors").exists()
 
 
+# --- well-formed files with hostile values ------------------------------------------------------------
+# A file that parses (and matches its checksum) with one value replaced by anything JSON or the column
+# type can hold: every command that reads it works or refuses it in one line naming the file.
+
+HOSTILE = st.one_of(
+    JSON, st.integers(-2**70, 2**70),
+    st.sampled_from([10**400, -1, 0, 1, 2**31, 1e308, -0.0, "0.5", "", "x", [], {}, None, True, False,
+                     float("nan"), float("inf"), [None], {"mean": "1"}, [1, 2, 3], "../../etc/passwd"]),
+)
+"""JSON values, NaN and infinities included, and the near misses of a number (its text, a bool)."""
+DELETE = object()
+
+
+def replace_somewhere(node, draw, depth: int = 0):
+    """``node`` with one value somewhere inside it (or ``node`` itself) replaced by a HOSTILE value,
+    or a key deleted; which one is drawn."""
+    kids = list(node) if isinstance(node, dict) else list(range(len(node))) if isinstance(node, list) else []
+    if kids and draw(st.integers(0, 3)) > 0:
+        key = draw(st.sampled_from(kids))
+        new = replace_somewhere(node[key], draw, depth + 1)
+        node = dict(node) if isinstance(node, dict) else list(node)
+        if new is DELETE:
+            del node[key]
+        else:
+            node[key] = new
+        return node
+    if depth and draw(st.integers(0, 9)) == 0:
+        return DELETE
+    return draw(HOSTILE)
+
+
+def named_once(err: str, *paths) -> None:
+    """An exit-2 line names one of ``paths`` (the file that was refused)."""
+    line = err.strip().splitlines()[-1]
+    assert any(str(p) in line for p in paths), (line, paths)
+
+
+@fuzz(40)
+@given(data=st.data())
+def test_checkpoint_json_with_hostile_values(data, capsys, cli_files, tmp_path_factory):
+    import shutil
+
+    run = tmp_path_factory.mktemp("ckpt") / "run"
+    shutil.copytree(cli_files["run"], run)
+    folder = run / json.loads((run / "latest.json").read_text())["checkpoint"]
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    (folder / "checkpoint.json").write_text(json.dumps(replace_somewhere(meta, data.draw)))
+    code, _, err = run_cli(["act", "--checkpoint", str(run), "--agents", "3", "--steps", "2", "--no-progress",
+                            "--prompt", "agent_0=behave as agent 1"], capsys)
+    if code == 2:
+        named_once(err, folder)
+    code, _, err = run_cli(["train", "--data", cli_files["data"], "--out", str(run), "--resume", "--size", "tiny",
+                            "--steps", "3", "--threads", "1", "--no-progress"], capsys)
+    if code == 2:
+        named_once(err, folder, "--resume")
+
+
+SHARD_LIST_COLUMNS = {"agent_pos": 8, "gem_pos": 8, "actions": 8, "valued": 8, "s_agent": 16, "s_t": 16,
+                      "s_kind": 8, "s_target": 16, "s_template": 8, "s_label": 0}
+"""List columns of a shard and the bits of their integers (0: float32)."""
+
+
+@fuzz(25)
+@given(column=st.sampled_from(sorted(SHARD_LIST_COLUMNS)), data=st.data())
+def test_shard_with_hostile_values(column, data, capsys, cli_files, tmp_path_factory):
+    import hashlib
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("shard")
+    shutil.copytree(cli_files["data"], root / "data")
+    path = root / "data" / "shard-00000.parquet"
+    table = pq.read_table(path)
+    col = table.column(column)
+    rows = col.to_pylist()
+    episode = data.draw(st.integers(0, len(rows) - 1))
+    bits = SHARD_LIST_COLUMNS[column]
+    value = data.draw(st.floats(width=32) if bits == 0 else st.integers(-2**(bits - 1), 2**(bits - 1) - 1))
+    for i in data.draw(st.lists(st.integers(0, len(rows[episode]) - 1), min_size=1, max_size=5)):
+        rows[episode][i] = value
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(rows, type=col.type))
+    pq.write_table(table, path)
+    raw = path.read_bytes()
+    manifest = json.loads((root / "data" / "manifest.json").read_text())
+    manifest["shards"][path.name].update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw))
+    (root / "data" / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(["train", "--data", str(root / "data"), "--out", str(root / "run"), "--size", "tiny",
+                            "--steps", "2", "--threads", "1", "--eval-every", "2", "--no-progress"], capsys)
+    event(f"{column}: exit {code}")
+    if code == 2:
+        named_once(err, path)
+        assert not (root / "run").exists(), "a refused train leaves no run folder"
+
+
+@fuzz(30)
+@given(data=st.data())
+def test_manifest_with_hostile_values(data, capsys, cli_files, tmp_path_factory):
+    import shutil
+
+    root = tmp_path_factory.mktemp("manifest")
+    shutil.copytree(cli_files["data"], root / "data")
+    path = root / "data" / "manifest.json"
+    before = json.loads(path.read_text())
+    path.write_text(json.dumps(replace_somewhere(before, data.draw)))
+    code, _, err = run_cli(["train", "--data", str(root / "data"), "--out", str(root / "run"), "--size", "tiny",
+                            "--steps", "2", "--threads", "1", "--eval-every", "2", "--no-progress"], capsys)
+    if code == 2:
+        named_once(err, root / "data")
+        assert not (root / "run").exists(), "a refused train leaves no run folder"
+
+
+PROBE_RESULTS = ("calibration", "describe", "imitate", "second_order", "mirror_test", "outcome")
+
+
+@fuzz(120)
+@given(name=st.sampled_from(PROBE_RESULTS), data=st.data())
+def test_probe_result_with_hostile_values(name, data, capsys, tmp_path_factory):
+    from pathlib import Path
+
+    result = json.loads((Path(__file__).parents[1] / "docs" / "results" / f"{name}.json").read_text())
+    folder = tmp_path_factory.mktemp("report")
+    (folder / f"{name}.json").write_text(json.dumps(replace_somewhere(result, data.draw)))
+    code, _, err = run_cli(["report", str(folder)], capsys)
+    if code == 2:
+        named_once(err, folder / f"{name}.json")
+        assert not (folder / "report.md").exists()
+
+
 def test_fuzz_never_started_ray():
     """No fuzz example may start Ray (the token lists leave out --ray and --ray-address)."""
     import sys

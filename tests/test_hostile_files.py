@@ -296,6 +296,251 @@ def test_reference_checkpoint_still_loads():
     assert meta["step"] > 0 and len(tok) == model.config.vocab_size
 
 
+# --- well-formed files with hostile values -------------------------------------------------------------
+# Every file below parses and (where it has one) matches its checksum; only a value is out of range.
+# Each is refused where it is read (mirrorhall/validate.py): one line naming the file, exit 2, and
+# nothing written.
+
+
+def listing(*folders: Path) -> dict:
+    """Every path under ``folders`` with its bytes (None for a folder): what a refused command must not change."""
+    return {p: (None if p.is_dir() else p.read_bytes()) for f in folders if f.exists() for p in sorted(f.rglob("*"))}
+
+
+def rewrite_shard(data: Path, shard: int, column: str, change) -> Path:
+    """Replace list column ``column`` of episode 0 of a shard by ``change(values)`` (a numpy array
+    of its values) and list the new bytes in the manifest: a well-formed shard with a matching checksum."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = data / shard_name(shard)
+    table = pq.read_table(path)
+    col = table.column(column)
+    rows = col.to_pylist()
+    rows[0] = change(np.asarray(rows[0])).tolist()
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(rows, type=col.type))
+    pq.write_table(table, path)
+    raw = path.read_bytes()
+    edit_json(data / "manifest.json", lambda m: m["shards"][shard_name(shard)].update(
+        sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw)))
+    return path
+
+
+def _put(index, value):
+    def change(a):
+        a = a.astype(float) if isinstance(value, float) else a.copy()
+        a[index] = value
+        return a
+    return change
+
+
+SHARD_VALUES = {  # column, change of episode 0's values, words of the message
+    "agent position outside the grid": ("agent_pos", _put(0, 40), "agent_pos (rows of the grid) holds 40"),
+    "agent position negative": ("agent_pos", _put(1, -3), "agent_pos (columns of the grid) holds -3"),
+    "gem position outside the grid": ("gem_pos", _put(3, 11), "gem_pos (columns of the grid) holds 11"),
+    "action 7": ("actions", _put(2, 7), "actions holds 7"),
+    "valued colour 9": ("valued", _put(0, 9), "valued holds 9"),
+    "sample agent beyond the scene": ("s_agent", _put(0, 3), "s_agent (agents of the scene) holds 3"),
+    "time index beyond the episode": ("s_t", _put(0, 6), "s_t (steps of the episode) holds 6"),
+    "negative time index": ("s_t", _put(0, -1), "s_t (steps of the episode) holds -1"),
+    "prompt kind 9": ("s_kind", _put(0, 9), "s_kind holds 9"),
+    "target beyond the scene": ("s_target", _put(0, 30), "s_target (agents of the scene, or -1) holds 30"),
+    "NaN labels": ("s_label", _put(slice(0, 5), float("nan")), "s_label holds 5 non-finite value(s)"),
+    "infinite label": ("s_label", _put(0, float("inf")), "s_label holds 1 non-finite"),
+    "negative label": ("s_label", lambda a: _neg(a), "outside 0.0..1.0"),
+    "labels summing to a half": ("s_label", lambda a: a / 2, "sums to 0.5, not 1"),
+    "fewer labels than samples": ("s_label", lambda a: a[:-5], "s_label holds"),
+}
+
+
+def _neg(a):
+    a = a.copy()
+    a[0], a[1] = -0.5, a[1] + 0.5
+    return a
+
+
+@pytest.mark.parametrize("case", list(SHARD_VALUES))
+def test_shard_with_hostile_values_is_refused_by_train_and_writes_no_run(case, data, tmp_path, capsys):
+    column, change, message = SHARD_VALUES[case]
+    path = rewrite_shard(data, 1, column, change)
+    before = listing(tmp_path)
+    refused(capsys, train_argv(data, tmp_path / "run"), path, "episode 2 cannot be decoded", message,
+            "regenerate the dataset")
+    assert listing(tmp_path) == before, "a refused train writes nothing (no run folder, no TensorBoard events)"
+
+
+def test_shard_values_are_checked_in_worker_processes_too(data, tmp_path, capsys):
+    path = rewrite_shard(data, 1, "s_t", _put(0, 6))
+    before = listing(tmp_path)
+    refused(capsys, [*train_argv(data, tmp_path / "run"), "--data-processes", "2"], path,
+            "s_t (steps of the episode) holds 6")
+    assert listing(tmp_path) == before
+
+
+def test_reading_the_shards_directly_refuses_them_too(data):
+    path = rewrite_shard(data, 0, "s_agent", _put(0, 99))
+    with pytest.raises(DatasetError, match=re.escape(f"{path}: episode 0 cannot be decoded (s_agent")):
+        list(Dataset(data).episodes())
+
+
+def test_untouched_shards_decode(files):
+    """The checks refuse nothing that generate writes (and the committed version-1 dataset)."""
+    assert len(list(Dataset(files / "data").episodes())) == DATA["episodes"]
+    assert len(list(Dataset(ROOT / "tests" / "data" / "dataset-v1").episodes())) > 0
+
+
+def _set_dataset(value):
+    return lambda m: m.update(dataset=value)
+
+
+CHECKPOINT_VALUES = {  # checkpoint.json change, words of the message
+    "dataset is a string": (_set_dataset("x"), "'dataset' must be a JSON object, got 'x'"),
+    "dataset population is a number": (lambda m: m["dataset"].update(population=5), "dataset 'population' must be a text"),
+    "dataset episodes negative": (lambda m: m["dataset"].update(episodes=-2), "dataset 'episodes' must be a non-negative"),
+    "run_config is a list": (lambda m: m.update(run_config=[1]), "'run_config' must be a JSON object"),
+    "metrics is a string": (lambda m: m.update(metrics="good"), "'metrics' must be a JSON object"),
+    "optimizer is a string": (lambda m: m.update(optimizer="adamw"), "'optimizer' must be a JSON object or null"),
+    "optimizer without param_groups": (lambda m: m.update(optimizer={}), "optimizer 'param_groups' is missing"),
+    "parameters negative": (lambda m: m.update(parameters=-1), "'parameters' must be a non-negative integer"),
+    "data_position step is text": (lambda m: m.update(data_position={"step": "4"}), "data_position 'step' must be"),
+    "exported_from is a number": (lambda m: m.update(exported_from=3), "'exported_from' must be a text"),
+    "files names a path outside": (lambda m: m["files"].update({"../../x": "0" * 64}), "'files' must map model.safetensors"),
+    "files digest not hex": (lambda m: m["files"].update({"model.safetensors": "z" * 64}), "'files' must map"),
+    "step is a bool": (lambda m: m.update(step=True), "'step' must be a non-negative integer, got True"),
+    "number_tokens far out of range": (lambda m: m["model_config"]["number_tokens"].__setitem__(3, 10**6),
+                                      "number_tokens[3] must be a token id in 0..323, got 1000000"),
+    "number_tokens negative": (lambda m: m["model_config"]["number_tokens"].__setitem__(0, -1), "number_tokens[0]"),
+    "number_tokens a float": (lambda m: m["model_config"]["number_tokens"].__setitem__(1, 1.5), "number_tokens[1]"),
+    "vocabulary holds a number": (lambda m: m["tokenizer"]["vocab"].__setitem__(5, 7), "tokenizer 'vocab' must be a list of"),
+}
+
+
+def probe_argv(checkpoint: Path, out: Path) -> list[str]:
+    return ["probe", "outcome", "--checkpoint", str(checkpoint), "--out", str(out), "--episodes", "1", "--threads", "1"]
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_VALUES))
+def test_checkpoint_json_with_hostile_values_is_refused_by_every_reader(case, run, files, tmp_path, capsys):
+    change, message = CHECKPOINT_VALUES[case]
+    folder = checkpoint_dir(run)
+    edit_json(folder / "checkpoint.json", change)
+    before = listing(tmp_path)
+    meta = folder / "checkpoint.json"
+    refused(capsys, act_argv(run), meta, message)
+    refused(capsys, probe_argv(run, tmp_path / "probes"), meta, message)
+    refused(capsys, ["demo", "--checkpoint", run, "--out", tmp_path / "demo", "--no-progress"], meta, message)
+    refused(capsys, ["export", "--checkpoint", run, "--out", tmp_path / "export"], meta, message)
+    refused(capsys, train_argv(files / "data", run, "--resume"), meta, message)
+    assert listing(tmp_path) == before
+
+
+def rewrite_weights(folder: Path, change) -> None:
+    """New weights (``change`` of the old tensors) with their checksum listed: a valid checkpoint file."""
+    from safetensors.torch import load_file, save
+
+    data = save(change(load_file(str(folder / "model.safetensors"))))
+    (folder / "model.safetensors").write_bytes(data)
+    edit_json(folder / "checkpoint.json",
+              lambda m: m["files"].update({"model.safetensors": hashlib.sha256(data).hexdigest()}))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("every", [True, False], ids=["all weights", "one weight"])
+def test_non_finite_weights_are_refused(value, every, run, files, tmp_path, capsys):
+    import torch
+
+    def change(w):
+        for k in (list(w) if every else ["head.0.weight"]):
+            if w[k].is_floating_point():
+                w[k] = torch.full_like(w[k], value) if every else w[k].index_put_((torch.tensor([0]),), torch.tensor(value))
+        return w
+
+    folder = checkpoint_dir(run)
+    rewrite_weights(folder, change)
+    before = listing(tmp_path)
+    refused(capsys, act_argv(run), folder / "model.safetensors", "non-finite value(s)", "use another checkpoint")
+    refused(capsys, train_argv(files / "data", run, "--resume"), folder / "model.safetensors", "non-finite")
+    assert listing(tmp_path) == before
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(run, files, capsys):
+    """Finite but huge weights (a valid file) make step 5's loss overflow: training stops with one
+    line naming the step, before the update, and the step-4 checkpoint stays the newest."""
+    import torch
+
+    folder = checkpoint_dir(run)
+    rewrite_weights(folder, lambda w: {**w, "action_bias.weight": torch.full_like(w["action_bias.weight"], 3e38)})
+    kept = listing(run / "checkpoints") | {run / "latest.json": (run / "latest.json").read_bytes()}
+    line = refused(capsys, train_argv(files / "data", run, "--resume"), "training stopped at step 5",
+                   "not finite", f"{folder} stays the run's last good checkpoint")
+    assert "step-00000004" in line
+    assert listing(run / "checkpoints") | {run / "latest.json": (run / "latest.json").read_bytes()} == kept
+    assert all(json.loads(x)["step"] <= 4 for x in (run / "metrics.jsonl").read_text().splitlines())
+
+
+RESULT_VALUES = {  # probe result change, words of the message
+    "summary is a string": ("imitate", lambda r: r.update(summary="fine"), "'summary' must be a JSON object, got 'fine'"),
+    "summary is empty": ("imitate", lambda r: r.update(summary={}), None),
+    "the whole result is {}": ("outcome", lambda r: r.clear(), "is not a result of probe outcome"),
+    "a top-level list": ("describe", lambda r: None, "is not a result of probe describe"),
+    "a mean as a string": ("calibration", lambda r: r["conditions"][0]["kl_bayes_model"].update(mean="0.5"),
+                           "conditions item 0 'kl_bayes_model' must be a figure"),
+    "a summary number as a string": ("imitate", lambda r: r["summary"].update(fraction_at_K10="0.9"),
+                                     "summary 'fraction_at_K10' must be a finite number or null, got '0.9'"),
+    "a target as a string": ("calibration", lambda r: r["targets"].update(mean_kl_bayes_model_npast_ge_1="0.05"),
+                             "targets 'mean_kl_bayes_model_npast_ge_1' must be a finite number or null"),
+    "an interval of one number": ("outcome", lambda r: r["conditions"][1]["control"].update(ci95=[0.1]), "'control'"),
+    "an interval of strings": ("describe", lambda r: r["conditions"][0]["kl"].update(ci95=["a", "b"]), "'kl'"),
+    "conditions hold a number": ("outcome", lambda r: r["conditions"].append(3), "conditions item 5 must be a JSON object"),
+    "a condition lacks a figure": ("outcome", lambda r: r["conditions"][0].pop("achieved"),
+                                   "conditions item 0 'achieved' is missing"),
+    "alpha as a string": ("calibration", lambda r: r["conditions"][2].update(alpha="0.1"), "conditions item 2 'alpha'"),
+    "chance is null": ("mirror_test", lambda r: r["conditions"][0].update(chance=None), "'chance' must be a finite number"),
+    "setting is a list": ("mirror_test", lambda r: r["conditions"][0].update(setting=["crowd"]), "'setting' must be a text"),
+    "settings is a string": ("mirror_test", lambda r: r.update(settings="crowd"), "'settings' must be a list of"),
+    "essay conditions a dict": ("second_order", lambda r: r["essay"].update(conditions={}), "essay 'conditions' must be a list"),
+    "an empty interval": ("second_order", lambda r: r["summary"].update(margin_vs_self_ci95=[]),
+                          "summary 'margin_vs_self_ci95' must be a list of 2"),
+    "closed loop figure broken": ("imitate", lambda r: r["closed_loop"].update(k_share={"mean": 1}), "closed_loop 'k_share'"),
+    "an integer of 400 digits": ("outcome", lambda r: r["conditions"][0].update(asked=10**400), "too large"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESULT_VALUES))
+def test_probe_result_with_hostile_values_is_refused_by_report(case, tmp_path, capsys):
+    name, change, message = RESULT_VALUES[case]
+    results = ROOT / "docs" / "results"
+    r = json.loads((results / f"{name}.json").read_text())
+    change(r)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(r if case != "a top-level list" else [r]))
+    before = listing(tmp_path)
+    if message is None:  # the section reads the summary with defaults: a report, no traceback
+        capsys.readouterr()
+        assert main(["report", str(tmp_path)]) == 0
+        return
+    refused(capsys, ["report", tmp_path], path, message, f"re-run mirrorhall probe {name}")
+    assert listing(tmp_path) == before, "a refused report writes no report.md"
+
+
+@pytest.mark.parametrize("text", ['{"probe": "outcome", "conditions": [], "summary": {"slope_achieved_per_asked": NaN}}',
+                                  '{"probe": "outcome", "conditions": [], "seconds": Infinity}',
+                                  '{"probe": "outcome", "conditions": [], "summary": {"s": 1e999}}'])
+def test_probe_result_with_non_json_numbers_is_refused(text, tmp_path, capsys):
+    (tmp_path / "outcome.json").write_text(text)
+    refused(capsys, ["report", tmp_path], tmp_path / "outcome.json", "re-run mirrorhall probe outcome")
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_committed_probe_results_pass_the_checks(tmp_path):
+    from mirrorhall.analysis.report import read_result
+
+    for folder in ("results", "results-species"):
+        for path in sorted((ROOT / "docs" / folder).glob("*.json")):
+            read_result(path, path.stem)
+
+
 # --- loading never executes code ------------------------------------------------------------------------
 
 PACKAGES = ("envs", "agents", "imitation", "analysis", "mirrorhall")

@@ -63,6 +63,9 @@ def _demo(cfg: DemoConfig, out: Path) -> int:
         checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else reference_checkpoint()
         if not (checkpoint / "checkpoint.json").exists() and not (checkpoint / "latest.json").exists():
             raise CheckpointError(f"no checkpoint at {checkpoint}; pass --checkpoint RUN or use --from-scratch")
+        from mirrorhall.imitation.checkpoint import load_model
+
+        load_model(checkpoint)  # a checkpoint that cannot be used is refused before anything is written
     save_config(cfg, out, "demo_config.json")
     print(f"== 1. a crowd scene with the model ({checkpoint})")
     _scene(checkpoint, out, cfg.seed, cfg.progress)
