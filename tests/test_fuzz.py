@@ -666,8 +666,9 @@ SHARD_LIST_COLUMNS = {"agent_pos": 8, "gem_pos": 8, "actions": 8, "valued": 8, "
 """List columns of a shard and the bits of their integers (0: float32)."""
 
 
-@fuzz(25)
-@given(column=st.sampled_from(sorted(SHARD_LIST_COLUMNS)), data=st.data())
+@pytest.mark.parametrize("column", sorted(SHARD_LIST_COLUMNS))
+@fuzz(4)
+@given(data=st.data())
 def test_shard_with_hostile_values(column, data, capsys, cli_files, tmp_path_factory):
     import hashlib
     import shutil
@@ -694,7 +695,6 @@ def test_shard_with_hostile_values(column, data, capsys, cli_files, tmp_path_fac
     (root / "data" / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = run_cli(["train", "--data", str(root / "data"), "--out", str(root / "run"), "--size", "tiny",
                             "--steps", "2", "--threads", "1", "--eval-every", "2", "--no-progress"], capsys)
-    event(f"{column}: exit {code}")
     if code == 2:
         named_once(err, path)
         assert not (root / "run").exists(), "a refused train leaves no run folder"
