@@ -30,6 +30,10 @@ from torch import nn
 from mirrorhall.envs.core import N_ACTIONS
 from mirrorhall.envs.perception import EGO_COLUMN, n_features
 
+SIZE_LIMITS = {"n_colors": 8, "vocab_size": 2**24, "d_model": 2**16, "d_evidence": 2**16, "n_heads": 2**10,
+               "n_layers": 2**10, "d_head_mlp": 2**16, "max_prompt_len": 2**16, "max_agents": 2**16}
+"""Upper bounds of the sizes a ModelConfig accepts (n_colors: the world's at most 8 colours)."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -53,11 +57,12 @@ class ModelConfig:
     """Token id of the word "j" for each agent id j (ties agent ids to number words)."""
 
     def __post_init__(self):
-        for f in ("n_colors", "vocab_size", "d_model", "d_evidence", "n_heads", "n_layers",
-                  "d_head_mlp", "max_prompt_len", "max_agents"):
+        for f, hi in SIZE_LIMITS.items():
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"model config {f} must be a positive integer, got {v!r}")
+            if v > hi:  # past these even the meta device cannot size the tensors
+                raise ValueError(f"model config {f} must be at most {hi}, got {v!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if len(self.number_tokens) < self.max_agents:

@@ -141,10 +141,12 @@ def read_manifest(root: Path) -> dict | None:
     path = Path(root) / MANIFEST
     if not path.exists():
         return None
+    src = Source(path, DatasetError, "delete the folder and generate again")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = path.read_text()
+    except UnicodeDecodeError:
         raise DatasetError(f"{path} is not valid JSON; delete the folder and generate again") from None
+    data = src.load_json(text)  # strict: NaN, Infinity and huge numbers are refused here
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DatasetError(f"{path} is not a mirrorhall dataset manifest; choose another folder")
     if data.get("schema_version") not in READ_VERSIONS:

@@ -390,6 +390,15 @@ def test_untouched_shards_decode(files):
     assert len(list(Dataset(ROOT / "tests" / "data" / "dataset-v1").episodes())) > 0
 
 
+@pytest.mark.parametrize("edit", [("kind_weights", [float("nan"), 1, 1, 1, 1]), ("seed", float("inf")),
+                                  ("steps", 10**400)])
+def test_manifest_with_non_json_numbers_is_refused(edit, data, tmp_path, capsys):
+    key, value = edit
+    edit_json(data / "manifest.json", lambda m: m["config"].update({key: value}))
+    refused(capsys, train_argv(data, tmp_path / "run"), data / "manifest.json", "delete the folder and generate again")
+    assert not (tmp_path / "run").exists()
+
+
 def _set_dataset(value):
     return lambda m: m.update(dataset=value)
 
@@ -412,6 +421,8 @@ CHECKPOINT_VALUES = {  # checkpoint.json change, words of the message
                                       "number_tokens[3] must be a token id in 0..323, got 1000000"),
     "number_tokens negative": (lambda m: m["model_config"]["number_tokens"].__setitem__(0, -1), "number_tokens[0]"),
     "number_tokens a float": (lambda m: m["model_config"]["number_tokens"].__setitem__(1, 1.5), "number_tokens[1]"),
+    "n_colors huge": (lambda m: m["model_config"].update(n_colors=2**56), "n_colors must be at most 8"),
+    "d_model huge": (lambda m: m["model_config"].update(d_model=2**40), "d_model must be at most 65536"),
     "vocabulary holds a number": (lambda m: m["tokenizer"]["vocab"].__setitem__(5, 7), "tokenizer 'vocab' must be a list of"),
 }
 
