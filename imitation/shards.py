@@ -303,6 +303,9 @@ class Dataset:
         self.schema_version: int = manifest["schema_version"]
         self.config = _config_from_manifest(self.root, manifest)
         self.world = self.config.world()
+        if not manifest["shards"]:
+            raise DatasetError(f"{self.root / MANIFEST} lists no shards; run mirrorhall generate --out {self.root} "
+                               "with the same arguments to write them")
         if verify:
             for name, entry in manifest["shards"].items():
                 verify_shard(self.root, name, entry)
@@ -336,6 +339,7 @@ class Dataset:
     def shard_episodes(self, path: Path) -> Iterator[StoredEpisode]:
         """The episodes of one shard, in order."""
         table = self.read_table(path)
+        samples = 0
         for row in (table.to_pylist() if self.schema_version == 1 else _rows(table)):
             try:
                 episode = decode_row(row, self.world)
@@ -343,7 +347,11 @@ class Dataset:
                 raise DatasetError(f"{path}: episode {row.get('episode')!r} cannot be decoded "
                                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
                                    "regenerate the dataset") from None
+            samples += len(episode.agent)
             yield episode
+        listed = self.manifest["shards"].get(Path(path).name, {}).get("samples")
+        if listed is not None and samples != listed:
+            raise DatasetError(f"{path} holds {samples} samples, the manifest lists {listed}; regenerate the dataset")
 
 
 def _rows(table) -> Iterator[dict]:

@@ -399,6 +399,18 @@ def test_manifest_with_non_json_numbers_is_refused(edit, data, tmp_path, capsys)
     assert not (tmp_path / "run").exists()
 
 
+def test_manifest_listing_no_shards_or_other_sample_counts_is_refused(data, tmp_path, capsys):
+    """Found by the fuzz test: a manifest listing no shards reached the batch sampler (a ValueError
+    traceback); a shard entry's sample count is now checked against the shard."""
+    manifest = (data / "manifest.json").read_text()
+    edit_json(data / "manifest.json", lambda m: m["shards"].clear())
+    refused(capsys, train_argv(data, tmp_path / "run"), data / "manifest.json", "lists no shards")
+    (data / "manifest.json").write_text(manifest)
+    edit_json(data / "manifest.json", lambda m: m["shards"][shard_name(1)].update(samples=5))
+    refused(capsys, train_argv(data, tmp_path / "run"), data / shard_name(1), "the manifest lists 5")
+    assert not (tmp_path / "run").exists()
+
+
 def _set_dataset(value):
     return lambda m: m.update(dataset=value)
 
