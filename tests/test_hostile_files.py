@@ -418,6 +418,8 @@ def _set_dataset(value):
 CHECKPOINT_VALUES = {  # checkpoint.json change, words of the message
     "dataset is a string": (_set_dataset("x"), "'dataset' must be a JSON object, got 'x'"),
     "dataset population is a number": (lambda m: m["dataset"].update(population=5), "dataset 'population' must be a text"),
+    "dataset population unknown": (lambda m: m["dataset"].update(population="nope"),
+                                   "dataset 'population' must be one of traits, crowd"),
     "dataset episodes negative": (lambda m: m["dataset"].update(episodes=-2), "dataset 'episodes' must be a non-negative"),
     "run_config is a list": (lambda m: m.update(run_config=[1]), "'run_config' must be a JSON object"),
     "metrics is a string": (lambda m: m.update(metrics="good"), "'metrics' must be a JSON object"),
