@@ -28,7 +28,20 @@ from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
 from mirrorhall.files import atomic_write, sha256_file, undo_on_failure
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.tokenizer import Tokenizer
-from mirrorhall.validate import COUNT, NULL, OBJECT, TEXT, Kind, Source, list_of, short
+from mirrorhall.validate import (
+    BOOL,
+    COUNT,
+    NULL,
+    NUMBER,
+    OBJECT,
+    TEXT,
+    Kind,
+    Source,
+    list_of,
+    short,
+)
+
+NONNEGATIVE = Kind("a finite non-negative number", lambda v: NUMBER(v) and v >= 0)
 
 FORMAT = "mirrorhall-checkpoint"
 VERSION = 1
@@ -285,12 +298,37 @@ def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.
     if meta.get("optimizer") is None:
         raise CheckpointError(f"{folder} has no optimizer state; it cannot be resumed")
     tensors = _load_tensors(folder, OPTIM, meta)
+    _check_param_groups(Path(folder) / META, meta["optimizer"]["param_groups"], optimizer)
     try:
         load_optimizer(optimizer, tensors, meta["optimizer"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{Path(folder) / OPTIM} does not match this run's optimizer "
                               f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     return meta
+
+
+def _check_param_groups(path: Path, groups: list, optimizer: torch.optim.Optimizer) -> None:
+    """The stored hyper-parameter groups have this run's optimizer's groups, fields and value kinds
+    (numbers finite and non-negative): torch reads them only when it takes a step."""
+    src = Source(path, CheckpointError, "this checkpoint cannot be resumed; start a new run")
+    live = optimizer.state_dict()["param_groups"]
+    if len(groups) != len(live):
+        src.fail(f"optimizer 'param_groups' holds {len(groups)} groups, this run's optimizer {len(live)}")
+    for i, (group, want) in enumerate(zip(groups, live, strict=True)):
+        if set(group) != set(want):
+            src.fail(f"optimizer param_groups item {i} has the fields {sorted(group)[:12]}, this run's optimizer "
+                     f"{sorted(want)}")
+        for key, value in want.items():
+            name = f"optimizer param_groups item {i} {key!r}"
+            if key == "params":
+                if group[key] != value:
+                    src.fail(f"{name} must be {short(value)}, got {short(group[key])}")
+            elif isinstance(value, bool) or value is None:
+                src.check(group[key], BOOL | NULL, name)
+            elif isinstance(value, (tuple, list)):
+                src.check(group[key], list_of(NONNEGATIVE, len(value)), name)
+            else:
+                src.check(group[key], NONNEGATIVE, name)
 
 
 def load_policy(path, core, agents):

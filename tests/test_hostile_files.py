@@ -460,6 +460,29 @@ def test_checkpoint_json_with_hostile_values_is_refused_by_every_reader(case, ru
     assert listing(tmp_path) == before
 
 
+OPTIMIZER_VALUES = {  # the optimizer's hyper-parameters: read by train --resume only
+    "a field deleted": (lambda g: g.pop("weight_decay"), "item 0 has the fields"),
+    "lr a string": (lambda g: g.update(lr="0.1"), "item 0 'lr' must be a finite non-negative number"),
+    "eps negative": (lambda g: g.update(eps=-1), "item 0 'eps' must be a finite non-negative number"),
+    "betas of one": (lambda g: g.update(betas=[0.9]), "item 0 'betas' must be a list of 2"),
+    "params of another model": (lambda g: g.update(params=[0, 1]), "item 0 'params' must be"),
+    "amsgrad a number": (lambda g: g.update(amsgrad=3), "item 0 'amsgrad' must be true or false or null"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZER_VALUES))
+def test_optimizer_hyper_parameters_with_hostile_values_are_refused_on_resume(case, run, files, capsys):
+    """Found by the fuzz test: a param group without weight_decay loaded, and the first step raised
+    a KeyError traceback."""
+    change, message = OPTIMIZER_VALUES[case]
+    folder = checkpoint_dir(run)
+    edit_json(folder / "checkpoint.json", lambda m: change(m["optimizer"]["param_groups"][0]))
+    kept = listing(run)
+    refused(capsys, train_argv(files / "data", run, "--resume"), folder / "checkpoint.json", message,
+            "cannot be resumed")
+    assert listing(run) == kept
+
+
 def rewrite_weights(folder: Path, change) -> None:
     """New weights (``change`` of the old tensors) with their checksum listed: a valid checkpoint file."""
     from safetensors.torch import load_file, save
