@@ -187,8 +187,8 @@ def read_result(path: Path, name: str) -> dict:
             for k, v in row.items():
                 if isinstance(v, dict) or k in _FIGURES:
                     src.check(v, FIGURE, f"{where} item {i} {k!r}")
-    for k, v in (r.get("closed_loop") or {}).items():  # figures, and the step of the switch
-        src.check(v, SCALAR if k == "switch_at" else FIGURE, f"closed_loop {k!r}")
+    for k, v in (r.get("closed_loop") or {}).items():  # figures (shares, distances) and step counts
+        src.check(v, FIGURE if k.endswith(("_share", "_near")) else SCALAR, f"closed_loop {k!r}")
     for key in ("checkpoint", "population", "agents", "seconds"):
         src.field(r, key, SCALAR, default=None)
     return r

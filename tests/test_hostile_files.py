@@ -56,7 +56,7 @@ def refused(capsys, argv: list[str], *needles: str) -> str:
 
 def train_argv(data: Path, run: Path, *extra) -> list[str]:
     return ["train", "--data", str(data), "--out", str(run), "--size", "tiny", "--threads", "1", "--steps", "6",
-            "--checkpoint-every", "2", "--eval-every", "2", "--no-progress", *map(str, extra)]
+            "--checkpoint-every", "2", "--eval-every", "2", "--eval-fraction", "0", "--no-progress", *map(str, extra)]
 
 
 def act_argv(checkpoint: Path) -> list[str]:
@@ -384,9 +384,9 @@ def test_reading_the_shards_directly_refuses_them_too(data):
         list(Dataset(data).episodes())
 
 
-def test_untouched_shards_decode(files):
+def test_untouched_shards_decode(tiny_dataset):
     """The checks refuse nothing that generate writes (and the committed version-1 dataset)."""
-    assert len(list(Dataset(files / "data").episodes())) == DATA["episodes"]
+    assert len(list(Dataset(tiny_dataset).episodes())) == 4
     assert len(list(Dataset(ROOT / "tests" / "data" / "dataset-v1").episodes())) > 0
 
 
@@ -446,7 +446,7 @@ def probe_argv(checkpoint: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("case", list(CHECKPOINT_VALUES))
-def test_checkpoint_json_with_hostile_values_is_refused_by_every_reader(case, run, files, tmp_path, capsys):
+def test_checkpoint_json_with_hostile_values_is_refused_by_every_reader(case, run, tiny_dataset, tmp_path, capsys):
     change, message = CHECKPOINT_VALUES[case]
     folder = checkpoint_dir(run)
     edit_json(folder / "checkpoint.json", change)
@@ -456,7 +456,7 @@ def test_checkpoint_json_with_hostile_values_is_refused_by_every_reader(case, ru
     refused(capsys, probe_argv(run, tmp_path / "probes"), meta, message)
     refused(capsys, ["demo", "--checkpoint", run, "--out", tmp_path / "demo", "--no-progress"], meta, message)
     refused(capsys, ["export", "--checkpoint", run, "--out", tmp_path / "export"], meta, message)
-    refused(capsys, train_argv(files / "data", run, "--resume"), meta, message)
+    refused(capsys, train_argv(tiny_dataset, run, "--resume"), meta, message)
     assert listing(tmp_path) == before
 
 
@@ -471,14 +471,14 @@ OPTIMIZER_VALUES = {  # the optimizer's hyper-parameters: read by train --resume
 
 
 @pytest.mark.parametrize("case", list(OPTIMIZER_VALUES))
-def test_optimizer_hyper_parameters_with_hostile_values_are_refused_on_resume(case, run, files, capsys):
+def test_optimizer_hyper_parameters_with_hostile_values_are_refused_on_resume(case, run, tiny_dataset, capsys):
     """Found by the fuzz test: a param group without weight_decay loaded, and the first step raised
     a KeyError traceback."""
     change, message = OPTIMIZER_VALUES[case]
     folder = checkpoint_dir(run)
     edit_json(folder / "checkpoint.json", lambda m: change(m["optimizer"]["param_groups"][0]))
     kept = listing(run)
-    refused(capsys, train_argv(files / "data", run, "--resume"), folder / "checkpoint.json", message,
+    refused(capsys, train_argv(tiny_dataset, run, "--resume"), folder / "checkpoint.json", message,
             "cannot be resumed")
     assert listing(run) == kept
 
@@ -495,7 +495,7 @@ def rewrite_weights(folder: Path, change) -> None:
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("every", [True, False], ids=["all weights", "one weight"])
-def test_non_finite_weights_are_refused(value, every, run, files, tmp_path, capsys):
+def test_non_finite_weights_are_refused(value, every, run, tiny_dataset, tmp_path, capsys):
     import torch
 
     def change(w):
@@ -508,11 +508,11 @@ def test_non_finite_weights_are_refused(value, every, run, files, tmp_path, caps
     rewrite_weights(folder, change)
     before = listing(tmp_path)
     refused(capsys, act_argv(run), folder / "model.safetensors", "non-finite value(s)", "use another checkpoint")
-    refused(capsys, train_argv(files / "data", run, "--resume"), folder / "model.safetensors", "non-finite")
+    refused(capsys, train_argv(tiny_dataset, run, "--resume"), folder / "model.safetensors", "non-finite")
     assert listing(tmp_path) == before
 
 
-def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(run, files, capsys):
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(run, tiny_dataset, capsys):
     """Finite but huge weights (a valid file) make step 5's loss overflow: training stops with one
     line naming the step, before the update, and the step-4 checkpoint stays the newest."""
     import torch
@@ -520,7 +520,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(run
     folder = checkpoint_dir(run)
     rewrite_weights(folder, lambda w: {**w, "action_bias.weight": torch.full_like(w["action_bias.weight"], 3e38)})
     kept = listing(run / "checkpoints") | {run / "latest.json": (run / "latest.json").read_bytes()}
-    line = refused(capsys, train_argv(files / "data", run, "--resume"), "training stopped at step 5",
+    line = refused(capsys, train_argv(tiny_dataset, run, "--resume"), "training stopped at step 5",
                    "not finite", f"{folder} stays the run's last good checkpoint")
     assert "step-00000004" in line
     assert listing(run / "checkpoints") | {run / "latest.json": (run / "latest.json").read_bytes()} == kept
