@@ -332,6 +332,13 @@ class Dataset:
                                "(docs/dataset.md); regenerate the dataset")
         return table
 
+    def check_values(self) -> None:
+        """Decode every episode once, so a hostile value is refused here, in one line, rather than
+        wherever the episodes are read later (Ray Train workers decode rows themselves)."""
+        for path in self.shard_paths:
+            for _ in self.shard_episodes(path):
+                pass
+
     def episodes(self) -> Iterator[StoredEpisode]:
         for path in self.shard_paths:
             yield from self.shard_episodes(path)

@@ -212,6 +212,7 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
         raise ConfigError(f"--workers must be a positive integer with --ray, got {workers!r}")
     out = Path(cfg.out).resolve()
     data = Dataset(cfg.data)
+    data.check_values()  # a hostile shard is one line here, not a failed Ray Train worker
     start_from = None
     if resume:
         # Ray Train itself restores from its storage in RUN/ray (same run name); start_from covers

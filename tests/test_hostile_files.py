@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -376,6 +377,15 @@ def test_shard_values_are_checked_in_worker_processes_too(data, tmp_path, capsys
     refused(capsys, [*train_argv(data, tmp_path / "run"), "--data-processes", "2"], path,
             "s_t (steps of the episode) holds 6")
     assert listing(tmp_path) == before
+
+
+def test_train_on_ray_refuses_hostile_shard_values_before_starting_ray(data, tmp_path, capsys):
+    path = rewrite_shard(data, 1, "s_agent", _put(0, 7))
+    refused(capsys, [*train_argv(data, tmp_path / "run"), "--ray", "--workers", "1"], path,
+            "s_agent (agents of the scene) holds 7")
+    assert not (tmp_path / "run").exists()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
 
 
 def test_reading_the_shards_directly_refuses_them_too(data):
