@@ -522,6 +522,16 @@ def test_non_finite_weights_are_refused(value, every, run, tiny_dataset, tmp_pat
     assert listing(tmp_path) == before
 
 
+def test_non_finite_bfloat16_weights_are_refused(run, capsys):
+    """numpy has no bfloat16: the check is torch's own."""
+    import torch
+
+    folder = checkpoint_dir(run)
+    rewrite_weights(folder, lambda w: {**w, "head.0.bias": torch.full_like(w["head.0.bias"], float("nan"),
+                                                                             dtype=torch.bfloat16)})
+    refused(capsys, act_argv(run), folder / "model.safetensors", "tensor 'head.0.bias' holds 32 non-finite")
+
+
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(run, tiny_dataset, capsys):
     """Finite but huge weights (a valid file) make step 5's loss overflow: training stops with one
     line naming the step, before the update, and the step-4 checkpoint stays the newest."""
