@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import re
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -314,7 +313,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if resume:
         resumed = _resume(trainer, out, cfg)
         _truncate_metrics(log_path, trainer.step)
-    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # a resumed run re-runs the steps after its checkpoint: TensorBoard hides their old events
     writer = _tensorboard(out, purge_step=trainer.step + 1 if resume else None)
@@ -329,7 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             bar.close()
             if writer:
                 writer.close()
-            raise ConfigError(f"{err}; {_after_divergence(out, created)}") from None
+            raise ConfigError(f"{err}; {_after_divergence(out)}") from None
         seen += metrics["samples"]
         step = trainer.step
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -355,16 +353,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     return metrics
 
 
-def _after_divergence(out: Path, created: bool) -> str:
-    """What a run stopped by a non-finite loss keeps: its last good checkpoint, or nothing at all
-    when this invocation created the run folder and wrote no checkpoint into it."""
+def _after_divergence(out: Path) -> str:
+    """What a run stopped by a non-finite loss keeps: its last good checkpoint, if it has one (the
+    command removes a run folder it created that holds none)."""
     if latest_step(out) is not None:
         return (f"{resolve_checkpoint(out)} stays the run's last good checkpoint; resume from it with a lower "
                 "--lr or --grad-clip")
-    if created:
-        shutil.rmtree(out, ignore_errors=True)
-        return f"no checkpoint had been written, so {out} was removed; try a lower --lr or --grad-clip"
-    return f"{out} holds no checkpoint of this run; try a lower --lr or --grad-clip"
+    return "no checkpoint had been written yet; try a lower --lr or --grad-clip"
 
 
 def latest_step(out: Path) -> int | None:
