@@ -5,7 +5,7 @@ which runs both arms per persona and writes the outputs (see the package docstri
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +101,11 @@ def held_out_set(scene: Scene, target: Trait) -> tuple[np.ndarray, np.ndarray]:
 
 def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10, episodes: int = 8,
         agents: int = 8, population: str | None = None, train_batch_size: int = 1000, ks: Sequence[int] = KS,
-        log=print) -> dict:
-    """Run both arms for ``personas`` personas; write DIR/compare_direct.{json,png,md}; return the JSON."""
+        log=print, progress: Callable[[], None] | None = None) -> dict:
+    """Run both arms for ``personas`` personas; write DIR/compare_direct.{json,png,md}; return the JSON.
+
+    ``progress()`` is called once per persona when the model's curve is measured and once per PPO
+    iteration: ``personas * (iterations + 1)`` calls in all."""
     from mirrorhall.raykit import ray_session
 
     for name, value in (("personas", personas), ("episodes", episodes), ("agents", agents)):
@@ -132,10 +135,12 @@ def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10,
             log(f"persona {p + 1}/{personas}: {target.describe()}")
             scene, ks_target = model_scenes(probe, world, target, population, episodes, steps, scene_seed + p, rng)
             model = model_curve(probe, scene, ks_target, target, hyp, ks)
+            if progress:
+                progress()
             log("  model after K steps: " + ", ".join(f"K={k}: {model[k]['model'].mean():.3f}" for k in ks))
             eval_obs, eval_truth = held_out_set(scene, target)
             ppo = train_ppo(world, target, ppo_seeds[p], iterations, eval_obs, eval_truth, population,
-                            train_batch_size, log=log)
+                            train_batch_size, log=log, on_iteration=progress)
             per.append({"target": target, "model": model, "ppo": ppo, "entropy": entropy(eval_truth)})
 
     result = summarise(per, ks, iterations)

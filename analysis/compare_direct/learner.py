@@ -79,9 +79,9 @@ def policy_probs(module, obs: np.ndarray) -> np.ndarray:
 
 def train_ppo(world: WorldConfig, target: Trait, seed: int, iterations: int, eval_obs: np.ndarray,
               eval_truth: np.ndarray, population: str, train_batch_size: int = 1000,
-              log=None) -> list[dict]:
+              log=None, on_iteration=None) -> list[dict]:
     """PPO imitating ``target``: [{"iteration", "env_steps", "ce": per-situation CE array}] for
-    iterations 0 (untrained) .. ``iterations``."""
+    iterations 0 (untrained) .. ``iterations``; ``on_iteration()`` after each trained iteration."""
     algo = imitation_ppo_config(world, target, seed, population, train_batch_size).build_algo()
     try:
         out = [{"iteration": 0, "env_steps": 0,
@@ -95,6 +95,8 @@ def train_ppo(world: WorldConfig, target: Trait, seed: int, iterations: int, eva
             out.append({"iteration": it, "env_steps": steps, "ce": ce})
             if log:
                 log(f"  PPO {target.describe()}: iteration {it}, {steps} env steps, CE {ce.mean():.3f}")
+            if on_iteration:
+                on_iteration()
     finally:
         algo.stop()
     return out

@@ -34,6 +34,8 @@ class CompareDirectConfig:
     """Population of the scenes (None: the checkpoint's training population)."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
+    progress: bool = True
+    """Show a progress bar on stderr (one tick per persona's model scenes and per PPO iteration)."""
 
     def __post_init__(self):
         from mirrorhall.agents.populations import get_population
@@ -60,12 +62,15 @@ def compare_direct(cfg: CompareDirectConfig) -> int:
     import ray.rllib  # noqa: F401 - RLlib adds its stderr log handler on import: before library_log
 
     from mirrorhall.analysis.compare_direct import run
-    from mirrorhall.commands.console import library_log
+    from mirrorhall.commands.console import bar, library_log
 
     with undo_on_failure(out):
         with library_log(Path(cfg.out) / "compare_direct.log"):  # RLlib's warnings are no news to the user
+            ticks = bar(cfg.personas * (cfg.iterations + 1), "compare-direct", "part", enabled=cfg.progress)
             r = run(cfg.checkpoint, cfg.out, seed=cfg.seed, personas=cfg.personas, iterations=cfg.iterations,
-                    episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch)
+                    episodes=cfg.episodes, population=cfg.population, train_batch_size=cfg.batch,
+                    progress=lambda: ticks.update(1))
+            ticks.close()
         save_config(cfg, cfg.out, "compare_direct_config.json")
     s = r["summary"]
     k = max(r["ks"])
