@@ -129,7 +129,10 @@ class NonFiniteLoss(ConfigError):
     def __init__(self, step: int, loss: float, grad_norm: float):
         super().__init__(f"training stopped at step {step}: the loss is {loss:.6g} and the gradient norm "
                          f"{grad_norm:.6g} (not finite)")
-        self.step = step
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
+
+    def __reduce__(self):  # a Ray Train worker sends it to the driver pickled
+        return type(self), (self.step, self.loss, self.grad_norm)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

@@ -183,6 +183,17 @@ def _loop(config: dict) -> None:
             ray.train.report(metrics)
 
 
+def _divergence(err: Exception):
+    """The earliest ``NonFiniteLoss`` among the workers' failures of a failed Ray Train run, or None.
+
+    The gradient norm is all-reduced, so every worker stops at the same step, before the update;
+    the user then gets the local loop's one line instead of Ray's failed run."""
+    from mirrorhall.imitation.train import NonFiniteLoss
+
+    failures = [f for f in (getattr(err, "worker_failures", None) or {}).values() if isinstance(f, NonFiniteLoss)]
+    return min(failures, key=lambda f: f.step) if failures else None
+
+
 def _publish(out: Path, checkpoint: Path, step: int) -> None:
     """Copy a checkpoint into ``RUN/checkpoints/`` and name it in ``RUN/latest.json``: a Ray run
     then loads locally exactly like a local one."""
@@ -205,7 +216,7 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
     """
     from mirrorhall.imitation.checkpoint import newest_checkpoint, ray_checkpoints, read_meta
     from mirrorhall.imitation.shards import Dataset
-    from mirrorhall.imitation.train import dataset_id
+    from mirrorhall.imitation.train import _after_divergence, dataset_id
     from mirrorhall.raykit import ray_session
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -246,7 +257,16 @@ def train_ray(cfg: TrainConfig, workers: int = 2, address: str | None = None, re
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as err:
+            diverged = _divergence(err)
+            if diverged is None:
+                raise
+            newest = newest_checkpoint(out)  # the run's last good checkpoint: local or one Ray kept
+            if newest is not None:
+                _publish(out, newest, int(read_meta(newest)["step"]))
+            raise ConfigError(f"{diverged}; {_after_divergence(out)}") from None
         if result.error:
             raise RuntimeError(f"Ray Train failed: {result.error}")
         with result.checkpoint.as_directory() as d:

@@ -659,3 +659,20 @@ def test_grep_finds_no_unpickling_or_eval_in_the_sources():
     hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in sources()
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, hits
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_non_finite_loss_under_ray_train_is_the_same_one_line_error(run, tiny_dataset, capsys):
+    """The same overflowing weights resumed with ``--ray --workers 2``: every worker stops at step 5
+    before the update (the gradient norm is all-reduced), and the user gets the local loop's one
+    line instead of Ray's failed run; the step-4 checkpoint stays the newest."""
+    import torch
+
+    folder = checkpoint_dir(run)
+    rewrite_weights(folder, lambda w: {**w, "action_bias.weight": torch.full_like(w["action_bias.weight"], 3e38)})
+    kept = listing(run / "checkpoints") | {run / "latest.json": (run / "latest.json").read_bytes()}
+    line = refused(capsys, train_argv(tiny_dataset, run, "--resume", "--ray", "--workers", 2),
+                   "training stopped at step 5", "not finite", f"{folder} stays the run's last good checkpoint")
+    assert "step-00000004" in line
+    assert listing(run / "checkpoints") | {run / "latest.json": (run / "latest.json").read_bytes()} == kept
