@@ -352,7 +352,6 @@ class View:
     last_action: np.ndarray  # (B, N) int64 last action of each agent seen, NO_ACTION if unseen
     gem_pos: np.ndarray  # (B, G, 2) int64
     gem_seen: np.ndarray  # (B, G) bool
-    valued: np.ndarray  # (B,) int64 the colour the observer is rewarded for, ANY_COLOR for any
 
 
 def decode(obs: np.ndarray, config: WorldConfig) -> View:
@@ -363,7 +362,7 @@ def decode(obs: np.ndarray, config: WorldConfig) -> View:
     b = obs.shape[0]
     h, w, c, k = config.height, config.width, config.n_colors, config.gems_per_color
     seg = split_observation(obs, config)
-    grid, table, goal = seg["grid"], seg["agents"], seg["goal"]  # (B, H, W, 2 + C), (B, N, 5), (B, C + 1)
+    grid, table = seg["grid"], seg["agents"]  # (B, H, W, 2 + C), (B, N, 5)
     is_self = table[..., 4] == 1  # (B, N)
     if not np.all(is_self.sum(-1) == 1):
         raise ValueError("every observation must mark exactly one agent as itself (is_self)")
@@ -378,10 +377,8 @@ def decode(obs: np.ndarray, config: WorldConfig) -> View:
     cell = np.argsort(~gem_mask, axis=-1, kind="stable")[..., :k]  # (B, C, K) visible gems first
     gem_seen = np.take_along_axis(gem_mask, cell, axis=-1)  # (B, C, K)
     gem_pos = np.stack(np.divmod(np.where(gem_seen, cell, 0), w), axis=-1)  # (B, C, K, 2)
-    valued = goal.argmax(-1)
     return View(ego=ego.astype(np.int64), agent_pos=pos, agent_seen=agent_seen, last_action=last,
-                gem_pos=gem_pos.reshape(b, c * k, 2).astype(np.int64), gem_seen=gem_seen.reshape(b, c * k),
-                valued=np.where(valued == c, -1, valued).astype(np.int64))
+                gem_pos=gem_pos.reshape(b, c * k, 2).astype(np.int64), gem_seen=gem_seen.reshape(b, c * k))
 
 
 def view_situations(core: WorldCore, view: View) -> Situations:
@@ -411,10 +408,3 @@ def view_features(core: WorldCore, view: View) -> tuple[np.ndarray, np.ndarray]:
     feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
                         view.agent_seen[:, None])
     return feats[:, 0], view.agent_seen
-
-
-def observation_features(obs: np.ndarray, core: WorldCore) -> tuple[np.ndarray, np.ndarray, View]:
-    """``view_features`` of decoded observations, with the view: (feats, visible, view)."""
-    view = decode(obs, core.config)
-    feats, visible = view_features(core, view)
-    return feats, visible, view
