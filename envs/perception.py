@@ -334,6 +334,27 @@ def entity_features(core: WorldCore, state: WorldState, observers=None) -> tuple
     return _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis), agent_vis
 
 
+def own_features(core: WorldCore, state: WorldState) -> np.ndarray:
+    """(B, N, 5, F) float32: every agent's own situation as it sees it, the diagonal
+    ``entity_features(core, state)[0][:, i, i]``.
+
+    Under full view every observer sees the same world, so the diagonal is one observer's row with
+    the distance-to-observer column set to 0 (its value for j = i): N times less work than the
+    full (Ni, Nj) table. Under partial view each agent's own row is computed from its own view.
+    """
+    b, n = state.last_action.shape
+    if core.config.view_radius is None:
+        feats, _ = entity_features(core, state, observers=np.zeros(1, dtype=np.int64))
+        feats = feats[:, 0]
+        feats[..., EGO_COLUMN] = 0
+        return feats
+    gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
+    rows = np.repeat(np.arange(b), n)
+    flat = _relational(core, state.agent_pos[rows], state.gem_pos[rows], np.tile(np.arange(n), b)[:, None],
+                       gem_vis.reshape(b * n, 1, -1), agent_vis.reshape(b * n, 1, n))  # (B*N, 1, N, 5, F)
+    return flat.reshape(b, n, n, N_ACTIONS, -1)[:, np.arange(n), np.arange(n)]
+
+
 # --- the one decoder: an agent's own observation -> its view ---------------------------------
 
 

@@ -15,8 +15,8 @@ import torch
 
 from mirrorhall import streams
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import entity_features
-from mirrorhall.imitation.model_io import batch_inputs, encode_prompts
+from mirrorhall.envs.perception import entity_features, own_features
+from mirrorhall.imitation.model_io import batch_logits, encode_prompts
 from mirrorhall.imitation.shards import StoredEpisode
 from mirrorhall.imitation.tokenizer import Tokenizer
 
@@ -26,62 +26,119 @@ class EpisodeArrays:
     """One episode as the model reads it."""
 
     episode: int  # global episode index in the dataset
-    feats: np.ndarray  # (T + 1, Ni, Nj, 5, F) int8: what observer i sees of j's situation at each step
-    visible: np.ndarray  # (T + 1, Ni, Nj)
+    own: np.ndarray  # (T + 1, N, 5, F) int8: every agent's own situation as it sees it
+    feats: np.ndarray | None  # (T + 1, Ni, Nj, 5, F) int8: what observer i sees of j; None under full view
+    visible: np.ndarray | None  # (T + 1, Ni, Nj) bool; None under full view (everyone sees everyone)
     actions: np.ndarray  # (T, N)
     agent: np.ndarray  # (S,) samples
     t: np.ndarray  # (S,)
     kind: np.ndarray  # (S,)
-    tokens: np.ndarray  # (S, L)
+    prompts: tuple[str, ...]  # the episode's distinct prompt texts
+    prompt_index: np.ndarray  # (S,) int32 into ``prompts``
     label: np.ndarray  # (S, 5)
 
 
-def episode_arrays(ep: StoredEpisode, world: WorldConfig, tokenizer: Tokenizer, max_len: int) -> EpisodeArrays:
+def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = None) -> EpisodeArrays:
+    """An episode's model arrays. ``pairs`` (default: only under partial view) also builds the
+    (Ni, Nj) table of what every observer sees of every agent; under full view each agent's own
+    row is all the model needs (``mirrorhall.envs.perception.own_features``)."""
     core = WorldCore(world)
-    feats, visible = entity_features(core, ep.world_states(world))
-    # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
-    return EpisodeArrays(episode=ep.episode, feats=feats.astype(np.int8), visible=visible, actions=ep.actions.astype(np.int64),
-                         agent=ep.agent, t=ep.t, kind=ep.kind,
-                         tokens=encode_prompts(tokenizer, ep.prompt, max_len).numpy(), label=ep.label)
+    states = ep.world_states(world)
+    if pairs is None:
+        pairs = world.view_radius is not None
+    feats = visible = None
+    if pairs:
+        feats, visible = entity_features(core, states)
+        feats = feats.astype(np.int8)  # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
+    prompts, index = np.unique(np.asarray(ep.prompt, dtype=object).astype(str), return_inverse=True)
+    return EpisodeArrays(episode=ep.episode, own=own_features(core, states).astype(np.int8), feats=feats,
+                         visible=visible, actions=ep.actions.astype(np.int64), agent=ep.agent, t=ep.t, kind=ep.kind,
+                         prompts=tuple(str(p) for p in prompts), prompt_index=index.astype(np.int32),
+                         label=ep.label)
+
+
+class PromptTable:
+    """Every distinct prompt text the trainer meets, tokenized once: samples carry an id into
+    ``tokens``, and a batch encodes each distinct prompt once (``model_io.batch_logits``)."""
+
+    def __init__(self, tokenizer: Tokenizer, max_len: int):
+        self.tokenizer, self.max_len = tokenizer, max_len
+        self.index: dict[str, int] = {}
+        self._rows: list[np.ndarray] = []
+        self._tokens: torch.Tensor | None = None
+
+    def ids(self, ep: EpisodeArrays) -> np.ndarray:
+        """(S,) int64 table ids of an episode's samples (new texts are added)."""
+        table = np.empty(len(ep.prompts), dtype=np.int64)
+        for k, text in enumerate(ep.prompts):
+            i = self.index.get(text)
+            if i is None:
+                i = self.index[text] = len(self._rows)
+                self._rows.append(encode_prompts(self.tokenizer, [text], self.max_len).numpy()[0])
+                self._tokens = None
+            table[k] = i
+        return table[ep.prompt_index]
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(P, max_len) token ids of every text, in id order."""
+        if self._tokens is None:
+            rows = self._rows or [np.zeros(self.max_len, dtype=np.int64)]
+            self._tokens = torch.from_numpy(np.stack(rows))
+        return self._tokens
 
 
 @dataclass
 class Batch:
     """Episodes stacked (E of them) and the samples drawn from them."""
 
-    feats: torch.Tensor  # (E, T + 1, N, N, 5, F)
-    visible: torch.Tensor  # (E, T + 1, N, N) bool
+    own: torch.Tensor  # (E, T + 1, N, 5, F)
+    feats: torch.Tensor | None  # (E, T + 1, N, N, 5, F), None when the episodes hold only ``own``
+    visible: torch.Tensor | None  # (E, T + 1, N, N) bool
     actions: torch.Tensor  # (E, T, N)
     episode: torch.Tensor  # (S,) index into E
     agent: torch.Tensor  # (S,)
     t: torch.Tensor  # (S,)
     kind: torch.Tensor  # (S,)
-    tokens: torch.Tensor  # (S, L)
+    prompt: torch.Tensor  # (S,) ids into prompt_tokens
+    prompt_tokens: torch.Tensor  # (P, L) token ids of the prompt table
     label: torch.Tensor  # (S, 5)
     full_view: bool = False
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(S, L) each sample's prompt tokens."""
+        return self.prompt_tokens[self.prompt]
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
-        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True)
+        moved = {f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=True))
                  for f in fields(self) if f.name != "full_view"}
         return Batch(**moved, full_view=self.full_view)
 
 
-def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], full_view: bool = False) -> Batch:
-    """Stack episodes (all of one length) and the chosen sample indices of each."""
+def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], prompts: PromptTable,
+               full_view: bool = False, prompt_ids: list[np.ndarray] | None = None) -> Batch:
+    """Stack episodes (all of one length) and the chosen sample indices of each. ``prompt_ids``
+    (each episode's ``prompts.ids``) saves looking the texts up again."""
     ep_idx = np.concatenate([np.full(len(p), e) for e, p in enumerate(picks)])
+    if prompt_ids is None:
+        prompt_ids = [prompts.ids(ep) for ep in episodes]
 
     def cat(name):
         return np.concatenate([getattr(ep, name)[p] for ep, p in zip(episodes, picks, strict=True)])
 
+    pairs = all(e.feats is not None for e in episodes)
     return Batch(
-        feats=torch.from_numpy(np.stack([e.feats for e in episodes])).float(),
-        visible=torch.from_numpy(np.stack([e.visible for e in episodes])),
+        own=torch.from_numpy(np.stack([e.own for e in episodes])).float(),
+        feats=torch.from_numpy(np.stack([e.feats for e in episodes])).float() if pairs else None,
+        visible=torch.from_numpy(np.stack([e.visible for e in episodes])) if pairs else None,
         actions=torch.from_numpy(np.stack([e.actions for e in episodes])),
         episode=torch.from_numpy(ep_idx), agent=torch.from_numpy(cat("agent")),
         t=torch.from_numpy(cat("t")), kind=torch.from_numpy(cat("kind")),
-        tokens=torch.from_numpy(cat("tokens")), label=torch.from_numpy(cat("label")),
+        prompt=torch.from_numpy(np.concatenate([ids[p] for ids, p in zip(prompt_ids, picks, strict=True)])),
+        prompt_tokens=prompts.tokens, label=torch.from_numpy(cat("label")),
         full_view=full_view,
     )
 
@@ -120,4 +177,4 @@ class BatchModel(torch.nn.Module):
         self.model = model
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.model(**batch_inputs(self.model, batch))
+        return batch_logits(self.model, batch)

@@ -166,6 +166,12 @@ class MultiPolicyModel(nn.Module):
         uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
         return self.encode_prompts(uniq)[inverse]
 
+    def characters(self, char_sum: torch.Tensor, char_count: torch.Tensor) -> torch.Tensor:
+        """(..., N, de) summed evidence and (..., N) counts -> (..., N, d) character tokens."""
+        count = char_count.unsqueeze(-1)
+        mean = char_sum / count.clamp(min=1)
+        return self.char_proj(torch.cat([char_sum / 10.0, mean, torch.log1p(count)], dim=-1))
+
     def forward(self, tokens: torch.Tensor, char_sum: torch.Tensor, char_count: torch.Tensor,
                 ego: torch.Tensor, entity_mask: torch.Tensor, query: torch.Tensor,
                 prompt: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,22 +182,47 @@ class MultiPolicyModel(nn.Module):
         entity_mask (S, N) agents the ego can see now; query (S, 5, F) the ego's own features;
         prompt (S, d) precomputed prompt vectors (``prompt_vectors``), to skip the prompt encoder.
         """
-        s, n = char_count.shape
         p = self.prompt_vectors(tokens) if prompt is None else prompt  # (S, d)
-        count = char_count.unsqueeze(-1)  # (S, N, 1)
-        mean = char_sum / count.clamp(min=1)
-        chars = self.char_proj(torch.cat([char_sum / 10.0, mean, torch.log1p(count)], dim=-1))  # (S, N, d)
+        return self.decide(p, self.characters(char_sum, char_count), ego, entity_mask, query)
+
+    def decide(self, p: torch.Tensor, chars: torch.Tensor, ego: torch.Tensor, entity_mask: torch.Tensor,
+               query: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (S, 5) from prompt vectors p (S, d) and character tokens (``characters``).
+
+        chars (S, N, d), or (U, N, d) shared by several samples with ``rows`` (S,) naming each
+        sample's row (training computes each character once for every sample that shares it); the
+        other arguments as ``forward``. The attention is ``self.attend``'s computation written out,
+        so that keys and values are projected once per shared row and only the ego's own key per
+        sample (the ego flag is the one per-sample part of a key).
+        """
+        n = chars.shape[1]
+        s = p.shape[0]
+        if rows is None:
+            rows = torch.arange(s, device=p.device)
+        d, heads = self.config.d_model, self.config.n_heads
+        dh = d // heads
+        x = chars + self.tok_emb(self.number_tokens[:n])[None]  # (U, N, d): agent j wears the word "j"
+        w, b = self.attend.in_proj_weight, self.attend.in_proj_bias
+        kv_other = nn.functional.linear(self.entity_norm(x + self.ego_emb.weight[0]), w[d:], b[d:])  # (U, N, 2d)
+        own = self.entity_norm(x[rows, ego] + self.ego_emb.weight[1])  # (S, d) the ego's own key
+        kv = kv_other[rows]  # (S, N, 2d)
         is_ego = torch.arange(n, device=ego.device)[None] == ego[:, None]  # (S, N)
-        ids = self.tok_emb(self.number_tokens[:n])  # (N, d): agent j wears the word "j"
-        keys = self.entity_norm(chars + ids[None] + self.ego_emb(is_ego.long()))
-        read, _ = self.attend(p[:, None], keys, keys, key_padding_mask=~entity_mask,
-                              need_weights=False)  # (S, 1, d)
-        own = keys[is_ego]  # (S, d) the ego's own character
-        z = self.mix(torch.cat([p, read[:, 0], own], dim=-1))  # (S, d)
-        ids = torch.eye(N_ACTIONS, dtype=query.dtype, device=query.device).expand(s, -1, -1)  # (S, 5, 5)
-        h = torch.cat([z[:, None].expand(-1, N_ACTIONS, -1), self._action_view(query), ids], dim=-1)
-        utility = (query * self.utility(z)[:, None]).sum(-1)  # (S, 5)
-        return self.head(h).squeeze(-1) + utility + self.action_bias(z)  # (S, 5)
+        kv = torch.where(is_ego[..., None], nn.functional.linear(own, w[d:], b[d:])[:, None], kv)
+        k, v = kv.view(s, n, 2, heads, dh).unbind(2)  # (S, N, H, dh)
+        q = nn.functional.linear(p, w[:d], b[:d]).view(s, 1, heads, dh) * dh ** -0.5
+        scores = (q * k).sum(-1).masked_fill(~entity_mask[..., None], float("-inf"))  # (S, N, H)
+        read = (scores.softmax(1)[..., None] * v).sum(1).reshape(s, d)
+        read = self.attend.out_proj(read)  # (S, d)
+        z = self.mix(torch.cat([p, read, own], dim=-1))  # (S, d)
+        first = self.head[0]  # the head's first layer, split: z once per sample, not once per action
+        f2 = 2 * query.shape[-1]
+        hz = nn.functional.linear(z, first.weight[:, :d], first.bias)  # (S, h)
+        ha = nn.functional.linear(self._action_view(query), first.weight[:, d:d + f2])  # (S, 5, h)
+        hi = first.weight[:, d + f2:].T  # (5, h): each action's identity
+        hidden = hz[:, None] + ha + hi[None]
+        utility = (query * self.utility(z)[:, None].float()).sum(-1)  # (S, 5)
+        # summed in float32 even under bf16 autocast (training's --precision bf16)
+        return self.head[1:](hidden).squeeze(-1).float() + utility + self.action_bias(z).float()  # (S, 5)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -170,9 +170,47 @@ def gather_inputs(model, feats: torch.Tensor, visible: torch.Tensor, actions: to
 
 def batch_inputs(model, batch) -> dict[str, torch.Tensor]:
     """``forward``'s keyword arguments for every sample of a training batch
-    (``mirrorhall.imitation.batches.Batch``)."""
+    (``mirrorhall.imitation.batches.Batch``) that holds the (Ni, Nj) table of what every observer
+    sees: the general path, which ``batch_logits`` takes under partial view."""
+    if batch.feats is None:
+        raise ValueError("this batch holds only each agent's own features; build its episodes with pairs=True")
     return gather_inputs(model, batch.feats, batch.visible, batch.actions, batch.episode, batch.t, batch.agent,
                          batch.tokens, full_view=batch.full_view)
+
+
+def batch_prompts(model, batch) -> torch.Tensor:
+    """(S, d) prompt vectors of a batch, each distinct prompt of its table encoded once."""
+    uniq, inverse = torch.unique(batch.prompt, return_inverse=True)
+    tokens = batch.prompt_tokens[uniq]
+    length = int((tokens != 0).sum(1).max().clamp(min=1))
+    return model.encode_prompts(tokens[:, :length])[inverse]
+
+
+def batch_logits(model, batch) -> torch.Tensor:
+    """(S, 5) logits of every sample of a training batch.
+
+    Under full view every observer sees the same evidence and the same counts, so a character
+    depends only on (episode, time, agent): evidence is pooled over (E, T + 1, N) (not
+    (E, T + 1, Ni, Nj)), each character token is computed once for all samples at that (episode,
+    time), and every distinct prompt is encoded once. The result equals ``model(**batch_inputs)``
+    (tested); partial view takes that general path.
+    """
+    p = batch_prompts(model, batch)
+    if not batch.full_view:
+        x = batch_inputs(model, batch)
+        chars = model.characters(x["char_sum"], x["char_count"])
+        return model.decide(p, chars, x["ego"], x["entity_mask"], x["query"])
+    own = batch.own  # (E, T + 1, N, 5, F)
+    e, tp1, n = own.shape[:3]
+    ev = model.evidence(own[:, :-1], batch.actions).float()  # (E, T, N, de); summed in float32 under autocast
+    sums = torch.cat([ev.new_zeros((e, 1, n, ev.shape[-1])), ev.cumsum(1)], dim=1)  # (E, T + 1, N, de)
+    key = batch.episode * tp1 + batch.t
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    t_u = uniq % tp1
+    counts = t_u.to(own.dtype)[:, None].expand(-1, n)  # everyone has seen every step so far
+    chars = model.characters(sums.flatten(0, 1)[uniq], counts)  # (U, N, d)
+    mask = torch.ones((len(inverse), n), dtype=torch.bool, device=chars.device)
+    return model.decide(p, chars, batch.agent, mask, own[batch.episode, batch.t, batch.agent], rows=inverse)
 
 
 # --- incremental mode -----------------------------------------------------------------------

@@ -119,10 +119,10 @@ def _loop(config: dict) -> None:
     from mirrorhall.imitation.batches import episode_arrays
     from mirrorhall.imitation.checkpoint import load_training_state, read_meta, save_checkpoint
     from mirrorhall.imitation.generate import GenerateConfig
-    from mirrorhall.imitation.model import ModelConfig, count_parameters
+    from mirrorhall.imitation.model import count_parameters
     from mirrorhall.imitation.shards import decode_row
     from mirrorhall.imitation.tokenizer import Tokenizer
-    from mirrorhall.imitation.train import MODEL_SIZES, Trainer
+    from mirrorhall.imitation.train import Trainer
 
     cfg = TrainConfig.from_json(config["train"])
     ctx = ray.train.get_context()
@@ -131,9 +131,8 @@ def _loop(config: dict) -> None:
     gen = GenerateConfig.from_json(config["generator"])
     world = gen.world()
     tokenizer = Tokenizer.default()
-    max_len = ModelConfig.for_tokenizer(tokenizer, n_colors=world.n_colors, **MODEL_SIZES[cfg.size]).max_prompt_len
     shard = ray.train.get_dataset_shard("train")
-    episodes = [episode_arrays(decode_row(row, world), world, tokenizer, max_len) for row in shard.iter_rows()]
+    episodes = [episode_arrays(decode_row(row, world), world) for row in shard.iter_rows()]
     episodes.sort(key=lambda e: e.episode)  # a worker's order must not depend on read order
     trainer = Trainer(cfg, episodes, tokenizer, world.n_colors, full_view=world.view_radius is None,
                       wrap=ray.train.torch.prepare_model, rank=rank)

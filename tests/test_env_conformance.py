@@ -34,6 +34,7 @@ from mirrorhall.envs.perception import (
     Situations,
     decode,
     entity_features,
+    own_features,
     nearest_seen,
     situations,
     view_features,
@@ -368,6 +369,8 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
         some = np.array([0, n - 1])
         part, part_vis = entity_features(core, state, observers=some)
         assert part.tobytes() == feats[:, some].tobytes() and np.array_equal(part_vis, vis[:, some])
+        own = own_features(core, state)  # training's shortcut to the diagonal
+        assert own.tobytes() == feats[:, np.arange(n), np.arange(n)].tobytes(), f"own rows differ at t={t}"
         core.step(state, rng.integers(0, 5, size=(b, n)), rng)
 
 

@@ -16,12 +16,11 @@ import torch
 from mirrorhall.agents.personas import Trait
 from mirrorhall.envs.core import WorldCore
 from mirrorhall.errors import DatasetError
-from mirrorhall.imitation.batches import episode_arrays, make_batch
+from mirrorhall.imitation.batches import PromptTable, episode_arrays, make_batch
 from mirrorhall.imitation.checkpoint import CheckpointError, load_model, load_policy
 from mirrorhall.imitation.generate import GenerateConfig, generate
-from mirrorhall.imitation.model_io import batch_inputs
+from mirrorhall.imitation.model_io import batch_inputs, batch_logits
 from mirrorhall.imitation.shards import Dataset
-from mirrorhall.imitation.tokenizer import Tokenizer
 from mirrorhall.imitation.train import TrainConfig, train
 
 MIRRORHALL = str(Path(sys.executable).parent / "mirrorhall")
@@ -111,10 +110,12 @@ def test_incremental_acting_equals_the_batch_path(small_data, small_run):
     data = Dataset(small_data)
     ep = next(data.episodes())
     model, tok, _ = load_model(small_run)
-    arr = episode_arrays(ep, data.world, tok, model.config.max_prompt_len)
-    batch = make_batch([arr], [np.arange(len(arr.kind))], full_view=True)
+    arr = episode_arrays(ep, data.world, pairs=True)
+    batch = make_batch([arr], [np.arange(len(arr.kind))], PromptTable(tok, model.config.max_prompt_len), full_view=True)
     with torch.no_grad():
         ref = torch.softmax(model(**batch_inputs(model, batch)).double(), -1).numpy()
+        fast = torch.softmax(batch_logits(model, batch).double(), -1).numpy()
+    np.testing.assert_allclose(fast, ref, atol=1e-6)  # training's shared-character path, the same numbers
     core = WorldCore(data.world)
     policy = load_policy(small_run, core, range(data.world.n_agents))
     ws = ep.world_states(data.world)
@@ -137,14 +138,14 @@ def test_model_inputs_ignore_persona_metadata(small_data):
     """No privileged information: other personas in the record leave the model's inputs unchanged."""
     data = Dataset(small_data)
     ep = next(data.episodes())
-    tok = Tokenizer.default()
     other = dataclasses.replace(ep, personas=tuple(Trait("red", "avoid", "focused") for _ in ep.personas))
-    a, b = episode_arrays(ep, data.world, tok, 24), episode_arrays(other, data.world, tok, 24)
-    for f in ("feats", "visible", "actions", "tokens", "agent", "t"):
+    a, b = episode_arrays(ep, data.world, pairs=True), episode_arrays(other, data.world, pairs=True)
+    for f in ("own", "feats", "visible", "actions", "prompts", "prompt_index", "agent", "t"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     changed = dataclasses.replace(ep, agent_pos=ep.agent_pos.copy())
     changed.agent_pos[3, 0] = changed.agent_pos[3, 1]
-    assert not np.array_equal(episode_arrays(changed, data.world, tok, 24).feats, a.feats)
+    moved = episode_arrays(changed, data.world, pairs=True)
+    assert not np.array_equal(moved.feats, a.feats) and not np.array_equal(moved.own, a.own)
 
 
 @pytest.mark.slow
@@ -152,11 +153,11 @@ def test_parallel_loading_builds_the_same_arrays(small_data):
     """--data-processes only spreads start-up work: same episodes, same order, same arrays."""
     from mirrorhall.imitation.train import load_episodes
 
-    data, tok = Dataset(small_data), Tokenizer.default()
-    one, two = load_episodes(data, tok, 64), load_episodes(data, tok, 64, processes=2)
+    data = Dataset(small_data)
+    one, two = load_episodes(data), load_episodes(data, processes=2)
     assert len(one) == len(two) == 64
     for a, b in zip(one, two, strict=True):
-        for name in ("feats", "visible", "actions", "tokens", "label", "agent", "t", "kind"):
+        for name in ("own", "actions", "prompts", "prompt_index", "label", "agent", "t", "kind"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 

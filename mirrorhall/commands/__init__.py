@@ -82,6 +82,12 @@ def _compare_direct():
     return compare_direct.CompareDirectConfig, compare_direct.compare_direct, {}
 
 
+def _recipe():
+    from mirrorhall.commands import recipe
+
+    return recipe.RecipeConfig, recipe.recipe, {}
+
+
 COMMANDS = {
     "run": Command(
         _run, "run a scene of scripted personas and summarise it",
@@ -103,6 +109,11 @@ COMMANDS = {
         "Measure the model against the Bayes-optimal observer and naive baselines on held-out seeds."),
     "report": Command(
         _report, "write DIR/report.md from the probe results in DIR"),
+    "recipe": Command(
+        _recipe, "a whole recipe from nothing: generate, train, export, probe, each stage timed",
+        "Run a named recipe end to end in an empty folder: generate its dataset, train, export the final "
+        "checkpoint and run the imitate probe on it; print each stage's time and the fraction of "
+        "attainable information at K = 10. `reference` makes checkpoints/reference; `tiny` runs in seconds."),
     "export": Command(
         _export, "copy a checkpoint without optimizer state (for sharing)"),
     "demo": Command(

@@ -30,6 +30,7 @@ OPTIONS = {
     "seed": Opt(help="Seed of the model's initial weights and the batches."),
     "eval_samples": Opt(help="Held-out samples per evaluation."),
     "device": Opt(metavar="{cpu,cuda,cuda:N}"),
+    "precision": Opt(choices=("fp32", "bf16")),
 }
 
 

@@ -1,0 +1,265 @@
+"""Time to quality on this machine: the training loop's throughput, where its time goes, how far it
+runs from the matmul roofline, and the wall-clock from nothing to the imitate target.
+
+    .venv/bin/python benchmarks/speedrun.py loop [--threads 2] [--steps 20]
+    .venv/bin/python benchmarks/speedrun.py baseline --checkout DIR [--threads 2]
+    .venv/bin/python benchmarks/speedrun.py target --out DIR [--recipe reference] [--threads 2]
+
+``loop`` trains the `small` model on one generated `lab` dataset with each form of the training
+step in turn, in one process, on the same batches, and prints per form: samples/s, the share of
+a step spent in data preparation, forward, backward and optimiser, the FLOPs per sample (counted
+by torch), the achieved FLOP/s and its fraction of this machine's measured matmul FLOP/s (the
+roofline: (8192 x n) @ (n x n) at the model's widths, same threads and precision).
+
+``baseline`` runs the same `mirrorhall train` command (reference batch: 64 episodes x 128 samples)
+from this checkout and from DIR (a checkout of an earlier commit, with its own .venv), alternating,
+and prints both steady-state samples/s.
+
+``target`` runs a recipe from nothing (``mirrorhall.recipes``: generate, train, export, probe) with
+held-out evaluations during training, then runs the imitate probe (full scale, seed 1) on every
+saved checkpoint. It prints the wall-clock at which each checkpoint was written, its held-out
+signal (KL to the exact label on OTHER prompts) and its imitate fraction at K = 10, their
+correlation, and the time to the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lscpu() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+
+
+def dataset(folder: Path, episodes: int, seed: int = 1) -> Path:
+    from mirrorhall.imitation.generate import GenerateConfig, generate
+
+    generate(GenerateConfig(population="lab", episodes=episodes, seed=seed), folder, processes=os.cpu_count() or 1)
+    return folder
+
+
+# --- loop: the forms of the training step --------------------------------------------------------
+
+
+def _forms():
+    """name -> logits(model, batch): the training step's forward as it was built up, change by change."""
+    from mirrorhall.imitation.model_io import batch_inputs, batch_logits, batch_prompts
+
+    def general(model, batch):  # every (observer, agent) pair, characters per sample: the loop before
+        return model(**batch_inputs(model, batch))
+
+    def own_rows(model, batch):  # evidence over (E, T + 1, N) only; characters still per sample
+        own = batch.own
+        e, tp1, n = own.shape[:3]
+        ev = model.evidence(own[:, :-1], batch.actions)
+        sums = torch.cat([ev.new_zeros((e, 1, n, ev.shape[-1])), ev.cumsum(1)], dim=1)
+        counts = batch.t.to(own.dtype)[:, None].expand(-1, n)
+        chars = model.characters(sums[batch.episode, batch.t], counts)
+        mask = torch.ones(chars.shape[:2], dtype=torch.bool)
+        return model.decide(batch_prompts(model, batch), chars, batch.agent, mask,
+                            own[batch.episode, batch.t, batch.agent])
+
+    return {
+        "general path: (Ni, Nj) evidence, per-sample characters": (general, False),
+        "own rows: evidence pooled over (E, T + 1, N)": (own_rows, False),
+        "+ characters, keys, values once per (episode, time)": (batch_logits, False),
+        "+ bf16 autocast": (batch_logits, True),
+    }
+
+
+def matmul_flops(threads: int, n: int, dtype, rows: int = 8192, repeats: int = 20) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(rows, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * n * n * repeats / (time.perf_counter() - t)
+
+
+def loop(args) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mirrorhall.imitation.batches import episode_arrays
+    from mirrorhall.imitation.shards import Dataset
+    from mirrorhall.imitation.tokenizer import Tokenizer
+    from mirrorhall.imitation.train import TrainConfig, Trainer, soft_cross_entropy
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="mh-speedrun-"))
+    try:
+        data = Dataset(dataset(tmp / "data", args.episodes))
+        eps = [episode_arrays(ep, data.world, pairs=True) for ep in data.episodes()]
+        cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), size="small", episodes_per_batch=64,
+                          samples_per_episode=128, lr=2e-3, eval_fraction=0.0)
+        roof = {False: max(matmul_flops(args.threads, n, torch.float32) for n in (64, 128)),
+                True: max(matmul_flops(args.threads, n, torch.bfloat16) for n in (64, 128))}
+        print(json.dumps({"machine": lscpu(), "threads": args.threads, "torch": torch.__version__,
+                          "matmul_gflops_fp32": round(roof[False] / 1e9, 1),
+                          "matmul_gflops_bf16": round(roof[True] / 1e9, 1)}))
+        rows = []
+        for name, (forward, bf16) in _forms().items():
+            trainer = Trainer(cfg, eps, Tokenizer.default(), data.world.n_colors, full_view=True)
+            model, opt = trainer.core, trainer.optimizer
+            parts = dict.fromkeys(("data", "forward", "backward", "optimiser"), 0.0)
+            samples = 0
+            flops = None
+            for step in range(args.warmup + args.steps):
+                t0 = time.perf_counter()
+                batch = trainer.batch(step)
+                t1 = time.perf_counter()
+                counter = FlopCounterMode(display=False) if flops is None else None
+                with counter or torch.autocast("cpu", enabled=False):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        logits = forward(model, batch)
+                    loss = soft_cross_entropy(logits.float(), batch.label).mean()
+                    t2 = time.perf_counter()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                t3 = time.perf_counter()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                t4 = time.perf_counter()
+                if counter is not None:
+                    flops = counter.get_total_flops() / len(batch.label)
+                    continue  # the counted step is slower; not timed
+                if step >= args.warmup:
+                    for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                        parts[key] += dt
+                    samples += len(batch.label)
+            total = sum(parts.values())
+            rate = samples / total
+            row = {"form": name, "samples_per_s": round(rate), "flops_per_sample": round(flops),
+                   "achieved_gflops": round(flops * rate / 1e9, 1),
+                   "roofline_fraction": round(flops * rate / roof[bf16], 3),
+                   **{f"share_{k}": round(v / total, 3) for k, v in parts.items()}}
+            rows.append(row)
+            print(json.dumps(row))
+        base = rows[0]["samples_per_s"]
+        for row in rows:
+            print(f"{row['samples_per_s'] / base:5.2f}x  {row['form']}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- baseline: the same command in an earlier checkout ------------------------------------------
+
+
+def _train_rate(checkout: Path, data: Path, out: Path, threads: int, steps: int) -> float:
+    cmd = [str(checkout / ".venv/bin/mirrorhall"), "train", "--data", str(data), "--out", str(out),
+           "--size", "small", "--steps", str(steps), "--episodes-per-batch", "64", "--samples-per-episode", "128",
+           "--lr", "2e-3", "--eval-every", "100000", "--checkpoint-every", "100000", "--log-every", "10",
+           "--threads", str(threads), "--no-progress"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=checkout)
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logs if r.get("phase") == "train"]
+    # steady state: the rate between the first and the last log (start-up and loading excluded)
+    first, last = train[0], train[-1]
+    t_first = first["step"] * 8192 / first["samples_per_s"]
+    t_last = last["step"] * 8192 / last["samples_per_s"]
+    return (last["step"] - first["step"]) * 8192 / (t_last - t_first)
+
+
+def baseline(args) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="mh-speedrun-"))
+    try:
+        data = dataset(tmp / "data", args.episodes)
+        print(json.dumps({"machine": lscpu(), "threads": args.threads}))
+        rates: dict[str, list[float]] = {"before": [], "now": []}
+        for rep in range(args.repeats):
+            for label, checkout in (("before", Path(args.checkout)), ("now", ROOT)):
+                out = tmp / f"{label}-{rep}"
+                rates[label].append(_train_rate(checkout, data, out, args.threads, args.steps))
+                shutil.rmtree(out, ignore_errors=True)
+                print(json.dumps({"checkout": label, "repeat": rep, "samples_per_s": round(rates[label][-1])}))
+        best = {k: max(v) for k, v in rates.items()}
+        print(json.dumps({"before": round(best["before"]), "now": round(best["now"]),
+                          "ratio": round(best["now"] / best["before"], 2)}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- target: time to quality --------------------------------------------------------------------
+
+
+def target(args) -> None:
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import run_probe
+    from mirrorhall.recipes import get_recipe, run_recipe
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    print(json.dumps({"machine": lscpu(), "threads": args.threads, "recipe": args.recipe}))
+    t0 = time.time()
+    result = run_recipe(args.recipe, out, threads=args.threads, log=lambda s: print(s, flush=True))
+    recipe = get_recipe(args.recipe)
+    start = t0 + result["seconds"]["generate"]  # training starts when generation ends
+    evals = {r["step"]: r for r in map(json.loads, (out / "run/metrics.jsonl").read_text().splitlines())
+             if r.get("phase") == "eval"}
+    points = []
+    for folder in sorted((out / "run/checkpoints").glob("step-*")):
+        step = int(folder.name.split("-")[1])
+        written = folder.stat().st_mtime - t0
+        probe = run_probe("imitate", ModelProbe(folder), out / "probes" / folder.name, "lab", seed=recipe.probe_seed,
+                          scale="full")
+        fraction = next(c["fraction"]["mean"] for c in probe["conditions"] if c["K"] == 10)
+        points.append({"step": step, "seconds_since_start": round(written, 1),
+                       "eval_kl_OTHER": round(evals.get(step, {}).get("eval_kl_OTHER", float("nan")), 4),
+                       "fraction_at_K10": round(fraction, 4)})
+        print(json.dumps(points[-1]), flush=True)
+    kl = np.array([p["eval_kl_OTHER"] for p in points])
+    frac = np.array([p["fraction_at_K10"] for p in points])
+    ok = np.isfinite(kl)
+    corr = float(np.corrcoef(kl[ok], frac[ok])[0, 1]) if ok.sum() > 2 else None
+    reached = [p for p in points if p["fraction_at_K10"] >= (recipe.target or 0.89)]
+    summary = {"recipe": args.recipe, "train_start_s": round(start - t0, 1), "points": points,
+               "correlation_kl_vs_fraction": corr, "stage_seconds": result["seconds"],
+               "final_fraction_at_K10": result["fraction_at_K10"],
+               "time_to_target_s": reached[0]["seconds_since_start"] if reached else None}
+    (out / "speedrun.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "points"}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("loop")
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--steps", type=int, default=20)
+    a.add_argument("--warmup", type=int, default=3)
+    a.add_argument("--episodes", type=int, default=512)
+    b = sub.add_parser("baseline")
+    b.add_argument("--checkout", required=True)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--steps", type=int, default=60)
+    b.add_argument("--repeats", type=int, default=2)
+    b.add_argument("--episodes", type=int, default=512)
+    c = sub.add_parser("target")
+    c.add_argument("--out", required=True)
+    c.add_argument("--recipe", default="reference")
+    c.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    {"loop": loop, "baseline": baseline, "target": target}[args.what](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Recipes: the whole path from nothing to a probed checkpoint, as one named, timed run.
+
+A recipe is a dataset (``GenerateConfig``), a training run (``TrainConfig`` fields), and the probe
+that judges it (``imitate`` at a stated scale and seed). ``run_recipe`` runs its four stages in a
+fresh folder and times each one::
+
+    OUT/data/         the generated dataset
+    OUT/run/          the training run (checkpoints, metrics.jsonl)
+    OUT/checkpoint/   the exported final checkpoint (weights and metadata, no optimizer state)
+    OUT/probe/        imitate.json and imitate.png
+    OUT/recipe.json   the recipe, the machine, each stage's seconds and the headline figure
+
+``reference`` is the recipe of ``checkpoints/reference``; ``tiny`` runs every stage at a scale
+that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
+same seed and thread count on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mirrorhall.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a recipe generates, trains and probes."""
+
+    description: str
+    generate: dict
+    """``GenerateConfig`` fields."""
+    train: dict
+    """``TrainConfig`` fields (``data`` and ``out`` are the recipe folder's)."""
+    probe_scale: str = "full"
+    probe_episodes: int | None = None
+    """Scenes of the imitate probe (None: by ``probe_scale``)."""
+    probe_seed: int = 1
+    target: float | None = None
+    """Fraction of attainable information at K = 10 the recipe is meant to reach."""
+    notes: tuple[str, ...] = field(default=())
+
+
+RECIPES = {
+    "reference": Recipe(
+        description="checkpoints/reference: the `lab` population, the `small` model, the fast CPU schedule",
+        generate=dict(population="lab", episodes=12288, seed=1),
+        train=dict(size="small", steps=3000, episodes_per_batch=64, samples_per_episode=128, lr=2e-3,
+                   warmup=100, eval_every=250, checkpoint_every=500, seed=0),
+        probe_scale="full", probe_seed=1, target=0.89),
+    "tiny": Recipe(
+        description="every stage at a scale that finishes in seconds (for tests and a first look)",
+        generate=dict(population="lab", episodes=64, seed=1, episodes_per_shard=16),
+        train=dict(size="tiny", steps=30, episodes_per_batch=8, samples_per_episode=64, lr=2e-3, warmup=5,
+                   eval_every=15, checkpoint_every=15, seed=0),
+        probe_scale="small", probe_episodes=8, probe_seed=1),
+}
+
+STAGES = ("generate", "train", "export", "probe")
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def machine() -> dict:
+    """What the timings were measured on."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": [round(x, 2) for x in load] if load else None}
+
+
+def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0, processes: int | None = None,
+               log: Callable[[str], None] = print, progress: bool = False) -> dict:
+    """Run recipe ``name`` into the new folder ``out``; returns (and writes) ``out/recipe.json``."""
+    from mirrorhall.agents.populations import get_population  # noqa: F401  (registers populations)
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import run_probe
+    from mirrorhall.imitation.checkpoint import export_checkpoint
+    from mirrorhall.imitation.generate import GenerateConfig, generate
+    from mirrorhall.imitation.train import TrainConfig, train
+
+    recipe = get_recipe(name)
+    out = Path(out)
+    processes = processes or max(1, min(os.cpu_count() or 1, 16))
+    gen = GenerateConfig(**recipe.generate)
+    cfg = TrainConfig(data=str(out / "data"), out=str(out / "run"), device=device, threads=threads,
+                      data_processes=processes, **recipe.train)
+    result = {"recipe": name, **asdict(recipe), "device": device, "machine": machine(), "seconds": {}}
+    t_start = time.perf_counter()
+
+    def stage(title: str, fn):
+        t0 = time.perf_counter()
+        value = fn()
+        result["seconds"][title] = round(time.perf_counter() - t0, 2)
+        log(f"{title}: {result['seconds'][title]:.1f} s")
+        return value
+
+    stage("generate", lambda: generate(gen, out / "data", processes=processes))
+    metrics = stage("train", lambda: train(cfg, progress=progress))
+    checkpoint = stage("export", lambda: export_checkpoint(out / "run", out / "checkpoint"))
+    probe = stage("probe", lambda: run_probe("imitate", ModelProbe(checkpoint), out / "probe", gen.population,
+                                             seed=recipe.probe_seed, episodes=recipe.probe_episodes,
+                                             scale=recipe.probe_scale))
+    result["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    result["train_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    result["fraction_at_K10"] = _fraction_at(probe, 10)
+    result["checkpoint"] = str(checkpoint)
+    (out / "recipe.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _fraction_at(probe: dict, k: int) -> float | None:
+    """The imitate probe's fraction of attainable information at K = ``k``."""
+    for cond in probe.get("conditions", []):
+        if cond.get("K") == k:
+            return cond["fraction"]["mean"]
+    return None
