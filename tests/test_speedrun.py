@@ -19,7 +19,7 @@ from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.generate import GenerateConfig, generate
 from mirrorhall.imitation.model_io import batch_inputs, batch_logits, encode_prompts
 from mirrorhall.imitation.shards import Dataset
-from mirrorhall.imitation.train import TrainConfig, Trainer, train
+from mirrorhall.imitation.train import TrainConfig, Trainer
 
 from .conftest import REFERENCE, mirrorhall
 
