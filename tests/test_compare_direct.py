@@ -124,7 +124,7 @@ def test_compare_direct_cli_writes_curves_ratios_plot_and_table_and_resumes(tmp_
     assert {(x["learner"], x["K"]) for x in result["ratios"]} == {(a, k) for a in ("flat", "relational")
                                                                   for k in (5, 10, 20, 40)}
     for x in result["ratios"]:
-        assert x["steps"]["n"] == 1 and 0 <= x["steps"]["mean"] <= 1536
+        assert x["steps"]["n"] == 1 and 0 <= x["steps"]["mean"] <= 1536 * (1 + 1e-9)
     again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("read back from") == 2 and "env steps/s" not in again.stdout

@@ -171,8 +171,9 @@ def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10,
 
     Every learner of ``learners`` is trained ``seeds`` times per persona, for ``budget`` env steps
     (default ``iterations * train_batch_size``) or until its KL to pi_test on the held-out set is
-    at most ``tolerance`` nats. ``progress(n)`` is called with n = 1 once per persona when the
-    model's curve is measured, and with the PPO iterations done (1 each, the remainder of a run
+    at most ``tolerance`` nats and at most the model's KL at every K of the ratio table (so that
+    a ratio target a run never met is bounded by the budget, not by an early stop).
+    ``progress(n)`` is called with n = 1 once per persona when the model's curve is measured, and with the PPO iterations done (1 each, the remainder of a run
     that stops early or is read back at once): ``progress_total(...)`` in all."""
     learners = tuple(learners)
     for name, value in (("personas", personas), ("episodes", episodes), ("agents", agents), ("seeds", seeds),
@@ -226,6 +227,8 @@ def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10,
             log("  model after K steps: " + ", ".join(f"K={k}: {model[k]['model'].mean():.3f}" for k in ks))
             eval_obs, eval_truth = held_out_set(scene, target)
             floor = entropy(eval_truth)
+            # a run stops early only once every ratio target is met too, so a target never met is a budget bound
+            stop = min([tolerance, *(float((model[k]["model"] - model[k]["entropy"]).mean()) for k in RATIO_KS if k in ks)])
             for learner in learners:
                 for s in range(seeds):
                     path = _run_path(out, learner, p, s)
@@ -245,8 +248,9 @@ def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10,
                     else:
                         raw = train_run(learner, world, target, population, eval_obs, eval_truth,
                                         streams.sequence(streams.COMPARE_DIRECT_RUN, seed, p, s), budget,
-                                        train_batch_size, worlds, tolerance, log=log, on_iteration=tick)
+                                        train_batch_size, worlds, max(stop, 0.0), log=log, on_iteration=tick)
                         record = _ppo_record(learner, target, p, s, raw, floor, run_settings)
+                        record["stop_kl"] = max(stop, 0.0)
                         _save_run(path, record, raw["policy"])
                         t = timing[learner]
                         t["env_steps"] += raw["env_steps"]

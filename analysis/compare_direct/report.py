@@ -81,12 +81,12 @@ def plot(result: dict, path) -> None:
     fig.savefig(path, dpi=110, format="png")
 
 
-def _steps(d: dict, budget: int) -> str:
+def _steps(d: dict) -> str:
     if d["mean"] is None:
         return "-"
     lo, hi = d["ci95"]
     if d["reached"] == 0:
-        return f"not reached (> {budget:,})"
+        return f"not reached (> {d['mean']:,.0f})"
     if hi <= 1:
         return "0 (the untrained policy is already there)"
     text = f"{d['mean']:,.0f} [{lo:,.0f}, {hi:,.0f}]"
@@ -104,7 +104,7 @@ def markdown(result: dict) -> str:
         f"{len(result['personas'])} trait personas pi_test x {result['seeds']} PPO seeds, {result['episodes']} "
         f"held-out scenes each. PPO learners: {', '.join(result['learners'])}; budget {budget:,} env steps per run "
         f"({result['train_batch_size']} per iteration, {result['worlds']} vectorised worlds), stopping early once "
-        f"KL to pi_test <= {result['tolerance']} nats; {result['seconds']} s.",
+        f"KL to pi_test <= {result['tolerance']} nats (and <= the model's KL at every K below); {result['seconds']} s.",
         "",
         "Quality is KL(pi_test || q) = cross-entropy minus pi_test's entropy (nats) in held-out situations. "
         "Env steps: PPO's sampled steps; the model's K, the steps of pi_test it watched (it is never trained "
@@ -131,7 +131,7 @@ def markdown(result: dict) -> str:
             r = next(r for r in result["ratios"] if r["learner"] == learner and r["K"] == k)
             ratio = "-" if r["steps_per_K"] is None else (
                 f"{'>= ' if r['steps']['lower_bound'] else ''}{r['steps_per_K']:,.{0 if r['steps_per_K'] >= 10 else 2}f}")
-            row += f" {_steps(r['steps'], budget)} | {ratio} |"
+            row += f" {_steps(r['steps'])} | {ratio} |"
         lines.append(row)
     lines += ["", "## Learning curves", "",
               "Cross-entropy (nats) against pi_test, mean over runs [95% bootstrap interval over runs]; a run that "
