@@ -173,8 +173,9 @@ def run(checkpoint, out, seed: int = 0, personas: int = 4, iterations: int = 10,
     (default ``iterations * train_batch_size``) or until its KL to pi_test on the held-out set is
     at most ``tolerance`` nats and at most the model's KL at every K of the ratio table (so that
     a ratio target a run never met is bounded by the budget, not by an early stop).
-    ``progress(n)`` is called with n = 1 once per persona when the model's curve is measured, and with the PPO iterations done (1 each, the remainder of a run
-    that stops early or is read back at once): ``progress_total(...)`` in all."""
+    ``progress(n)`` is called with n = 1 once per persona when the model's curve is measured, and
+    with the PPO iterations done (1 each, the remainder of a run that stops early or is read back
+    at once): ``progress_total(...)`` in all."""
     learners = tuple(learners)
     for name, value in (("personas", personas), ("episodes", episodes), ("agents", agents), ("seeds", seeds),
                         ("worlds", worlds)):
