@@ -140,6 +140,9 @@ PROBE_SCENES = {p: Stream(f"probe/{p}/scene", indices=1, index_in="spawn_key", b
 COMPARE_DIRECT_LEARNER = Stream("probe/compare_direct/learner", indices=1, index_in="spawn_key", first=1,
                                 before=(PROBE_SEED_BASE, tag("compare_direct")))
 """The PPO learner of persona ``index`` in compare-direct (children 1..P; its scene is child P + 1)."""
+COMPARE_DIRECT_RUN = Stream("probe/compare_direct/run", indices=2,
+                            before=(PROBE_SEED_BASE, tag("compare_direct")), after=(tag("probe/compare_direct/run"),))
+"""A vectorised PPO run of compare-direct: (persona, run seed); every learner gets the same one."""
 
 # --- analysis and benchmarks ------------------------------------------------------------------------
 
@@ -158,7 +161,7 @@ STREAMS: tuple[Stream, ...] = (
     SCENE_WORLD, SCENE_POLICY, SCENE_PERSONAS,
     SHARD_PERSONAS, SHARD_WORLD, SHARD_POLICY, SHARD_PROMPTS,
     BATCH_ORDER, BATCH_SAMPLES, EVAL_SAMPLES, ENV_RUNNER,
-    *PROBE_DRAWS.values(), *PROBE_SCENES.values(), COMPARE_DIRECT_LEARNER,
+    *PROBE_DRAWS.values(), *PROBE_SCENES.values(), COMPARE_DIRECT_LEARNER, COMPARE_DIRECT_RUN,
     BOOTSTRAP, RANDOM_AGENT, BENCHMARK, SOAK_CORE_PERSONAS, SOAK_MODEL_PERSONAS,
 )
 """Every stream of the project."""

@@ -283,7 +283,8 @@ def test_existing_option_names_and_defaults_are_kept():
         "probe": {"seed": 0, "episodes": None, "scale": "small", "population": None, "threads": 0, "progress": True},
         "demo": {"out": "out/demo", "seed": 0, "checkpoint": None, "from_scratch": False, "progress": True},
         "compare-direct": {"seed": 0, "personas": 4, "iterations": 10, "batch": 1000, "episodes": 8,
-                           "population": None, "threads": 0},
+                           "population": None, "threads": 0, "seeds": 1, "budget": None, "tolerance": 0.02,
+                           "worlds": 8, "resume": False},
     }
     required = {"generate": {"out"}, "train": {"data", "out"}, "act": {"checkpoint"}, "probe": {"checkpoint", "out"},
                 "export": {"checkpoint", "out"}, "compare-direct": {"checkpoint", "out"}}

@@ -1,4 +1,5 @@
-"""``mirrorhall compare-direct``: the PPO imitation env, its entropy term, and a tiny end-to-end run."""
+"""``mirrorhall compare-direct``: the RLlib PPO imitation env, its entropy term, and a tiny end-to-end run
+of the command (its vectorised learners: tests/test_compare_direct_ppo.py)."""
 
 from __future__ import annotations
 
@@ -94,32 +95,44 @@ def test_importing_sets_nothing_and_configuring_ppo_keeps_ray_on_loopback(call):
     assert r.returncode == 0 and "loopback ok" in r.stdout, r.stderr[-3000:]
 
 
-@pytest.mark.ray
 @pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(), reason="reference checkpoint not built")
-def test_compare_direct_cli_writes_json_plot_and_table(tmp_path):
-    """1 persona, 2 PPO iterations of 300 env steps, 2 scenes: the whole pipeline, small."""
+def test_compare_direct_cli_writes_curves_ratios_plot_and_table_and_resumes(tmp_path):
+    """1 persona, both vectorised learners, 3 PPO iterations of 512 env steps, 2 scenes: the whole
+    pipeline, small and without Ray; then --resume reads the finished runs back."""
     out = tmp_path / "cd"
-    r = subprocess.run([MIRRORHALL, "compare-direct", "--checkpoint", str(REFERENCE), "--out", str(out),
-                        "--personas", "1", "--iterations", "2", "--batch", "300", "--episodes", "2", "--threads", "1"],
-                       capture_output=True, text=True, timeout=400)
+    argv = [MIRRORHALL, "compare-direct", "--checkpoint", str(REFERENCE), "--out", str(out), "--personas", "1",
+            "--iterations", "3", "--batch", "512", "--worlds", "8", "--episodes", "2", "--threads", "1",
+            "--tolerance", "0", "--no-progress"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "compare-direct: model CE at K=40" in r.stdout
+    assert "compare-direct: model CE at K=40" in r.stdout and "relational PPO CE after 1536 env steps" in r.stdout
     result = json.loads((out / "compare_direct.json").read_text())
     assert (out / "compare_direct.png").stat().st_size > 1000
     table = (out / "compare_direct.md").read_text()
-    assert "| PPO, reward log pi_test |" in table and "| model, K steps watched |" in table
-    assert result["probe"] == "compare_direct" and len(result["personas"]) == 1
-    ppo = [c for c in result["conditions"] if c["method"] == "ppo" and c["persona"] == "mean"]
-    model = [c for c in result["conditions"] if c["method"] == "model" and c["persona"] == "mean"]
-    assert [c["iteration"] for c in ppo] == [0, 1, 2]
-    assert ppo[0]["env_steps"] == 0 and ppo[2]["env_steps"] >= 600
-    assert [c["env_steps"] for c in model] == result["ks"]
-    for c in ppo + model:
-        ce = c["ce"]
-        assert ce["ci95"][0] <= ce["mean"] <= ce["ci95"][1]
-        assert ce["mean"] >= c["entropy"]["mean"] - 1e-9  # no CE below pi_test's entropy
-    assert ppo[0]["ce"]["n"] == 2 * 41  # agent 0 at every step 0..40 of the 2 held-out scenes
-    assert model[0]["ce"]["n"] == 2
+    assert "## The essay's table, measured" in table and "generalise, then infer: model KL" in table
+    assert result["probe"] == "compare_direct" and result["learners"] == ["flat", "relational"]
+    assert result["budget"] == 1536 and len(result["runs"]) == 2
+    for run in result["runs"]:
+        assert [c["env_steps"] for c in run["curve"]] == [0, 512, 1024, 1536]
+        assert run["curve"][0]["ce"]["n"] == 2 * 41  # agent 0 at every step 0..40 of the 2 held-out scenes
+        for c in run["curve"]:
+            assert c["ce"]["ci95"][0] <= c["ce"]["mean"] <= c["ce"]["ci95"][1]
+            assert c["kl"]["mean"] >= -1e-9  # no CE below pi_test's entropy
+        assert (out / "runs" / f"{run['learner']}-p0-s0.safetensors").is_file()
+    model = [m for m in result["model"] if m["persona"] == "mean"]
+    assert [m["K"] for m in model] == result["ks"] and model[0]["ce"]["n"] == 2
+    assert {(x["learner"], x["K"]) for x in result["ratios"]} == {(a, k) for a in ("flat", "relational")
+                                                                  for k in (5, 10, 20, 40)}
+    for x in result["ratios"]:
+        assert x["steps"]["n"] == 1 and 0 <= x["steps"]["mean"] <= 1536 * (1 + 1e-9)
+    again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("read back from") == 2 and "env steps/s" not in again.stdout
+    second = json.loads((out / "compare_direct.json").read_text())
+    assert second["runs"] == result["runs"]
     bad = subprocess.run([MIRRORHALL, "compare-direct", "--checkpoint", str(REFERENCE), "--out", str(out),
                           "--population", "nope"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown population" in bad.stderr
+    bad = subprocess.run([MIRRORHALL, "compare-direct", "--checkpoint", str(REFERENCE), "--out", str(out),
+                          "--learner", "flat", "--learner", "flat"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--learner" in bad.stderr

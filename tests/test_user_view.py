@@ -377,7 +377,7 @@ def test_compare_direct_keeps_rllib_warnings_off_stderr_in_a_log_file(tmp_path):
     exe = Path(sys.executable).parent / "mirrorhall"
     out = tmp_path / "cd"
     r = subprocess.run([str(exe), "compare-direct", "--checkpoint", str(REFERENCE), "--out", str(out), "--personas", "1",
-                        "--iterations", "1", "--batch", "200", "--episodes", "1", "--threads", "1"],
+                        "--iterations", "1", "--batch", "200", "--episodes", "1", "--threads", "1", "--learner", "rllib"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     shown = [part for part in re.split(r"[\r\n]", r.stderr) if part.strip()]
