@@ -14,10 +14,25 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from mirrorhall.agents.bayes import BasesMemo, HypothesisSet, TraitBases, softmax, trait_codes
-from mirrorhall.agents.personas import GEM_WEIGHT, Believer, Imitator, Memoryless, Mirror, PersonaSpec, Species, Trait
+from mirrorhall.agents.bayes import (
+    BasesMemo,
+    HypothesisSet,
+    TraitBases,
+    believer_probs,
+    softmax,
+    trait_codes,
+)
+from mirrorhall.agents.personas import (
+    Believer,
+    Imitator,
+    Memoryless,
+    Mirror,
+    PersonaSpec,
+    Species,
+    Trait,
+)
 from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig, WorldCore, WorldState
-from mirrorhall.envs.perception import Situations, remember, remembered_gem_d, sightings
+from mirrorhall.envs.perception import Situations, remember, sightings
 
 TRAIT, SPECIES, IMITATOR, MIRROR, BELIEVER, MEMORYLESS = 0, 1, 2, 3, 4, 5
 # Mirror map of actions: stay, up, down, left, right -> stay, up, down, right, left.
@@ -67,21 +82,6 @@ def trait_probs(sit: Situations | TraitBases, likes: np.ndarray, social: np.ndar
 
 
 _ONEHOT = np.eye(N_ACTIONS)
-
-
-def believer_probs(config: WorldConfig, tb: TraitBases, likes: np.ndarray, social: np.ndarray, beta: np.ndarray,
-                   memory: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """(P..., 5) believers with trait codes (likes, social, beta) (P...), memories (P..., C, H*W)
-    and post-move cells (P..., 5), in situations whose bases are ``tb`` (their social term):
-    ``softmax(beta * (-GEM_WEIGHT * d(nearest believed liked gem after a) + social term))``."""
-    gem_d, believed = remembered_gem_d(config, memory, after)  # (P..., 5, C), (P..., C)
-    c = gem_d.shape[-1]
-    like = np.asarray(likes)
-    d = np.take_along_axis(gem_d, np.minimum(like, c - 1)[..., None, None], axis=-1)[..., 0]  # (P..., 5)
-    has = np.take_along_axis(believed, np.minimum(like, c - 1)[..., None], axis=-1)[..., 0] & (like < c)
-    gem = np.where(has[..., None], -GEM_WEIGHT * d, 0.0)
-    social_u = tb.utility(np.full_like(like, c), np.asarray(social))  # the likes-none row: social term only
-    return softmax(np.asarray(beta)[..., None] * (gem + social_u))
 
 
 def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,

@@ -459,7 +459,7 @@ class WorldCore:
         if not due:
             return []
         rows = np.arange(state.batch_size) if worlds is None else np.atleast_1d(np.asarray(worlds, dtype=np.int64))
-        for i, ev in enumerate(due):
+        for ev in due:
             if ev.kind == "swap":
                 a = state.gem_pos[rows, ev.gem].copy()
                 state.gem_pos[rows, ev.gem] = state.gem_pos[rows, ev.other]
