@@ -96,7 +96,8 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
               drivers: Sequence[Driver] = (),
               on_act: Callable[[SceneStep], None] | None = None,
               generators: tuple[np.random.Generator, np.random.Generator] | None = None,
-              events=None, place: Callable[[WorldState], None] | None = None) -> Episode:
+              events=None, place: Callable[[WorldState], None] | None = None,
+              remember: bool = False) -> Episode:
     """Run ``steps`` steps of one world (a row of N specs) or B worlds (B rows) from ``seed``.
 
     ``on_step(t, state, cast_state)`` is called at t = 0 and after every step; ``on_act`` is
@@ -108,10 +109,12 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     list of B schedules (one per world); each happens when its world reaches its step, before
     anything observes that step, and the episode records them. ``place(state)`` may rearrange
     the worlds right after reset (a probe's chosen layout), before the events of step 0.
+    ``remember``: track every agent's memory of the gems even without believers in the cast
+    (labels that describe a believer in any agent's situation need it).
     """
     rows = [list(personas)] if personas and not isinstance(personas[0], (list, tuple)) else \
         [list(r) for r in personas]
-    cast = Cast(rows, config, hypotheses)
+    cast = Cast(rows, config, hypotheses, remember_all=remember)
     core = WorldCore(config)
     world_rng, policy_rng = seeded_generators(seed)
     if generators is not None:
