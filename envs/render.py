@@ -284,11 +284,13 @@ def render_rgb(
     With ``viewer`` set and ``config.view_radius`` not None, the cells that agent cannot see are
     darkened. ``events`` (a schedule of ``WorldEvent``): the events of this frame's step (those
     whose ``step`` is ``state.t``) are marked: an amber frame around each cell they touched and an
-    emphasised caption line naming them (``swap red gem 0 <-> blue gem 4``).
+    emphasised caption line naming them (``swap red gem 0 <-> blue gem 4``); with a non-empty
+    schedule every frame has that line (empty at steps without events), so frames keep one size.
     """
     _check_indices(config, state, world, viewer)
     due = [ev for ev in events if ev.step == state.t]
-    caption = [*caption, *((ev.describe(config), True) for ev in due)]
+    if events:  # one line for the events, empty at other steps: every frame of a schedule has one size
+        caption = [*caption, ("; ".join(ev.describe(config) for ev in due), True) if due else ""]
     if isinstance(cell, bool) or not isinstance(cell, (int, np.integer)) or cell < 8:
         raise ValueError(f"cell must be an integer >= 8, got {cell!r}")
     cell = int(cell)
