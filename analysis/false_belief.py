@@ -51,7 +51,7 @@ from mirrorhall.agents.bayes import BeliefHypotheses, BeliefObserver, post_move_
 from mirrorhall.agents.personas import STYLES, Believer, Memoryless, Species
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import Scene, mean_ci
-from mirrorhall.analysis.reporting import axes, errorbars, fmt, fmt_ci, save, target_line
+from mirrorhall.analysis.reporting import axes, errorbars, fmt, fmt_ci, save
 from mirrorhall.envs.core import WorldConfig, WorldCore, WorldEvent
 
 VIEW_RADIUS = 3
@@ -385,7 +385,6 @@ def plot(result: dict, path: Path):
     r = result.get("view_radius")
     if r is not None:
         right.axvline(r + 0.5, color="grey", linestyle=":", linewidth=1, label=f"view radius {r}")
-    target_line(right, None, "")
     right.set_xlabel("subject's distance to the old location at the swap (cells)")
     right.set_ylabel("effect (believer subjects)")
     return save(fig, [left, right], result, path)
@@ -394,7 +393,11 @@ def plot(result: dict, path: Path):
 def section(r: dict) -> list[str]:
     """The table, the curve and the verdicts (ratio >= TARGET_RATIO; control inside Bayes's interval)."""
     s = r.get("summary", {})
-    rows = ["| subject | layouts | effect: model | effect: Bayes | effect: truth |", "|---|---|---|---|---|"]
+    rows = [f"False-belief effect: P(old | swap out of the subject's view) - P(old | swap in view), P(old) the "
+            f"probability that the subject's next move brings it closer to where its favourite gem was, over "
+            f"{r.get('window')} steps from the swap; paired scenes, means over layouts with 95% intervals. "
+            "truth: the subject's own distributions.", "",
+            "| subject | layouts | effect: model | effect: Bayes | effect: truth |", "|---|---|---|---|---|"]
     rows += [f"| {c['subject']} | {c.get('layouts')} | {fmt_ci(c.get('effect_model', {}))} | "
              f"{fmt_ci(c.get('effect_bayes', {}))} | {fmt_ci(c.get('effect_truth', {}))} |" for c in r["conditions"]]
     rows += ["", "Effect against the subject's distance to the old location at the swap (believers; "

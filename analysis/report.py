@@ -106,9 +106,6 @@ GLOSSARY = (
     ("target", "the bound a probe's figure is judged against (stated in its JSON's `targets`): `met` or "
      "`MISSED`; a dashed line in its plot."),
     ("95% interval", "a bootstrap interval over scenes (episodes), shown in brackets and as error bars."),
-    ("false-belief effect", "P(old | unseen swap) - P(old | seen swap): how much more the subject's next moves "
-     "are predicted to head for where its favourite gem was, when the gem was swapped out of its view rather "
-     "than in it; P(old) is the probability of a move that brings it closer to that old location."),
 )
 """The terms every probe's section uses, defined once at the end of the report."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,3 +322,20 @@ def test_probe_oracles_truth_scores_ratio_one_and_a_view_blind_observer_about_ze
     near = [c for c in truth["curve"] if c["subject"] == "believer" and c["seen"] and c["distance"] >= 2]
     assert far and near
     assert min(c["effect_bayes"]["mean"] for c in far) > max(c["effect_bayes"]["mean"] for c in near)
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
+
+
+@pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(), reason="checkpoints/reference is not in this checkout")
+def test_the_probe_on_the_reference_writes_json_plot_and_a_report_section(tmp_path):
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import read_result, run_probe, write_report
+
+    r = run_probe("false_belief", ModelProbe(REFERENCE), tmp_path, "lab", seed=0, episodes=12)
+    for key in ("effect_model", "effect_bayes", "effect_ratio", "control_effect_model", "control_effect_bayes"):
+        assert key in r["summary"]
+    assert read_result(tmp_path / "false_belief.json", "false_belief")["probe"] == "false_belief"
+    assert (tmp_path / "false_belief.png").stat().st_size > 1000
+    report = write_report(tmp_path).read_text()
+    assert "## false_belief" in report and "Target: effect ratio model / Bayes >= 0.9" in report
