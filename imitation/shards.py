@@ -245,7 +245,7 @@ def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, Iterator[int]]:
         _write_manifest(root, manifest)
     elif manifest["schema_version"] != schema_version_for(cfg.population):
         raise DatasetError(f"{root} holds a dataset of schema version {manifest['schema_version']}, this "
-                           f"mirrorhall writes version {schema_version_for(cfg.population)} for it; choose another --out (the old "
+                           f"mirrorhall writes version {schema_version_for(cfg.population)}; choose another --out (the old "
                            "dataset stays readable)")
     elif manifest["config"] != cfg.to_json():
         _config_from_manifest(root, manifest)  # a damaged config is named as such, not as a difference

@@ -339,3 +339,27 @@ def test_the_probe_on_the_reference_writes_json_plot_and_a_report_section(tmp_pa
     assert (tmp_path / "false_belief.png").stat().st_size > 1000
     report = write_report(tmp_path).read_text()
     assert "## false_belief" in report and "Target: effect ratio model / Bayes >= 0.9" in report
+
+
+def test_lab_belief_dataset_records_its_events_and_labels_believers(tmp_path):
+    from mirrorhall.imitation.generate import GenerateConfig, generate
+    from mirrorhall.imitation.shards import EVENTS_SCHEMA_VERSION, Dataset
+
+    cfg = GenerateConfig(population="lab-belief", episodes=6, episodes_per_shard=3, steps=14, view_radius=2, seed=4)
+    generate(cfg, tmp_path / "d")
+    data = Dataset(tmp_path / "d")
+    assert data.schema_version == EVENTS_SCHEMA_VERSION
+    episodes = list(data.episodes())
+    swapped = [e for e in episodes if e.events]
+    assert swapped and all(len(e.events) == 1 and e.events[0].kind == "swap" for e in swapped)
+    for e in swapped:
+        ev = e.events[0]
+        before, after = e.gem_pos[ev.step - 1], e.gem_pos[ev.step]
+        moved = ~(before == after).all(-1)
+        assert moved[ev.gem] or moved[ev.other]  # the stored positions show the swap
+    kinds = {p.kind for e in episodes for p in e.personas}
+    assert "believer" in kinds
+    described = [parse_prompt(p) for e in episodes for p in e.prompt if "remembers where" in p]
+    assert described and all(isinstance(p.trait, Believer) for p in described)
+    for e in episodes:  # every label a distribution
+        np.testing.assert_allclose(e.label.sum(-1), 1.0, atol=1e-5)
