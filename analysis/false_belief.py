@@ -37,7 +37,12 @@ r of the subject at each step, ``track_memory``) and updates a posterior over st
 subject's observed actions. Averaged over layouts drawn from its prior, its P(old) equals the
 truth's in expectation, so an observer that knows the subject's memory and persona (the truth)
 scores a ratio near 1, and one that ignores views (it takes the subject to know where every gem
-is) scores about 0: ``tests/test_probes_false_belief.py`` checks both.
+is) scores about 0: ``tests/test_belief.py`` checks both.
+
+The scenes are the probe's own design; the ``population`` argument is only recorded in the result.
+The view radius must be one the model was trained with for its answer to mean anything (the
+reference was trained on full view; ``lab-belief`` data generated with ``--view-radius 3`` matches
+the default scenes).
 """
 
 from __future__ import annotations
