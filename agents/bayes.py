@@ -14,9 +14,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mirrorhall.agents.personas import GEM_WEIGHT, LIKES_NONE, SOCIAL_WEIGHT, SOCIALS, STYLES, Trait
-from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS
-from mirrorhall.envs.perception import Situations
+from mirrorhall.agents.personas import (
+    GEM_WEIGHT,
+    LIKES_NONE,
+    SOCIAL_WEIGHT,
+    SOCIALS,
+    STYLES,
+    Believer,
+    Memoryless,
+    Trait,
+)
+from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.perception import Situations, remember, remembered_gem_d, sightings
 
 # --- trait utilities, shared by personas and hypotheses --------------------------------------
 
@@ -410,3 +419,124 @@ class ImitatorObserver:
         flat = log_lik.reshape(*log_lik.shape[:-2], -1)
         m = flat.max(-1, keepdims=True)
         return (m[..., 0] + np.log(np.exp(flat - m).mean(-1)))
+
+
+# --- believers: Bayes over persona hypotheses, tracking the subject's memory from its view ---------
+
+
+def believed_gem_term(config: WorldConfig, memory: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(P..., C, 5) the gem term of a believer liking colour c: ``-GEM_WEIGHT * d(nearest cell its
+    memory (P..., C, H*W) places a gem of c, after each move from ``after`` (P..., 5))``, 0 where it
+    believes in none."""
+    gem_d, believed = remembered_gem_d(config, memory, after)  # (P..., 5, C), (P..., C)
+    return np.swapaxes(np.where(believed[..., None, :], -GEM_WEIGHT * gem_d, 0.0), -1, -2)
+
+
+def believer_probs(config: WorldConfig, tb: TraitBases, likes: np.ndarray, social: np.ndarray, beta: np.ndarray,
+                   memory: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(P..., 5) believers with trait codes (likes, social, beta) (P...) (social none, approach or
+    avoid), memories (P..., C, H*W) and post-move cells (P..., 5), in situations whose bases are
+    ``tb`` (for the social term): ``softmax(beta * (believed gem term + social term))``."""
+    gem = believed_gem_term(config, memory, after)  # (P..., C, 5)
+    likes = np.asarray(likes)
+    row = np.take_along_axis(gem, likes[..., None, None], axis=-2)[..., 0, :]  # (P..., 5)
+    soc = np.take_along_axis(tb.fixed, np.asarray(social)[..., None, None], axis=-2)[..., 0, :]  # (P..., 5)
+    return softmax(np.asarray(beta)[..., None] * (row + soc))
+
+
+def track_memory(core: WorldCore, states, agents, memory: np.ndarray | None = None) -> list[np.ndarray]:
+    """Memories of ``agents`` (B,) (one agent per world) after looking at each of ``states`` in turn:
+    a list of (B, C, H*W), entry t what the agent believes when it acts at step t. This is the
+    observer's side of belief tracking: from the geometry of the subject's view alone."""
+    agents = np.asarray(agents, dtype=np.int64)
+    out = []
+    for st in states:
+        cell_seen, gem_here = sightings(core, st)  # (B, N, H*W), (B, C, H*W)
+        rows = np.arange(agents.size)
+        now = remember(None if memory is None else memory[:, None], cell_seen[rows, agents][:, None], gem_here)
+        memory = now[:, 0]
+        out.append(memory)
+    return out
+
+
+class BeliefHypotheses:
+    """A finite set of ``Believer`` and ``Memoryless`` personas with a prior, evaluated exactly in
+    any situations given the subject's memory (what a believer hypothesis acts on)."""
+
+    def __init__(self, specs, config: WorldConfig, prior=None):
+        specs = tuple(specs)
+        if not specs or not all(isinstance(s, (Believer, Memoryless)) for s in specs):
+            raise ValueError("a belief hypothesis set needs Believer and Memoryless personas only")
+        self.specs, self.config = specs, config
+        codes = np.array([trait_codes(s.trait, config.n_colors, config.n_agents) for s in specs])
+        self.likes = codes[:, 0].astype(np.int64)  # (H,)
+        self.social = codes[:, 1].astype(np.int64)  # (H,)
+        self.beta = codes[:, 2]  # (H,)
+        self.believer = np.array([isinstance(s, Believer) for s in specs])  # (H,)
+        prior = np.full(len(specs), 1.0 / len(specs)) if prior is None else np.asarray(prior, float)
+        if prior.shape != (len(specs),) or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+            raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
+        with np.errstate(divide="ignore"):
+            self.log_prior = np.log(prior)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @classmethod
+    def grid(cls, config: WorldConfig, families=("believer", "memoryless"), likes=None,
+             socials=("none",), styles=tuple(STYLES), prior=None) -> BeliefHypotheses:
+        """Every combination of family x liked colour x social term x style."""
+        cls_of = {"believer": Believer, "memoryless": Memoryless}
+        likes = config.color_names if likes is None else tuple(likes)
+        specs = [cls_of[f](lk, so, st) for f in families for lk in likes for so in socials for st in styles]
+        return cls(specs, config, prior)
+
+    def utilities(self, sit: Situations | TraitBases, memory: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """(S..., H, 5) beta_h * U_h: believers read ``memory`` (S..., C, H*W) from the post-move
+        cells ``after`` (S..., 5); memoryless personas read the situations."""
+        tb = sit if isinstance(sit, TraitBases) else TraitBases(sit)
+        soc = tb.fixed[..., self.social, :]  # (S..., H, 5)
+        seen_now = tb.gem[..., self.likes, :]  # (S..., H, 5)
+        believed = believed_gem_term(self.config, memory, after)[..., self.likes, :]  # (S..., H, 5)
+        u = np.where(self.believer[:, None], believed, seen_now) + soc
+        return self.beta[:, None] * u
+
+    def probs(self, sit, memory, after) -> np.ndarray:
+        return softmax(self.utilities(sit, memory, after))
+
+    def log_probs(self, sit, memory, after) -> np.ndarray:
+        return log_softmax(self.utilities(sit, memory, after))
+
+
+class BeliefObserver:
+    """The exact Bayes observer of a subject that may act on memory.
+
+    It tracks the subject's memory from the geometry of the subject's view (``track_memory``: the
+    cells within ``view_radius`` of the subject at each step) and keeps a posterior over
+    ``BeliefHypotheses`` from the subject's observed (situation, memory, action) triples; its
+    predictive is ``sum_h P(h|D) pi_h(a | s, memory)``."""
+
+    def __init__(self, hypotheses: BeliefHypotheses):
+        self.hypotheses = hypotheses
+
+    def prior(self, shape: tuple[int, ...] = ()) -> np.ndarray:
+        return np.broadcast_to(self.hypotheses.log_prior, (*shape, len(self.hypotheses))).copy()
+
+    def update(self, log_post, sit, memory, after, actions, mask=None) -> np.ndarray:
+        ll = self.hypotheses.log_probs(sit, memory, after)  # (S..., H, 5)
+        a = np.asarray(actions, dtype=np.int64)
+        step = np.take_along_axis(ll, a[..., None, None], axis=-1)[..., 0]
+        if mask is not None:
+            step = np.where(np.asarray(mask)[..., None], step, 0.0)
+        return log_post + step
+
+    def predictive(self, log_post, sit, memory, after) -> np.ndarray:
+        """(S..., 5) the posterior predictive."""
+        return np.einsum("...h,...ha->...a", softmax(log_post), self.hypotheses.probs(sit, memory, after))
+
+
+def post_move_cells(core: WorldCore, state: WorldState, agents) -> np.ndarray:
+    """(B, 5) flat cell of agent ``agents[b]`` of world b after each move."""
+    agents = np.asarray(agents, dtype=np.int64)
+    pos = state.agent_pos[np.arange(agents.size), agents]  # (B, 2)
+    return core.move_cell[core.cells(pos)]

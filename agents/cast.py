@@ -3,7 +3,8 @@
 ``Cast`` holds B worlds x N agents of persona specs. It gives exact action probabilities for all
 agents in their own situations, or for any persona in any other agent's situation (the
 counterfactual query behind OTHER(k) labels), and updates the imitators' beliefs. It is a pure
-policy: the only state is ``CastState`` (the imitators' log beliefs), passed in and returned.
+policy: the only state is ``CastState`` (the imitators' log beliefs and, in casts with believers,
+every agent's memory of the gems), passed in and returned.
 """
 
 from __future__ import annotations
@@ -13,12 +14,27 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from mirrorhall.agents.bayes import BasesMemo, HypothesisSet, TraitBases, softmax, trait_codes
-from mirrorhall.agents.personas import Imitator, Mirror, PersonaSpec, Species, Trait
-from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig
-from mirrorhall.envs.perception import Situations
+from mirrorhall.agents.bayes import (
+    BasesMemo,
+    HypothesisSet,
+    TraitBases,
+    believer_probs,
+    softmax,
+    trait_codes,
+)
+from mirrorhall.agents.personas import (
+    Believer,
+    Imitator,
+    Memoryless,
+    Mirror,
+    PersonaSpec,
+    Species,
+    Trait,
+)
+from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.perception import Situations, remember, sightings
 
-TRAIT, SPECIES, IMITATOR, MIRROR = 0, 1, 2, 3
+TRAIT, SPECIES, IMITATOR, MIRROR, BELIEVER, MEMORYLESS = 0, 1, 2, 3, 4, 5
 # Mirror map of actions: stay, up, down, left, right -> stay, up, down, right, left.
 REFLECT = np.array([0, 1, 2, 4, 3])
 
@@ -42,12 +58,16 @@ class CastParams:
 
 @dataclass
 class CastState:
-    """The only persona state: each imitator's log belief over the hypothesis set."""
+    """The only persona state: each imitator's log belief over the hypothesis set, and (in casts
+    that remember, ``Cast.remembers``) every agent's memory of the gems."""
 
     log_belief: np.ndarray  # (B, N, H); rows of non-imitators are unused
+    memory: np.ndarray | None = None  # (B, N, C, H*W) bool: where each agent believes gems of colour c are
+    after: np.ndarray | None = None  # (B, N, 5) int64 flat cell of each agent after each move, now
 
     def copy(self) -> CastState:
-        return CastState(self.log_belief.copy())
+        return CastState(self.log_belief.copy(), None if self.memory is None else self.memory.copy(),
+                         None if self.after is None else self.after.copy())
 
 
 def trait_probs(sit: Situations | TraitBases, likes: np.ndarray, social: np.ndarray,
@@ -65,13 +85,15 @@ _ONEHOT = np.eye(N_ACTIONS)
 
 
 def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
-                  hypotheses: HypothesisSet, tb: TraitBases | None = None) -> np.ndarray:
+                  hypotheses: HypothesisSet, tb: TraitBases | None = None, memory: np.ndarray | None = None,
+                  after: np.ndarray | None = None, config: WorldConfig | None = None) -> np.ndarray:
     """(P..., 5) exact action probabilities of personas ``params`` in situations ``sit``.
 
     ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P (the parameters
     and beliefs may also broadcast against it): element p is persona p acting in situation p,
     which need not be its own. ``tb``: the bases of ``sit`` when the caller already has them
-    (computed from ``sit`` otherwise).
+    (computed from ``sit`` otherwise). Believers need ``memory`` (P..., C, H*W) (the persona's
+    own), ``after`` (P..., 5) (the post-move cells of the situation) and the world ``config``.
     """
     tb = TraitBases(sit) if tb is None else tb
     out = trait_probs(tb, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
@@ -92,6 +114,15 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
         pred = np.einsum("ph,pha->pa", softmax(belief), hypotheses.probs(tb.take(idx)))  # (M, 5)
         f = np.broadcast_to(params.fidelity, lead)[idx][:, None]
         out[idx] = f * pred + (1 - f) * out[idx]
+    if (kind == BELIEVER).any():
+        if memory is None or after is None or config is None:
+            raise ValueError("believers need their memory, the post-move cells and the world config")
+        idx = np.nonzero(kind == BELIEVER)
+        mem = np.broadcast_to(memory, (*lead, *memory.shape[-2:]))[idx]
+        aft = np.broadcast_to(after, (*lead, N_ACTIONS))[idx]
+        out[idx] = believer_probs(config, tb.take(idx), np.broadcast_to(params.likes, lead)[idx],
+                                  np.broadcast_to(params.social, lead)[idx], np.broadcast_to(params.beta, lead)[idx],
+                                  mem, aft)
     return out
 
 
@@ -108,7 +139,7 @@ class Cast:
     """The personas of B worlds x N agents, validated against a world configuration."""
 
     def __init__(self, specs: Sequence[Sequence[PersonaSpec]], config: WorldConfig,
-                 hypotheses: HypothesisSet | None = None):
+                 hypotheses: HypothesisSet | None = None, remember_all: bool = False):
         specs = [list(row) for row in specs]
         n = config.n_agents
         if not specs or any(len(row) != n for row in specs):
@@ -130,13 +161,21 @@ class Cast:
                 self._fill(p, w, i, spec, n)
         self.params = p
         self.bases = BasesMemo()  # the bases of the situations asked about last (no effect on results)
+        self.remembers = bool((p.kind == BELIEVER).any()) or remember_all
+        """Whether the state carries every agent's memory (believers in the cast, or asked for)."""
 
     def _fill(self, p: CastParams, w: int, i: int, spec: PersonaSpec, n: int) -> None:
         trait = spec.own if isinstance(spec, Imitator) else spec
+        if isinstance(trait, (Believer, Memoryless)):
+            trait = trait.trait
         if isinstance(trait, Trait):
             p.likes[w, i], p.social[w, i], p.beta[w, i] = trait_codes(trait, self.config.n_colors, n)
         if isinstance(spec, Trait):
             p.kind[w, i] = TRAIT
+        elif isinstance(spec, Believer):
+            p.kind[w, i] = BELIEVER
+        elif isinstance(spec, Memoryless):
+            p.kind[w, i] = MEMORYLESS
         elif isinstance(spec, Species):
             p.kind[w, i] = SPECIES
             p.species[w, i] = spec.probs
@@ -165,9 +204,20 @@ class Cast:
         b, n = self.params.kind.shape
         return CastState(np.broadcast_to(self.hypotheses.log_prior, (b, n, len(self.hypotheses))).copy())
 
+    def perceive(self, state: CastState, core: WorldCore, world: WorldState) -> CastState:
+        """Every agent looks at the world as it is now (before it acts): in a cast that remembers,
+        each memory takes in what its agent sees (``perception.remember``); otherwise the state
+        is returned unchanged. Called by ``run_scene`` at every step before ``probs``."""
+        if not self.remembers:
+            return state
+        cell_seen, gem_here = sightings(core, world)
+        after = core.move_cell[core.cells(world.agent_pos)]  # (B, N, 5)
+        return CastState(state.log_belief, remember(state.memory, cell_seen, gem_here), after)
+
     def probs(self, sit: Situations, state: CastState) -> np.ndarray:
         """(B, N, 5) every agent's action distribution in its own situation."""
-        return persona_probs(self.params, sit, state.log_belief, self.hypotheses, self.bases(sit))
+        return persona_probs(self.params, sit, state.log_belief, self.hypotheses, self.bases(sit),
+                             state.memory, state.after, self.config)
 
     def probs_as(self, persona: np.ndarray, sit: Situations, state: CastState,
                  situation: np.ndarray | None = None) -> np.ndarray:
@@ -182,8 +232,11 @@ class Cast:
             else np.asarray(situation, dtype=np.int64)
         rows = np.arange(b)[:, None]
         index = (rows, situation)
+        memory = None if state.memory is None else state.memory[rows, persona]
+        after = None if state.after is None else state.after[rows, situation]
         return persona_probs(self.params.take((rows, persona)), sit.take(index),
-                             state.log_belief[rows, persona], self.hypotheses, self.bases(sit).take(index))
+                             state.log_belief[rows, persona], self.hypotheses, self.bases(sit).take(index),
+                             memory, after, self.config)
 
     def observe(self, state: CastState, sit: Situations, actions: np.ndarray) -> CastState:
         """Each imitator updates its belief from its target's action in the step just taken.
@@ -202,7 +255,7 @@ class Cast:
         out = state.log_belief.copy()
         out[wb, wm] += np.where(seen[:, None], step, 0.0)
         out[wb, wm] -= out[wb, wm].max(-1, keepdims=True)  # keep log beliefs bounded
-        return CastState(out)
+        return CastState(out, state.memory, state.after)
 
 
 def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

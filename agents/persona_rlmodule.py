@@ -39,7 +39,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs
+from mirrorhall.agents.cast import BELIEVER, IMITATOR, Cast, persona_probs
 from mirrorhall.agents.personas import persona_from_json
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import decode, view_situations
@@ -83,6 +83,10 @@ class PersonaRLModule(TorchRLModule):
             raise ValueError("PersonaRLModule: imitator personas keep a belief about their target "
                              "across steps, which this stateless module does not; use trait, "
                              "species or mirror personas")
+        if np.any(self.cast.params.kind == BELIEVER):
+            raise ValueError("PersonaRLModule: believers remember where they saw gems across steps, "
+                             "which this stateless module does not; use trait, memoryless, species or "
+                             "mirror personas")
         shape = getattr(self.observation_space, "shape", None)
         if shape is not None and tuple(shape) != (self.world.obs_dim,):
             raise ValueError(f"PersonaRLModule: the observation space has shape {shape} but the "

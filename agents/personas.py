@@ -13,6 +13,14 @@ agent's own situation or counterfactually in another agent's situation.
   ``target`` and acts with ``f * sum_h b(h) pi_h(a|s) + (1 - f) * pi_own(a|s)``.
 - ``Mirror(target, noise)``: repeats the target's last action reflected left<->right, with
   probability ``noise`` spread uniformly over the 5 actions.
+- ``Believer(likes, social, style)``: a trait persona whose gem term reads its *memory*: for every
+  cell, what it last saw there (a gem of some colour, or nothing; never seen: nothing). It acts
+  with ``softmax(beta * U)`` where the gem term is ``-GEM_WEIGHT * d(nearest cell it believes
+  holds a liked gem, after a)``. Its memory is its state, updated from its own view at every step
+  before it acts, so a gem swapped out of its view stays where it last saw it: a false belief.
+  Under full view it acts exactly as ``Trait(likes, social, style)``.
+- ``Memoryless(likes, social, style)``: the control for believers: the same preferences, acting
+  only on what it sees now (its probabilities are those of ``Trait(likes, social, style)``).
 """
 
 from __future__ import annotations
@@ -187,8 +195,97 @@ class Mirror:
         return {"kind": self.kind, "target": self.target, "noise": self.noise}
 
 
-PersonaSpec = Trait | Species | Imitator | Mirror
-PERSONA_KINDS = ("trait", "species", "imitator", "mirror")
+def _check_viewer(spec) -> None:
+    """Believer and Memoryless: a liked colour (not 'none'), a social term without 'follow', a style."""
+    _one_of("likes", spec.likes, COLOR_NAMES)
+    _one_of("social", spec.social, SOCIALS[:3])
+    _one_of("style", spec.style, tuple(STYLES))
+
+
+def _viewer_text(spec, memory: str) -> str:
+    article = "an" if spec.style[0] in "aeiou" else "a"
+    social = {"none": "ignores others", "approach": "approaches others", "avoid": "avoids others"}[spec.social]
+    return f"{article} {spec.style} agent that likes {spec.likes} gems, {memory} and {social}"
+
+
+BELIEVER_MEMORY = "remembers where it saw them"
+MEMORYLESS_MEMORY = "forgets what it cannot see"
+
+
+@dataclass(frozen=True)
+class Believer:
+    """A trait persona that acts on where it last saw gems (see the module docstring)."""
+
+    likes: str = "red"
+    """A colour name (not 'none': a believer heads for a remembered gem)."""
+    social: str = "none"
+    """'none', 'approach' or 'avoid' (nearest other agent it sees now)."""
+    style: str = "focused"
+    """'focused', 'casual' or 'erratic' (the inverse temperature, from STYLES)."""
+
+    kind = "believer"
+
+    def __post_init__(self):
+        _check_viewer(self)
+
+    @property
+    def beta(self) -> float:
+        return STYLES[self.style]
+
+    @property
+    def combo(self) -> tuple[str, str, str]:
+        return (self.likes, self.social, self.style)
+
+    @property
+    def trait(self) -> Trait:
+        """The trait persona it equals under full view."""
+        return Trait(self.likes, self.social, self.style)
+
+    def describe(self) -> str:
+        return _viewer_text(self, BELIEVER_MEMORY)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Memoryless:
+    """The believers' control: the same preferences, acting only on what it sees now."""
+
+    likes: str = "red"
+    """A colour name."""
+    social: str = "none"
+    """'none', 'approach' or 'avoid'."""
+    style: str = "focused"
+    """'focused', 'casual' or 'erratic'."""
+
+    kind = "memoryless"
+
+    def __post_init__(self):
+        _check_viewer(self)
+
+    @property
+    def beta(self) -> float:
+        return STYLES[self.style]
+
+    @property
+    def combo(self) -> tuple[str, str, str]:
+        return (self.likes, self.social, self.style)
+
+    @property
+    def trait(self) -> Trait:
+        """The trait persona whose probabilities it has."""
+        return Trait(self.likes, self.social, self.style)
+
+    def describe(self) -> str:
+        return _viewer_text(self, MEMORYLESS_MEMORY)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+PersonaSpec = Trait | Species | Imitator | Mirror | Believer | Memoryless
+PERSONA_KINDS = ("trait", "species", "imitator", "mirror", "believer", "memoryless")
 
 
 def persona_from_json(data: dict) -> PersonaSpec:
@@ -197,7 +294,8 @@ def persona_from_json(data: dict) -> PersonaSpec:
         raise ValueError(f"a persona spec must be a JSON object with a 'kind' field, got {data!r}")
     kind, rest = data["kind"], {k: v for k, v in data.items() if k != "kind"}
     _one_of("persona kind", kind, PERSONA_KINDS)
-    cls = {"trait": Trait, "species": Species, "imitator": Imitator, "mirror": Mirror}[kind]
+    cls = {"trait": Trait, "species": Species, "imitator": Imitator, "mirror": Mirror, "believer": Believer,
+           "memoryless": Memoryless}[kind]
     allowed = set(cls.__dataclass_fields__)
     unknown = set(rest) - allowed
     if unknown:

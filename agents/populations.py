@@ -2,7 +2,9 @@
 
 A population is a registry entry, not a subclass. ``sample_scene`` draws one persona per agent
 with a passed-in generator; trait combinations in ``held_out`` never appear in training scenes
-(``split="train"``) and are kept for the probes (``split="held_out"``).
+(``split="train"``) and are kept for the probes (``split="held_out"``). A population with
+``swap_rate`` > 0 also schedules interventions: ``sample_events`` gives a fraction ``swap_rate``
+of its episodes one swap of two gems of different colours at a uniformly drawn step.
 """
 
 from __future__ import annotations
@@ -11,20 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorhall.agents.bayes import HypothesisSet
+from mirrorhall.agents.bayes import BeliefHypotheses, HypothesisSet
 from mirrorhall.agents.personas import (
     LIKES_NONE,
     STYLES,
+    Believer,
     Imitator,
+    Memoryless,
     Mirror,
     PersonaSpec,
     Species,
     Trait,
 )
-from mirrorhall.envs.core import COLOR_NAMES
+from mirrorhall.envs.core import COLOR_NAMES, WorldConfig, WorldEvent
 
 SPLITS = ("train", "held_out", "all")
-MIX_KINDS = ("trait", "imitator", "mirror", "species")
+MIX_KINDS = ("trait", "imitator", "mirror", "species", "believer", "memoryless")
+VIEWER_KINDS = ("believer", "memoryless")
+"""Families whose personas act on what they see (now, or remembered): a liked colour, no 'follow'."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Population:
     mirror_noise: float = 0.1
     alphas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     """Dirichlet concentrations of random species, drawn uniformly."""
+    swap_rate: float = 0.0
+    """Fraction of episodes given one swap event (``sample_events``); 0: no interventions."""
 
     def __post_init__(self):
         for kind, weight in self.mix:
@@ -52,6 +60,39 @@ class Population:
                 raise ValueError(f"population {self.name}: unknown kind {kind!r}; allowed: {', '.join(MIX_KINDS)}")
             if weight < 0:
                 raise ValueError(f"population {self.name}: weight of {kind} must be >= 0")
+        if not 0.0 <= self.swap_rate <= 1.0:
+            raise ValueError(f"population {self.name}: swap_rate must be in [0, 1], got {self.swap_rate}")
+
+    @property
+    def remembers(self) -> bool:
+        """Whether its scenes hold believers or memoryless personas (whose DESCRIBE labels read
+        every agent's memory)."""
+        return any(kind in VIEWER_KINDS and w > 0 for kind, w in self.mix)
+
+    def viewer_combos(self, n_colors: int, split: str = "train") -> list[tuple[str, str, str]]:
+        """(likes, social, style) of this population's believers and memoryless personas: a liked
+        colour and a social term other than 'follow'."""
+        return [c for c in self.combos(n_colors, split) if c[0] != LIKES_NONE and c[1] != "follow"]
+
+    def belief_hypotheses(self, config: WorldConfig, split: str = "all") -> BeliefHypotheses:
+        """Every believer and memoryless persona of the population, uniform prior."""
+        combos = self.viewer_combos(config.n_colors, split)
+        return BeliefHypotheses([cls(*c) for cls in (Believer, Memoryless) for c in combos], config)
+
+    def sample_events(self, config: WorldConfig, steps: int, rng: np.random.Generator) -> tuple[WorldEvent, ...]:
+        """One episode's interventions: with probability ``swap_rate``, one swap of two gems of
+        different colours at a step drawn uniformly from 1..steps - 1; otherwise none. Draws
+        nothing when ``swap_rate`` is 0."""
+        if self.swap_rate <= 0 or steps < 2 or config.n_colors < 2:
+            return ()
+        happens, step, first, other = rng.random(), rng.integers(1, steps), rng.integers(config.n_gems), \
+            rng.integers(config.n_gems - config.gems_per_color)
+        if happens >= self.swap_rate:
+            return ()
+        # ``other`` indexes the gems of the other colours
+        own = first // config.gems_per_color
+        other = other + config.gems_per_color * (other >= own * config.gems_per_color)
+        return (WorldEvent(int(step), "swap", int(first), other=int(other)),)
 
     def combos(self, n_colors: int, split: str = "all") -> list[tuple[str, str, str]]:
         """Trait combinations (likes, social, style) of this population for a world's colours."""
@@ -100,6 +141,10 @@ class Population:
                 kind = "trait"
             if kind == "trait":
                 out.append(self._trait(i, n_agents, n_colors, rng, split))
+            elif kind in VIEWER_KINDS:
+                combos = self.viewer_combos(n_colors, split)
+                cls = Believer if kind == "believer" else Memoryless
+                out.append(cls(*combos[rng.integers(len(combos))]))
             elif kind == "species":
                 out.append(Species.draw(self.alphas[rng.integers(len(self.alphas))], rng))
             else:
@@ -136,6 +181,11 @@ POPULATIONS: dict[str, Population] = {
         Population("lab", "everything at once: trait personas, imitators, mirrors and random agents",
                    (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2)),
                    held_out=_HELD_OUT),
+        Population("lab-belief", "lab plus believers (they act on where they last saw gems) and their "
+                   "memoryless control, with one gem swap in half of the episodes (use a view radius)",
+                   (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2),
+                    ("believer", 0.3), ("memoryless", 0.1)),
+                   held_out=_HELD_OUT, swap_rate=0.5),
     )
 }
 DEFAULT_POPULATION = "crowd"

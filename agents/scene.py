@@ -20,7 +20,7 @@ from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import IMITATOR, Cast, CastState, sample_actions
 from mirrorhall.agents.personas import PersonaSpec, Trait
-from mirrorhall.envs.core import WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.core import WorldConfig, WorldCore, WorldEvent, WorldState, check_events
 from mirrorhall.envs.perception import Situations, situations
 
 
@@ -39,6 +39,7 @@ class Episode:
     collected: np.ndarray  # (B, N, C) gems collected by colour
     match: np.ndarray  # (T, B, N) imitators: overlap sum_a min(p, q) with the target's q; nan else
     belief_on_target: np.ndarray  # (B, N) imitators of trait agents: final posterior mass on the truth
+    events: tuple[tuple[WorldEvent, ...], ...] = ()  # (B,) each world's schedule of interventions; () none
 
     @property
     def steps(self) -> int:
@@ -50,6 +51,8 @@ class Episode:
         for arr in (self.agent_pos, self.gem_pos, self.actions, self.probs, self.rewards,
                     self.collected, self.match, self.belief_on_target):
             h.update(np.ascontiguousarray(arr).tobytes())
+        if any(self.events):  # episodes without events keep the digests they always had
+            h.update(repr([[e.to_json() for e in row] for row in self.events]).encode())
         return h.hexdigest()
 
 
@@ -92,7 +95,9 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
               on_step: Callable[[int, WorldState, CastState], None] | None = None,
               drivers: Sequence[Driver] = (),
               on_act: Callable[[SceneStep], None] | None = None,
-              generators: tuple[np.random.Generator, np.random.Generator] | None = None) -> Episode:
+              generators: tuple[np.random.Generator, np.random.Generator] | None = None,
+              events=None, place: Callable[[WorldState], None] | None = None,
+              remember: bool = False) -> Episode:
     """Run ``steps`` steps of one world (a row of N specs) or B worlds (B rows) from ``seed``.
 
     ``on_step(t, state, cast_state)`` is called at t = 0 and after every step; ``on_act`` is
@@ -100,15 +105,25 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     (world, policy) replace the streams derived from ``seed``, which is then only recorded.
     Each of ``drivers`` (for instance the trained model, ``ModelPolicy.driver(prompts)``) acts for
     its agents instead of their specs: its probabilities replace theirs at every step.
+    ``events``: interventions (``WorldEvent`` or their JSON), one schedule for every world or a
+    list of B schedules (one per world); each happens when its world reaches its step, before
+    anything observes that step, and the episode records them. ``place(state)`` may rearrange
+    the worlds right after reset (a probe's chosen layout), before the events of step 0.
+    ``remember``: track every agent's memory of the gems even without believers in the cast
+    (labels that describe a believer in any agent's situation need it).
     """
     rows = [list(personas)] if personas and not isinstance(personas[0], (list, tuple)) else \
         [list(r) for r in personas]
-    cast = Cast(rows, config, hypotheses)
+    cast = Cast(rows, config, hypotheses, remember_all=remember)
     core = WorldCore(config)
     world_rng, policy_rng = seeded_generators(seed)
     if generators is not None:
         world_rng, policy_rng = generators
     state = core.reset(len(rows), world_rng, valued)
+    schedules = _schedules(events, config, len(rows))
+    if place is not None:
+        place(state)
+    _intervene(core, state, schedules)
     cstate = cast.initial_state()
     b, n = state.last_action.shape
     imit = cast.params.kind == IMITATOR  # (B, N)
@@ -125,6 +140,7 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
     if on_step is not None:
         on_step(0, state, cstate)
     for _ in range(steps):
+        cstate = cast.perceive(cstate, core, state)  # agents that remember take in what they see
         sit = situations(core, state)
         p = cast.probs(sit, cstate)  # (B, N, 5)
         q = cast.probs_as(target, sit, cstate)  # (B, N, 5) the target's choice in my situation
@@ -135,6 +151,7 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
         if on_act is not None:
             on_act(SceneStep(state.t, state, sit, cast, cstate, p, a))
         r = core.step(state, a, world_rng)
+        _intervene(core, state, schedules)
         cstate = cast.observe(cstate, sit, a)
         agent_pos.append(state.agent_pos.copy())
         gem_pos.append(state.gem_pos.copy())
@@ -157,7 +174,28 @@ def run_scene(config: WorldConfig, personas: Sequence[PersonaSpec] | Sequence[Se
         collected=state.collected.copy(),
         match=np.stack(match) if match else np.zeros((0, b, n)),
         belief_on_target=_belief_on_target(cast, cstate, imit),
+        events=tuple(schedules) if any(schedules) else (),
     )
+
+
+def _schedules(events, config: WorldConfig, b: int) -> list[tuple[WorldEvent, ...]]:
+    """B checked schedules from ``run_scene``'s ``events`` (None, one schedule, or one per world)."""
+    if events is None or len(events) == 0:
+        return [()] * b
+    per_world = not isinstance(events[0], (WorldEvent, dict))
+    if per_world:
+        if len(events) != b:
+            raise ValueError(f"events: give one schedule for every world or a list of {b} schedules, "
+                             f"got {len(events)}")
+        return [check_events(e, config, f"events[{w}]") for w, e in enumerate(events)]
+    return [check_events(events, config)] * b
+
+
+def _intervene(core: WorldCore, state: WorldState, schedules) -> None:
+    """Apply each world's events of the current step."""
+    for w, schedule in enumerate(schedules):
+        if schedule:
+            core.apply_events(state, schedule, worlds=[w])
 
 
 def _belief_on_target(cast: Cast, cstate: CastState, imit: np.ndarray) -> np.ndarray:

@@ -16,7 +16,15 @@ import json
 import time
 from pathlib import Path
 
-from mirrorhall.analysis import calibration, describe, imitate, mirror, outcome, second_order
+from mirrorhall.analysis import (
+    calibration,
+    describe,
+    false_belief,
+    imitate,
+    mirror,
+    outcome,
+    second_order,
+)
 from mirrorhall.analysis.common import ModelProbe
 from mirrorhall.analysis.reporting import json_default
 from mirrorhall.errors import ConfigError, OutputError
@@ -43,11 +51,14 @@ PROBES = {
     "second_order": second_order,
     "mirror_test": mirror,
     "outcome": outcome,
+    "false_belief": false_belief,
 }
 # episodes at each scale: "small" for CI and the demo, "full" for docs/results.md
 SCALES = {
-    "small": {"calibration": 12, "describe": 16, "imitate": 42, "second_order": 24, "mirror_test": 40, "outcome": 8},
-    "full": {"calibration": 64, "describe": 64, "imitate": 280, "second_order": 64, "mirror_test": 200, "outcome": 24},
+    "small": {"calibration": 12, "describe": 16, "imitate": 42, "second_order": 24, "mirror_test": 40, "outcome": 8,
+              "false_belief": 48},
+    "full": {"calibration": 64, "describe": 64, "imitate": 280, "second_order": 64, "mirror_test": 200, "outcome": 24,
+             "false_belief": 400},
 }
 
 
@@ -142,8 +153,18 @@ RESULT_FIELDS: dict[str, dict] = {
                                    "accuracy_bayes": FIGURE, "chance": NUMBER},
                     "settings?": list_of(TEXT)},
     "outcome": {"conditions": {"asked": NUMBER, "achieved": FIGURE, "control": FIGURE, "difference": FIGURE}},
+    "false_belief": {"conditions": {"subject": TEXT, "layouts": NUMBER, "effect_model": FIGURE, "effect_bayes": FIGURE,
+                                    "effect_truth?": FIGURE},
+                     "curve": {"subject": TEXT, "distance": NUMBER, "seen": BOOL, "effect_model?": FIGURE,
+                               "effect_bayes?": FIGURE, "effect_truth?": FIGURE},
+                     "view_radius": NUMBER,
+                     "summary": {"effect_model_ci95?": INTERVAL, "effect_bayes_ci95?": INTERVAL,
+                                 "effect_truth_ci95?": INTERVAL, "control_effect_model_ci95?": INTERVAL,
+                                 "control_effect_bayes_ci95?": INTERVAL, "control_effect_truth_ci95?": INTERVAL,
+                                 "effect_ratio_ci95?": INTERVAL, "control_within_bayes_interval?": BOOL},
+                     "target_values": NUMBER | TEXT | NULL},
 }
-_SPECIAL = ("conditions", "summary", "target_values")
+_SPECIAL = ("conditions", "summary", "target_values", "curve")
 
 
 def _check_fields(src: Source, data: dict, spec: dict, where: str = "") -> None:
@@ -177,6 +198,8 @@ def read_result(path: Path, name: str) -> dict:
         src.check(v, spec.get("target_values", MEASURE), f"targets {k!r}")
     _check_fields(src, r, {k: v for k, v in spec.items() if k not in _SPECIAL})
     tables = [("conditions", r["conditions"], spec["conditions"])]
+    if "curve" in spec:  # rows of a curve, checked as the conditions are
+        tables.append(("curve", src.field(r, "curve", LIST), spec["curve"]))
     if isinstance(r.get("essay"), dict):  # the essay's rows: the same figures but Bayes
         essay = {k: v for k, v in spec["conditions"].items() if k != "ce_bayes"}
         tables.append(("essay conditions", src.field(r["essay"], "conditions", LIST, where="essay "), essay))

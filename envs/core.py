@@ -163,6 +163,134 @@ class WorldState:
         return self.agent_pos.shape[0]
 
 
+EVENT_KINDS = ("move", "swap")
+"""What an event does: ``move`` puts one gem on a chosen cell, ``swap`` makes two gems trade places."""
+
+
+@dataclass(frozen=True)
+class WorldEvent:
+    """An intervention in the world: at step ``step``, gem ``gem`` moves to cell ``to`` (``move``)
+    or trades places with gem ``other`` (``swap``).
+
+    An event of step t happens when the world reaches step t (after reset for t = 0, after the
+    t-th move otherwise) and before anything observes it, so the observations, ``state()`` and
+    frames of step t show the gems where the event put them. Gems are numbered colour-major:
+    gem g has colour ``g // gems_per_color`` (with 2 per colour, gems 0 and 1 are red, 2 and 3
+    green, ...); JSON may also name a gem ``"colour:k"`` (``"red:1"`` is gem 1). Events of one
+    step happen in the order given. ``check_events`` validates a schedule against a world.
+    """
+
+    step: int
+    """The step at which the event happens, 0..max_cycles - 1."""
+    kind: str
+    """'move' or 'swap'."""
+    gem: int
+    """The gem moved, or the first of the two swapped."""
+    other: int | None = None
+    """swap: the other gem."""
+    to: tuple[int, int] | None = None
+    """move: the (row, col) cell the gem goes to; it must hold no wall, agent or other gem."""
+
+    def to_json(self) -> dict:
+        out = {"step": self.step, "kind": self.kind, "gem": self.gem}
+        if self.kind == "swap":
+            out["other"] = self.other
+        else:
+            out["to"] = list(self.to)
+        return out
+
+    def cells(self, state: WorldState, world: int = 0) -> list[tuple[int, int]]:
+        """The cells this event touches in world ``world`` of ``state`` (after it happened)."""
+        gems = [self.gem] + ([self.other] if self.kind == "swap" else [])
+        return [tuple(int(v) for v in state.gem_pos[world, g]) for g in gems]
+
+    def describe(self, config: WorldConfig) -> str:
+        """A short caption: ``swap red gem 0 <-> blue gem 4`` or ``move red gem 0 -> (3, 4)``."""
+        def name(g):
+            return f"{config.color_names[g // config.gems_per_color]} gem {g}"
+        if self.kind == "swap":
+            return f"swap {name(self.gem)} <-> {name(self.other)}"
+        return f"move {name(self.gem)} -> ({self.to[0]}, {self.to[1]})"
+
+
+def _event_gem(config: WorldConfig, value, where: str) -> int:
+    if isinstance(value, str):
+        color, _, k = value.partition(":")
+        if color not in config.color_names or not k.isdigit() or int(k) >= config.gems_per_color:
+            raise ValueError(
+                f"{where}: unknown gem {value!r}; name a gem 0..{config.n_gems - 1} or 'colour:k' with a "
+                f"colour of {', '.join(config.color_names)} and k in 0..{config.gems_per_color - 1}")
+        return config.color_names.index(color) * config.gems_per_color + int(k)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < config.n_gems:
+        raise ValueError(f"{where}: unknown gem {value!r}; gems are 0..{config.n_gems - 1} "
+                         f"(or 'colour:k')")
+    return int(value)
+
+
+def check_events(events, config: WorldConfig, name: str = "events") -> tuple[WorldEvent, ...]:
+    """A schedule of events (``WorldEvent`` objects or their JSON objects) checked against a world:
+    known kinds and gems, steps inside the episode, move targets inside the grid and off the walls.
+    ``ValueError`` names the field (``events[2].to``) otherwise. Whether a move's cell is free of
+    agents and gems is known only when the event happens (``WorldCore.apply_events``)."""
+    if events is None:
+        return ()
+    if isinstance(events, (str, bytes, dict)) or not hasattr(events, "__iter__"):
+        raise ValueError(f"{name} must be a list of events, got {type(events).__name__}")
+    out = []
+    walls = config.walls()
+    for i, ev in enumerate(events):
+        where = f"{name}[{i}]"
+        data = ev.to_json() if isinstance(ev, WorldEvent) else ev
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be an object with step, kind, gem and other or to; got {data!r}")
+        unknown = sorted(set(data) - {"step", "kind", "gem", "other", "to"}, key=str)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: step, kind, gem, other, to")
+        for key in ("step", "kind", "gem"):
+            if key not in data:
+                raise ValueError(f"{where}.{key} is missing")
+        step = _check_int(f"{where}.step", data["step"], 0, config.max_cycles - 1)
+        kind = data["kind"]
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"{where}.kind must be one of {', '.join(EVENT_KINDS)}; got {kind!r}")
+        gem = _event_gem(config, data["gem"], f"{where}.gem")
+        if kind == "swap":
+            if data.get("to") is not None:
+                raise ValueError(f"{where}.to: a swap takes 'other', not 'to'")
+            if data.get("other") is None:
+                raise ValueError(f"{where}.other is missing: a swap needs the other gem")
+            other = _event_gem(config, data["other"], f"{where}.other")
+            if other == gem:
+                raise ValueError(f"{where}.other: a gem cannot swap with itself (gem {gem})")
+            out.append(WorldEvent(step, kind, gem, other=other))
+            continue
+        if data.get("other") is not None:
+            raise ValueError(f"{where}.other: a move takes 'to', not 'other'")
+        to = data.get("to")
+        if to is None:
+            raise ValueError(f"{where}.to is missing: a move needs a (row, col) cell")
+        if isinstance(to, (str, bytes)) or not hasattr(to, "__len__") or len(to) != 2:
+            raise ValueError(f"{where}.to must be a (row, col) pair, got {to!r}")
+        r = _check_int(f"{where}.to row", to[0], 0, config.height - 1)
+        c = _check_int(f"{where}.to col", to[1], 0, config.width - 1)
+        if walls[r, c]:
+            raise ValueError(f"{where}.to: cell ({r}, {c}) is a wall; choose a floor cell")
+        out.append(WorldEvent(step, kind, gem, to=(r, c)))
+    return tuple(out)
+
+
+def events_from_json(text: str, config: WorldConfig, name: str = "events") -> tuple[WorldEvent, ...]:
+    """A schedule from JSON text (a list of event objects), checked by ``check_events``."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} is not valid JSON ({err.msg}); give a list such as "
+                         '[{"step": 5, "kind": "swap", "gem": "red:0", "other": "blue:0"}]') from None
+    return check_events(data, config, name)
+
+
 class WorldCore:
     """Steps B worlds of one configuration. Randomness comes from the generator passed in."""
 
@@ -316,6 +444,37 @@ class WorldCore:
             sub[r, picks[:, k]] = -np.inf
         where = np.searchsorted(hit, wb)
         state.gem_pos[wb, wg] = self.cell_pos[picks[where, rank]]
+
+    # --- interventions --------------------------------------------------------------------------
+
+    def apply_events(self, state: WorldState, events, worlds=None) -> list[WorldEvent]:
+        """Apply, in order, every event of ``events`` (a checked schedule) whose step is ``state.t``,
+        in place, to the worlds ``worlds`` (indices; default every world); returns those applied.
+
+        A swap exchanges two gems' cells. A move puts a gem on its cell, which must hold no agent
+        and no other gem at that moment (``ValueError`` naming the event's ``to`` otherwise).
+        Events never draw random numbers, so a schedule changes nothing but the gems it names.
+        """
+        due = [ev for ev in events if ev.step == state.t]
+        if not due:
+            return []
+        rows = np.arange(state.batch_size) if worlds is None else np.atleast_1d(np.asarray(worlds, dtype=np.int64))
+        for ev in due:
+            if ev.kind == "swap":
+                a = state.gem_pos[rows, ev.gem].copy()
+                state.gem_pos[rows, ev.gem] = state.gem_pos[rows, ev.other]
+                state.gem_pos[rows, ev.other] = a
+                continue
+            to = np.asarray(ev.to, dtype=np.int64)
+            others = np.delete(state.gem_pos[rows], ev.gem, axis=1)  # (R, G - 1, 2)
+            gem_there = (others == to).all(-1).any(-1)
+            agent_there = (state.agent_pos[rows] == to).all(-1).any(-1)
+            if gem_there.any() or agent_there.any():
+                what = "another gem" if gem_there.any() else "an agent"
+                raise ValueError(f"events (move of gem {ev.gem} at step {ev.step}).to: cell ({ev.to[0]}, "
+                                 f"{ev.to[1]}) holds {what} at step {state.t}; choose a free cell")
+            state.gem_pos[rows, ev.gem] = to
+        return due
 
     # --- what agents see ------------------------------------------------------------------------
 

@@ -24,6 +24,20 @@ Gems and rewards
     valued colours with ``reset(options={"valued": {"agent_0": "red", ...}})`` (colour names or
     "any"; other option keys are ignored).
 
+Interventions (events)
+    ``reset(options={"events": [...]})`` schedules gem moves and swaps for the episode, e.g.
+    ``{"step": 5, "kind": "swap", "gem": "red:0", "other": "blue:0"}`` or
+    ``{"step": 3, "kind": "move", "gem": 2, "to": [4, 7]}``. An event of step t happens when the
+    world reaches step t (t = 0: right after reset), before anything observes it: observations,
+    ``state()`` and frames of step t show its result, and ``infos[agent]["events"]`` of that step
+    lists it (the key is present only at steps with events). Gems are numbered colour-major (gem g
+    has colour ``g // gems_per_color``) or named ``"colour:k"``. A swap exchanges two gems'
+    cells; a move needs a cell with no wall, agent or other gem. Events draw no random numbers, so
+    an episode without events is exactly what it was before events existed.
+    ``mirrorhall.envs.core.WorldEvent`` and ``WorldCore.apply_events`` are the programmatic form.
+    A bad event (unknown gem or kind, a step outside 0..max_cycles - 1, a wall cell; an occupied
+    cell when the move happens) raises ValueError naming the field (``events[0].gem``).
+
 Observation (``Box(-1, max(width, height), (obs_dim,), float32)``), one flat vector made of:
     1. ``grid``  (height, width, 2 + n_colors), row-major, channels last: channel 0 = cell is
        visible, 1 = wall, 2 + c = a gem of colour c. Cells out of view are all zeros.
@@ -47,7 +61,7 @@ Arguments
     Invalid values raise ValueError naming the field and the allowed values.
 
 Version history
-    v0: first release.
+    v0: first release; interventions (``events``) added without changing any episode that has none.
 """
 
 from __future__ import annotations
@@ -60,7 +74,7 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
-from mirrorhall.envs.core import ANY_COLOR, N_ACTIONS, WorldConfig, WorldCore
+from mirrorhall.envs.core import ANY_COLOR, N_ACTIONS, WorldConfig, WorldCore, check_events
 
 ENV_NAME = "mirrorhall_v0"
 # Action types accepted without further checks (bool and numpy bool are not among them).
@@ -93,6 +107,7 @@ class MirrorhallParallelEnv(ParallelEnv):
         self._global_core = WorldCore(WorldConfig(**{**self.config.__dict__, "view_radius": None}))
         self.state_space = spaces.Box(-1.0, float(max(high, self.max_cycles)), (self.config.obs_dim,), np.float32)
         self.world_state = None
+        self.events = ()  # the episode's checked schedule (reset options "events")
         self.np_random, _ = seeding.np_random(None)
         self._viewer = None
 
@@ -127,10 +142,14 @@ class MirrorhallParallelEnv(ParallelEnv):
             if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
                 raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
             self.np_random, _ = seeding.np_random(int(seed))
-        self.world_state = self.core.reset(1, self.np_random, self._valued(options))
+        valued = self._valued(options)
+        self.events = check_events((options or {}).get("events") if isinstance(options, dict) else None,
+                                   self.config, "options['events']")
+        self.world_state = self.core.reset(1, self.np_random, valued)
+        applied = self.core.apply_events(self.world_state, self.events)
         self.agents = self.possible_agents[:]
         obs = self._observations()
-        infos = {a: {} for a in self.agents}
+        infos = {a: ({"events": [e.to_json() for e in applied]} if applied else {}) for a in self.agents}
         return obs, infos
 
     def _observations(self) -> dict:
@@ -157,6 +176,7 @@ class MirrorhallParallelEnv(ParallelEnv):
         before = self.world_state.collected[0].copy()
         rew = self.core.step_unchecked(self.world_state, np.array([act], dtype=np.int64), self.np_random)[0]
         got = (self.world_state.collected[0] - before).sum(-1).tolist()
+        applied = self.core.apply_events(self.world_state, self.events) if self.events else []
         truncated = self.world_state.t >= self.max_cycles
         obs = self._observations()
         agents = self.agents  # every agent, in id order, until the episode ends
@@ -164,6 +184,9 @@ class MirrorhallParallelEnv(ParallelEnv):
         terminations = dict.fromkeys(agents, False)
         truncations = dict.fromkeys(agents, truncated)
         infos = {a: {"collected": g} for a, g in zip(agents, got, strict=True)}
+        if applied:
+            for info in infos.values():
+                info["events"] = [e.to_json() for e in applied]
         if truncated:
             self.agents = []
         if self.render_mode == "human":
@@ -190,7 +213,7 @@ class MirrorhallParallelEnv(ParallelEnv):
 
         if self.render_mode == "ansi":
             return render.render_ansi(self.config, self.world_state)
-        frame = render.render_rgb(self.config, self.world_state)
+        frame = render.render_rgb(self.config, self.world_state, events=self.events)
         if self.render_mode == "rgb_array":
             return frame
         if self._viewer is None:

@@ -429,3 +429,47 @@ def view_features(core: WorldCore, view: View) -> tuple[np.ndarray, np.ndarray]:
     feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
                         view.agent_seen[:, None])
     return feats[:, 0], view.agent_seen
+
+
+# --- what each agent sees of the cells, for agents that remember ---------------------------------
+
+
+def sightings(core: WorldCore, state: WorldState) -> tuple[np.ndarray, np.ndarray]:
+    """(cell_seen (B, N, H*W) bool, gem_here (B, C, H*W) bool): the cells each agent sees now and
+    the cells holding a gem of each colour. What agent i sees of the gems is ``gem_here`` where
+    ``cell_seen[:, i]``; an agent that remembers keeps the rest from earlier steps."""
+    cfg = core.config
+    b, n = state.last_action.shape
+    hw = cfg.height * cfg.width
+    if cfg.view_radius is None:
+        cell_seen = np.ones((b, n, hw), dtype=bool)
+    else:
+        d = np.abs(core.cell_pos[None, None, :, :] - state.agent_pos[:, :, None, :]).max(-1)  # (B, N, H*W)
+        cell_seen = d <= cfg.view_radius
+    gem_here = np.zeros((b, cfg.n_colors, hw), dtype=bool)
+    rows = np.broadcast_to(np.arange(b)[:, None], state.gem_pos.shape[:2])
+    gem_here[rows, np.broadcast_to(state.gem_color, rows.shape), core.cells(state.gem_pos)] = True
+    return cell_seen, gem_here
+
+
+def remember(memory: np.ndarray | None, cell_seen: np.ndarray, gem_here: np.ndarray) -> np.ndarray:
+    """(B, N, C, H*W) each agent's memory after looking: the cells it sees now hold what is there
+    (a gem of colour c, or none); every other cell keeps what the agent last saw there (nothing,
+    for a cell never seen). ``memory`` None: nothing seen before."""
+    now = np.broadcast_to(gem_here[:, None], (*cell_seen.shape[:2], *gem_here.shape[1:]))  # (B, N, C, H*W)
+    if memory is None:
+        return now & cell_seen[:, :, None, :]
+    return np.where(cell_seen[:, :, None, :], now, memory)
+
+
+def remembered_gem_d(config: WorldConfig, memory: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gem_d (P..., 5, C) float64, believed (P..., C) bool): from each post-move cell ``after``
+    (P..., 5), the Manhattan distance to the nearest cell that ``memory`` (P..., C, H*W) says holds
+    a gem of colour c (0 where it believes in none), and whether it believes in any."""
+    dist = _distances(config.height, config.width, _dist_dtype(config))  # (H*W, H*W)
+    big = config.width + config.height
+    d = dist[after]  # (P..., 5, H*W)
+    masked = np.where(memory[..., None, :, :], d[..., None, :], big)  # (P..., 5, C, H*W)
+    near = masked.min(-1)  # (P..., 5, C)
+    believed = memory.any(-1)  # (P..., C)
+    return np.where(believed[..., None, :], near, 0).astype(np.float64), believed

@@ -266,6 +266,7 @@ def render_rgb(
     viewer: int | None = None,
     cell: int = 32,
     caption: Sequence[str | tuple[str, bool]] = (),
+    events: Sequence = (),
 ) -> np.ndarray:
     """Draw world ``world`` as an RGB image.
 
@@ -281,9 +282,15 @@ def render_rgb(
     marks "stay". Agents sharing a cell get one tile each (two halves or four quarters of the
     cell, with a thick side for the last move; with more than four, three tiles and a "+k" tile).
     With ``viewer`` set and ``config.view_radius`` not None, the cells that agent cannot see are
-    darkened.
+    darkened. ``events`` (a schedule of ``WorldEvent``): the events of this frame's step (those
+    whose ``step`` is ``state.t``) are marked: an amber frame around each cell they touched and an
+    emphasised caption line naming them (``swap red gem 0 <-> blue gem 4``); with a non-empty
+    schedule every frame has that line (empty at steps without events), so frames keep one size.
     """
     _check_indices(config, state, world, viewer)
+    due = [ev for ev in events if ev.step == state.t]
+    if events:  # one line for the events, empty at other steps: every frame of a schedule has one size
+        caption = [*caption, ("; ".join(ev.describe(config) for ev in due), True) if due else ""]
     if isinstance(cell, bool) or not isinstance(cell, (int, np.integer)) or cell < 8:
         raise ValueError(f"cell must be an integer >= 8, got {cell!r}")
     cell = int(cell)
@@ -320,6 +327,10 @@ def render_rgb(
         else:
             _draw_stack(draw, col * cell, row * cell, cell, group, fill, line, actions)
 
+    for ev in due:  # an amber frame around every cell the event touched
+        for r, c in ev.cells(state, world):
+            draw.rectangle((c * cell, r * cell, (c + 1) * cell - 1, (r + 1) * cell - 1),
+                           outline=EMPHASIS_RGB, width=max(2, cell // 10))
     label = f"t={state.t}"
     if viewer is not None and config.view_radius is not None:
         label += f"   view of agent {viewer} (radius {config.view_radius})"

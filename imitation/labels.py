@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mirrorhall import streams
-from mirrorhall.agents.bayes import HypothesisSet, softmax
+from mirrorhall.agents.bayes import HypothesisSet, believer_probs, softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, trait_probs
-from mirrorhall.agents.personas import Trait
+from mirrorhall.agents.personas import Believer, Memoryless, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.agents.scene import SceneStep, run_scene
@@ -56,6 +56,7 @@ class LabelledShard:
     prompt: list  # (S,) texts
     prompt_held_out: np.ndarray  # (S,) bool
     label: np.ndarray  # (S, 5) float32 exact distributions
+    events: list | None = None  # (B,) each episode's interventions (tuples of WorldEvent); None: none
 
 
 def shard_seeds(seed: int, shard: int) -> list[np.random.Generator]:
@@ -75,10 +76,14 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
     n, c = world_cfg.n_agents, world_cfg.n_colors
     rng_personas, rng_world, rng_policy, rng_prompt = shard_seeds(cfg.seed, shard)
     rows = [pop.sample_scene(n, c, rng_personas, split="train") for _ in range(n_episodes)]
+    events = None
+    if pop.swap_rate > 0:  # a stream of its own: populations without events draw exactly as before
+        rng_events = streams.rng(streams.SHARD_EVENTS, cfg.seed, shard)
+        events = [pop.sample_events(world_cfg, cfg.steps, rng_events) for _ in range(n_episodes)]
     hyp = pop.hypotheses(c, n)
     labeller = Labeller(cfg, n_episodes, hyp, rng_prompt)
     episode = run_scene(world_cfg, rows, cfg.steps, cfg.seed, hypotheses=hyp, on_act=labeller,
-                        generators=(rng_world, rng_policy))
+                        generators=(rng_world, rng_policy), events=events, remember=pop.remembers)
     return labeller.result(episode)
 
 
@@ -102,7 +107,11 @@ class Labeller:
         # pair beliefs: (B, observer k, target i, H) what k has learned about i so far
         self.pair = np.broadcast_to(hyp.log_prior, (b, n, n, len(hyp))).copy()
         self.desc_traits = [Trait(*combo) for combo in self.pop.combos(c, "train") if combo[1] != "follow"]
-        self.desc_hyp = HypothesisSet(self.desc_traits, c, n)  # trait codes of the describable personas
+        if self.pop.remembers:  # believers and their control can be described too
+            self.desc_traits += [cls(*combo) for cls in (Believer, Memoryless)
+                                 for combo in self.pop.viewer_combos(c, "train")]
+        self.desc_believer = np.array([isinstance(d, Believer) for d in self.desc_traits])
+        self.desc_hyp = HypothesisSet([getattr(d, "trait", d) for d in self.desc_traits], c, n)  # their trait codes
         kinds_p = np.asarray(cfg.kind_weights, dtype=np.float64)
         self.kinds_p = kinds_p / kinds_p.sum()
         self.wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, self.m))
@@ -138,6 +147,13 @@ class Labeller:
             h = desc[sel]
             label[sel] = trait_probs(sit.take((wi[sel], ai[sel])), self.desc_hyp.likes[h],
                                      self.desc_hyp.social[h], self.desc_hyp.beta[h])
+            bel = self.desc_believer[h]
+            if bel.any():  # a believer in i's situation remembers what i has seen
+                wb, ib, mb = (x[bel] for x in np.nonzero(sel))
+                hb = h[bel]
+                label[wb, ib, mb] = believer_probs(
+                    self.world_cfg, cast.bases(sit).take((wb, ib)), self.desc_hyp.likes[hb],
+                    self.desc_hyp.social[hb], self.desc_hyp.beta[hb], cstate.memory[wb, ib], cstate.after[wb, ib])
         sel = kind == Kind.OTHER
         if sel.any():
             label[sel] = _persona_in(cast, sit, cstate, wi[sel], other[sel], ai[sel])
@@ -181,6 +197,7 @@ class Labeller:
             world=flat["world"], agent=flat["agent"], t=flat["t"], kind=flat["kind"],
             target=flat["target"], template=flat["template"], prompt=prompts, prompt_held_out=held,
             label=flat["label"].astype(np.float32),
+            events=list(episode.events) if episode.events else None,
         )
 
 
@@ -197,9 +214,11 @@ def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: 
 
 
 def _persona_in(cast: Cast, sit, cstate, w, k, i) -> np.ndarray:
-    """(S, 5) persona (w, k) with its own state, in agent (w, i)'s situation."""
+    """(S, 5) persona (w, k) with its own state (a believer its memory), in agent (w, i)'s situation."""
+    memory = None if cstate.memory is None else cstate.memory[w, k]
+    after = None if cstate.after is None else cstate.after[w, i]
     return persona_probs(cast.params.take((w, k)), sit.take((w, i)), cstate.log_belief[w, k],
-                         cast.hypotheses)
+                         cast.hypotheses, memory=memory, after=after, config=cast.config)
 
 
 _TRAIN_TEMPLATES = [[i for i, t in enumerate(TEMPLATES[k]) if not t.held_out] for k in Kind]

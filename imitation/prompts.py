@@ -2,7 +2,10 @@
 
 Kinds
     SELF            "behave as yourself"
-    DESCRIBE(h)     "behave as a focused agent that likes red gems and avoids others"
+    DESCRIBE(h)     "behave as a focused agent that likes red gems and avoids others" (a trait
+                    persona), "... likes red gems, remembers where it saw them and ignores others"
+                    (a believer), "... likes red gems, forgets what it cannot see and ..." (its
+                    memoryless control)
     OTHER(k)        "behave as agent 3"
     SECOND(k)       "pretend to be agent 3 pretending to be you"
     RETURN(n, c, T) "collect 3 blue gems in the next 20 steps" (outcome conditioning, labelled in
@@ -21,7 +24,15 @@ from enum import IntEnum
 
 import numpy as np
 
-from mirrorhall.agents.personas import LIKES_NONE, STYLES, Trait
+from mirrorhall.agents.personas import (
+    BELIEVER_MEMORY,
+    LIKES_NONE,
+    MEMORYLESS_MEMORY,
+    STYLES,
+    Believer,
+    Memoryless,
+    Trait,
+)
 from mirrorhall.envs.core import COLOR_NAMES
 
 
@@ -93,7 +104,7 @@ class Prompt:
     text: str
     target: int | None = None
     """The agent named by OTHER(k) and SECOND(k)."""
-    trait: Trait | None = None
+    trait: Trait | Believer | Memoryless | None = None
     """The persona described by DESCRIBE(h)."""
     outcome: tuple[int, str, int] | None = None
     """RETURN: (number of gems, colour name or 'any', horizon in steps)."""
@@ -181,7 +192,8 @@ class PromptSpace:
 
 _STYLE = "|".join(STYLES)
 _COLOR = "|".join(COLOR_NAMES)
-_DESC = (rf"an? (?P<style>{_STYLE}) agent that likes (?:(?P<likes>{_COLOR}) gems|no gem in particular) "
+_DESC = (rf"an? (?P<style>{_STYLE}) agent that likes (?:(?P<likes>{_COLOR}) gems|no gem in particular)"
+         rf"(?:, (?P<memory>{BELIEVER_MEMORY}|{MEMORYLESS_MEMORY}))? "
          r"and (?P<social>ignores others|approaches others|avoids others|follows agent (?P<follow>\d+))")
 
 
@@ -227,6 +239,9 @@ def parse_prompt(text: str) -> Prompt:
             trait = Trait((g["likes"] or LIKES_NONE).lower(),
                           "follow" if follow is not None else _SOCIAL_WORDS[social],
                           g["style"].lower(), follow)
+            if g.get("memory"):  # a believer or its memoryless control
+                cls = Believer if g["memory"].lower() == BELIEVER_MEMORY else Memoryless
+                trait = cls(trait.likes, trait.social, trait.style)
             return render(kind, i, trait=trait)
         if kind == Kind.RETURN:
             return render(kind, i, outcome=(int(g["n"]), (g["color"] or "any").lower(), int(g["h"])))

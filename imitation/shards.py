@@ -8,7 +8,9 @@ Layout of a dataset folder (schema in docs/dataset.md)::
 Every array is an Arrow list column of numbers (schema version 2), so pandas, polars, DuckDB and
 Ray Data read arrays, not bytes; multi-dimensional arrays are flattened in C order and each row
 carries the sizes (``steps``, ``agents``, ``gems``) to reshape them. Version 1 (the same arrays
-as int8 binary blobs) is still read.
+as int8 binary blobs) is still read. Version 3 is version 2 plus an ``events`` column (each
+episode's interventions as a JSON list): it is written for populations that schedule events
+(``swap_rate`` > 0), version 2 for every other, so datasets without events are unchanged.
 
 A shard is written to a temporary file in DIR and renamed into place, then the manifest is
 rewritten the same way: a half-written shard is never visible, and a re-run skips every shard
@@ -39,9 +41,18 @@ if TYPE_CHECKING:
     from mirrorhall.imitation.labels import LabelledShard
 
 SCHEMA_VERSION = 2
-"""The version this mirrorhall writes."""
-READ_VERSIONS = (1, 2)
+"""The version this mirrorhall writes for datasets without interventions."""
+EVENTS_SCHEMA_VERSION = 3
+"""The version it writes for populations that schedule interventions: 2 plus an ``events`` column."""
+READ_VERSIONS = (1, 2, 3)
 """The versions it reads: 1 stored positions, actions and valued colours as int8 binary blobs."""
+
+
+def schema_version_for(population: str) -> int:
+    """The schema version of a dataset of ``population``: 3 where it schedules events, else 2."""
+    from mirrorhall.agents.populations import get_population
+
+    return EVENTS_SCHEMA_VERSION if get_population(population).swap_rate > 0 else SCHEMA_VERSION
 MANIFEST = "manifest.json"
 FORMAT = "mirrorhall-dataset"
 MANIFEST_FIELDS = ("format", "schema_version", "config", "n_shards", "episodes", "samples", "complete", "shards")
@@ -71,7 +82,8 @@ def _schema(version: int = SCHEMA_VERSION):
     else:
         arrays = [("steps", pa.int16()), ("agents", pa.int16()), ("gems", pa.int16()),
                   *((name, pa.list_(pa.int8())) for name in ("agent_pos", "gem_pos", "actions", "valued"))]
-    return pa.schema(head + arrays + samples)
+    events = [("events", pa.string())] if version >= EVENTS_SCHEMA_VERSION else []
+    return pa.schema(head + arrays + samples + events)
 
 
 def shard_table(lab: LabelledShard, population: str, first_episode: int):
@@ -115,7 +127,11 @@ def shard_table(lab: LabelledShard, population: str, first_episode: int):
         "s_prompt_held_out": listed(lab.prompt_held_out[order], pa.bool_()),
         "s_label": listed(lab.label[order].reshape(-1), pa.float32(), label_offsets),
     }
-    return pa.table(cols, schema=_schema())
+    version = schema_version_for(population)
+    if version >= EVENTS_SCHEMA_VERSION:
+        schedules = lab.events or [()] * n_ep
+        cols["events"] = pa.array([json.dumps([e.to_json() for e in row]) for row in schedules], type=pa.string())
+    return pa.table(cols, schema=_schema(version))
 
 
 def table_bytes(table) -> bytes:
@@ -193,7 +209,7 @@ def _config_from_manifest(root: Path, manifest: dict) -> GenerateConfig:
 
 
 def _new_manifest(cfg: GenerateConfig) -> dict:
-    return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": cfg.to_json(),
+    return {"format": FORMAT, "schema_version": schema_version_for(cfg.population), "config": cfg.to_json(),
             "n_shards": cfg.n_shards, "episodes": cfg.episodes, "samples": 0, "complete": False,
             "shards": {}}
 
@@ -227,9 +243,9 @@ def prepare(root: Path, cfg: GenerateConfig) -> tuple[dict, Iterator[int]]:
             raise DatasetError(f"{root} is not empty and holds no mirrorhall dataset; choose another --out")
         manifest = _new_manifest(cfg)
         _write_manifest(root, manifest)
-    elif manifest["schema_version"] != SCHEMA_VERSION:
+    elif manifest["schema_version"] != schema_version_for(cfg.population):
         raise DatasetError(f"{root} holds a dataset of schema version {manifest['schema_version']}, this "
-                           f"mirrorhall writes version {SCHEMA_VERSION}; choose another --out (the old "
+                           f"mirrorhall writes version {schema_version_for(cfg.population)}; choose another --out (the old "
                            "dataset stays readable)")
     elif manifest["config"] != cfg.to_json():
         _config_from_manifest(root, manifest)  # a damaged config is named as such, not as a difference
@@ -280,6 +296,9 @@ class StoredEpisode:
     prompt: list
     prompt_held_out: np.ndarray
     label: np.ndarray  # (S, 5)
+    events: tuple = ()
+    """The episode's interventions (``WorldEvent``), in order; () for none (and for schema versions
+    1 and 2). The stored gem positions already show them."""
 
     def world_states(self, world: WorldConfig) -> WorldState:
         """Every time step as one batch: a WorldState with B = T + 1 (for the perception module)."""
@@ -413,9 +432,22 @@ def decode_row(row, world: WorldConfig) -> StoredEpisode:
         template=np.asarray(row["s_template"], np.int64), prompt=list(row["s_prompt"]),
         prompt_held_out=np.asarray(row["s_prompt_held_out"], bool),
         label=np.asarray(row["s_label"], np.float32).reshape(-1, 5),
+        events=_decode_events(row.get("events"), world),
     )
     check_episode(episode, world, n_persona_flags=len(row["persona_held_out"]))
     return episode
+
+
+def _decode_events(text, world: WorldConfig) -> tuple:
+    """The ``events`` column of a version 3 row (a JSON list), checked against the world; ()
+    where the row has none."""
+    if text is None:
+        return ()
+    from mirrorhall.envs.core import check_events
+
+    if not isinstance(text, str):
+        raise ValueError("events must be a JSON text")
+    return check_events(json.loads(text), world, "events")
 
 
 def check_episode(ep: StoredEpisode, world: WorldConfig, n_persona_flags: int | None = None) -> None:

@@ -101,6 +101,8 @@ SHARD_POLICY = Stream("shard/policy", indices=1, child=(2,))
 """The sampled actions of a shard's episodes."""
 SHARD_PROMPTS = Stream("shard/prompts", indices=1, child=(3,))
 """The prompts and sampled questions of a shard's episodes."""
+SHARD_EVENTS = Stream("shard/events", indices=1, after=(tag("shard/events"),))
+"""The interventions (gem swaps) of a shard's episodes, for populations that schedule them."""
 
 # --- training ---------------------------------------------------------------------------------------
 
@@ -129,7 +131,8 @@ ENV_RUNNER = Stream("rllib/env_runner", indices=2)
 
 PROBE_SEED_BASE = 7_000_003
 """The first entropy word of every probe stream: probe scenes share no stream with datasets."""
-PROBES = ("calibration", "compare_direct", "describe", "imitate", "mirror_test", "outcome", "second_order")
+PROBES = ("calibration", "compare_direct", "describe", "false_belief", "imitate", "mirror_test", "outcome",
+          "second_order")
 """Every probe with streams of its own; a new probe adds its name here."""
 
 PROBE_DRAWS = {p: Stream(f"probe/{p}/draws", before=(PROBE_SEED_BASE, tag(p))) for p in PROBES}
@@ -159,7 +162,7 @@ SOAK_MODEL_PERSONAS = Stream("benchmarks/soak_model_personas", after=(2,))
 
 STREAMS: tuple[Stream, ...] = (
     SCENE_WORLD, SCENE_POLICY, SCENE_PERSONAS,
-    SHARD_PERSONAS, SHARD_WORLD, SHARD_POLICY, SHARD_PROMPTS,
+    SHARD_PERSONAS, SHARD_WORLD, SHARD_POLICY, SHARD_PROMPTS, SHARD_EVENTS,
     BATCH_ORDER, BATCH_SAMPLES, EVAL_SAMPLES, ENV_RUNNER,
     *PROBE_DRAWS.values(), *PROBE_SCENES.values(), COMPARE_DIRECT_LEARNER, COMPARE_DIRECT_RUN,
     BOOTSTRAP, RANDOM_AGENT, BENCHMARK, SOAK_CORE_PERSONAS, SOAK_MODEL_PERSONAS,

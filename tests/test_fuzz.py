@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 from mirrorhall.agents.personas import (
     PERSONA_KINDS,
+    Believer,
     Imitator,
+    Memoryless,
     Mirror,
     Species,
     Trait,
@@ -383,7 +385,7 @@ def test_persona_from_json_works_or_raises_value_error(data):
         spec = persona_from_json(data)
     except ValueError:
         return
-    assert isinstance(spec, (Trait, Species, Imitator, Mirror))
+    assert isinstance(spec, (Trait, Species, Imitator, Mirror, Believer, Memoryless))
     again = persona_from_json(json.loads(json.dumps(spec.to_json())))  # the spec survives a JSON round trip
     assert again == spec
     assert isinstance(spec.describe(), str)

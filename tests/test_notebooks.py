@@ -29,6 +29,7 @@ CASES = {
     "02_training.ipynb": True,
     "03_imitation_probes.ipynb": True,
     "04_being_imitated.ipynb": True,
+    "05_false_belief.ipynb": True,
 }
 
 

@@ -77,6 +77,7 @@ class ImitationRewardEnv(MirrorhallMultiAgentEnv):
     def step(self, action_dict: dict):
         if self._done:
             raise ValueError("step() called before reset() or after the episode ended; call reset()")
+        self.cast_state = self.cast.perceive(self.cast_state, self.core, self.world_state)  # believers look
         sit = situations(self.core, self.world_state)
         probs = self.cast.probs(sit, self.cast_state)  # (1, N, 5): the learners' rows are pi_test
         act = sample_actions(probs, self._np_random)[0]  # the scripted agents' actions

@@ -42,10 +42,14 @@ class RunConfig:
     """Number of gem colours."""
     render: str | None = option(None, metavar="OUT.gif")
     """Path of a .gif animation to write."""
+    events: str | None = option(None, metavar="JSON")
+    """Interventions: a JSON list of gem moves and swaps, e.g. '[{"step": 5, "kind": "swap", "gem": "red:0", "other": "blue:0"}]' (the env's spec card documents them)."""
     progress: bool = True
     """Show a progress bar on stderr."""
     world: object = field(init=False, repr=False, compare=False)
     """The ``WorldConfig`` the options describe (derived)."""
+    schedule: tuple = field(init=False, repr=False, compare=False)
+    """The checked events (derived from ``events``)."""
 
     def __post_init__(self):
         from mirrorhall.agents.populations import get_population
@@ -59,7 +63,12 @@ class RunConfig:
                                 n_colors=self.colors, view_radius=self.view_radius,
                                 max_cycles=max(self.steps, 1))
             get_population(self.population)
+        from mirrorhall.envs.core import events_from_json
+
+        with user_input():
+            schedule = () if self.events is None else events_from_json(self.events, world, "--events")
         object.__setattr__(self, "world", world)
+        object.__setattr__(self, "schedule", schedule)
 
 
 def scene_personas(population: str, n_agents: int, n_colors: int, seed: int, split: str = "train"):
@@ -89,11 +98,13 @@ def run(cfg: RunConfig) -> int:
         if cfg.render is not None:
             from mirrorhall.envs.render import render_rgb
 
-            frames.append(render_rgb(world, state))
+            frames.append(render_rgb(world, state, events=cfg.schedule))
         if t:
             bar.update(1)
 
-    episode = run_scene(world, personas, cfg.steps, cfg.seed, hypotheses=hypotheses, on_step=on_step)
+    with user_input():  # a move onto a cell that holds an agent or a gem is known only when it happens
+        episode = run_scene(world, personas, cfg.steps, cfg.seed, hypotheses=hypotheses, on_step=on_step,
+                            events=cfg.schedule or None)
     bar.close()
     print(summary_table(episode))
     if cfg.render is not None:
