@@ -205,13 +205,18 @@ class MultiPolicyModel(nn.Module):
         w, b = self.attend.in_proj_weight, self.attend.in_proj_bias
         kv_other = nn.functional.linear(self.entity_norm(x + self.ego_emb.weight[0]), w[d:], b[d:])  # (U, N, 2d)
         own = self.entity_norm(x[rows, ego] + self.ego_emb.weight[1])  # (S, d) the ego's own key
-        kv = kv_other[rows]  # (S, N, 2d)
-        is_ego = torch.arange(n, device=ego.device)[None] == ego[:, None]  # (S, N)
-        kv = torch.where(is_ego[..., None], nn.functional.linear(own, w[d:], b[d:])[:, None], kv)
-        k, v = kv.view(s, n, 2, heads, dh).unbind(2)  # (S, N, H, dh)
-        q = nn.functional.linear(p, w[:d], b[:d]).view(s, 1, heads, dh) * dh ** -0.5
-        scores = (q * k).sum(-1).masked_fill(~entity_mask[..., None], float("-inf"))  # (S, N, H)
-        read = (scores.softmax(1)[..., None] * v).sum(1).reshape(s, d)
+        k, v = kv_other[rows].view(s, n, 2, heads, dh).unbind(2)  # (S, N, H, dh), the ego's slot still shared
+        k_own, v_own = nn.functional.linear(own, w[d:], b[d:]).view(s, 2, heads, dh).unbind(1)  # (S, H, dh)
+        q = nn.functional.linear(p, w[:d], b[:d]).view(s, heads, dh) * dh ** -0.5
+        scores = torch.einsum("shd,snhd->shn", q, k)  # (S, H, N)
+        at_ego = ego[:, None, None].expand(-1, heads, 1)
+        scores = scores.scatter(2, at_ego, (q * k_own).sum(-1, keepdim=True))  # the ego's own key in its slot
+        scores = scores.masked_fill(~entity_mask[:, None], float("-inf"))
+        att = scores.softmax(-1)  # (S, H, N)
+        read = torch.einsum("shn,snhd->shd", att, v)
+        # the ego's slot read the shared value: swap it for the ego's own
+        read = read + att.gather(2, at_ego) * (v_own - v[torch.arange(s, device=p.device), ego])
+        read = read.reshape(s, d)
         read = self.attend.out_proj(read)  # (S, d)
         z = self.mix(torch.cat([p, read, own], dim=-1))  # (S, d)
         first = self.head[0]  # the head's first layer, split: z once per sample, not once per action

@@ -180,10 +180,13 @@ def batch_inputs(model, batch) -> dict[str, torch.Tensor]:
 
 def batch_prompts(model, batch) -> torch.Tensor:
     """(S, d) prompt vectors of a batch, each distinct prompt of its table encoded once."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     uniq, inverse = torch.unique(batch.prompt, return_inverse=True)
     tokens = batch.prompt_tokens[uniq]
     length = int((tokens != 0).sum(1).max().clamp(min=1))
-    return model.encode_prompts(tokens[:, :length])[inverse]
+    with sdpa_kernel(SDPBackend.MATH):  # on CPU, for prompts this short, 1.5x the fused kernels under bf16
+        return model.encode_prompts(tokens[:, :length])[inverse]
 
 
 def batch_logits(model, batch) -> torch.Tensor:
@@ -203,7 +206,11 @@ def batch_logits(model, batch) -> torch.Tensor:
     own = batch.own  # (E, T + 1, N, 5, F)
     e, tp1, n = own.shape[:3]
     ev = model.evidence(own[:, :-1], batch.actions).float()  # (E, T, N, de); summed in float32 under autocast
-    sums = torch.cat([ev.new_zeros((e, 1, n, ev.shape[-1])), ev.cumsum(1)], dim=1)  # (E, T + 1, N, de)
+    # exclusive running sums over time as one matmul with a lower-triangular matrix (a strided
+    # cumsum and its backward cost several times more on CPU)
+    before = torch.ones(tp1, tp1 - 1, device=ev.device).tril(-1)  # before[t, t'] = t' < t
+    with torch.autocast(ev.device.type, enabled=False):
+        sums = torch.matmul(before, ev.flatten(2)).view(e, tp1, n, -1)  # (E, T + 1, N, de)
     key = batch.episode * tp1 + batch.t
     uniq, inverse = torch.unique(key, return_inverse=True)
     t_u = uniq % tp1

@@ -50,8 +50,8 @@ RECIPES = {
     "reference": Recipe(
         description="checkpoints/reference: the `lab` population, the `small` model, the fast CPU schedule",
         generate=dict(population="lab", episodes=12288, seed=1),
-        train=dict(size="small", steps=3000, episodes_per_batch=64, samples_per_episode=128, lr=2e-3,
-                   warmup=100, eval_every=250, checkpoint_every=500, seed=0),
+        train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
+                   warmup=100, precision="bf16", eval_every=250, checkpoint_every=500, seed=0),
         probe_scale="full", probe_seed=1, target=0.89),
     "tiny": Recipe(
         description="every stage at a scale that finishes in seconds (for tests and a first look)",

@@ -60,3 +60,18 @@ def test_acting_benchmark(reference_checkpoint):
 def test_training_benchmark():
     rows = run_bench("training.py", "--size", "tiny", "--steps", "3", "--workers", "0", "--episodes", "16")
     assert rows[0]["size"] == "tiny" and rows[0]["samples_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_speedrun_loop_benchmark():
+    """Every form of the training step runs on the same batches; the shared-work forms count fewer
+    FLOPs per sample than the general path, and every share of a step is a fraction summing to 1."""
+    rows = run_bench("speedrun.py", "loop", "--threads", "1", "--steps", "2", "--warmup", "0", "--episodes", "64")
+    machine, forms = rows[0], rows[1:]
+    assert machine["matmul_gflops_fp32"] > 0 and machine["matmul_gflops_bf16"] > 0
+    assert len(forms) == 4 and all(r["samples_per_s"] > 0 for r in forms)
+    assert forms[2]["flops_per_sample"] < forms[0]["flops_per_sample"]
+    for r in forms:
+        shares = [r[f"share_{k}"] for k in ("data", "forward", "backward", "optimiser")]
+        assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1, abs=0.01)
+        assert 0 < r["roofline_fraction"] < 1

@@ -44,7 +44,7 @@ def model():
 
 @pytest.mark.parametrize("radius", [None, 2])
 def test_the_training_path_equals_the_general_per_sample_path(episodes, model, radius):
-    """batch_logits == model(**batch_inputs) on every sample (1e-5 in logits), in training mode too."""
+    """batch_logits == model(**batch_inputs) on every sample (float32 rounding), and so are the gradients."""
     net, tok = model
     data, eps = episodes[radius]
     picks = [np.random.default_rng(e).choice(len(x.kind), 50, replace=False) for e, x in enumerate(eps)]
@@ -53,7 +53,7 @@ def test_the_training_path_equals_the_general_per_sample_path(episodes, model, r
         general = net(**batch_inputs(net, batch))
         fast = batch_logits(net, batch)
     assert general.shape == (150, 5) and general.std() > 0.1
-    torch.testing.assert_close(fast, general, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-6)  # logits reach about 50
     # the gradients agree too (the training path is what the optimiser sees)
     grads = []
     for fn in (lambda: net(**batch_inputs(net, batch)), lambda: batch_logits(net, batch)):
