@@ -164,19 +164,21 @@ def loop(args) -> None:
 # --- baseline: the same command in an earlier checkout ------------------------------------------
 
 
-def _train_rate(checkout: Path, data: Path, out: Path, threads: int, steps: int) -> float:
+def _train_rate(checkout: Path, data: Path, out: Path, threads: int, steps: int, episodes_per_batch: int,
+                extra: tuple[str, ...] = ()) -> float:
     cmd = [str(checkout / ".venv/bin/mirrorhall"), "train", "--data", str(data), "--out", str(out),
-           "--size", "small", "--steps", str(steps), "--episodes-per-batch", "64", "--samples-per-episode", "128",
-           "--lr", "2e-3", "--eval-every", "100000", "--checkpoint-every", "100000", "--log-every", "10",
-           "--threads", str(threads), "--no-progress"]
+           "--size", "small", "--steps", str(steps), "--episodes-per-batch", str(episodes_per_batch),
+           "--samples-per-episode", "128", "--lr", "2e-3", "--eval-every", "100000", "--checkpoint-every", "100000",
+           "--log-every", "10", "--threads", str(threads), "--no-progress", *extra]
     subprocess.run(cmd, check=True, capture_output=True, cwd=checkout)
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in logs if r.get("phase") == "train"]
     # steady state: the rate between the first and the last log (start-up and loading excluded)
     first, last = train[0], train[-1]
-    t_first = first["step"] * 8192 / first["samples_per_s"]
-    t_last = last["step"] * 8192 / last["samples_per_s"]
-    return (last["step"] - first["step"]) * 8192 / (t_last - t_first)
+    per_step = episodes_per_batch * 128
+    t_first = first["step"] * per_step / first["samples_per_s"]
+    t_last = last["step"] * per_step / last["samples_per_s"]
+    return (last["step"] - first["step"]) * per_step / (t_last - t_first)
 
 
 def baseline(args) -> None:
@@ -184,16 +186,20 @@ def baseline(args) -> None:
     try:
         data = dataset(tmp / "data", args.episodes)
         print(json.dumps({"machine": lscpu(), "threads": args.threads}))
-        rates: dict[str, list[float]] = {"before": [], "now": []}
+        settings = (("before", Path(args.checkout), ()), ("now", ROOT, ()),
+                    ("now, --precision bf16", ROOT, ("--precision", "bf16")))
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in settings}
         for rep in range(args.repeats):
-            for label, checkout in (("before", Path(args.checkout)), ("now", ROOT)):
-                out = tmp / f"{label}-{rep}"
-                rates[label].append(_train_rate(checkout, data, out, args.threads, args.steps))
+            for label, checkout, extra in settings:
+                out = tmp / f"run-{rep}-{len(rates[label])}-{label[:3]}"
+                rates[label].append(_train_rate(checkout, data, out, args.threads, args.steps,
+                                                args.episodes_per_batch, extra))
                 shutil.rmtree(out, ignore_errors=True)
                 print(json.dumps({"checkout": label, "repeat": rep, "samples_per_s": round(rates[label][-1])}))
         best = {k: max(v) for k, v in rates.items()}
-        print(json.dumps({"before": round(best["before"]), "now": round(best["now"]),
-                          "ratio": round(best["now"] / best["before"], 2)}))
+        print(json.dumps({"episodes_per_batch": args.episodes_per_batch,
+                          **{k: round(v) for k, v in best.items()},
+                          **{f"ratio {k}": round(v / best["before"], 2) for k, v in best.items() if k != "before"}}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -210,7 +216,9 @@ def target(args) -> None:
     out = Path(args.out)
     print(json.dumps({"machine": lscpu(), "threads": args.threads, "recipe": args.recipe}))
     t0 = time.time()
-    result = run_recipe(args.recipe, out, threads=args.threads, log=lambda s: print(s, flush=True))
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    result = run_recipe(args.recipe, out, threads=args.threads, log=lambda s: print(s, flush=True),
+                        train_overrides=overrides)
     recipe = get_recipe(args.recipe)
     start = t0 + result["seconds"]["generate"]  # training starts when generation ends
     evals = {r["step"]: r for r in map(json.loads, (out / "run/metrics.jsonl").read_text().splitlines())
@@ -252,11 +260,14 @@ def main() -> None:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--steps", type=int, default=60)
     b.add_argument("--repeats", type=int, default=2)
+    b.add_argument("--episodes-per-batch", type=int, default=64)
     b.add_argument("--episodes", type=int, default=512)
     c = sub.add_parser("target")
     c.add_argument("--out", required=True)
     c.add_argument("--recipe", default="reference")
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="override a training field of the recipe, e.g. --set lr=2e-3 (a variant, recorded in recipe.json)")
     args = ap.parse_args()
     {"loop": loop, "baseline": baseline, "target": target}[args.what](args)
 
