@@ -213,8 +213,9 @@ MEMORYLESS_MEMORY = "forgets what it cannot see"
 
 
 @dataclass(frozen=True)
-class Believer:
-    """A trait persona that acts on where it last saw gems (see the module docstring)."""
+class _Viewer:
+    """Trait preferences judged from the persona's own view; ``Believer`` and ``Memoryless``
+    differ only in what they do with gems out of sight."""
 
     likes: str = "red"
     """A colour name (not 'none': a believer heads for a remembered gem)."""
@@ -223,7 +224,8 @@ class Believer:
     style: str = "focused"
     """'focused', 'casual' or 'erratic' (the inverse temperature, from STYLES)."""
 
-    kind = "believer"
+    kind = ""
+    memory_text = ""
 
     def __post_init__(self):
         _check_viewer(self)
@@ -238,50 +240,31 @@ class Believer:
 
     @property
     def trait(self) -> Trait:
-        """The trait persona it equals under full view."""
+        """The trait persona with the same preferences (a believer equals it under full view; the
+        memoryless control has its probabilities always)."""
         return Trait(self.likes, self.social, self.style)
 
     def describe(self) -> str:
-        return _viewer_text(self, BELIEVER_MEMORY)
+        return _viewer_text(self, self.memory_text)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
 
 
 @dataclass(frozen=True)
-class Memoryless:
+class Believer(_Viewer):
+    """A trait persona that acts on where it last saw gems (see the module docstring)."""
+
+    kind = "believer"
+    memory_text = BELIEVER_MEMORY
+
+
+@dataclass(frozen=True)
+class Memoryless(_Viewer):
     """The believers' control: the same preferences, acting only on what it sees now."""
 
-    likes: str = "red"
-    """A colour name."""
-    social: str = "none"
-    """'none', 'approach' or 'avoid'."""
-    style: str = "focused"
-    """'focused', 'casual' or 'erratic'."""
-
     kind = "memoryless"
-
-    def __post_init__(self):
-        _check_viewer(self)
-
-    @property
-    def beta(self) -> float:
-        return STYLES[self.style]
-
-    @property
-    def combo(self) -> tuple[str, str, str]:
-        return (self.likes, self.social, self.style)
-
-    @property
-    def trait(self) -> Trait:
-        """The trait persona whose probabilities it has."""
-        return Trait(self.likes, self.social, self.style)
-
-    def describe(self) -> str:
-        return _viewer_text(self, MEMORYLESS_MEMORY)
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, **asdict(self)}
+    memory_text = MEMORYLESS_MEMORY
 
 
 PersonaSpec = Trait | Species | Imitator | Mirror | Believer | Memoryless

@@ -210,7 +210,7 @@ def baseline(args) -> None:
 def target(args) -> None:
     from mirrorhall.analysis.common import ModelProbe
     from mirrorhall.analysis.report import run_probe
-    from mirrorhall.recipes import get_recipe, run_recipe
+    from mirrorhall.recipes import fraction_at, get_recipe, run_recipe
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -229,7 +229,7 @@ def target(args) -> None:
         written = folder.stat().st_mtime - t0
         probe = run_probe("imitate", ModelProbe(folder), out / "probes" / folder.name, "lab", seed=recipe.probe_seed,
                           scale="full")
-        fraction = next(c["fraction"]["mean"] for c in probe["conditions"] if c["K"] == 10)
+        fraction = fraction_at(probe, 10)
         points.append({"step": step, "seconds_since_start": round(written, 1),
                        "eval_kl_OTHER": round(evals.get(step, {}).get("eval_kl_OTHER", float("nan")), 4),
                        "fraction_at_K10": round(fraction, 4)})

@@ -3,7 +3,8 @@
 ``EpisodeArrays`` rebuilds what every agent observed from an episode's stored states (the
 dataset stores states, never observations). ``BatchSampler`` picks episodes and samples
 deterministically from (seed, step), so a resumed run reads exactly the batches it would have.
-``mirrorhall.imitation.model_io.batch_inputs`` turns a batch into the model's inputs.
+``mirrorhall.imitation.model_io.batch_logits`` runs the model on a batch (``PromptTable`` gives each
+distinct prompt an id, so a batch encodes it once).
 """
 
 from __future__ import annotations

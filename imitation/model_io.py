@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import View, decode, n_features, view_features
@@ -180,8 +181,6 @@ def batch_inputs(model, batch) -> dict[str, torch.Tensor]:
 
 def batch_prompts(model, batch) -> torch.Tensor:
     """(S, d) prompt vectors of a batch, each distinct prompt of its table encoded once."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     uniq, inverse = torch.unique(batch.prompt, return_inverse=True)
     tokens = batch.prompt_tokens[uniq]
     length = int((tokens != 0).sum(1).max().clamp(min=1))

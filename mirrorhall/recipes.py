@@ -24,7 +24,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mirrorhall.errors import ConfigError
@@ -45,7 +45,6 @@ class Recipe:
     probe_seed: int = 1
     target: float | None = None
     """Fraction of attainable information at K = 10 the recipe is meant to reach."""
-    notes: tuple[str, ...] = field(default=())
 
 
 RECIPES = {
@@ -87,7 +86,6 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
                log: Callable[[str], None] = print, progress: bool = False, train_overrides: dict | None = None) -> dict:
     """Run recipe ``name`` into the new folder ``out``; returns (and writes) ``out/recipe.json``.
     ``train_overrides`` replaces training fields of the recipe (a variant; recorded as such)."""
-    from mirrorhall.agents.populations import get_population  # noqa: F401  (registers populations)
     from mirrorhall.analysis.common import ModelProbe
     from mirrorhall.analysis.report import run_probe
     from mirrorhall.imitation.checkpoint import export_checkpoint
@@ -121,13 +119,13 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
                                              scale=recipe.probe_scale))
     result["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     result["train_metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    result["fraction_at_K10"] = _fraction_at(probe, 10)
+    result["fraction_at_K10"] = fraction_at(probe, 10)
     result["checkpoint"] = str(checkpoint)
     (out / "recipe.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
-def _fraction_at(probe: dict, k: int) -> float | None:
+def fraction_at(probe: dict, k: int) -> float | None:
     """The imitate probe's fraction of attainable information at K = ``k``."""
     for cond in probe.get("conditions", []):
         if cond.get("K") == k:
