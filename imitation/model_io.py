@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import View, decode, n_features, view_features
 from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
+from mirrorhall.imitation.tokenizer import normalize
 
 DEFAULT_PROMPT = "behave as yourself"
 _AGENT_REF = re.compile(r"\bagent[\s_]*(\d+)", re.IGNORECASE)
@@ -50,7 +51,7 @@ def check_prompt(text: str, n_agents: int) -> str:
     """A prompt must be non-empty text and may only name agents of the scene."""
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("a prompt must be a non-empty text, e.g. 'behave as yourself'")
-    for m in _AGENT_REF.finditer(text):
+    for m in _AGENT_REF.finditer(normalize(text)):  # "agent three" names agent 3
         digits = m.group(1)
         k = int(digits) if len(digits) <= 9 else None  # longer ids name no agent of any scene
         if k is None or k >= n_agents:

@@ -1,6 +1,7 @@
 """A word-level tokenizer whose vocabulary is saved with every checkpoint.
 
-Texts are lower-cased and split into words and numbers; a word outside the vocabulary becomes
+Texts are lower-cased, number words are read as numerals ("agent three" is "agent 3", "twenty-one"
+is "21"; ``normalize``), and split into words and numbers; a word outside the vocabulary becomes
 ``<unk>`` (never an error), so researchers can type prompts the model has not seen.
 """
 
@@ -18,8 +19,27 @@ _WORD = re.compile(r"[a-z]+|\d+")
 MAX_NUMBER = 255
 
 
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+          "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_NUMBER = re.compile(rf"\b(?:({'|'.join(_TENS)})(?:[\s-]+({'|'.join(_UNITS[1:10])}))?|({'|'.join(_UNITS)}))\b")
+
+
+def normalize(text: str) -> str:
+    """Lower-case ``text`` and write its number words as numerals: "agent Three" -> "agent 3",
+    "twenty-one" -> "21" (0 to 99)."""
+    def numeral(m: re.Match) -> str:
+        if m.group(3):
+            return str(NUMBER_WORDS[m.group(3)])
+        return str(NUMBER_WORDS[m.group(1)] + (NUMBER_WORDS[m.group(2)] if m.group(2) else 0))
+
+    return _NUMBER.sub(numeral, str(text).lower())
+
+
 def words(text: str) -> list[str]:
-    return _WORD.findall(str(text).lower())
+    """The words and numbers of a text, after ``normalize``."""
+    return _WORD.findall(normalize(text))
 
 
 class Tokenizer:
