@@ -33,7 +33,14 @@ from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.agents.scene import SceneStep, run_scene
 from mirrorhall.envs.core import ANY_COLOR, WorldConfig
-from mirrorhall.imitation.prompts import RETURN_HORIZONS, TEMPLATES, Kind, PromptSpace, render
+from mirrorhall.imitation.prompts import (
+    RETURN_HORIZONS,
+    TEMPLATES,
+    Kind,
+    PromptSpace,
+    render,
+    sample_surface,
+)
 
 
 @dataclass
@@ -117,7 +124,7 @@ class Labeller:
         self.wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, self.m))
         self.ai = np.broadcast_to(np.arange(n)[None, :, None], (b, n, self.m))
         self.coll_hist = []  # (B, N, C) gems collected before each step
-        self.out = {k: [] for k in ("world", "agent", "t", "kind", "target", "template", "label", "aux")}
+        self.out = {k: [] for k in ("world", "agent", "t", "kind", "target", "template", "surface", "label", "aux")}
 
     def __call__(self, step: SceneStep) -> None:
         b, n, m, steps, t = self.b, self.n, self.m, self.steps, step.t
@@ -170,9 +177,10 @@ class Labeller:
             label[sel] = np.eye(5)[action[wi[sel], ai[sel]]]
 
         template = _templates(kind, rng_prompt)
+        surface = sample_surface(rng_prompt, kind.shape)  # optional words, agent phrase, ids in words
         named = (kind == Kind.OTHER) | (kind == Kind.SECOND)
         for key, arr in (("world", wi), ("agent", ai), ("t", np.full_like(kind, t)), ("kind", kind),
-                         ("template", template), ("target", np.where(named, other, -1)),
+                         ("template", template), ("surface", surface), ("target", np.where(named, other, -1)),
                          ("label", label), ("aux", np.stack([desc, horizon, ret_color], axis=-1))):
             self.out[key].append(arr.reshape(b * n * m, *arr.shape[3:]))
 
@@ -225,7 +233,7 @@ _TRAIN_TEMPLATES = [[i for i, t in enumerate(TEMPLATES[k]) if not t.held_out] fo
 
 
 def _templates(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A training paraphrase template for every prompt of the given kinds."""
+    """A training form (``TEMPLATES[kind]``, training families only) for every prompt of the given kinds."""
     lens = np.array([len(x) for x in _TRAIN_TEMPLATES])
     table = np.array([x + [x[0]] * (lens.max() - len(x)) for x in _TRAIN_TEMPLATES])  # (5, L)
     r = rng.integers(1 << 30, size=kind.shape)
@@ -247,13 +255,13 @@ def _prompt_texts(flat: dict, collected: np.ndarray, desc_traits, world_cfg: Wor
     cache: dict[tuple, tuple[str, bool]] = {}
     texts, held = [], np.zeros(kind.shape, dtype=bool)
     names = world_cfg.color_names
-    for s, key in enumerate(zip(kind.tolist(), flat["template"].tolist(), flat["target"].tolist(),
+    for s, key in enumerate(zip(kind.tolist(), flat["template"].tolist(), flat["surface"].tolist(), flat["target"].tolist(),
                                 np.where(kind == Kind.DESCRIBE, desc, -1).tolist(),
                                 np.where(ret, n_ret, -1).tolist(), np.where(ret, color, -2).tolist(),
                                 np.where(ret, horizon, -1).tolist(), strict=True)):
         if key not in cache:
-            k, tmpl, target, d, nr, col, h = key
-            prompt = render(Kind(k), tmpl, target=target if target >= 0 else None,
+            k, tmpl, surface, target, d, nr, col, h = key
+            prompt = render(Kind(k), tmpl, surface=surface, target=target if target >= 0 else None,
                             trait=desc_traits[d] if d >= 0 else None,
                             outcome=(nr, "any" if col == -1 else names[col], h) if nr >= 0 else None)
             cache[key] = (space.validate(prompt).text, prompt.held_out)

@@ -51,7 +51,7 @@ class ModelConfig:
     n_layers: int = 2
     d_head_mlp: int = 128
     """Hidden width of the per-action head."""
-    max_prompt_len: int = 24
+    max_prompt_len: int = 32
     max_agents: int = 64
     number_tokens: tuple[int, ...] = ()
     """Token id of the word "j" for each agent id j (ties agent ids to number words)."""

@@ -35,7 +35,8 @@ from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
 from mirrorhall.imitation.tokenizer import normalize
 
 DEFAULT_PROMPT = "behave as yourself"
-_AGENT_REF = re.compile(r"\bagent[\s_]*(\d+)", re.IGNORECASE)
+_AGENT_REF = re.compile(r"\bagent[\s_]*(?:(?:number|no|wearing|labell?ed)\s+)?(\d+)", re.IGNORECASE)
+"""An agent named in a prompt: "agent 3", "agent number 3", "the agent wearing 3" (after ``normalize``)."""
 
 
 # --- prompts --------------------------------------------------------------------------------

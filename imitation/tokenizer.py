@@ -60,11 +60,21 @@ class Tokenizer:
 
     @classmethod
     def default(cls) -> Tokenizer:
-        """Every word of every prompt template, trait word, colour and number up to MAX_NUMBER."""
-        from mirrorhall.imitation.prompts import TEMPLATES
+        """Every word of the training families' forms, surfaces and descriptions, every colour and
+        every number up to MAX_NUMBER. Held-out families' words are left out: the model never
+        reads them in training, so they stay unknown words (and prompts holding them warn)."""
+        from mirrorhall.agents.personas import BELIEVER_MEMORY, MEMORYLESS_MEMORY
+        from mirrorhall.imitation.prompts import (
+            AGENT_PHRASES,
+            FILLERS_AFTER,
+            FILLERS_BEFORE,
+            TEMPLATES,
+        )
 
         seen: dict[str, None] = {}
-        texts = [t.text for temps in TEMPLATES.values() for t in temps]
+        texts = [t.text for temps in TEMPLATES.values() for t in temps if not t.held_out]
+        texts += [*AGENT_PHRASES, *FILLERS_BEFORE, *FILLERS_AFTER, BELIEVER_MEMORY, MEMORYLESS_MEMORY]
+        texts = [re.sub(r"\{\w*\}", " ", text) for text in texts]  # placeholders are not words
         texts += [f"a an {s} agent that likes no gem gems in particular and ignores approaches "
                   "avoids follows others" for s in STYLES]
         texts += list(COLOR_NAMES) + [str(i) for i in range(MAX_NUMBER + 1)]

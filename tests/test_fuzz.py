@@ -302,7 +302,7 @@ def test_prompt_text_is_parsed_tokenized_and_checked_or_refused(text, n_agents, 
     if prompt is not None:
         assert parse_prompt(prompt.text) == prompt  # the canonical text reads back to the same prompt
         assert prompt.text == render(prompt.kind, prompt.template, target=prompt.target, trait=prompt.trait,
-                                     outcome=prompt.outcome).text
+                                     outcome=prompt.outcome, surface=prompt.surface).text
     else:
         assert len(str(perr)) < 600, "the message quotes a long prompt cut short"
     ids = TOKENIZER.encode(text, max_len)
