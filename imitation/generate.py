@@ -52,6 +52,11 @@ class GenerateConfig:
     """Labelled prompts per agent per step."""
     kind_weights: tuple[float, ...] = (0.2, 0.2, 0.3, 0.2, 0.1)
     """Sampling weights of SELF, DESCRIBE, OTHER, SECOND, RETURN."""
+    varied_share: float = 0.02
+    """Share of labelled prompts written in a random training form with a random surface
+    (docs/prompts.md); the rest use the canonical wording. Training encodes each distinct prompt
+    of a batch once, so this share sets the prompt encoder's cost per step (about
+    samples_per_step * varied_share varied prompts, beside about a hundred canonical ones)."""
 
     def __post_init__(self):
         from mirrorhall.agents.populations import get_population
@@ -66,6 +71,10 @@ class GenerateConfig:
             raise ValueError(f"kind_weights must be {len(Kind)} non-negative weights (SELF, DESCRIBE, "
                              f"OTHER, SECOND, RETURN) with a positive sum, got {self.kind_weights!r}")
         object.__setattr__(self, "kind_weights", w)
+        if isinstance(self.varied_share, bool) or not isinstance(self.varied_share, int | float) \
+                or not 0.0 <= self.varied_share <= 1.0:
+            raise ValueError(f"varied_share must be a number in [0, 1], got {self.varied_share!r}")
+        object.__setattr__(self, "varied_share", float(self.varied_share))
         self.world()
 
     def world(self) -> WorldConfig:

@@ -107,6 +107,7 @@ class Labeller:
         self.world_cfg = cfg.world()
         self.pop = get_population(cfg.population)
         self.steps = cfg.steps
+        self.varied_share = cfg.varied_share
         self.hyp = hyp
         self.rng = rng_prompt
         b, n, c = n_episodes, self.world_cfg.n_agents, self.world_cfg.n_colors
@@ -178,6 +179,8 @@ class Labeller:
 
         template = _templates(kind, rng_prompt)
         surface = sample_surface(rng_prompt, kind.shape)  # optional words, agent phrase, ids in words
+        varied = rng_prompt.random(kind.shape) < self.varied_share  # the rest: the canonical wording
+        template, surface = np.where(varied, template, 0), np.where(varied, surface, 0)
         named = (kind == Kind.OTHER) | (kind == Kind.SECOND)
         for key, arr in (("world", wi), ("agent", ai), ("t", np.full_like(kind, t)), ("kind", kind),
                          ("template", template), ("surface", surface), ("target", np.where(named, other, -1)),
