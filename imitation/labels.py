@@ -214,11 +214,13 @@ def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: 
 
 
 def _persona_in(cast: Cast, sit, cstate, w, k, i) -> np.ndarray:
-    """(S, 5) persona (w, k) with its own state (a believer its memory), in agent (w, i)'s situation."""
+    """(S, 5) persona (w, k) with its own state (a believer its memory, a family persona its phase
+    and recent cells), in agent (w, i)'s situation."""
     memory = None if cstate.memory is None else cstate.memory[w, k]
     after = None if cstate.after is None else cstate.after[w, i]
     return persona_probs(cast.params.take((w, k)), sit.take((w, i)), cstate.log_belief[w, k],
-                         cast.hypotheses, memory=memory, after=after, config=cast.config)
+                         cast.hypotheses, memory=memory, after=after, config=cast.config,
+                         family=cast.family_inputs(cstate, (w, k), (w, i)))
 
 
 _TRAIN_TEMPLATES = [[i for i, t in enumerate(TEMPLATES[k]) if not t.held_out] for k in Kind]
