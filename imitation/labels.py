@@ -75,7 +75,7 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
     pop = get_population(cfg.population)
     n, c = world_cfg.n_agents, world_cfg.n_colors
     rng_personas, rng_world, rng_policy, rng_prompt = shard_seeds(cfg.seed, shard)
-    rows = [pop.sample_scene(n, c, rng_personas, split="train") for _ in range(n_episodes)]
+    rows = [pop.sample_scene(n, c, rng_personas, split="train", world=world_cfg) for _ in range(n_episodes)]
     events = None
     if pop.swap_rate > 0:  # a stream of its own: populations without events draw exactly as before
         rng_events = streams.rng(streams.SHARD_EVENTS, cfg.seed, shard)

@@ -391,3 +391,69 @@ def test_family_observer_equals_brute_force_enumeration(family):
     np.testing.assert_allclose(prior_pred, want_prior, atol=1e-10)
     truth = np.array([hyps.index(r[k]) for r in rows])
     assert (post[np.arange(3), truth] > 1.0 / len(hyps)).all()  # it learns from 12 steps
+
+
+# --- populations and labels -----------------------------------------------------------------------
+
+
+def test_lab_families_is_lab_plus_every_family_and_lab_is_unchanged():
+    from mirrorhall.agents.populations import get_population
+
+    lab, fam = get_population("lab"), get_population("lab-families")
+    assert lab.mix == (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2))
+    assert lab.families("all") == () and lab.held_out_families == ()
+    assert fam.mix[:4] == lab.mix and fam.families("train") == FAMILIES
+    kinds = {s.kind for _ in range(60) for s in fam.sample_scene(8, 4, np.random.default_rng(_), world=WorldConfig())}
+    assert set(FAMILIES) <= kinds and {"trait", "imitator", "mirror", "species"} <= kinds
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_held_out_family_split_is_disjoint(family):
+    from mirrorhall.agents.populations import get_population
+
+    pop = get_population(f"lab-minus-{family}")
+    train, held = pop.families("train"), pop.families("held_out")
+    assert held == (family,) and family not in train
+    assert set(train) | set(held) == set(FAMILIES) == set(pop.families("all"))
+    rng = np.random.default_rng(1)
+    cfg = WorldConfig(n_agents=12)
+    train_kinds = {s.kind for _ in range(150) for s in pop.sample_scene(12, 4, rng, "train", world=cfg)}
+    probe_kinds = {s.kind for _ in range(150) for s in pop.sample_scene(12, 4, rng, "all", world=cfg)}
+    assert family not in train_kinds and set(train) <= train_kinds
+    assert family in probe_kinds
+
+
+def test_generated_labels_of_family_personas_equal_the_reference():
+    """SELF and OTHER(k) labels of a lab-families shard, where the persona asked about is a family
+    persona, equal the per-agent reference (its state tracked from the recorded positions)."""
+    from mirrorhall.imitation.generate import GenerateConfig
+    from mirrorhall.imitation.labels import label_shard
+    from mirrorhall.imitation.prompts import Kind
+
+    gen = GenerateConfig(population="lab-families", episodes=4, episodes_per_shard=4, steps=16, agents=8, seed=3)
+    lab = label_shard(gen, 0, 4)
+    cfg = gen.world()
+    core = WorldCore(cfg)
+    b, n = lab.actions.shape[1:]
+    fam = [[s.kind in FAMILIES for s in row] for row in lab.personas]
+    assert sum(map(sum, fam)) >= 4
+    states = [[ref_states(s, cfg) for s in row] for row in lab.personas]
+    checked = {Kind.SELF: 0, Kind.OTHER: 0}
+    for t in range(gen.steps):
+        picked = pickups(core, lab.gem_pos[t - 1], lab.agent_pos[t], t - 1) if t else None
+        for w in range(b):
+            for k in range(n):
+                if fam[w][k]:
+                    ref_look(lab.personas[w][k], states[w][k], tuple(lab.agent_pos[t, w, k]),
+                             None if picked is None else int(picked[w, k]))
+        last = lab.actions[t - 1] if t else np.full((b, n), NO_ACTION)
+        for s in np.flatnonzero(lab.t == t):
+            w, i, kind = lab.world[s], lab.agent[s], Kind(lab.kind[s])
+            k = i if kind == Kind.SELF else lab.target[s]
+            if kind not in checked or not fam[w][k]:
+                continue
+            snap = (lab.agent_pos[t, w], lab.gem_pos[t, w], last[w])
+            want = ref_probs(recipe(lab.personas[w][k], i, snap, states[w][k], cfg))
+            np.testing.assert_allclose(lab.label[s], want, atol=1e-6)
+            checked[kind] += 1
+    assert checked[Kind.SELF] > 20 and checked[Kind.OTHER] > 5
