@@ -457,3 +457,75 @@ def test_generated_labels_of_family_personas_equal_the_reference():
             np.testing.assert_allclose(lab.label[s], want, atol=1e-6)
             checked[kind] += 1
     assert checked[Kind.SELF] > 20 and checked[Kind.OTHER] > 5
+
+
+# --- the imitate probe with family targets --------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
+needs_reference = pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(),
+                                     reason="reference checkpoint not built")
+
+
+def _family_oracle(family, use_data):
+    import re
+
+    from mirrorhall.analysis.common import ModelProbe
+
+    class FamilyOracle(ModelProbe):
+        """Answers "behave as agent k" with the brute-force Bayes (or prior) predictive."""
+
+        def query(self, scene, world, agent, t, prompts, situation=None):
+            k = int(re.fullmatch(r"behave as agent (\d+)", prompts[0]).group(1))
+            hyps = FamilyHypotheses.grid(family, scene.config, agent=k)
+            _, post, prior = brute_force(scene.config, scene.episode, k, hyps, int(t[0]), situation=0)
+            return (post if use_data else prior)[np.asarray(world)]
+
+    return FamilyOracle(REFERENCE)
+
+
+@needs_reference
+@pytest.mark.parametrize("family", FAMILIES)
+def test_imitate_family_targets_bayes_oracle_scores_one_and_prior_zero(family):
+    from mirrorhall.analysis import imitate
+
+    ks = (0, 1, 3)
+    bayes = imitate.run(_family_oracle(family, True), "lab", episodes=7, seed=2, ks=ks, targets=family)
+    prior = imitate.run(_family_oracle(family, False), "lab", episodes=7, seed=2, ks=ks, targets=family)
+    assert bayes["pi_test"] == family and "closed_loop" not in bayes
+    for c in bayes["conditions"]:
+        assert c["ce_model"]["mean"] == pytest.approx(c["ce_bayes"]["mean"], abs=1e-9)
+        if c["K"] > 0 and c["fraction"]["mean"] is not None:
+            assert c["fraction"]["mean"] == pytest.approx(1.0, abs=1e-9)
+    for c in prior["conditions"]:
+        assert c["ce_model"]["mean"] == pytest.approx(c["ce_prior"]["mean"], abs=1e-9)
+    k3 = bayes["conditions"][-1]
+    assert k3["ce_bayes"]["mean"] <= k3["ce_prior"]["mean"] + 1e-12  # the ceiling is no worse than the prior
+
+
+@needs_reference
+def test_imitate_family_targets_on_the_reference_checkpoint_reports_k10_and_k20(tmp_path):
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import read_result, run_probe, write_report
+
+    r = run_probe("imitate", ModelProbe(REFERENCE), tmp_path, "lab", seed=0, episodes=7, targets="collector")
+    s = r["summary"]
+    assert set(s) == {"fraction_at_K10", "fraction_at_K20", "mean_fraction_K_ge_5"}
+    assert all(np.isfinite(s[k]) for k in s)
+    cond = {c["K"]: c for c in r["conditions"]}
+    assert cond[20]["ce_bayes"]["mean"] < cond[20]["ce_prior"]["mean"]  # 20 steps of a collector tell something
+    assert s["fraction_at_K20"] == cond[20]["fraction"]["mean"]
+    assert read_result(tmp_path / "imitate.json", "imitate")["pi_test"] == "collector"
+    assert "the collector family (24 hypotheses)" in write_report(tmp_path).read_text()
+
+
+def test_probe_targets_are_checked_in_one_line():
+    from mirrorhall.commands.probe import ProbeConfig
+    from mirrorhall.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="applies to the imitate probe only"):
+        ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol")
+    with pytest.raises(ConfigError, match="--targets must be one of traits, patrol, collector"):
+        ProbeConfig(name="imitate", checkpoint="ck", out="out", targets="pirates")
+    assert ProbeConfig(name="imitate", checkpoint="ck", out="out", targets="explorer").targets == "explorer"
