@@ -225,7 +225,7 @@ class Cast:
         elif isinstance(spec, Species):
             p.kind[w, i] = SPECIES
             p.species[w, i] = spec.probs
-        elif spec.kind in FAMILY_CODE:
+        elif getattr(spec, "kind", None) in FAMILY_CODE:
             p.kind[w, i] = FAMILY_CODE[spec.kind]  # parameters in p.family
         elif isinstance(spec, (Imitator, Mirror)):
             if spec.target >= n:

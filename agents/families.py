@@ -23,8 +23,9 @@ moves (walls block) and ``d`` the Manhattan distance between cells:
     maximising the distance to the target, plus ``noise / 5``; otherwise (no move seen yet, or the
     target unseen) uniform.
 ``Explorer(memory, style)`` (own history)
-    ``softmax(beta * [after[a] not among its last `memory` cells])``; its recent cells (the current
-    one first) are its state, pushed when it looks.
+    ``softmax(beta * [after[a] not on its trail])``, its trail the last ``memory`` cells it stood
+    on (the current one first), pushed when it looks; as offsets from its newest cell, so that in
+    another agent's situation it avoids the same shape of path laid from where that agent stands.
 
 A persona's state is ``FamilyState`` (phase and recent cells), changed only by ``look``, which a
 cast calls as the agent looks at the world before acting (the pure-policy habit: state in, state
@@ -114,12 +115,23 @@ def contrarian_probs(last: np.ndarray, seen: np.ndarray, d_target: np.ndarray, n
     return np.where((moved | stayed)[..., None], (1 - noise) * intent + noise / N_ACTIONS, 1.0 / N_ACTIONS)
 
 
-def explorer_probs(after: np.ndarray, recent: np.ndarray, memory: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """(P..., 5) explorers at post-move cells ``after`` (P..., 5) with recent cells ``recent``
-    (P..., M) (newest first, -1 empty) of which they avoid the first ``memory`` (P...)."""
+def explorer_probs(config: WorldConfig, after: np.ndarray, recent: np.ndarray, memory: np.ndarray,
+                   beta: np.ndarray) -> np.ndarray:
+    """(P..., 5) explorers at post-move cells ``after`` (P..., 5) (``after[..., 0]``, stay, is where
+    the situation's agent stands) with recent cells ``recent`` (P..., M) (newest first, -1 empty),
+    of which they avoid the first ``memory`` (P...). The trail is carried as offsets from the
+    newest cell, so in its own situation an explorer avoids the cells it stood on, and in another
+    agent's situation the same shape of path laid from where that agent stands."""
     m = recent.shape[-1]
+    width = config.width
     window = (np.arange(m) < np.asarray(memory)[..., None]) & (recent >= 0)  # (P..., M)
-    visited = ((after[..., :, None] == recent[..., None, :]) & window[..., None, :]).any(-1)  # (P..., 5)
+    rows, cols = np.divmod(np.maximum(recent, 0), width)  # (P..., M)
+    trail_r, trail_c = rows - rows[..., :1], cols - cols[..., :1]  # offsets from the newest cell
+    here_r, here_c = np.divmod(after[..., :1], width)  # (P..., 1)
+    move_r, move_c = np.divmod(after, width)  # (P..., 5)
+    back = ((move_r - here_r)[..., :, None] == trail_r[..., None, :]) \
+        & ((move_c - here_c)[..., :, None] == trail_c[..., None, :])  # (P..., 5, M)
+    visited = (back & window[..., None, :]).any(-1)  # (P..., 5)
     return _softmax(np.asarray(beta, dtype=np.float64)[..., None] * (~visited).astype(np.float64))
 
 
@@ -186,7 +198,7 @@ class FamilyParams:
             return rr * config.width + cc
 
         for q, spec in enumerate(specs):
-            if spec.kind not in FAMILY_CODE:
+            if getattr(spec, "kind", None) not in FAMILY_CODE:
                 continue
             who = f"agent_{agents[q]}" if agents is not None else f"persona {q}"
             out.kind[q] = FAMILY_CODE[spec.kind]
@@ -282,7 +294,7 @@ def family_probs(params: FamilyParams, state: FamilyState, sit: Situations, afte
             d = sit.agent_d[idx][rows, :, p.target]  # (M, 5)
             out[idx] = contrarian_probs(np.where(last == NO_ACTION, NO_ACTION, last), seen, d, p.noise)
         else:
-            out[idx] = explorer_probs(after[idx], s.recent, p.memory, p.beta)
+            out[idx] = explorer_probs(config, after[idx], s.recent, p.memory, p.beta)
     return out
 
 

@@ -34,8 +34,8 @@ each formula):
   its territory; depends on place.
 - ``Contrarian(target, noise)``: does the opposite of its target's last move, and moves away from
   the target when the target stayed; depends on a target's last move.
-- ``Explorer(memory, style)``: prefers cells it has not visited in its last ``memory`` steps;
-  depends on its own history.
+- ``Explorer(memory, style)``: prefers cells it has not stood on in its last ``memory`` steps
+  (the shape of its trail, laid from wherever it is asked to act); depends on its own history.
 
 Each family is a finite parameter grid (``FAMILY_GRIDS`` in ``mirrorhall.agents.families``), so
 the exact Bayes observer exists for it (``mirrorhall.agents.bayes.FamilyObserver``).

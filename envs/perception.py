@@ -32,6 +32,11 @@ Relational features (``entity_features``, ``view_features``)
     observation. Trait personas are softmax functions of exactly such differences, so these
     features let a model read behaviour without first learning to see; no persona, trait or label
     ever enters them.
+Cells (``post_move_cells``, ``seen_gem_cells``, ``pickups``; ``view_post_move_cells``,
+``view_gem_cells``)
+    where the ego ends after each move, the cells of the gems it sees, and which colour each agent
+    collected in the last step: what persona families read (``agents/families.py``). Trait
+    personas and the model's features do not depend on them.
 """
 
 from __future__ import annotations

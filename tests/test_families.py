@@ -92,7 +92,8 @@ def recipe(spec, ego, snap, state, cfg):
         return ("mix", 1.0, [0])
     assert isinstance(spec, Explorer)
     window = state["recent"][:spec.memory]
-    return ("softmax", STYLES[spec.style], [0.0 if a in window else 1.0 for a in after])
+    trail = [(r - window[0][0] + me[0], c - window[0][1] + me[1]) for r, c in window]  # laid from me
+    return ("softmax", STYLES[spec.style], [0.0 if a in trail else 1.0 for a in after])
 
 
 def ref_probs(rec):
