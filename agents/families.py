@@ -303,7 +303,8 @@ def family_probs(params: FamilyParams, state: FamilyState, sit: Situations, afte
 GRID_NOISES = (0.1, 0.3)
 GRID_STYLES = ("focused", "casual")
 GRID_RADII = (2, 4)
-GRID_MEMORIES = (2, 4, 8)
+GRID_MEMORIES = (1, 3, 8)
+GRID_EXPLORER_STYLES = ("focused", "erratic")
 
 
 def _corners(config: WorldConfig) -> tuple[int, int, int, int]:
@@ -322,7 +323,7 @@ def family_grid(family: str, config: WorldConfig, agent: int | None = None) -> l
     direction, starting at any corner, noise 0.1 or 0.3 (16); collector: every ordered pair of
     distinct colours, focused or casual (2 x C x (C - 1)); territorial: a home at each quadrant's
     centre or the grid's centre, radius 2 or 4, focused (10); contrarian: every target but
-    ``agent`` itself, noise 0.1 or 0.3; explorer: memory 2, 4 or 8, focused or casual (6).
+    ``agent`` itself, noise 0.1 or 0.3; explorer: memory 1, 3 or 8, focused or erratic (6).
     Cells on interior walls are left out."""
     if family not in FAMILY_CODE:
         raise ValueError(f"unknown persona family {family!r}; allowed: {', '.join(FAMILIES)}")
@@ -350,4 +351,4 @@ def family_grid(family: str, config: WorldConfig, agent: int | None = None) -> l
         if config.n_agents < 2:
             raise ValueError("contrarian personas need a world of at least 2 agents")
         return [Contrarian(k, n) for k in range(config.n_agents) if k != agent for n in GRID_NOISES]
-    return [Explorer(m, st) for m in GRID_MEMORIES for st in GRID_STYLES]
+    return [Explorer(m, st) for m in GRID_MEMORIES for st in GRID_EXPLORER_STYLES]
