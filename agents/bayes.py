@@ -6,14 +6,25 @@ situation s is ``q*(a|s) = sum_h P(h|D) pi_h(a|s)``. For Dirichlet species the p
 closed form ``(n_a + alpha) / (n + 5 alpha)``, marginalised over the species' alphas.
 
 Everything is vectorised over leading axes (targets, worlds, observers) and over hypotheses.
+Persona families (``agents/families.py``) have their own observer, ``FamilyObserver``, which also
+tracks the state each hypothesis would give the target.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from mirrorhall.agents.families import (
+    FAMILY_CODE,
+    FamilyParams,
+    FamilyState,
+    family_grid,
+    family_probs,
+    look,
+)
 from mirrorhall.agents.personas import (
     GEM_WEIGHT,
     LIKES_NONE,
@@ -24,8 +35,17 @@ from mirrorhall.agents.personas import (
     Memoryless,
     Trait,
 )
+from mirrorhall.envs import perception
 from mirrorhall.envs.core import COLOR_NAMES, N_ACTIONS, WorldConfig, WorldCore, WorldState
-from mirrorhall.envs.perception import Situations, remember, remembered_gem_d, sightings
+from mirrorhall.envs.perception import (
+    Situations,
+    pickups,
+    remember,
+    remembered_gem_d,
+    seen_gem_cells,
+    sightings,
+    situations,
+)
 
 # --- trait utilities, shared by personas and hypotheses --------------------------------------
 
@@ -540,3 +560,115 @@ def post_move_cells(core: WorldCore, state: WorldState, agents) -> np.ndarray:
     agents = np.asarray(agents, dtype=np.int64)
     pos = state.agent_pos[np.arange(agents.size), agents]  # (B, 2)
     return core.move_cell[core.cells(pos)]
+
+
+# --- persona families: Bayes over a family's parameter grid, tracking each hypothesis's state -----
+
+
+class FamilyHypotheses:
+    """A finite set of family personas (``agents/families.py``; one family or several) with a
+    prior, for a target that plays agent ``agent`` of a world."""
+
+    def __init__(self, specs, config: WorldConfig, agent: int, prior=None):
+        specs = tuple(specs)
+        if not specs or not all(s.kind in FAMILY_CODE for s in specs):
+            raise ValueError(f"a family hypothesis set needs family personas only ({', '.join(FAMILY_CODE)})")
+        self.specs, self.config, self.agent = specs, config, int(agent)
+        self.params = FamilyParams.build(specs, config, agents=[self.agent] * len(specs))  # (H,)
+        prior = np.full(len(specs), 1.0 / len(specs)) if prior is None else np.asarray(prior, float)
+        if prior.shape != (len(specs),) or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+            raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
+        with np.errstate(divide="ignore"):
+            self.log_prior = np.log(prior)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @classmethod
+    def grid(cls, family: str, config: WorldConfig, agent: int) -> FamilyHypotheses:
+        """The family's parameter grid (``families.family_grid``), uniform prior."""
+        return cls(family_grid(family, config, agent), config, agent)
+
+    def index(self, spec) -> int:
+        return self.specs.index(spec)
+
+
+@dataclass
+class FamilyBelief:
+    """What a family observer knows of its target in B worlds: the log posterior over the
+    hypotheses, the target's state under each hypothesis (reconstructed from what it has seen), and
+    the gems at its last look (to tell what the target collected)."""
+
+    log_post: np.ndarray  # (B, H) unnormalised
+    state: FamilyState  # (B, H) phase and recent cells under each hypothesis
+    gems_before: np.ndarray | None = None  # (B, G, 2)
+
+
+def situation_of(core: WorldCore, world: WorldState, agents) -> tuple[Situations, np.ndarray, np.ndarray]:
+    """(situations (B,), post-move cells (B, 5), gem cells seen (B, G)) of agent ``agents[b]`` of
+    world b: what a family persona reads in that agent's situation."""
+    agents = np.asarray(agents, dtype=np.int64)
+    rows = np.arange(agents.size)
+    return (situations(core, world).take((rows, agents)), perception.post_move_cells(core, world)[rows, agents],
+            seen_gem_cells(core, world)[rows, agents])
+
+
+class FamilyObserver:
+    """The exact Bayes observer of a family persona.
+
+    Every hypothesis h of the set carries the state the target would have if it were h (which
+    waypoint is next, which colour it wants, the cells it stood on): the observer rebuilds it from
+    what it sees, exactly as the persona does (``families.look`` on the target's cell and its
+    pickups, ``perception.pickups``). ``look`` at every step, then ``update`` with the target's
+    action; the posterior predictive in any situation is ``sum_h P(h|D) pi_h(a | s, state_h)``.
+
+    Exact when the observer sees every agent and gem at every step from the first (full view),
+    as the probes run it; the pickups of a target it loses from sight are not known to it.
+    """
+
+    def __init__(self, hypotheses: FamilyHypotheses):
+        self.hypotheses = hypotheses
+        self.config = hypotheses.config
+
+    def _params(self, b: int) -> FamilyParams:
+        return self.hypotheses.params[np.broadcast_to(np.arange(len(self.hypotheses)), (b, len(self.hypotheses)))]
+
+    def prior(self, b: int) -> FamilyBelief:
+        """Before anything is seen, in B worlds."""
+        h = len(self.hypotheses)
+        return FamilyBelief(np.broadcast_to(self.hypotheses.log_prior, (b, h)).copy(),
+                            FamilyState.initial((b, h), self.hypotheses.params.max_memory))
+
+    def look(self, belief: FamilyBelief, core: WorldCore, world: WorldState) -> FamilyBelief:
+        """The target (agent ``hypotheses.agent`` of every world) looks at ``world`` before it acts:
+        each hypothesis's state takes in its cell and what it collected in the step just taken."""
+        k = self.hypotheses.agent
+        b = world.batch_size
+        cell = core.cells(world.agent_pos[:, k])  # (B,)
+        picked = None
+        if belief.gems_before is not None:
+            picked = pickups(core, belief.gems_before, world.agent_pos, world.t - 1)[:, k, None]  # (B, 1)
+        state = look(self._params(b), belief.state, cell[:, None], picked)
+        return FamilyBelief(belief.log_post, state, world.gem_pos.copy())
+
+    def probs(self, belief: FamilyBelief, sit: Situations, after: np.ndarray, gem_cell: np.ndarray) -> np.ndarray:
+        """(B, H, 5) every hypothesis, with its state, in situations ``sit`` (B,) with post-move
+        cells ``after`` (B, 5) and gem sightings ``gem_cell`` (B, G) (``situation_of``)."""
+        b, h = belief.log_post.shape
+        rows = np.broadcast_to(np.arange(b)[:, None], (b, h))
+        return family_probs(self._params(b), belief.state, sit.take(rows), after[rows], gem_cell[rows], self.config)
+
+    def update(self, belief: FamilyBelief, sit, after, gem_cell, actions, mask=None) -> FamilyBelief:
+        """Add the target's action ``actions`` (B,) taken in its own situation (``situation_of``)."""
+        p = self.probs(belief, sit, after, gem_cell)  # (B, H, 5)
+        a = np.asarray(actions, dtype=np.int64)
+        step = np.log(np.maximum(np.take_along_axis(p, a[:, None, None], axis=-1)[..., 0], 1e-300))  # (B, H)
+        if mask is not None:
+            step = np.where(np.asarray(mask)[:, None], step, 0.0)
+        return FamilyBelief(belief.log_post + step, belief.state, belief.gems_before)
+
+    def predictive(self, belief: FamilyBelief, sit, after, gem_cell, prior: bool = False) -> np.ndarray:
+        """(B, 5) the posterior predictive in situations ``sit`` (B,); ``prior``: the prior
+        predictive (the states tracked, no action weighed)."""
+        log_post = np.broadcast_to(self.hypotheses.log_prior, belief.log_post.shape) if prior else belief.log_post
+        return np.einsum("bh,bha->ba", softmax(log_post), self.probs(belief, sit, after, gem_cell))

@@ -3,14 +3,15 @@
 ``Cast`` holds B worlds x N agents of persona specs. It gives exact action probabilities for all
 agents in their own situations, or for any persona in any other agent's situation (the
 counterfactual query behind OTHER(k) labels), and updates the imitators' beliefs. It is a pure
-policy: the only state is ``CastState`` (the imitators' log beliefs and, in casts with believers,
-every agent's memory of the gems), passed in and returned.
+policy: the only state is ``CastState`` (the imitators' log beliefs; in casts with believers,
+every agent's memory of the gems; in casts with persona families (``agents/families.py``), their
+phases and recent cells), passed in and returned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -22,6 +23,14 @@ from mirrorhall.agents.bayes import (
     softmax,
     trait_codes,
 )
+from mirrorhall.agents.families import (
+    FAMILY_CODE,
+    NOT_FAMILY,
+    FamilyParams,
+    FamilyState,
+    family_probs,
+    look,
+)
 from mirrorhall.agents.personas import (
     Believer,
     Imitator,
@@ -32,7 +41,14 @@ from mirrorhall.agents.personas import (
     Trait,
 )
 from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig, WorldCore, WorldState
-from mirrorhall.envs.perception import Situations, remember, sightings
+from mirrorhall.envs.perception import (
+    Situations,
+    pickups,
+    post_move_cells,
+    remember,
+    seen_gem_cells,
+    sightings,
+)
 
 TRAIT, SPECIES, IMITATOR, MIRROR, BELIEVER, MEMORYLESS = 0, 1, 2, 3, 4, 5
 # Mirror map of actions: stay, up, down, left, right -> stay, up, down, right, left.
@@ -51,6 +67,7 @@ class CastParams:
     target: np.ndarray  # (P...) imitated or mirrored agent, -1 otherwise
     fidelity: np.ndarray  # (P...) imitator fidelity
     noise: np.ndarray  # (P...) mirror noise
+    family: FamilyParams  # (P...) the parameters of family personas (kind NOT_FAMILY elsewhere)
 
     def take(self, index) -> CastParams:
         return CastParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -58,16 +75,32 @@ class CastParams:
 
 @dataclass
 class CastState:
-    """The only persona state: each imitator's log belief over the hypothesis set, and (in casts
-    that remember, ``Cast.remembers``) every agent's memory of the gems."""
+    """The only persona state: each imitator's log belief over the hypothesis set, (in casts
+    that remember, ``Cast.remembers``) every agent's memory of the gems, and (in casts with
+    persona families, ``Cast.has_families``) their state and what they read of the world now."""
 
     log_belief: np.ndarray  # (B, N, H); rows of non-imitators are unused
     memory: np.ndarray | None = None  # (B, N, C, H*W) bool: where each agent believes gems of colour c are
     after: np.ndarray | None = None  # (B, N, 5) int64 flat cell of each agent after each move, now
+    family: FamilyState | None = None  # (B, N) phases and recent cells of family personas
+    gem_cell: np.ndarray | None = None  # (B, N, G) int64 the gem cells each agent sees now, -1 unseen
+    gems_before: np.ndarray | None = None  # (B, G, 2) the gems at the last look (for pickups)
 
     def copy(self) -> CastState:
-        return CastState(self.log_belief.copy(), None if self.memory is None else self.memory.copy(),
-                         None if self.after is None else self.after.copy())
+        def cp(x):
+            return None if x is None else x.copy()
+        return CastState(self.log_belief.copy(), cp(self.memory), cp(self.after), cp(self.family),
+                         cp(self.gem_cell), cp(self.gems_before))
+
+
+@dataclass
+class FamilyInputs:
+    """What family personas read, gathered to a leading shape P: the persona's own state and the
+    situation's post-move cells and gem sightings (which need not be the persona's own)."""
+
+    state: FamilyState  # (P...) the persona's phase and recent cells
+    after: np.ndarray  # (P..., 5) post-move cells of the situation
+    gem_cell: np.ndarray  # (P..., G) gem cells seen in the situation, -1 unseen
 
 
 def trait_probs(sit: Situations | TraitBases, likes: np.ndarray, social: np.ndarray,
@@ -86,7 +119,8 @@ _ONEHOT = np.eye(N_ACTIONS)
 
 def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
                   hypotheses: HypothesisSet, tb: TraitBases | None = None, memory: np.ndarray | None = None,
-                  after: np.ndarray | None = None, config: WorldConfig | None = None) -> np.ndarray:
+                  after: np.ndarray | None = None, config: WorldConfig | None = None,
+                  family: FamilyInputs | None = None) -> np.ndarray:
     """(P..., 5) exact action probabilities of personas ``params`` in situations ``sit``.
 
     ``params``, ``sit`` and ``log_belief`` (P..., H) share the leading shape P (the parameters
@@ -94,6 +128,8 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
     which need not be its own. ``tb``: the bases of ``sit`` when the caller already has them
     (computed from ``sit`` otherwise). Believers need ``memory`` (P..., C, H*W) (the persona's
     own), ``after`` (P..., 5) (the post-move cells of the situation) and the world ``config``.
+    Family personas need ``family`` (their own state, the situation's cells; leading shape P, as
+    ``params``) and the world ``config``.
     """
     tb = TraitBases(sit) if tb is None else tb
     out = trait_probs(tb, params.likes, params.social, params.beta)  # (P..., 5) incl. imitators' own
@@ -123,6 +159,12 @@ def persona_probs(params: CastParams, sit: Situations, log_belief: np.ndarray,
         out[idx] = believer_probs(config, tb.take(idx), np.broadcast_to(params.likes, lead)[idx],
                                   np.broadcast_to(params.social, lead)[idx], np.broadcast_to(params.beta, lead)[idx],
                                   mem, aft)
+    if (params.family.kind != NOT_FAMILY).any():
+        if family is None or config is None:
+            raise ValueError("family personas need their state, the situation's cells and the world config")
+        if params.family.kind.shape != lead:
+            raise ValueError("family personas: parameters must have the leading shape of the situations")
+        family_probs(params.family, family.state, sit, family.after, family.gem_cell, config, out=out)
     return out
 
 
@@ -155,11 +197,15 @@ class Cast:
             social=np.zeros((b, n), np.int64), beta=np.ones((b, n)),
             species=np.full((b, n, N_ACTIONS), 1.0 / N_ACTIONS), target=np.full((b, n), -1, np.int64),
             fidelity=np.zeros((b, n)), noise=np.zeros((b, n)),
+            family=FamilyParams.build([s for row in specs for s in row], config, agents=list(range(n)) * b)[
+                np.arange(b * n).reshape(b, n)],
         )
         for w, row in enumerate(specs):
             for i, spec in enumerate(row):
                 self._fill(p, w, i, spec, n)
         self.params = p
+        self.has_families = (p.family.kind != NOT_FAMILY).any()
+        """Whether the state carries family personas' state (phase, recent cells)."""
         self.bases = BasesMemo()  # the bases of the situations asked about last (no effect on results)
         self.remembers = bool((p.kind == BELIEVER).any()) or remember_all
         """Whether the state carries every agent's memory (believers in the cast, or asked for)."""
@@ -179,6 +225,8 @@ class Cast:
         elif isinstance(spec, Species):
             p.kind[w, i] = SPECIES
             p.species[w, i] = spec.probs
+        elif getattr(spec, "kind", None) in FAMILY_CODE:
+            p.kind[w, i] = FAMILY_CODE[spec.kind]  # parameters in p.family
         elif isinstance(spec, (Imitator, Mirror)):
             if spec.target >= n:
                 raise ValueError(
@@ -202,22 +250,44 @@ class Cast:
 
     def initial_state(self) -> CastState:
         b, n = self.params.kind.shape
-        return CastState(np.broadcast_to(self.hypotheses.log_prior, (b, n, len(self.hypotheses))).copy())
+        family = FamilyState.initial((b, n), self.params.family.max_memory) if self.has_families else None
+        return CastState(np.broadcast_to(self.hypotheses.log_prior, (b, n, len(self.hypotheses))).copy(),
+                         family=family)
 
     def perceive(self, state: CastState, core: WorldCore, world: WorldState) -> CastState:
         """Every agent looks at the world as it is now (before it acts): in a cast that remembers,
-        each memory takes in what its agent sees (``perception.remember``); otherwise the state
-        is returned unchanged. Called by ``run_scene`` at every step before ``probs``."""
-        if not self.remembers:
+        each memory takes in what its agent sees (``perception.remember``); in a cast with family
+        personas, each takes in where it stands and what it collected in the step just taken
+        (``families.look``, ``perception.pickups``) and what it sees now; otherwise the state is
+        returned unchanged. Called by ``run_scene`` at every step before ``probs``."""
+        if not (self.remembers or self.has_families):
             return state
-        cell_seen, gem_here = sightings(core, world)
-        after = core.move_cell[core.cells(world.agent_pos)]  # (B, N, 5)
-        return CastState(state.log_belief, remember(state.memory, cell_seen, gem_here), after)
+        out = replace(state, after=post_move_cells(core, world))  # (B, N, 5)
+        if self.remembers:
+            cell_seen, gem_here = sightings(core, world)
+            out.memory = remember(state.memory, cell_seen, gem_here)
+        if self.has_families:
+            picked = None if state.gems_before is None else pickups(core, state.gems_before, world.agent_pos,
+                                                                     world.t - 1)  # (B, N)
+            out.family = look(self.params.family, state.family, core.cells(world.agent_pos), picked)
+            out.gem_cell = seen_gem_cells(core, world)  # (B, N, G)
+            out.gems_before = world.gem_pos.copy()
+        return out
+
+    def family_inputs(self, state: CastState, persona, situation) -> FamilyInputs | None:
+        """What family personas at index ``persona`` (into (B, N)) read in the situations at index
+        ``situation``: their own state, the situations' cells; None in casts without families."""
+        if not self.has_families:
+            return None
+        if state.after is None:
+            raise ValueError("family personas read the world through Cast.perceive; call it before asking")
+        return FamilyInputs(state.family[persona], state.after[situation], state.gem_cell[situation])
 
     def probs(self, sit: Situations, state: CastState) -> np.ndarray:
         """(B, N, 5) every agent's action distribution in its own situation."""
+        every = (slice(None), slice(None))
         return persona_probs(self.params, sit, state.log_belief, self.hypotheses, self.bases(sit),
-                             state.memory, state.after, self.config)
+                             state.memory, state.after, self.config, self.family_inputs(state, every, every))
 
     def probs_as(self, persona: np.ndarray, sit: Situations, state: CastState,
                  situation: np.ndarray | None = None) -> np.ndarray:
@@ -236,7 +306,7 @@ class Cast:
         after = None if state.after is None else state.after[rows, situation]
         return persona_probs(self.params.take((rows, persona)), sit.take(index),
                              state.log_belief[rows, persona], self.hypotheses, self.bases(sit).take(index),
-                             memory, after, self.config)
+                             memory, after, self.config, self.family_inputs(state, (rows, persona), index))
 
     def observe(self, state: CastState, sit: Situations, actions: np.ndarray) -> CastState:
         """Each imitator updates its belief from its target's action in the step just taken.
@@ -255,7 +325,7 @@ class Cast:
         out = state.log_belief.copy()
         out[wb, wm] += np.where(seen[:, None], step, 0.0)
         out[wb, wm] -= out[wb, wm].max(-1, keepdims=True)  # keep log beliefs bounded
-        return CastState(out, state.memory, state.after)
+        return replace(state, log_belief=out)
 
 
 def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

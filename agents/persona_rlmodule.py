@@ -87,6 +87,10 @@ class PersonaRLModule(TorchRLModule):
             raise ValueError("PersonaRLModule: believers remember where they saw gems across steps, "
                              "which this stateless module does not; use trait, memoryless, species or "
                              "mirror personas")
+        if self.cast.has_families:
+            raise ValueError("PersonaRLModule: persona families (patrol, collector, territorial, contrarian, "
+                             "explorer) read cells and keep a state across steps, which this stateless module "
+                             "does not; use trait, memoryless, species or mirror personas")
         shape = getattr(self.observation_space, "shape", None)
         if shape is not None and tuple(shape) != (self.world.obs_dim,):
             raise ValueError(f"PersonaRLModule: the observation space has shape {shape} but the "

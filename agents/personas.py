@@ -21,6 +21,24 @@ agent's own situation or counterfactually in another agent's situation.
   Under full view it acts exactly as ``Trait(likes, social, style)``.
 - ``Memoryless(likes, social, style)``: the control for believers: the same preferences, acting
   only on what it sees now (its probabilities are those of ``Trait(likes, social, style)``).
+
+Persona families beyond the trait basis (their probabilities are not softmax-linear in the
+relational features the model reads; ``mirrorhall.agents.families`` evaluates them and documents
+each formula):
+
+- ``Patrol(waypoints, noise)``: walks a fixed loop of cells; depends on place and on its phase
+  (which waypoint is next).
+- ``Collector(order, style)``: collects colours in a fixed cyclic order; depends on its inventory
+  (which colour is next, after what it has collected).
+- ``Territorial(home, radius, style)``: stays near a home cell and leaves it only for gems inside
+  its territory; depends on place.
+- ``Contrarian(target, noise)``: does the opposite of its target's last move, and moves away from
+  the target when the target stayed; depends on a target's last move.
+- ``Explorer(memory, style)``: prefers cells it has not stood on in its last ``memory`` steps
+  (the shape of its trail, laid from wherever it is asked to act); depends on its own history.
+
+Each family is a finite parameter grid (``FAMILY_GRIDS`` in ``mirrorhall.agents.families``), so
+the exact Bayes observer exists for it (``mirrorhall.agents.bayes.FamilyObserver``).
 """
 
 from __future__ import annotations
@@ -267,8 +285,185 @@ class Memoryless(_Viewer):
     memory_text = MEMORYLESS_MEMORY
 
 
-PersonaSpec = Trait | Species | Imitator | Mirror | Believer | Memoryless
-PERSONA_KINDS = ("trait", "species", "imitator", "mirror", "believer", "memoryless")
+def _check_cell(field: str, cell) -> tuple[int, int]:
+    """A (row, col) pair of non-negative integers (whether it is a floor cell of a world is checked
+    when a cast is built)."""
+    if isinstance(cell, (str, bytes)) or not hasattr(cell, "__len__") or len(cell) != 2 \
+            or not all(_is_id(v) for v in cell):
+        raise ValueError(f"{field} must be a (row, col) pair of non-negative integers, got {cell!r}")
+    return (int(cell[0]), int(cell[1]))
+
+
+def _cell_text(cell: tuple[int, int]) -> str:
+    return f"({cell[0]}, {cell[1]})"
+
+
+def _style_article(style: str) -> str:
+    return "an" if style[0] in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class Patrol:
+    """Walks the loop ``waypoints`` (flat cells are checked against the world when a cast is built):
+    its next waypoint is its phase, advanced when it stands on that waypoint."""
+
+    waypoints: tuple[tuple[int, int], ...]
+    """At least two (row, col) cells, visited in order and then again from the first."""
+    noise: float = 0.1
+    """Probability of a uniformly random action instead of a step towards the next waypoint."""
+
+    kind = "patrol"
+
+    def __post_init__(self):
+        if isinstance(self.waypoints, (str, bytes)) or not hasattr(self.waypoints, "__len__") \
+                or len(self.waypoints) < 2:
+            raise ValueError(f"waypoints must be a list of at least two (row, col) cells, got {self.waypoints!r}")
+        cells = tuple(_check_cell(f"waypoints[{i}]", c) for i, c in enumerate(self.waypoints))
+        for i, c in enumerate(cells):
+            if c == cells[(i + 1) % len(cells)]:
+                raise ValueError(f"waypoints[{i}] and the next waypoint are the same cell {_cell_text(c)}; "
+                                 "give consecutive waypoints distinct cells")
+        if not _is_real(self.noise) or not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
+        object.__setattr__(self, "waypoints", cells)
+
+    def describe(self) -> str:
+        loop = ", ".join(_cell_text(c) for c in self.waypoints)
+        return f"a patrolling agent that walks the loop {loop} and strays {self.noise:.0%} of the time"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "waypoints": [list(c) for c in self.waypoints], "noise": self.noise}
+
+
+@dataclass(frozen=True)
+class Collector:
+    """Collects gems of the colours ``order`` in turn: it wants ``order[phase]`` and advances its
+    phase (cyclically) when it collects a gem of that colour."""
+
+    order: tuple[str, ...]
+    """At least two colour names; consecutive colours differ."""
+    style: str = "focused"
+    """'focused', 'casual' or 'erratic' (the inverse temperature, from STYLES)."""
+
+    kind = "collector"
+
+    def __post_init__(self):
+        if isinstance(self.order, (str, bytes)) or not hasattr(self.order, "__len__") or len(self.order) < 2:
+            raise ValueError(f"order must be a list of at least two colour names, got {self.order!r}")
+        order = tuple(self.order)
+        for i, c in enumerate(order):
+            _one_of(f"order[{i}]", c, COLOR_NAMES)
+            if c == order[(i + 1) % len(order)]:
+                raise ValueError(f"order[{i}] and the next colour are both {c}; give consecutive colours "
+                                 "that differ")
+        _one_of("style", self.style, tuple(STYLES))
+        object.__setattr__(self, "order", order)
+
+    @property
+    def beta(self) -> float:
+        return STYLES[self.style]
+
+    def describe(self) -> str:
+        turn = ", then ".join(f"{c} gems" for c in self.order)
+        return f"{_style_article(self.style)} {self.style} collector that collects {turn}, in turn"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "order": list(self.order), "style": self.style}
+
+
+@dataclass(frozen=True)
+class Territorial:
+    """Stays near ``home``; leaves it only for gems within ``radius`` (Manhattan) of home."""
+
+    home: tuple[int, int]
+    radius: int = 2
+    style: str = "focused"
+    """'focused', 'casual' or 'erratic' (the inverse temperature, from STYLES)."""
+
+    kind = "territorial"
+
+    def __post_init__(self):
+        object.__setattr__(self, "home", _check_cell("home", self.home))
+        if not _is_id(self.radius):
+            raise ValueError(f"radius must be a non-negative integer, got {self.radius!r}")
+        _one_of("style", self.style, tuple(STYLES))
+        object.__setattr__(self, "radius", int(self.radius))
+
+    @property
+    def beta(self) -> float:
+        return STYLES[self.style]
+
+    def describe(self) -> str:
+        return (f"{_style_article(self.style)} {self.style} territorial agent that stays near "
+                f"{_cell_text(self.home)} and leaves it only for gems within {self.radius} steps of it")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "home": list(self.home), "radius": self.radius, "style": self.style}
+
+
+@dataclass(frozen=True)
+class Contrarian:
+    """Does the opposite of agent ``target``'s last move (up <-> down, left <-> right); when the
+    target stayed, it moves away from the target."""
+
+    target: int
+    noise: float = 0.1
+    """Probability of a uniformly random action instead."""
+
+    kind = "contrarian"
+
+    def __post_init__(self):
+        if not _is_id(self.target):
+            raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
+        if not _is_real(self.noise) or not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
+        object.__setattr__(self, "target", int(self.target))
+
+    def describe(self) -> str:
+        return (f"a contrarian agent that does the opposite of agent {self.target}'s last move "
+                f"and strays {self.noise:.0%} of the time")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "target": self.target, "noise": self.noise}
+
+
+@dataclass(frozen=True)
+class Explorer:
+    """Prefers moves onto cells it has not stood on in its last ``memory`` steps."""
+
+    memory: int = 4
+    """How many of its most recent cells (the current one included) it avoids, >= 1."""
+    style: str = "focused"
+    """'focused', 'casual' or 'erratic' (the inverse temperature, from STYLES)."""
+
+    kind = "explorer"
+
+    def __post_init__(self):
+        if not _is_id(self.memory) or self.memory < 1:
+            raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
+        _one_of("style", self.style, tuple(STYLES))
+        object.__setattr__(self, "memory", int(self.memory))
+
+    @property
+    def beta(self) -> float:
+        return STYLES[self.style]
+
+    def describe(self) -> str:
+        return (f"{_style_article(self.style)} {self.style} explorer that avoids the last "
+                f"{self.memory} cells it stood on")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "memory": self.memory, "style": self.style}
+
+
+FamilySpec = Patrol | Collector | Territorial | Contrarian | Explorer
+FAMILIES = ("patrol", "collector", "territorial", "contrarian", "explorer")
+"""The persona families beyond the trait basis, by kind name."""
+FAMILY_CLASSES = {"patrol": Patrol, "collector": Collector, "territorial": Territorial,
+                  "contrarian": Contrarian, "explorer": Explorer}
+
+PersonaSpec = Trait | Species | Imitator | Mirror | Believer | Memoryless | FamilySpec
+PERSONA_KINDS = ("trait", "species", "imitator", "mirror", "believer", "memoryless", *FAMILIES)
 
 
 def persona_from_json(data: dict) -> PersonaSpec:
@@ -278,7 +473,7 @@ def persona_from_json(data: dict) -> PersonaSpec:
     kind, rest = data["kind"], {k: v for k, v in data.items() if k != "kind"}
     _one_of("persona kind", kind, PERSONA_KINDS)
     cls = {"trait": Trait, "species": Species, "imitator": Imitator, "mirror": Mirror, "believer": Believer,
-           "memoryless": Memoryless}[kind]
+           "memoryless": Memoryless, **FAMILY_CLASSES}[kind]
     allowed = set(cls.__dataclass_fields__)
     unknown = set(rest) - allowed
     if unknown:
@@ -289,6 +484,12 @@ def persona_from_json(data: dict) -> PersonaSpec:
         if not isinstance(probs, (list, tuple)):
             raise ValueError(f"probs must be a list of {N_ACTIONS} numbers, got {probs!r}")
         rest["probs"] = tuple(probs)
+    if kind == "patrol" and isinstance(rest.get("waypoints"), list):
+        rest["waypoints"] = tuple(tuple(c) if isinstance(c, list) else c for c in rest["waypoints"])
+    if kind == "collector" and isinstance(rest.get("order"), list):
+        rest["order"] = tuple(rest["order"])
+    if kind == "territorial" and isinstance(rest.get("home"), list):
+        rest["home"] = tuple(rest["home"])
     if kind == "imitator" and "own" in rest:
         rest["own"] = persona_from_json(rest["own"])
         if not isinstance(rest["own"], Trait):

@@ -5,6 +5,11 @@ with a passed-in generator; trait combinations in ``held_out`` never appear in t
 (``split="train"``) and are kept for the probes (``split="held_out"``). A population with
 ``swap_rate`` > 0 also schedules interventions: ``sample_events`` gives a fraction ``swap_rate``
 of its episodes one swap of two gems of different colours at a uniformly drawn step.
+
+Persona families (``agents/families.py``) enter a mix by name; a persona of a family is drawn
+uniformly from the family's parameter grid for the scene's world. ``held_out_families`` are never
+drawn for training scenes (``split="train"``) and stay available to probes (``split="held_out"``
+or ``"all"``): ``lab-minus-<family>`` holds one family out entirely.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mirrorhall.agents.bayes import BeliefHypotheses, HypothesisSet
+from mirrorhall.agents.families import family_grid
 from mirrorhall.agents.personas import (
+    FAMILIES,
     LIKES_NONE,
     STYLES,
     Believer,
@@ -28,7 +35,7 @@ from mirrorhall.agents.personas import (
 from mirrorhall.envs.core import COLOR_NAMES, WorldConfig, WorldEvent
 
 SPLITS = ("train", "held_out", "all")
-MIX_KINDS = ("trait", "imitator", "mirror", "species", "believer", "memoryless")
+MIX_KINDS = ("trait", "imitator", "mirror", "species", "believer", "memoryless", *FAMILIES)
 VIEWER_KINDS = ("believer", "memoryless")
 """Families whose personas act on what they see (now, or remembered): a liked colour, no 'follow'."""
 
@@ -53,6 +60,8 @@ class Population:
     """Dirichlet concentrations of random species, drawn uniformly."""
     swap_rate: float = 0.0
     """Fraction of episodes given one swap event (``sample_events``); 0: no interventions."""
+    held_out_families: tuple[str, ...] = ()
+    """Families of the mix never drawn for training scenes (kept for the probes)."""
 
     def __post_init__(self):
         for kind, weight in self.mix:
@@ -60,6 +69,10 @@ class Population:
                 raise ValueError(f"population {self.name}: unknown kind {kind!r}; allowed: {', '.join(MIX_KINDS)}")
             if weight < 0:
                 raise ValueError(f"population {self.name}: weight of {kind} must be >= 0")
+        for fam in self.held_out_families:
+            if fam not in FAMILIES:
+                raise ValueError(f"population {self.name}: unknown held-out family {fam!r}; allowed: "
+                                 f"{', '.join(FAMILIES)}")
         if not 0.0 <= self.swap_rate <= 1.0:
             raise ValueError(f"population {self.name}: swap_rate must be in [0, 1], got {self.swap_rate}")
 
@@ -129,17 +142,35 @@ class Population:
                 return Trait(lk, so, st, follow=int(others[rng.integers(len(others))]))
         return Trait(lk, so, st)
 
+    def families(self, split: str = "train") -> tuple[str, ...]:
+        """The persona families of the mix drawn for scenes of ``split`` (train: without the
+        held-out families; held_out: only them; all: every one)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        mixed = tuple(k for k, w in self.mix if k in FAMILIES and w > 0)
+        if split == "train":
+            return tuple(f for f in mixed if f not in self.held_out_families)
+        return tuple(f for f in mixed if split == "all" or f in self.held_out_families)
+
     def sample_scene(self, n_agents: int, n_colors: int, rng: np.random.Generator,
-                     split: str = "train") -> tuple[PersonaSpec, ...]:
-        """One persona per agent. Imitators and mirrors target another agent of the scene."""
-        kinds = [k for k, _ in self.mix]
-        w = np.array([wt for _, wt in self.mix], dtype=np.float64)
+                     split: str = "train", world: WorldConfig | None = None) -> tuple[PersonaSpec, ...]:
+        """One persona per agent. Imitators, mirrors and contrarians target another agent of the
+        scene. Family personas come from their grid for ``world`` (None: a world of the default
+        size with these agents and colours). Training scenes never hold a held-out family."""
+        mix = [(k, w) for k, w in self.mix if not (split == "train" and k in self.held_out_families)]
+        kinds = [k for k, _ in mix]
+        w = np.array([wt for _, wt in mix], dtype=np.float64)
         out = []
         for i in range(n_agents):
             kind = kinds[rng.choice(len(kinds), p=w / w.sum())]
-            if kind in ("imitator", "mirror") and n_agents == 1:
+            if kind in ("imitator", "mirror", "contrarian") and n_agents == 1:
                 kind = "trait"
-            if kind == "trait":
+            if kind in FAMILIES:
+                if world is None:
+                    world = WorldConfig(n_agents=n_agents, n_colors=n_colors)
+                grid = family_grid(kind, world, agent=i)
+                out.append(grid[rng.integers(len(grid))])
+            elif kind == "trait":
                 out.append(self._trait(i, n_agents, n_colors, rng, split))
             elif kind in VIEWER_KINDS:
                 combos = self.viewer_combos(n_colors, split)
@@ -158,6 +189,11 @@ class Population:
                     out.append(Mirror(target, self.mirror_noise))
         return tuple(out)
 
+
+_LAB_MIX = (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2))
+FAMILY_WEIGHT = 0.1
+"""Weight of each persona family in the mixes of ``lab-families`` and ``lab-minus-<family>``."""
+LAB_FAMILIES = "lab-families"
 
 _HELD_OUT = frozenset({
     ("red", "avoid", "focused"),
@@ -181,6 +217,14 @@ POPULATIONS: dict[str, Population] = {
         Population("lab", "everything at once: trait personas, imitators, mirrors and random agents",
                    (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2)),
                    held_out=_HELD_OUT),
+        Population(LAB_FAMILIES, "lab plus every persona family (patrol, collector, territorial, contrarian, "
+                   "explorer); lab itself stays as it is, because the shipped checkpoints and the figures "
+                   "reproduced in docs/results.md were made on it",
+                   _LAB_MIX + tuple((f, FAMILY_WEIGHT) for f in FAMILIES), held_out=_HELD_OUT),
+        *(Population(f"lab-minus-{fam}", f"{LAB_FAMILIES} with the {fam} family held out of training "
+                     f"(its personas appear only in probe scenes)",
+                     _LAB_MIX + tuple((f, FAMILY_WEIGHT) for f in FAMILIES), held_out=_HELD_OUT,
+                     held_out_families=(fam,)) for fam in FAMILIES),
         Population("lab-belief", "lab plus believers (they act on where they last saw gems) and their "
                    "memoryless control, with one gem swap in half of the episodes (use a view radius)",
                    (("trait", 0.55), ("imitator", 0.15), ("mirror", 0.1), ("species", 0.2),

@@ -11,6 +11,12 @@ exact) and the prior-only observer. Fraction of attainable information:
 Closed loop: the same scenes are run again with the prompt switched to "behave as agent k" at step
 10; over the remaining steps, the share of gems of pi_test's liked colour and the distance to the
 nearest other agent are compared between the model-as-k, pi_test itself, and the model as itself.
+
+``targets``: "traits" (the default, above), or a persona family (``agents/families.py``): pi_test is
+then drawn uniformly from that family's parameter grid, its truth is the cast's own counterfactual
+query (pi_test with its state, in agent 0's situation), and the Bayes observer and the prior are
+the family's (``FamilyObserver``: the posterior over the grid, and the prior over it, each
+hypothesis with the state it would have from what the observer saw). No closed loop for families.
 """
 
 from __future__ import annotations
@@ -20,9 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from mirrorhall import streams
-from mirrorhall.agents.bayes import BayesObserver, HypothesisSet
+from mirrorhall.agents.bayes import (
+    BayesObserver,
+    FamilyHypotheses,
+    FamilyObserver,
+    HypothesisSet,
+    situation_of,
+)
 from mirrorhall.agents.cast import trait_probs
-from mirrorhall.agents.personas import Trait
+from mirrorhall.agents.families import family_grid
+from mirrorhall.agents.personas import FAMILIES, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import (
@@ -37,6 +50,8 @@ from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (0, 1, 2, 5, 10, 20, 40)
 SWITCH = 10
+TARGETS = ("traits", *FAMILIES)
+"""What pi_test is drawn from: the population's trait personas, or one persona family."""
 
 
 def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episodes: int, rng):
@@ -54,7 +69,9 @@ def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episo
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, agents: int = 8,
-        ks=KS, closed_loop: bool = True) -> dict:
+        ks=KS, closed_loop: bool = True, targets: str = "traits") -> dict:
+    if targets != "traits":
+        return run_family(probe, population, targets, episodes=episodes, seed=seed, agents=agents, ks=ks)
     rng = streams.rng(streams.PROBE_DRAWS["imitate"], seed)
     n_colors = probe.model.config.n_colors
     steps = max(ks)
@@ -72,8 +89,8 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
         scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, drivers=[policy.driver()]))
         b = len(rows)
         w = np.arange(b)
-        targets = [rows[i][k] for i in range(b)]
-        codes = HypothesisSet(targets, n_colors, agents)
+        pi_tests = [rows[i][k] for i in range(b)]
+        codes = HypothesisSet(pi_tests, n_colors, agents)
         log_post = observer.prior((b,))
         prompts = [f"behave as agent {k}"] * b
         for t in range(steps + 1):
@@ -89,8 +106,21 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
                                            scene.episode.actions[t, :, k])
         probe.tick()
         if closed_loop:
-            _closed_loop(probe, world, rows, k, scene_seed, scene, targets, loop)
+            _closed_loop(probe, world, rows, k, scene_seed, scene, pi_tests, loop)
             probe.tick()
+    conditions, summary = _conditions(ce, ks)
+    return {
+        "probe": "imitate", "population": population, "agents": agents, "episodes": episodes, "seed": seed,
+        "prompt": "behave as agent {k}", "hypotheses": len(hyp),
+        "conditions": conditions,
+        "closed_loop": {name: mean_ci(v) for name, v in loop.items()} | {"switch_at": SWITCH, "steps": steps},
+        "summary": summary,
+        "targets": {"fraction_at_K10": 0.9, "mean_fraction_K_ge_5": 0.8},
+    }
+
+
+def _conditions(ce: dict, ks) -> tuple[list[dict], dict]:
+    """The conditions (one per K) and the summary of per-scene cross-entropies ``ce[K][who]``."""
     conditions = []
     for t in ks:
         c = ce[t]
@@ -101,12 +131,75 @@ def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, a
         })
     frac = {c["K"]: c["fraction"]["mean"] for c in conditions}
     over5 = [frac[t] for t in ks if t >= 5 and frac[t] is not None]
+    return conditions, {"fraction_at_K10": frac.get(10), "fraction_at_K20": frac.get(20),
+                        "mean_fraction_K_ge_5": float(np.mean(over5)) if over5 else None}
+
+
+def scenes_with_family_targets(population: str, family: str, world: WorldConfig, episodes: int, rng):
+    """Per target k: rows of personas (the population's training split) where agent k is a persona
+    of ``family``, drawn uniformly from its grid."""
+    pop = get_population(population)
+    agents, groups = world.n_agents, {}
+    for e in range(episodes):
+        k = 1 + e % (agents - 1)
+        row = list(pop.sample_scene(agents, world.n_colors, rng, split="train", world=world))
+        grid = family_grid(family, world, agent=k)
+        row[k] = grid[rng.integers(len(grid))]
+        groups.setdefault(k, []).append(row)
+    return groups
+
+
+def run_family(probe: ModelProbe, population: str, family: str, episodes: int = 70, seed: int = 0,
+               agents: int = 8, ks=KS) -> dict:
+    """The imitate probe with pi_test drawn from ``family``, scored against the family's exact Bayes
+    observer and its prior (see the module docstring)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown targets {family!r}; allowed: {', '.join(TARGETS)}")
+    rng = streams.rng(streams.PROBE_DRAWS["imitate"], seed)
+    steps = max(ks)
+    # one step more than asked for: the truth at K = steps comes from the cast at that step
+    world = WorldConfig(n_agents=agents, n_colors=probe.model.config.n_colors, max_cycles=steps + 2)
+    groups = scenes_with_family_targets(population, family, world, episodes, rng)
+    ce = {k: {"model": [], "bayes": [], "prior": []} for k in ks}
+    core = WorldCore(world)
+    probe.expect(len(groups))
+    sizes = set()
+    for scene_index, (k, rows) in enumerate(sorted(groups.items())):
+        b = len(rows)
+        w, ego, target = np.arange(b), np.zeros(b, np.int64), np.full(b, k)
+        truth = {}
+
+        def on_act(step, k=k, b=b, truth=truth):
+            if step.t in ks:  # pi_test with its own state, in agent 0's situation
+                truth[step.t] = step.cast.probs_as(np.full((b, 1), k), step.situations, step.cast_state,
+                                                   situation=np.zeros((b, 1), np.int64))[:, 0]
+
+        policy = probe.policy(core, [0])
+        scene_seed = streams.int_seed(streams.PROBE_SCENES["imitate"], seed, scene_index) + k
+        scene = Scene.from_episode(run_scene(world, rows, steps + 1, scene_seed, drivers=[policy.driver()],
+                                             on_act=on_act))
+        observer = FamilyObserver(FamilyHypotheses.grid(family, world, agent=k))
+        sizes.add(len(observer.hypotheses))
+        belief = observer.prior(b)
+        prompts = [f"behave as agent {k}"] * b
+        for t in range(steps + 1):
+            now = scene.states[t]
+            belief = observer.look(belief, core, now)
+            if t in ks:
+                seat = situation_of(core, now, ego)
+                model = probe.query(scene, w, ego, np.full(b, t), prompts)
+                ce[t]["model"] += cross_entropy(truth[t], model).tolist()
+                ce[t]["bayes"] += cross_entropy(truth[t], observer.predictive(belief, *seat)).tolist()
+                ce[t]["prior"] += cross_entropy(truth[t], observer.predictive(belief, *seat, prior=True)).tolist()
+            if t < steps:
+                belief = observer.update(belief, *situation_of(core, now, target), scene.episode.actions[t, :, k])
+        probe.tick()
+    conditions, summary = _conditions(ce, ks)
     return {
         "probe": "imitate", "population": population, "agents": agents, "episodes": episodes, "seed": seed,
-        "prompt": "behave as agent {k}", "hypotheses": len(hyp),
+        "pi_test": family, "prompt": "behave as agent {k}", "hypotheses": max(sizes),
         "conditions": conditions,
-        "closed_loop": {name: mean_ci(v) for name, v in loop.items()} | {"switch_at": SWITCH, "steps": steps},
-        "summary": {"fraction_at_K10": frac.get(10), "mean_fraction_K_ge_5": float(np.mean(over5)) if over5 else None},
+        "summary": summary,
         "targets": {"fraction_at_K10": 0.9, "mean_fraction_K_ge_5": 0.8},
     }
 
@@ -197,8 +290,11 @@ def section(r: dict) -> list[str]:
     rows += [f"| {x['K']} | {fmt_ci(x['ce_model'])} | {fmt_ci(x['ce_bayes'])} | {fmt_ci(x['ce_prior'])} | {fmt_ci(x['fraction'])} |" for x in c]
     cl = r.get("closed_loop", {})
     rows += ["", f"Targets: fraction at K=10 {verdict(s.get('fraction_at_K10'), targets.get('fraction_at_K10'))}; "
-                 f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets.get('mean_fraction_K_ge_5'))}.", "",
-             f"Closed loop (prompt switched at step {cl.get('switch_at')}): share of pi_test's liked colour "
+                 f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets.get('mean_fraction_K_ge_5'))}.", ""]
+    if r.get("pi_test") not in (None, "traits"):
+        return rows + [f"pi_test: the {r['pi_test']} family ({r.get('hypotheses')} hypotheses), scored against that "
+                       "family's exact Bayes observer and prior; no closed loop.", ""]
+    rows += [f"Closed loop (prompt switched at step {cl.get('switch_at')}): share of pi_test's liked colour "
              f"among gems collected: model as k {fmt_ci(cl.get('model_as_k_share', {}))}, pi_test itself "
              f"{fmt_ci(cl.get('k_share', {}))}, model as itself {fmt_ci(cl.get('model_self_share', {}))}. Mean distance "
              f"to the nearest agent: model as k {fmt_ci(cl.get('model_as_k_near', {}))}, pi_test "

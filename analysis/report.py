@@ -63,13 +63,18 @@ SCALES = {
 
 
 def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: int = 0,
-              episodes: int | None = None, scale: str = "small") -> dict:
+              episodes: int | None = None, scale: str = "small", targets: str = "traits") -> dict:
+    """Run probe ``name`` and write its JSON and plot into ``out``. ``targets``: the imitate probe's
+    pi_test ("traits", or a persona family)."""
     if name not in PROBES:
         raise ConfigError(f"unknown probe {name!r}; allowed: {', '.join(PROBES)}, all")
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
+    if targets != "traits" and name != "imitate":
+        raise ConfigError(f"targets {targets!r} apply to the imitate probe only")
     t0 = time.perf_counter()
-    result = PROBES[name].run(probe, population, episodes=episodes or SCALES[scale][name], seed=seed)
+    extra = {"targets": targets} if targets != "traits" else {}
+    result = PROBES[name].run(probe, population, episodes=episodes or SCALES[scale][name], seed=seed, **extra)
     result = {"checkpoint": probe.path, **result, "seconds": round(time.perf_counter() - t0, 2)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +149,7 @@ RESULT_FIELDS: dict[str, dict] = {
                                 "queries": NUMBER}},
     "imitate": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
                                "fraction": FIGURE},
-                "closed_loop?": OBJECT},
+                "closed_loop?": OBJECT, "pi_test?": TEXT},
     "second_order": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_self": FIGURE, "ce_other": FIGURE,
                                     "ce_bayes": FIGURE, "margin_vs_self": FIGURE, "margin_vs_other": FIGURE},
                      "essay?": OBJECT, "summary": {"margin_vs_self_ci95?": INTERVAL, "margin_vs_other_ci95?": INTERVAL},

@@ -32,6 +32,11 @@ Relational features (``entity_features``, ``view_features``)
     observation. Trait personas are softmax functions of exactly such differences, so these
     features let a model read behaviour without first learning to see; no persona, trait or label
     ever enters them.
+Cells (``post_move_cells``, ``seen_gem_cells``, ``pickups``; ``view_post_move_cells``,
+``view_gem_cells``)
+    where the ego ends after each move, the cells of the gems it sees, and which colour each agent
+    collected in the last step: what persona families read (``agents/families.py``). Trait
+    personas and the model's features do not depend on them.
 """
 
 from __future__ import annotations
@@ -429,6 +434,56 @@ def view_features(core: WorldCore, view: View) -> tuple[np.ndarray, np.ndarray]:
     feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
                         view.agent_seen[:, None])
     return feats[:, 0], view.agent_seen
+
+
+# --- places: cells, for personas that read where things are ---------------------------------------
+
+
+def cell_distances(config: WorldConfig) -> np.ndarray:
+    """(H*W, H*W) read-only Manhattan distance between flat cells (row * width + col) of a world."""
+    return _distances(config.height, config.width, _dist_dtype(config))
+
+
+def post_move_cells(core: WorldCore, state: WorldState) -> np.ndarray:
+    """(B, N, 5) int64 flat cell of every agent after each of its moves (walls block a move)."""
+    return core.move_cell[core.cells(state.agent_pos)]
+
+
+def seen_gem_cells(core: WorldCore, state: WorldState) -> np.ndarray:
+    """(B, N, G) int64 flat cell of every gem as each agent sees it, -1 where it does not see it.
+    Gem g has colour ``g // gems_per_color``."""
+    gem_vis, _ = core.visible(state)  # (B, N, G)
+    return np.where(gem_vis, core.cells(state.gem_pos)[:, None, :], -1)
+
+
+def view_post_move_cells(core: WorldCore, view: View) -> np.ndarray:
+    """(B, 5) the observers' own ``post_move_cells``, from their observations."""
+    return core.move_cell[core.cells(view.agent_pos[np.arange(view.ego.size), view.ego])]
+
+
+def view_gem_cells(core: WorldCore, view: View) -> np.ndarray:
+    """(B, G) the observers' ``seen_gem_cells`` from their observations: within each colour the
+    same cells, visible gems first (the order of one colour's gems carries nothing)."""
+    return np.where(view.gem_seen, core.cells(view.gem_pos), -1)
+
+
+def pickups(core: WorldCore, gem_pos_before: np.ndarray, agent_pos_after: np.ndarray, t: int) -> np.ndarray:
+    """(B, N) int64 colour of the gem each agent collected in step ``t``, -1 for none.
+
+    Read from where the gems were when the agents moved (``gem_pos_before`` (B, G, 2)) and where
+    the agents ended (``agent_pos_after`` (B, N, 2)), with the world's conflict rule: a gem entered
+    by several agents goes to the one whose (id - t) mod N is smallest. Whoever sees every agent
+    and gem (full view) can compute it; it equals the change of ``WorldState.collected``.
+    """
+    b, n = agent_pos_after.shape[:2]
+    gem_cell = core.cells(gem_pos_before)  # (B, G)
+    on = core.cells(agent_pos_after)[:, None, :] == gem_cell[:, :, None]  # (B, G, N)
+    priority = (np.arange(n) - t) % n  # (N,)
+    winner = np.where(on, priority, n).argmin(-1)  # (B, G)
+    wb, wg = np.nonzero(on.any(-1))
+    out = np.full((b, n), -1, dtype=np.int64)
+    out[wb, winner[wb, wg]] = wg // core.config.gems_per_color
+    return out
 
 
 # --- what each agent sees of the cells, for agents that remember ---------------------------------

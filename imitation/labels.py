@@ -82,7 +82,7 @@ def label_shard(cfg, shard: int, n_episodes: int) -> LabelledShard:
     pop = get_population(cfg.population)
     n, c = world_cfg.n_agents, world_cfg.n_colors
     rng_personas, rng_world, rng_policy, rng_prompt = shard_seeds(cfg.seed, shard)
-    rows = [pop.sample_scene(n, c, rng_personas, split="train") for _ in range(n_episodes)]
+    rows = [pop.sample_scene(n, c, rng_personas, split="train", world=world_cfg) for _ in range(n_episodes)]
     events = None
     if pop.swap_rate > 0:  # a stream of its own: populations without events draw exactly as before
         rng_events = streams.rng(streams.SHARD_EVENTS, cfg.seed, shard)
@@ -225,11 +225,13 @@ def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: 
 
 
 def _persona_in(cast: Cast, sit, cstate, w, k, i) -> np.ndarray:
-    """(S, 5) persona (w, k) with its own state (a believer its memory), in agent (w, i)'s situation."""
+    """(S, 5) persona (w, k) with its own state (a believer its memory, a family persona its phase
+    and recent cells), in agent (w, i)'s situation."""
     memory = None if cstate.memory is None else cstate.memory[w, k]
     after = None if cstate.after is None else cstate.after[w, i]
     return persona_probs(cast.params.take((w, k)), sit.take((w, i)), cstate.log_belief[w, k],
-                         cast.hypotheses, memory=memory, after=after, config=cast.config)
+                         cast.hypotheses, memory=memory, after=after, config=cast.config,
+                         family=cast.family_inputs(cstate, (w, k), (w, i)))
 
 
 _TRAIN_TEMPLATES = [[i for i, t in enumerate(TEMPLATES[k]) if not t.held_out] for k in Kind]

@@ -164,7 +164,8 @@ def test_other_specs_reject(factory, match):
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"kind": "wizard"}, "persona kind must be one of trait, species, imitator, mirror, believer, memoryless; got 'wizard'"),
+        ({"kind": "wizard"}, "persona kind must be one of trait, species, imitator, mirror, believer, memoryless, patrol, collector, "
+                           "territorial, contrarian, explorer; got 'wizard'"),
         ({"likes": "red"}, "'kind' field"),
         (["trait"], "'kind' field"),
         ({"kind": "trait", "colour": "red"}, r"unknown field\(s\) \['colour'\] for a trait persona"),

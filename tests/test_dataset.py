@@ -248,7 +248,9 @@ def test_cli_generate_errors_are_one_line(tmp_path):
     r = subprocess.run([MIRRORHALL, "generate", "--population", "nope", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["mirrorhall: error: unknown population 'nope'; allowed: traits, crowd, followers, species, lab, lab-belief"]
+    assert r.stderr.strip().splitlines() == ["mirrorhall: error: unknown population 'nope'; allowed: traits, crowd, followers, species, lab, lab-families, "
+                                              "lab-minus-patrol, lab-minus-collector, lab-minus-territorial, "
+                                              "lab-minus-contrarian, lab-minus-explorer, lab-belief"]
 
 
 def test_pandas_reads_arrays_of_numbers_not_bytes(small):

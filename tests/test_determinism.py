@@ -17,6 +17,7 @@ CASES = [
     ("crowd", WorldConfig(n_agents=10)),
     ("followers", WorldConfig(n_agents=6, width=13, height=7, view_radius=2)),
     ("species", WorldConfig(n_agents=4, n_colors=1, gems_per_color=4)),
+    ("lab-families", WorldConfig(n_agents=9, width=13, height=9)),
 ]
 
 ARRAYS = ("agent_pos", "gem_pos", "actions", "probs", "rewards", "collected", "match", "belief_on_target")
@@ -24,7 +25,7 @@ ARRAYS = ("agent_pos", "gem_pos", "actions", "probs", "rewards", "collected", "m
 
 def personas(pop, cfg, seed, batch=2):
     rng = np.random.default_rng(seed)
-    return [get_population(pop).sample_scene(cfg.n_agents, cfg.n_colors, rng) for _ in range(batch)]
+    return [get_population(pop).sample_scene(cfg.n_agents, cfg.n_colors, rng, world=cfg) for _ in range(batch)]
 
 
 @pytest.mark.parametrize(("pop", "cfg"), CASES, ids=[c[0] for c in CASES])

@@ -159,7 +159,7 @@ def act(cfg: ActConfig, personas=None) -> int:
     with user_input():
         policy = load_policy(cfg.checkpoint, WorldCore(world), driven)
         if personas is None:
-            personas = scene_personas(cfg.population, cfg.agents, colors, cfg.seed)
+            personas = scene_personas(cfg.population, cfg.agents, colors, cfg.seed, world=world)
         hypotheses = get_population(cfg.population).hypotheses(colors, cfg.agents)
     frames = []
     bar = tqdm(total=cfg.steps, desc="act", unit="step", disable=not cfg.progress, file=sys.stderr)

@@ -26,6 +26,12 @@ def probe_names() -> tuple[str, ...]:
     return (*PROBES, "all")
 
 
+def target_names() -> tuple[str, ...]:
+    from mirrorhall.analysis.imitate import TARGETS
+
+    return TARGETS
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     """``mirrorhall probe``: which probe, on which checkpoint, at which scale."""
@@ -44,6 +50,8 @@ class ProbeConfig:
     """Number of scenes per probe: small for CI and the demo, full for docs/results.md."""
     population: str | None = option(None, choices=population_names)
     """Population of the scenes (None: the checkpoint's training population)."""
+    targets: str = option("traits", choices=target_names)
+    """imitate only: what pi_test is drawn from, the population's trait personas or one persona family."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
     progress: bool = True
@@ -55,6 +63,11 @@ class ProbeConfig:
         names = probe_names()
         if self.name not in names:
             raise ConfigError(f"unknown probe {self.name!r}; allowed: {', '.join(names)}")
+        if self.targets not in target_names():
+            raise ConfigError(f"--targets must be one of {', '.join(target_names())}; got {self.targets!r}")
+        if self.targets != "traits" and self.name != "imitate":
+            raise ConfigError(f"--targets {self.targets} applies to the imitate probe only; run mirrorhall probe "
+                              f"imitate --targets {self.targets}, or leave --targets out")
         if self.scale not in SCALE_NAMES:
             raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)}; got {self.scale!r}")
         if self.episodes is not None and self.episodes < 1:
@@ -99,7 +112,8 @@ def _probe(cfg: ProbeConfig) -> int:
 
     for name in names:
         model.new_bar = lambda total, name=name: bar(total, name, "part", enabled=cfg.progress)
-        r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale)
+        r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale,
+                      targets=cfg.targets)
         if model.bar is not None:
             model.bar.close()
         model.bar = None

@@ -71,12 +71,14 @@ class RunConfig:
         object.__setattr__(self, "schedule", schedule)
 
 
-def scene_personas(population: str, n_agents: int, n_colors: int, seed: int, split: str = "train"):
-    """The personas of a scene drawn from a population; their generator is derived from ``seed``."""
+def scene_personas(population: str, n_agents: int, n_colors: int, seed: int, split: str = "train",
+                   world=None):
+    """The personas of a scene drawn from a population; their generator is derived from ``seed``.
+    ``world``: the scene's ``WorldConfig`` (family personas are drawn for its grid)."""
     from mirrorhall.agents.populations import get_population
 
     rng = streams.rng(streams.SCENE_PERSONAS, seed)
-    return get_population(population).sample_scene(n_agents, n_colors, rng, split)
+    return get_population(population).sample_scene(n_agents, n_colors, rng, split, world=world)
 
 
 def run(cfg: RunConfig) -> int:
@@ -88,7 +90,7 @@ def run(cfg: RunConfig) -> int:
     check_output_file("--render", cfg.render)
     world = cfg.world
     with user_input():
-        personas = scene_personas(cfg.population, cfg.agents, cfg.colors, cfg.seed)
+        personas = scene_personas(cfg.population, cfg.agents, cfg.colors, cfg.seed, world=world)
         hypotheses = get_population(cfg.population).hypotheses(cfg.colors, cfg.agents)
     frames = []
     bar = tqdm(total=cfg.steps, desc=f"{cfg.population} x{cfg.agents}", unit="step",
