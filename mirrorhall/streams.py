@@ -132,7 +132,7 @@ ENV_RUNNER = Stream("rllib/env_runner", indices=2)
 PROBE_SEED_BASE = 7_000_003
 """The first entropy word of every probe stream: probe scenes share no stream with datasets."""
 PROBES = ("calibration", "compare_direct", "describe", "false_belief", "imitate", "mirror_test", "outcome",
-          "second_order")
+          "second_order", "self", "language")
 """Every probe with streams of its own; a new probe adds its name here."""
 
 PROBE_DRAWS = {p: Stream(f"probe/{p}/draws", before=(PROBE_SEED_BASE, tag(p))) for p in PROBES}
