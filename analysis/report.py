@@ -21,9 +21,11 @@ from mirrorhall.analysis import (
     describe,
     false_belief,
     imitate,
+    language,
     mirror,
     outcome,
     second_order,
+    self_probe,
 )
 from mirrorhall.analysis.common import ModelProbe
 from mirrorhall.analysis.reporting import json_default
@@ -48,28 +50,42 @@ PROBES = {
     "calibration": calibration,
     "describe": describe,
     "imitate": imitate,
+    "self": self_probe,
     "second_order": second_order,
     "mirror_test": mirror,
     "outcome": outcome,
     "false_belief": false_belief,
+    "language": language,
 }
-# episodes at each scale: "small" for CI and the demo, "full" for docs/results.md
+# the probes that run wordings of the user's own (``--prompt``): each module's ``WORDINGS``
+PROMPTED = ("imitate", "self", "second_order", "describe", "outcome")
+# episodes at each scale: "tiny" for a few seconds per probe, "small" for CI and the demo, "full" for
+# docs/results.md; the language probe's are imitate-sized (it shares them out over its kinds' probes)
 SCALES = {
-    "small": {"calibration": 12, "describe": 16, "imitate": 42, "second_order": 24, "mirror_test": 40, "outcome": 8,
-              "false_belief": 48},
-    "full": {"calibration": 64, "describe": 64, "imitate": 280, "second_order": 64, "mirror_test": 200, "outcome": 24,
-             "false_belief": 400},
+    "tiny": {"calibration": 2, "describe": 2, "imitate": 7, "self": 7, "second_order": 4, "mirror_test": 4,
+             "outcome": 4, "false_belief": 8, "language": 7},
+    "small": {"calibration": 12, "describe": 16, "imitate": 42, "self": 42, "second_order": 24, "mirror_test": 40,
+              "outcome": 8, "false_belief": 48, "language": 42},
+    "full": {"calibration": 64, "describe": 64, "imitate": 280, "self": 280, "second_order": 64, "mirror_test": 200,
+             "outcome": 24, "false_belief": 400, "language": 280},
 }
 
 
 def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: int = 0,
-              episodes: int | None = None, scale: str = "small") -> dict:
+              episodes: int | None = None, scale: str = "small", prompts=()) -> dict:
+    """Run probe ``name`` and write ``out/NAME.json`` and its plot; ``prompts``: wordings of the
+    user's own for a probe of ``PROMPTED`` (``--prompt``)."""
     if name not in PROBES:
         raise ConfigError(f"unknown probe {name!r}; allowed: {', '.join(PROBES)}, all")
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
+    extra = {}
+    if prompts:
+        if name not in PROMPTED:
+            raise ConfigError(f"--prompt works with the probes {', '.join(PROMPTED)}; not with {name}")
+        extra["prompts"] = PROBES[name].WORDINGS.check(prompts)
     t0 = time.perf_counter()
-    result = PROBES[name].run(probe, population, episodes=episodes or SCALES[scale][name], seed=seed)
+    result = PROBES[name].run(probe, population, episodes=episodes or SCALES[scale][name], seed=seed, **extra)
     result = {"checkpoint": probe.path, **result, "seconds": round(time.perf_counter() - t0, 2)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
