@@ -110,8 +110,9 @@ class Wordings:
             try:
                 fields = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(text) if name is not None]
             except ValueError:
-                raise ConfigError(f"--prompt {shorten(text)}: unbalanced braces; write a placeholder as "
-                                  f"{{k}} and no other braces (e.g. {self.canonical!r})") from None
+                fills = ", ".join(f"{{{f}}}" for f in self.fills) or "no placeholder"
+                raise ConfigError(f"--prompt {shorten(text)}: unbalanced braces; probe {self.probe} fills "
+                                  f"{fills} and takes no other braces (e.g. {self.canonical!r})") from None
             for name, spec, conv in fields:
                 if spec or conv or name not in PLACEHOLDERS or name not in self.fills:
                     fills = ", ".join(f"{{{f}}}" for f in self.fills) or "no placeholder"

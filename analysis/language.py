@@ -195,7 +195,8 @@ def _kind_result(kind: Kind, rows: list[dict], figures: list[dict]) -> dict:
     held = []
     for name, values in fams.items():
         m = float(np.mean(values))
-        held.append({"family": name, "mean": m, "ratio": m / c if c not in (None, 0) and higher else None,
+        fraction = kind in (Kind.SELF, Kind.OTHER)  # judged as a ratio to the template; others as a difference
+        held.append({"family": name, "mean": m, "ratio": m / c if fraction and c not in (None, 0) else None,
                      "difference": None if c is None else m - c})
     fill_changes = [(abs(fig["mean"] - c), row["prompt"]) for row, fig in zip(rows, figures, strict=True)
                     if row["role"].startswith("filler") and fig["mean"] is not None and c is not None]

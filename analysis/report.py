@@ -169,6 +169,10 @@ RESULT_FIELDS: dict[str, dict] = {
                                    "accuracy_bayes": FIGURE, "chance": NUMBER},
                     "settings?": list_of(TEXT)},
     "outcome": {"conditions": {"asked": NUMBER, "achieved": FIGURE, "control": FIGURE, "difference": FIGURE}},
+    "self": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
+                            "fraction": FIGURE}},
+    "language": {"conditions": {"kind": TEXT, "role": TEXT, "prompt": TEXT, "family?": TEXT | NULL, "figure": FIGURE},
+                 "kinds": OBJECT, "minimal_pairs?": OBJECT},
     "false_belief": {"conditions": {"subject": TEXT, "layouts": NUMBER, "effect_model": FIGURE, "effect_bayes": FIGURE,
                                     "effect_truth?": FIGURE},
                      "curve": {"subject": TEXT, "distance": NUMBER, "seen": BOOL, "effect_model?": FIGURE,
@@ -181,6 +185,13 @@ RESULT_FIELDS: dict[str, dict] = {
                      "target_values": NUMBER | TEXT | NULL},
 }
 _SPECIAL = ("conditions", "summary", "target_values", "curve")
+# the language probe's verdicts per kind and its minimal pairs, as its section reads them
+_KIND_FIELDS = {"figure": TEXT, "explain": TEXT, "canonical": MEASURE, "held_out": LIST, "filler_max_change": MEASURE,
+                "filler_worst": TEXT | NULL, "controls": LIST}
+_HELD_FIELDS = {"family": TEXT, "mean": MEASURE, "ratio": MEASURE, "difference": MEASURE}
+_CONTROL_FIELDS = {"role": TEXT, "prompt": TEXT, "mean": MEASURE, "like_meaning": BOOL, "words": TEXT}
+_PAIRS_FIELDS = {"accuracy": FIGURE, "members": OBJECT, "situations": COUNT, "left_out": COUNT, "K": COUNT,
+                 "example": list_of(TEXT), "chance": NUMBER}
 
 
 def _check_fields(src: Source, data: dict, spec: dict, where: str = "") -> None:
@@ -230,6 +241,26 @@ def read_result(path: Path, name: str) -> dict:
         src.check(v, FIGURE if k.endswith(("_share", "_near")) else SCALAR, f"closed_loop {k!r}")
     for key in ("checkpoint", "population", "agents", "seconds"):
         src.field(r, key, SCALAR, default=None)
+    for i, entry in enumerate(src.field(r, "prompts", LIST, default=None) or []):  # the wordings run
+        src.check(entry, OBJECT, f"prompts item {i}")
+        src.field(entry, "prompt", TEXT, where=f"prompts item {i} ")
+        for k, v in entry.items():
+            if k != "prompt":
+                figures = v.values() if isinstance(v, dict) and "mean" not in v else [v]
+                for f in figures:
+                    src.check(f, FIGURE if isinstance(f, dict) else NUMBER, f"prompts item {i} {k!r}")
+    if name == "language":
+        for kind, entry in r["kinds"].items():
+            src.check(entry, OBJECT, f"kinds {kind!r}")
+            _check_fields(src, entry, _KIND_FIELDS, where=f"kinds {kind!r} ")
+            for what, fields in (("held_out", _HELD_FIELDS), ("controls", _CONTROL_FIELDS)):
+                for j, item in enumerate(entry[what]):
+                    src.check(item, OBJECT, f"kinds {kind!r} {what} item {j}")
+                    _check_fields(src, item, fields, where=f"kinds {kind!r} {what} item {j} ")
+        if r.get("minimal_pairs") is not None:
+            _check_fields(src, r["minimal_pairs"], _PAIRS_FIELDS, where="minimal_pairs ")
+            for member, v in r["minimal_pairs"]["members"].items():
+                src.check(v, FIGURE, f"minimal_pairs members {member!r}")
     return r
 
 
