@@ -10,6 +10,7 @@ situations. Probes seed everything from their own named streams (``streams.PROBE
 from __future__ import annotations
 
 from dataclasses import dataclass
+from string import Formatter
 
 import numpy as np
 import torch
@@ -18,9 +19,11 @@ from mirrorhall import streams
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
 from mirrorhall.envs.perception import Situations, entity_features, situations
+from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model_io import distribution, encode_prompts, gather_inputs
 from mirrorhall.imitation.policy import ModelPolicy
+from mirrorhall.imitation.prompts import fill, shorten
 
 
 def cross_entropy(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -63,6 +66,73 @@ def fraction_ci(ce_prior, ce_model, ce_bayes, n_boot: int = 1000, seed: int = 0)
     fr = np.where(bp - bb > 0.1 * gap, (bp - bm) / np.maximum(bp - bb, 1e-12), np.nan)
     lo, hi = np.nanpercentile(fr, [2.5, 97.5])
     return {"mean": float((p.mean() - m.mean()) / gap), "ci95": [float(lo), float(hi)], "n": int(p.size)}
+
+
+def slope_ci(xs, ys, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Least-squares slope of the means of ``ys[i]`` (samples at level ``xs[i]``) against ``xs``,
+    with a 95% bootstrap interval resampling the samples of each level independently."""
+    xs = np.asarray(xs, dtype=np.float64)
+    ys = [np.asarray(y, dtype=np.float64) for y in ys]
+    if xs.size < 2 or any(y.size == 0 for y in ys):
+        return {"mean": None, "ci95": [None, None], "n": int(sum(y.size for y in ys))}
+    rng = streams.rng(streams.BOOTSTRAP, seed)
+    means = np.stack([y[rng.integers(y.size, size=(n_boot, y.size))].mean(1) for y in ys], 1)  # (n_boot, L)
+    xc = xs - xs.mean()
+    boots = (means - means.mean(1, keepdims=True)) @ xc / (xc @ xc)  # (n_boot,) slopes
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    mean = float(np.polyfit(xs, [y.mean() for y in ys], 1)[0])
+    return {"mean": mean, "ci95": [float(lo), float(hi)], "n": int(sum(y.size for y in ys))}
+
+
+# --- wordings: the user's own templates, run on a probe's scenes beside its canonical template ---
+
+PLACEHOLDERS = {"k": "the target's id", "desc": "the described persona", "n": "the number of gems asked for",
+                "what": "the asked colour with its noun ('red gems')", "horizon": "the steps allowed"}
+"""Every placeholder a probe's wording may hold, and what the probe puts there."""
+
+
+@dataclass(frozen=True)
+class Wordings:
+    """How a probe fills a wording (``--prompt TEMPLATE``): the placeholders it can fill, those a
+    wording must hold, and its canonical template (always run first)."""
+
+    probe: str
+    canonical: str
+    fills: tuple[str, ...]
+    needs: tuple[str, ...]
+
+    def check(self, templates) -> tuple[str, ...]:
+        """The templates, each checked; ``ConfigError`` in one line naming the problem and the fix."""
+        out = []
+        for text in templates:
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"--prompt must be a non-empty text, e.g. {self.canonical!r}")
+            try:
+                fields = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(text) if name is not None]
+            except ValueError:
+                fills = ", ".join(f"{{{f}}}" for f in self.fills) or "no placeholder"
+                raise ConfigError(f"--prompt {shorten(text)}: unbalanced braces; probe {self.probe} fills "
+                                  f"{fills} and takes no other braces (e.g. {self.canonical!r})") from None
+            for name, spec, conv in fields:
+                if spec or conv or name not in PLACEHOLDERS or name not in self.fills:
+                    fills = ", ".join(f"{{{f}}}" for f in self.fills) or "no placeholder"
+                    raise ConfigError(f"--prompt {shorten(text)}: probe {self.probe} cannot fill {{{name}"
+                                      f"{'!' + conv if conv else ''}{':' + spec if spec else ''}}}; it fills {fills}")
+            missing = [n for n in self.needs if n not in {f[0] for f in fields}]
+            if missing:
+                raise ConfigError(f"--prompt {shorten(text)} has no {{{missing[0]}}}; probe {self.probe} puts "
+                                  f"{PLACEHOLDERS[missing[0]]} there, e.g. {self.canonical!r}")
+            out.append(text)
+        return tuple(out)
+
+    def all(self, templates) -> tuple[str, ...]:
+        """The canonical template first, then the checked ``templates``."""
+        return (self.canonical, *self.check(templates))
+
+
+def wording_text(template: str, *, target=None, trait=None, outcome=None) -> str:
+    """A checked wording with its placeholders filled (``imitation.prompts.fill``)."""
+    return fill(template, target=target, trait=trait, outcome=outcome)
 
 
 @dataclass

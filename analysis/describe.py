@@ -22,19 +22,37 @@ from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import (
     ModelProbe,
     Scene,
+    Wordings,
     cross_entropy,
     entropy,
     mean_ci,
+    wording_text,
 )
-from mirrorhall.analysis.reporting import axes, fmt_ci, mean_of, save, target_line, verdict, yerr
+from mirrorhall.analysis.reporting import (
+    axes,
+    fmt_ci,
+    mean_of,
+    save,
+    target_line,
+    verdict,
+    wordings_table,
+    yerr,
+)
 from mirrorhall.envs.core import WorldConfig
-from mirrorhall.imitation.prompts import TEMPLATES, Kind, render
+from mirrorhall.imitation.prompts import CANONICAL, TEMPLATES, Kind, render
 
 CONDITIONS = ("seen", "held_out_combination", "held_out_paraphrase")
+WORDINGS = Wordings("describe", CANONICAL[Kind.DESCRIBE], fills=("desc",), needs=("desc",))
+"""``--prompt`` for this probe: ``{desc}`` (required) is the described persona ("a focused agent
+that likes red gems and avoids others")."""
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, agents: int = 8,
-        steps: int = 30, queries_per_episode: int = 24) -> dict:
+        steps: int = 30, queries_per_episode: int = 24, prompts=()) -> dict:
+    """``prompts``: wordings of the user's own (``{desc}``: the persona), each asked in the same
+    situations, of the same personas, as the ``seen`` condition (the result's ``prompts`` list:
+    KL to the persona, the canonical "behave as {desc}" first)."""
+    wordings = WORDINGS.all(prompts)
     rng = streams.rng(streams.PROBE_DRAWS["describe"], seed)
     pop = get_population(population)
     n_colors = probe.model.config.n_colors
@@ -45,7 +63,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
     held = [c for c in pop.combos(n_colors, "held_out") if c[1] != "follow"]
     train_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if not t.held_out]
     held_t = [i for i, t in enumerate(TEMPLATES[Kind.DESCRIBE]) if t.held_out]
-    out = {}
+    out, worded = {}, []
     probe.expect(len(CONDITIONS))
     for cond in CONDITIONS:
         combos = held if cond == "held_out_combination" else seen
@@ -67,6 +85,10 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
             truth[sel] = trait_probs(sit, codes.likes[sel], codes.social[sel], codes.beta[sel])
         model = probe.query(scene, w, agent, t, prompts)
         ce, floor = cross_entropy(truth, model), entropy(truth)
+        if cond == "seen":
+            for template in wordings:
+                p = probe.query(scene, w, agent, t, [wording_text(template, trait=h) for h in traits])
+                worded.append({"prompt": template, "kl": mean_ci(_per_episode(cross_entropy(truth, p) - floor, w, episodes))})
         out[cond] = {"kl": mean_ci(_per_episode(ce - floor, w, episodes)), "ce": mean_ci(_per_episode(ce, w, episodes)),
                      "entropy_floor": mean_ci(_per_episode(floor, w, episodes)), "queries": int(q),
                      "combinations": len(combos), "example_prompt": prompts[0]}
@@ -76,7 +98,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
             "summary": {"kl_seen": out["seen"]["kl"]["mean"],
                         "kl_held_out_combination": out.get("held_out_combination", {}).get("kl", {}).get("mean"),
                         "kl_held_out_paraphrase": out.get("held_out_paraphrase", {}).get("kl", {}).get("mean")},
-            "targets": {"kl_seen": 0.05}}
+            "targets": {"kl_seen": 0.05}, "prompts": worded}
 
 
 def _per_episode(x: np.ndarray, world: np.ndarray, episodes: int) -> list[float]:
@@ -105,4 +127,5 @@ def section(r: dict) -> list[str]:
     rows += [f"| {x['condition']} | {fmt_ci(x['kl'])} | {fmt_ci(x['ce'])} | {fmt_ci(x['entropy_floor'])} | {x['queries']} |" for x in c]
     bound = r.get("targets", {}).get("kl_seen")
     within = "close to the floor" if bound is None else f"within {bound} nats of the floor"
-    return rows + ["", f"Target: seen combinations {within} {verdict(s.get('kl_seen'), bound, higher=False)}.", ""]
+    return rows + ["", f"Target: seen combinations {within} {verdict(s.get('kl_seen'), bound, higher=False)}.", "",
+                   *wordings_table(r, "KL to the persona, seen combinations", lambda e: e.get("kl"))]

@@ -21,6 +21,7 @@ hypothesis with the state it would have from what the observer saw). No closed l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +42,35 @@ from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import (
     ModelProbe,
     Scene,
+    Wordings,
     cross_entropy,
     fraction_ci,
     mean_ci,
+    wording_text,
 )
-from mirrorhall.analysis.reporting import axes, errorbars, fmt_ci, save, target_line, verdict
+from mirrorhall.analysis.reporting import (
+    axes,
+    errorbars,
+    fmt_ci,
+    save,
+    target_line,
+    verdict,
+    wordings_table,
+)
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (0, 1, 2, 5, 10, 20, 40)
 SWITCH = 10
+WORDINGS = Wordings("imitate", "behave as agent {k}", fills=("k",), needs=("k",))
+"""``--prompt`` for this probe: ``{k}`` (required) is the watched agent's id."""
 TARGETS = ("traits", *FAMILIES)
 """What pi_test is drawn from: the population's trait personas, or one persona family."""
 
 
-def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episodes: int, rng):
-    """Per target k: rows of personas where agent k is a trait persona of the training split."""
+def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episodes: int, rng,
+                              trait_seat: bool = False):
+    """Per target k: rows of personas where agent k is a trait persona of the training split;
+    with ``trait_seat`` agent 0 too (drawn after k's, so the other rows are unchanged)."""
     pop = get_population(population)
     train = [c for c in pop.combos(n_colors, "train") if c[1] != "follow"]
     groups: dict[int, list] = {}
@@ -64,75 +79,137 @@ def scenes_with_trait_targets(population: str, agents: int, n_colors: int, episo
         row = list(pop.sample_scene(agents, n_colors, rng, split="train"))
         if not isinstance(row[k], Trait) or row[k].social == "follow":
             row[k] = Trait(*train[rng.integers(len(train))])
+        if trait_seat and (not isinstance(row[0], Trait) or row[0].social == "follow"):
+            row[0] = Trait(*train[rng.integers(len(train))])
         groups.setdefault(k, []).append(row)
     return groups, HypothesisSet([Trait(*c) for c in train], n_colors, agents)
 
 
-def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, agents: int = 8,
-        ks=KS, closed_loop: bool = True, targets: str = "traits") -> dict:
-    if targets != "traits":
-        return run_family(probe, population, targets, episodes=episodes, seed=seed, agents=agents, ks=ks)
-    rng = streams.rng(streams.PROBE_DRAWS["imitate"], seed)
+@dataclass
+class WatchedScene:
+    """One batch of B worlds where agent ``k`` (a trait persona in every world) is watched."""
+
+    k: int
+    rows: list  # (B,) rows of N persona specs
+    seed: int
+    scene: Scene
+    codes: HypothesisSet  # (B,) agent k's own trait in each world, as codes
+
+
+def watched_scenes(probe: ModelProbe, name: str, population: str, episodes: int, seed: int, agents: int,
+                   steps: int, driven: bool = True, trait_seat: bool = False):
+    """The probe ``name``'s scenes, one batch per target id k (its streams: ``PROBE_DRAWS[name]``
+    for the personas, ``PROBE_SCENES[name]`` for each batch), and the training hypotheses.
+
+    With ``driven`` the model drives agent 0 as itself ("behave as yourself"); otherwise every
+    agent is its scripted persona. Yields ``WatchedScene``s lazily, so each is scored and dropped.
+    """
+    rng = streams.rng(streams.PROBE_DRAWS[name], seed)
     n_colors = probe.model.config.n_colors
-    steps = max(ks)
     world = WorldConfig(n_agents=agents, n_colors=n_colors, max_cycles=steps + 1)
-    groups, hyp = scenes_with_trait_targets(population, agents, n_colors, episodes, rng)
+    groups, hyp = scenes_with_trait_targets(population, agents, n_colors, episodes, rng, trait_seat=trait_seat)
+    core = WorldCore(world)
+
+    def scenes():
+        for scene_index, (k, rows) in enumerate(sorted(groups.items())):
+            drivers = [probe.policy(core, [0]).driver()] if driven else []
+            scene_seed = streams.int_seed(streams.PROBE_SCENES[name], seed, scene_index) + k
+            scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, drivers=drivers))
+            yield WatchedScene(k, rows, scene_seed, scene, HypothesisSet([r[k] for r in rows], n_colors, agents))
+
+    return world, groups, hyp, scenes()
+
+
+def score_watched(probe: ModelProbe, ws: WatchedScene, observer: BayesObserver, seat: str, ks, wordings,
+                  ce: dict) -> None:
+    """Append to ``ce[K]`` the exact cross-entropies under agent k's own policy, in the situation of
+    ``seat`` ("ego": agent 0; "target": agent k itself), at each K in ``ks``: of the model under
+    each wording (``ce[K]["model"][i]``, ``{k}`` filled with k), the Bayes observer of k's first K
+    (situation, action) pairs and the prior-only observer."""
+    scene, k = ws.scene, ws.k
+    b = len(ws.rows)
+    w = np.arange(b)
+    at = np.zeros(b, np.int64) if seat == "ego" else np.full(b, k)
+    log_post = observer.prior((b,))
+    for t in range(max(ks) + 1):
+        if t in ks:
+            sit = scene.situation(t, w, at)
+            truth = trait_probs(sit, ws.codes.likes, ws.codes.social, ws.codes.beta)  # (B, 5)
+            for i, template in enumerate(wordings):
+                model = probe.query(scene, w, at, np.full(b, t), [wording_text(template, target=k)] * b)
+                ce[t]["model"][i] += cross_entropy(truth, model).tolist()
+            ce[t]["bayes"] += cross_entropy(truth, observer.predictive(log_post, sit)).tolist()
+            ce[t]["prior"] += cross_entropy(truth, observer.predictive(observer.prior((b,)), sit)).tolist()
+        if t < max(ks):
+            log_post = observer.update(log_post, scene.situation(t, w, np.full(b, k)), scene.episode.actions[t, :, k])
+
+
+def new_tally(ks, wordings) -> dict:
+    """``score_watched``'s accumulator: per K, the model's lists (one per wording), Bayes and prior."""
+    return {t: {"model": [[] for _ in wordings], "bayes": [], "prior": []} for t in ks}
+
+
+def fraction_conditions(ce: dict, ks, wording: int = 0) -> list[dict]:
+    """One row per K: the cross-entropies of wording ``wording``, Bayes and the prior, and the
+    fraction of attainable information (none at K = 0, where nothing has been observed)."""
+    rows = []
+    for t in ks:
+        c = ce[t]
+        model = c["model"][wording]
+        rows.append({"K": t, "ce_model": mean_ci(model), "ce_bayes": mean_ci(c["bayes"]), "ce_prior": mean_ci(c["prior"]),
+                     "fraction": fraction_ci(c["prior"], model, c["bayes"]) if t > 0
+                     else {"mean": None, "ci95": [None, None], "n": len(model)}})
+    return rows
+
+
+def wording_fractions(ce: dict, ks, wordings) -> list[dict]:
+    """The ``prompts`` list of a result: per wording its template and the fraction at every K > 0."""
+    out = []
+    for i, template in enumerate(wordings):
+        rows = fraction_conditions(ce, [t for t in ks if t > 0], i)
+        out.append({"prompt": template, "fraction": {str(r["K"]): r["fraction"] for r in rows}})
+    return out
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 70, seed: int = 0, agents: int = 8,
+        ks=KS, closed_loop: bool = True, prompts=(), targets: str = "traits") -> dict:
+    """``prompts``: wordings of the user's own (``{k}``: the target's id), each run on the same
+    scenes as the canonical "behave as agent {k}" (the result's ``prompts`` list). ``targets``:
+    "traits", or a persona family (``run_family``)."""
+    if targets != "traits":
+        return run_family(probe, population, targets, episodes=episodes, seed=seed, agents=agents, ks=ks,
+                          prompts=prompts)
+    wordings = WORDINGS.all(prompts)
+    steps = max(ks)
+    world, groups, hyp, scenes = watched_scenes(probe, "imitate", population, episodes, seed, agents, steps)
     observer = BayesObserver(hyp)
-    ce = {k: {"model": [], "bayes": [], "prior": []} for k in ks}
+    ce = new_tally(ks, wordings)
     loop = {"model_as_k_share": [], "k_share": [], "model_self_share": [],
             "model_as_k_near": [], "k_near": [], "model_self_near": []}
-    core = WorldCore(world)
     probe.expect(len(groups) * (2 if closed_loop else 1))
-    for scene_index, (k, rows) in enumerate(sorted(groups.items())):
-        policy = probe.policy(core, [0])
-        scene_seed = streams.int_seed(streams.PROBE_SCENES["imitate"], seed, scene_index) + k
-        scene = Scene.from_episode(run_scene(world, rows, steps, scene_seed, drivers=[policy.driver()]))
-        b = len(rows)
-        w = np.arange(b)
-        pi_tests = [rows[i][k] for i in range(b)]
-        codes = HypothesisSet(pi_tests, n_colors, agents)
-        log_post = observer.prior((b,))
-        prompts = [f"behave as agent {k}"] * b
-        for t in range(steps + 1):
-            if t in ks:
-                ego = scene.situation(t, w, np.zeros(b, np.int64))
-                truth = trait_probs(ego, codes.likes, codes.social, codes.beta)  # (B, 5)
-                model = probe.query(scene, w, np.zeros(b), np.full(b, t), prompts)
-                ce[t]["model"] += cross_entropy(truth, model).tolist()
-                ce[t]["bayes"] += cross_entropy(truth, observer.predictive(log_post, ego)).tolist()
-                ce[t]["prior"] += cross_entropy(truth, observer.predictive(observer.prior((b,)), ego)).tolist()
-            if t < steps:
-                log_post = observer.update(log_post, scene.situation(t, w, np.full(b, k)),
-                                           scene.episode.actions[t, :, k])
+    for ws in scenes:
+        score_watched(probe, ws, observer, "ego", ks, wordings, ce)
         probe.tick()
         if closed_loop:
-            _closed_loop(probe, world, rows, k, scene_seed, scene, pi_tests, loop)
+            _closed_loop(probe, world, ws.rows, ws.k, ws.seed, ws.scene, [r[ws.k] for r in ws.rows], loop)
             probe.tick()
-    conditions, summary = _conditions(ce, ks)
+    conditions = fraction_conditions(ce, ks)
     return {
         "probe": "imitate", "population": population, "agents": agents, "episodes": episodes, "seed": seed,
-        "prompt": "behave as agent {k}", "hypotheses": len(hyp),
+        "prompt": WORDINGS.canonical, "hypotheses": len(hyp),
         "conditions": conditions,
         "closed_loop": {name: mean_ci(v) for name, v in loop.items()} | {"switch_at": SWITCH, "steps": steps},
-        "summary": summary,
+        "summary": _summary(conditions, ks),
         "targets": {"fraction_at_K10": 0.9, "mean_fraction_K_ge_5": 0.8},
+        "prompts": wording_fractions(ce, ks, wordings),
     }
 
 
-def _conditions(ce: dict, ks) -> tuple[list[dict], dict]:
-    """The conditions (one per K) and the summary of per-scene cross-entropies ``ce[K][who]``."""
-    conditions = []
-    for t in ks:
-        c = ce[t]
-        conditions.append({
-            "K": t, "ce_model": mean_ci(c["model"]), "ce_bayes": mean_ci(c["bayes"]),
-            "ce_prior": mean_ci(c["prior"]),
-            "fraction": fraction_ci(c["prior"], c["model"], c["bayes"]) if t > 0 else {"mean": None, "ci95": [None, None], "n": len(c["model"])},
-        })
+def _summary(conditions: list[dict], ks) -> dict:
     frac = {c["K"]: c["fraction"]["mean"] for c in conditions}
     over5 = [frac[t] for t in ks if t >= 5 and frac[t] is not None]
-    return conditions, {"fraction_at_K10": frac.get(10), "fraction_at_K20": frac.get(20),
-                        "mean_fraction_K_ge_5": float(np.mean(over5)) if over5 else None}
+    return {"fraction_at_K10": frac.get(10), "fraction_at_K20": frac.get(20),
+            "mean_fraction_K_ge_5": float(np.mean(over5)) if over5 else None}
 
 
 def scenes_with_family_targets(population: str, family: str, world: WorldConfig, episodes: int, rng):
@@ -150,7 +227,7 @@ def scenes_with_family_targets(population: str, family: str, world: WorldConfig,
 
 
 def run_family(probe: ModelProbe, population: str, family: str, episodes: int = 70, seed: int = 0,
-               agents: int = 8, ks=KS) -> dict:
+               agents: int = 8, ks=KS, prompts=()) -> dict:
     """The imitate probe with pi_test drawn from ``family``, scored against the family's exact Bayes
     observer and its prior (see the module docstring)."""
     if family not in FAMILIES:
@@ -160,7 +237,8 @@ def run_family(probe: ModelProbe, population: str, family: str, episodes: int = 
     # one step more than asked for: the truth at K = steps comes from the cast at that step
     world = WorldConfig(n_agents=agents, n_colors=probe.model.config.n_colors, max_cycles=steps + 2)
     groups = scenes_with_family_targets(population, family, world, episodes, rng)
-    ce = {k: {"model": [], "bayes": [], "prior": []} for k in ks}
+    wordings = WORDINGS.all(prompts)
+    ce = new_tally(ks, wordings)
     core = WorldCore(world)
     probe.expect(len(groups))
     sizes = set()
@@ -181,27 +259,30 @@ def run_family(probe: ModelProbe, population: str, family: str, episodes: int = 
         observer = FamilyObserver(FamilyHypotheses.grid(family, world, agent=k))
         sizes.add(len(observer.hypotheses))
         belief = observer.prior(b)
-        prompts = [f"behave as agent {k}"] * b
         for t in range(steps + 1):
             now = scene.states[t]
             belief = observer.look(belief, core, now)
             if t in ks:
                 seat = situation_of(core, now, ego)
-                model = probe.query(scene, w, ego, np.full(b, t), prompts)
-                ce[t]["model"] += cross_entropy(truth[t], model).tolist()
+                for i, template in enumerate(wordings):
+                    model = probe.query(scene, w, ego, np.full(b, t), [wording_text(template, target=k)] * b)
+                    ce[t]["model"][i] += cross_entropy(truth[t], model).tolist()
                 ce[t]["bayes"] += cross_entropy(truth[t], observer.predictive(belief, *seat)).tolist()
                 ce[t]["prior"] += cross_entropy(truth[t], observer.predictive(belief, *seat, prior=True)).tolist()
             if t < steps:
                 belief = observer.update(belief, *situation_of(core, now, target), scene.episode.actions[t, :, k])
         probe.tick()
-    conditions, summary = _conditions(ce, ks)
+    conditions = fraction_conditions(ce, ks)
     return {
         "probe": "imitate", "population": population, "agents": agents, "episodes": episodes, "seed": seed,
-        "pi_test": family, "prompt": "behave as agent {k}", "hypotheses": max(sizes),
+        "pi_test": family, "prompt": WORDINGS.canonical, "hypotheses": max(sizes),
         "conditions": conditions,
-        "summary": summary,
+        "summary": _summary(conditions, ks),
         "targets": {"fraction_at_K10": 0.9, "mean_fraction_K_ge_5": 0.8},
+        "prompts": wording_fractions(ce, ks, wordings),
     }
+
+
 
 
 def _closed_loop(probe, world, rows, k, scene_seed, self_scene, targets, out) -> None:
@@ -293,10 +374,11 @@ def section(r: dict) -> list[str]:
                  f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets.get('mean_fraction_K_ge_5'))}.", ""]
     if r.get("pi_test") not in (None, "traits"):
         return rows + [f"pi_test: the {r['pi_test']} family ({r.get('hypotheses')} hypotheses), scored against that "
-                       "family's exact Bayes observer and prior; no closed loop.", ""]
+                       "family's exact Bayes observer and prior; no closed loop.", ""] + \
+            wordings_table(r, "fraction at K=10", lambda e: e["fraction"].get("10"))
     rows += [f"Closed loop (prompt switched at step {cl.get('switch_at')}): share of pi_test's liked colour "
              f"among gems collected: model as k {fmt_ci(cl.get('model_as_k_share', {}))}, pi_test itself "
              f"{fmt_ci(cl.get('k_share', {}))}, model as itself {fmt_ci(cl.get('model_self_share', {}))}. Mean distance "
              f"to the nearest agent: model as k {fmt_ci(cl.get('model_as_k_near', {}))}, pi_test "
              f"{fmt_ci(cl.get('k_near', {}))}, model as itself {fmt_ci(cl.get('model_self_near', {}))}.", ""]
-    return rows
+    return rows + wordings_table(r, "fraction at K=10", lambda e: e["fraction"].get("10"))

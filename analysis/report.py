@@ -21,9 +21,11 @@ from mirrorhall.analysis import (
     describe,
     false_belief,
     imitate,
+    language,
     mirror,
     outcome,
     second_order,
+    self_probe,
 )
 from mirrorhall.analysis.common import ModelProbe
 from mirrorhall.analysis.reporting import json_default
@@ -48,32 +50,44 @@ PROBES = {
     "calibration": calibration,
     "describe": describe,
     "imitate": imitate,
+    "self": self_probe,
     "second_order": second_order,
     "mirror_test": mirror,
     "outcome": outcome,
     "false_belief": false_belief,
+    "language": language,
 }
-# episodes at each scale: "small" for CI and the demo, "full" for docs/results.md
+# the probes that run wordings of the user's own (``--prompt``): each module's ``WORDINGS``
+PROMPTED = ("imitate", "self", "second_order", "describe", "outcome")
+# episodes at each scale: "tiny" for a few seconds per probe, "small" for CI and the demo, "full" for
+# docs/results.md; the language probe's are imitate-sized (it shares them out over its kinds' probes)
 SCALES = {
-    "small": {"calibration": 12, "describe": 16, "imitate": 42, "second_order": 24, "mirror_test": 40, "outcome": 8,
-              "false_belief": 48},
-    "full": {"calibration": 64, "describe": 64, "imitate": 280, "second_order": 64, "mirror_test": 200, "outcome": 24,
-             "false_belief": 400},
+    "tiny": {"calibration": 2, "describe": 2, "imitate": 7, "self": 7, "second_order": 4, "mirror_test": 4,
+             "outcome": 4, "false_belief": 8, "language": 7},
+    "small": {"calibration": 12, "describe": 16, "imitate": 42, "self": 42, "second_order": 24, "mirror_test": 40,
+              "outcome": 8, "false_belief": 48, "language": 42},
+    "full": {"calibration": 64, "describe": 64, "imitate": 280, "self": 280, "second_order": 64, "mirror_test": 200,
+             "outcome": 24, "false_belief": 400, "language": 280},
 }
 
 
 def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: int = 0,
-              episodes: int | None = None, scale: str = "small", targets: str = "traits") -> dict:
-    """Run probe ``name`` and write its JSON and plot into ``out``. ``targets``: the imitate probe's
-    pi_test ("traits", or a persona family)."""
+              episodes: int | None = None, scale: str = "small", prompts=(), targets: str = "traits") -> dict:
+    """Run probe ``name`` and write ``out/NAME.json`` and its plot; ``prompts``: wordings of the
+    user's own for a probe of ``PROMPTED`` (``--prompt``); ``targets``: the imitate probe's pi_test
+    ("traits", or a persona family)."""
     if name not in PROBES:
         raise ConfigError(f"unknown probe {name!r}; allowed: {', '.join(PROBES)}, all")
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
     if targets != "traits" and name != "imitate":
         raise ConfigError(f"targets {targets!r} apply to the imitate probe only")
-    t0 = time.perf_counter()
     extra = {"targets": targets} if targets != "traits" else {}
+    if prompts:
+        if name not in PROMPTED:
+            raise ConfigError(f"--prompt works with the probes {', '.join(PROMPTED)}; not with {name}")
+        extra["prompts"] = PROBES[name].WORDINGS.check(prompts)
+    t0 = time.perf_counter()
     result = PROBES[name].run(probe, population, episodes=episodes or SCALES[scale][name], seed=seed, **extra)
     result = {"checkpoint": probe.path, **result, "seconds": round(time.perf_counter() - t0, 2)}
     out = Path(out)
@@ -158,6 +172,10 @@ RESULT_FIELDS: dict[str, dict] = {
                                    "accuracy_bayes": FIGURE, "chance": NUMBER},
                     "settings?": list_of(TEXT)},
     "outcome": {"conditions": {"asked": NUMBER, "achieved": FIGURE, "control": FIGURE, "difference": FIGURE}},
+    "self": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
+                            "fraction": FIGURE}},
+    "language": {"conditions": {"kind": TEXT, "role": TEXT, "prompt": TEXT, "family?": TEXT | NULL, "figure": FIGURE},
+                 "kinds": OBJECT, "minimal_pairs?": OBJECT},
     "false_belief": {"conditions": {"subject": TEXT, "layouts": NUMBER, "effect_model": FIGURE, "effect_bayes": FIGURE,
                                     "effect_truth?": FIGURE},
                      "curve": {"subject": TEXT, "distance": NUMBER, "seen": BOOL, "effect_model?": FIGURE,
@@ -170,6 +188,13 @@ RESULT_FIELDS: dict[str, dict] = {
                      "target_values": NUMBER | TEXT | NULL},
 }
 _SPECIAL = ("conditions", "summary", "target_values", "curve")
+# the language probe's verdicts per kind and its minimal pairs, as its section reads them
+_KIND_FIELDS = {"figure": TEXT, "explain": TEXT, "canonical": MEASURE, "held_out": LIST, "filler_max_change": MEASURE,
+                "filler_worst": TEXT | NULL, "controls": LIST}
+_HELD_FIELDS = {"family": TEXT, "mean": MEASURE, "ratio": MEASURE, "difference": MEASURE}
+_CONTROL_FIELDS = {"role": TEXT, "prompt": TEXT, "mean": MEASURE, "like_meaning": BOOL, "words": TEXT}
+_PAIRS_FIELDS = {"accuracy": FIGURE, "members": OBJECT, "situations": COUNT, "left_out": COUNT, "K": COUNT,
+                 "example": list_of(TEXT), "chance": NUMBER}
 
 
 def _check_fields(src: Source, data: dict, spec: dict, where: str = "") -> None:
@@ -219,6 +244,26 @@ def read_result(path: Path, name: str) -> dict:
         src.check(v, FIGURE if k.endswith(("_share", "_near")) else SCALAR, f"closed_loop {k!r}")
     for key in ("checkpoint", "population", "agents", "seconds"):
         src.field(r, key, SCALAR, default=None)
+    for i, entry in enumerate(src.field(r, "prompts", LIST, default=None) or []):  # the wordings run
+        src.check(entry, OBJECT, f"prompts item {i}")
+        src.field(entry, "prompt", TEXT, where=f"prompts item {i} ")
+        for k, v in entry.items():
+            if k != "prompt":
+                figures = v.values() if isinstance(v, dict) and "mean" not in v else [v]
+                for f in figures:
+                    src.check(f, FIGURE if isinstance(f, dict) else NUMBER, f"prompts item {i} {k!r}")
+    if name == "language":
+        for kind, entry in r["kinds"].items():
+            src.check(entry, OBJECT, f"kinds {kind!r}")
+            _check_fields(src, entry, _KIND_FIELDS, where=f"kinds {kind!r} ")
+            for what, fields in (("held_out", _HELD_FIELDS), ("controls", _CONTROL_FIELDS)):
+                for j, item in enumerate(entry[what]):
+                    src.check(item, OBJECT, f"kinds {kind!r} {what} item {j}")
+                    _check_fields(src, item, fields, where=f"kinds {kind!r} {what} item {j} ")
+        if r.get("minimal_pairs") is not None:
+            _check_fields(src, r["minimal_pairs"], _PAIRS_FIELDS, where="minimal_pairs ")
+            for member, v in r["minimal_pairs"]["members"].items():
+                src.check(v, FIGURE, f"minimal_pairs members {member!r}")
     return r
 
 

@@ -107,3 +107,15 @@ def save(fig, ax, result: dict, path: Path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return fig
+
+
+def wordings_table(r: dict, label: str, figure) -> list[str]:
+    """The markdown table of a result's wordings (``prompts``: the canonical template first, then
+    the user's ``--prompt``s), ``figure(entry)`` the figure shown; nothing where the user gave none."""
+    entries = r.get("prompts") or []
+    if len(entries) < 2:
+        return []
+    rows = [f"Wordings on the same scenes ({label}; the first is the canonical template):", "",
+            f"| wording | {label} |", "|---|---|"]
+    rows += [f"| `{e['prompt']}` | {fmt_ci(figure(e) or {})} |" for e in entries]
+    return rows + [""]

@@ -29,14 +29,26 @@ from mirrorhall.agents.scene import run_scene
 from mirrorhall.analysis.common import (
     ModelProbe,
     Scene,
+    Wordings,
     cross_entropy,
     mean_ci,
+    wording_text,
 )
-from mirrorhall.analysis.reporting import axes, errorbars, fmt, fmt_ci, save, target_line
+from mirrorhall.analysis.reporting import (
+    axes,
+    errorbars,
+    fmt,
+    fmt_ci,
+    save,
+    target_line,
+    wordings_table,
+)
 from mirrorhall.envs.core import WorldConfig, WorldCore
 
 KS = (5, 10, 20, 40)
 PROMPT = "pretend to be agent {k} pretending to be you"
+WORDINGS = Wordings("second_order", PROMPT, fills=("k",), needs=("k",))
+"""``--prompt`` for this probe: ``{k}`` (required) is theta's id, the agent imitating phi."""
 # targets: the lower end of each margin's 95% interval at K = 20 must lie above these (nats)
 MARGIN_VS_SELF = 0.0
 MARGIN_VS_OTHER = 0.0
@@ -60,7 +72,11 @@ def _paired(a, b) -> dict:
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, agents: int = 24,
-        ks=KS, essay: bool = True) -> dict:
+        ks=KS, essay: bool = True, prompts=()) -> dict:
+    """``prompts``: wordings of the user's own (``{k}``: theta's id), each run on the same scenes as
+    the canonical template (the result's ``prompts`` list: the margins at the summary's K); the
+    essay setting keeps the canonical template."""
+    wordings = WORDINGS.all(prompts)
     rng = streams.rng(streams.PROBE_DRAWS["second_order"], seed)
     pop = get_population(population)
     n_colors = probe.model.config.n_colors
@@ -83,6 +99,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
     phi_codes = HypothesisSet([r[0] for r in rows], n_colors, agents)
     theta_own = HypothesisSet([r[t].own for r, t in zip(rows, thetas, strict=True)], n_colors, agents)
     res = {k: {n: [] for n in ("model", "self", "other", "bayes")} for k in ks}
+    worded = {k: [[] for _ in wordings[1:]] for k in ks}  # the user's wordings' cross-entropies
     probe.expect(len(ks) + (len(np.unique(thetas)) if essay else 0))
     for k in ks:
         sit = tsits[k]
@@ -94,6 +111,9 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
         bayes = imit.predictive(ll[k], cstate.log_belief[w, thetas], sit)
         for name, p in (("model", model), ("self", self_b), ("other", other_b), ("bayes", bayes)):
             res[k][name] += cross_entropy(truth, p).tolist()
+        for i, template in enumerate(wordings[1:]):
+            p = probe.query(scene, w, zeros, np.full(b, k), [wording_text(template, target=t) for t in thetas])
+            worded[k][i] += cross_entropy(truth, p).tolist()
         probe.tick()
     conditions = [{
         "K": k, **{f"ce_{n}": mean_ci(v) for n, v in res[k].items()},
@@ -111,6 +131,10 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
                       "margin_vs_self_ci95": ref["margin_vs_self"]["ci95"],
                       "margin_vs_other": ref["margin_vs_other"]["mean"],
                       "margin_vs_other_ci95": ref["margin_vs_other"]["ci95"]}
+    out["prompts"] = [{"prompt": template, "K": k_ref,
+                       "margin_vs_self": _paired(res[k_ref]["self"], ce),
+                       "margin_vs_other": _paired(res[k_ref]["other"], ce)}
+                      for template, ce in zip(wordings, [res[k_ref]["model"], *worded[k_ref]], strict=True)]
     out["targets"] = {"margin_vs_self": f"> {MARGIN_VS_SELF:g} with the interval above {MARGIN_VS_SELF:g}",
                       "margin_vs_other": f"> {MARGIN_VS_OTHER:g} with the interval above {MARGIN_VS_OTHER:g}"}
     return out
@@ -192,4 +216,5 @@ def section(r: dict) -> list[str]:
              else f"{MARGIN_VS_SELF:g} (SELF) and {MARGIN_VS_OTHER:g} (OTHER)")
     return rows + ["", f"Target (K={s.get('K')}): better than both baselines with intervals above {bound}: "
                        f"{'met' if met else 'MISSED'} "
-                       f"(margin vs SELF {fmt(s.get('margin_vs_self'))}, vs OTHER {fmt(s.get('margin_vs_other'))}).", ""]
+                       f"(margin vs SELF {fmt(s.get('margin_vs_self'))}, vs OTHER {fmt(s.get('margin_vs_other'))}).", "",
+                   *wordings_table(r, f"margin vs SELF at K={s.get('K')}", lambda e: e.get("margin_vs_self"))]

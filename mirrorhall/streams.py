@@ -132,7 +132,7 @@ ENV_RUNNER = Stream("rllib/env_runner", indices=2)
 PROBE_SEED_BASE = 7_000_003
 """The first entropy word of every probe stream: probe scenes share no stream with datasets."""
 PROBES = ("calibration", "compare_direct", "describe", "false_belief", "imitate", "mirror_test", "outcome",
-          "second_order")
+          "second_order", "self", "language")
 """Every probe with streams of its own; a new probe adds its name here."""
 
 PROBE_DRAWS = {p: Stream(f"probe/{p}/draws", before=(PROBE_SEED_BASE, tag(p))) for p in PROBES}
@@ -146,6 +146,10 @@ COMPARE_DIRECT_LEARNER = Stream("probe/compare_direct/learner", indices=1, index
 COMPARE_DIRECT_RUN = Stream("probe/compare_direct/run", indices=2,
                             before=(PROBE_SEED_BASE, tag("compare_direct")), after=(tag("probe/compare_direct/run"),))
 """A vectorised PPO run of compare-direct: (persona, run seed); every learner gets the same one."""
+LANGUAGE_WORDINGS = Stream("probe/language/wordings", indices=1, before=(PROBE_SEED_BASE, tag("language")),
+                           after=(tag("probe/language/wordings"),))
+"""The language probe's own words: index 0 its controls (nonsense words, scrambled orders), 1 the
+minimal pairs' colours and styles (its scenes' personas come from ``PROBE_DRAWS``)."""
 
 # --- analysis and benchmarks ------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ STREAMS: tuple[Stream, ...] = (
     SCENE_WORLD, SCENE_POLICY, SCENE_PERSONAS,
     SHARD_PERSONAS, SHARD_WORLD, SHARD_POLICY, SHARD_PROMPTS, SHARD_EVENTS,
     BATCH_ORDER, BATCH_SAMPLES, EVAL_SAMPLES, ENV_RUNNER,
-    *PROBE_DRAWS.values(), *PROBE_SCENES.values(), COMPARE_DIRECT_LEARNER, COMPARE_DIRECT_RUN,
+    *PROBE_DRAWS.values(), *PROBE_SCENES.values(), COMPARE_DIRECT_LEARNER, COMPARE_DIRECT_RUN, LANGUAGE_WORDINGS,
     BOOTSTRAP, RANDOM_AGENT, BENCHMARK, SOAK_CORE_PERSONAS, SOAK_MODEL_PERSONAS,
 )
 """Every stream of the project."""

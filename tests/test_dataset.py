@@ -305,12 +305,16 @@ def test_version_1_datasets_decode_to_the_arrays_version_2_stores(tmp_path):
     pairs = list(zip(v1.episodes(), v2.episodes(), strict=True))
     assert len(pairs) == 3
     for a, b in pairs:
-        assert a.episode == b.episode and a.personas == b.personas and a.prompt == b.prompt
+        # the scenes (personas, world and policy streams) are as version 1 wrote them; the prompt
+        # stream draws the prompt grammar's forms and surfaces since, so the samples' prompts,
+        # kinds, targets and labels are new draws of the same types and shapes
+        assert a.episode == b.episode and a.personas == b.personas and len(a.prompt) == len(b.prompt)
         for f in ("agent_pos", "gem_pos", "actions", "valued", "agent", "t", "kind", "target", "template",
                   "prompt_held_out", "label"):
             x, y = getattr(a, f), getattr(b, f)
             assert x.dtype == y.dtype and x.shape == y.shape, f
-            np.testing.assert_array_equal(x, y, err_msg=f)
+            if f in ("agent_pos", "gem_pos", "actions", "valued", "agent", "t"):
+                np.testing.assert_array_equal(x, y, err_msg=f)
     # a version-1 folder is read, never written into
     with pytest.raises(DatasetError, match="schema version 1, this mirrorhall writes version 2; choose another --out"):
         generate(GenerateConfig(**V1_CONFIG), old)

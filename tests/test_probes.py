@@ -267,8 +267,8 @@ def test_report_rebuilt_from_committed_results_is_the_committed_report(tmp_path,
 
 
 def test_every_registered_probe_owns_run_plot_and_section():
-    assert list(PROBES) == ["calibration", "describe", "imitate", "second_order", "mirror_test", "outcome",
-                            "false_belief"]
+    assert list(PROBES) == ["calibration", "describe", "imitate", "self", "second_order", "mirror_test", "outcome",
+                            "false_belief", "language"]
     for name, module in PROBES.items():
         assert all(callable(getattr(module, f, None)) for f in ("run", "plot", "section")), name
     assert PROBES["mirror_test"].__name__ == "mirrorhall.analysis.mirror"

@@ -17,7 +17,7 @@ from mirrorhall.commands.options import option
 from mirrorhall.commands.run import population_names
 from mirrorhall.errors import ConfigError, user_input
 
-SCALE_NAMES = ("small", "full")
+SCALE_NAMES = ("tiny", "small", "full")
 
 
 def probe_names() -> tuple[str, ...]:
@@ -47,7 +47,13 @@ class ProbeConfig:
     episodes: int | None = None
     """Scenes per probe (None: by --scale)."""
     scale: str = option("small", choices=SCALE_NAMES)
-    """Number of scenes per probe: small for CI and the demo, full for docs/results.md."""
+    """Number of scenes per probe: tiny for a quick look (seconds), small for CI and the demo, full
+    for docs/results.md."""
+    prompt: tuple[str, ...] = option((), metavar="TEMPLATE")
+    """A wording of your own, repeatable, run on the same scenes as the canonical template
+    (imitate, self, second_order, describe, outcome): {k} is the target's id (imitate,
+    second_order; self: the seat's own), {desc} the persona (describe), {n} {what} {horizon} the
+    outcome (outcome); results in NAME.json's prompts list."""
     population: str | None = option(None, choices=population_names)
     """Population of the scenes (None: the checkpoint's training population)."""
     targets: str = option("traits", choices=target_names)
@@ -75,6 +81,13 @@ class ProbeConfig:
                               f"--scale default")
         check_path("--checkpoint", self.checkpoint)
         check_path("--out", self.out)
+        if self.prompt:
+            from mirrorhall.analysis.report import PROBES, PROMPTED
+
+            if self.name not in PROMPTED:
+                raise ConfigError(f"--prompt works with one probe at a time, one of {', '.join(PROMPTED)}; "
+                                  f"got {self.name}")
+            PROBES[self.name].WORDINGS.check(self.prompt)
         if self.population is not None:
             with user_input():
                 get_population(self.population)
@@ -113,14 +126,25 @@ def _probe(cfg: ProbeConfig) -> int:
     for name in names:
         model.new_bar = lambda total, name=name: bar(total, name, "part", enabled=cfg.progress)
         r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale,
-                      targets=cfg.targets)
+                      prompts=cfg.prompt, targets=cfg.targets)
         if model.bar is not None:
             model.bar.close()
         model.bar = None
         shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in r.get("summary", {}).items() if not isinstance(v, list))
         print(f"{name}: {shown} ({r['seconds']} s) -> {cfg.out}/{name}.json")
+        for entry in r.get("prompts", [])[1:] if cfg.prompt else []:
+            print(f"  {entry['prompt']!r}: {_headline(entry)}")
     return 0
+
+
+def _headline(entry: dict) -> str:
+    """One wording's figure in words (``NAME.json``'s ``prompts`` entry)."""
+    from mirrorhall.analysis.reporting import fmt_ci
+
+    if "fraction" in entry:
+        return ", ".join(f"K={k} {fmt_ci(v)}" for k, v in entry["fraction"].items() if int(k) in (5, 10, 20))
+    return ", ".join(f"{k} {fmt_ci(v)}" for k, v in entry.items() if isinstance(v, dict))
 
 
 @dataclass(frozen=True)

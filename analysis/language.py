@@ -1,0 +1,449 @@
+"""Probe ``language``: does the model read a prompt by what its words mean?
+
+For every meaning kind, wordings run on the same scenes as the kind's canonical template
+(``imitation.prompts.CANONICAL``), through the probe that measures that kind (its ``prompts``):
+
+    kind      probe          figure per wording
+    SELF      self           fraction of attainable information at K = 10
+    OTHER     imitate        fraction of attainable information at K = 10
+    SECOND    second_order   margin over the SELF baseline at K = 20 (nats)
+    DESCRIBE  describe       KL to the described persona, seen combinations (nats; lower is better)
+    RETURN    outcome        slope of gems collected per gem asked (closed loop)
+
+The wordings of a kind:
+
+- ``canonical``: the canonical template;
+- ``held_out``: every form of every held-out family (``families(kind, held_out=True)``: whole
+  verbs and frames that never appear in training); a family's figure is the mean over its forms;
+- ``nonsense``: the shape-matched control: every word of the canonical template replaced by a
+  nonsense word (seeded, none a word of the prompt language), in the same count and positions; the
+  placeholders' values stay (the agent's name "agent {k}", the persona, the outcome);
+- ``scrambled``: the canonical template's words in a seeded other order (placeholders as units);
+- ``filler_before`` / ``filler_after``: the canonical template with each of ``FILLERS_BEFORE``
+  before it or ``FILLERS_AFTER`` after it; the largest change of the figure is reported.
+
+A control "scores like the meaning" when its figure lies within the canonical template's 95%
+interval or beyond it on the better side; the result says so in plain words.
+
+Minimal pairs: in scenes where agent 0 (the model's seat) and agent k are trait personas of the
+training split, four prompts that share "agent", the id k and most of their shape but differ in
+meaning are asked at K = 10 in the same situations: OTHER(k) "behave as agent k", SECOND(k)
+"pretend to be agent k pretending to be you", RETURN(k, colour, 20) "collect k <colour> gems in
+the next 20 steps" and DESCRIBE(h) with h following agent k ("behave as a casual agent that likes
+<other colour> gems and follows agent k"). Each has its meaning's label (``meaning_labels``: the
+exact distributions hindsight labelling trains on; for RETURN, which has no single-situation
+label, a focused agent that likes that colour and ignores others). A case counts as discriminated
+when the model's output is closer (KL from the label) to its own member's label than to every other
+member's. Situations where two members' labels agree (KL below ``DISTINCT``) cannot tell them apart
+and are left out (counted). The figure is the share of discriminated cases, with a bootstrap
+interval over scenes; chance is about one in four.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mirrorhall import streams
+from mirrorhall.agents.bayes import BayesObserver, HypothesisSet
+from mirrorhall.agents.cast import trait_probs
+from mirrorhall.agents.personas import STYLES, Imitator, Trait
+from mirrorhall.agents.populations import get_population
+from mirrorhall.analysis import describe, imitate, outcome, second_order, self_probe
+from mirrorhall.analysis.common import ModelProbe, Scene, kl, mean_ci
+from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, save, verdict
+from mirrorhall.envs.core import COLOR_NAMES
+from mirrorhall.errors import ConfigError, InputWarning
+from mirrorhall.imitation.labels import second_order_probs
+from mirrorhall.imitation.prompts import (
+    AGENT_PHRASES,
+    CANONICAL,
+    FAMILIES,
+    FILLERS_AFTER,
+    FILLERS_BEFORE,
+    Kind,
+    Prompt,
+    families,
+    fill,
+    parse_prompt,
+)
+
+K_PAIRS = 10
+"""Steps watched before the minimal pairs are asked."""
+DISTINCT = 0.01
+"""Members whose labels are closer than this (KL, nats, either way) cannot be told apart."""
+HORIZON = 20
+"""The horizon of the RETURN member of the minimal pairs."""
+# episodes of each kind's probe per scene of this probe's own (its ``episodes`` are imitate-sized):
+# the ratios of those probes' full-scale counts (report.SCALES), at least MIN_EPISODES
+SHARE = {Kind.SELF: 1.0, Kind.OTHER: 1.0, Kind.SECOND: 64 / 280, Kind.DESCRIBE: 64 / 280, Kind.RETURN: 24 / 280}
+MIN_EPISODES = {Kind.SELF: 1, Kind.OTHER: 1, Kind.SECOND: 2, Kind.DESCRIBE: 2, Kind.RETURN: 4}
+FIGURE_WORDS = {
+    Kind.SELF: ("fraction of attainable information at K=10", True,
+                "In agent k's own seat after it acted for 10 steps, told the wording: how much of the information "
+                "the Bayes observer extracts from those 10 steps the model uses (1: all of it; 0: no better than "
+                "knowing nothing about k; below 0: worse)."),
+    Kind.OTHER: ("fraction of attainable information at K=10", True,
+                 "After watching agent k for 10 steps, told the wording: how much of the information the Bayes "
+                 "observer extracts about k the model uses when acting as k (1: all; 0: no better than knowing "
+                 "nothing about k; below 0: worse)."),
+    Kind.SECOND: ("margin over the SELF baseline at K=20 (nats)", True,
+                  "Told the wording while agent k imitates it: how much better (in nats) the model predicts k than "
+                  "the baseline that assumes k imitates perfectly; above 0 means the model models being imitated."),
+    Kind.DESCRIBE: ("KL to the described persona (nats)", False,
+                    "Told the wording with a persona described in words: how far (KL, nats) its actions are from "
+                    "that persona's exact distribution; 0 is exact, lower is better."),
+    Kind.RETURN: ("slope of gems collected per gem asked", True,
+                  "Told the wording asking for n gems of a colour, in closed loop: how many more gems of that colour "
+                  "it collects per extra gem asked; above 0 means it follows the request."),
+}
+
+
+# --- the wordings of a kind ------------------------------------------------------------------------
+
+
+def grammar_words() -> set[str]:
+    """Every word the prompt language writes (forms, agent phrases, optional words)."""
+    texts = [form for f in FAMILIES for form in f.forms] + list(AGENT_PHRASES) + list(FILLERS_BEFORE + FILLERS_AFTER)
+    return {w.strip(",.").lower() for t in texts for w in t.replace("{", " {").split() if not w.startswith("{")}
+
+
+def _units(template: str) -> list[str]:
+    """The template's words, with each placeholder (and "agent {k}", the agent's name) as one unit."""
+    out, words = [], template.split()
+    i = 0
+    while i < len(words):
+        if words[i] == "agent" and i + 1 < len(words) and words[i + 1] == "{k}":
+            out.append("agent {k}")
+            i += 2
+        else:
+            out.append(words[i])
+            i += 1
+    return out
+
+
+def nonsense_words(count: int, rng: np.random.Generator, avoid: set[str]) -> list[str]:
+    """``count`` distinct pronounceable nonsense words (consonant-vowel syllables), none in ``avoid``."""
+    cons, vows = "bdfgklmnprstvz", "aeiou"
+    out: list[str] = []
+    while len(out) < count:
+        n = int(rng.integers(1, 3))
+        w = "".join(cons[rng.integers(len(cons))] + vows[rng.integers(len(vows))] for _ in range(n))
+        w += cons[rng.integers(len(cons))]
+        if w not in avoid and w not in out:
+            out.append(w)
+    return out
+
+
+def controls(template: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(nonsense, scrambled) shape-matched controls of ``template`` (see the module docstring)."""
+    units = _units(template)
+    meaning = [i for i, u in enumerate(units) if "{" not in u]
+    fresh = iter(nonsense_words(len(meaning), rng, grammar_words()))
+    nonsense = [next(fresh) if i in meaning else u for i, u in enumerate(units)]
+    order = np.arange(len(units))
+    while len(units) > 1 and (order == np.arange(len(units))).all():
+        order = rng.permutation(len(units))
+    return " ".join(nonsense), " ".join(units[i] for i in order)
+
+
+def wordings(kind: Kind, rng: np.random.Generator) -> list[dict]:
+    """The wordings of ``kind``: dicts ``role``, ``family`` (held-out forms) and ``prompt``."""
+    canonical = CANONICAL[kind]
+    out = [{"role": "canonical", "family": None, "prompt": canonical}]
+    out += [{"role": "held_out", "family": f.name, "prompt": form} for f in families(kind, held_out=True) for form in f.forms]
+    nonsense, scrambled = controls(canonical, rng)
+    out += [{"role": "nonsense", "family": None, "prompt": nonsense},
+            {"role": "scrambled", "family": None, "prompt": scrambled}]
+    out += [{"role": "filler_before", "family": None, "prompt": f"{f} {canonical}"} for f in FILLERS_BEFORE]
+    out += [{"role": "filler_after", "family": None, "prompt": f"{canonical} {f}"} for f in FILLERS_AFTER]
+    return out
+
+
+# --- each kind through its own probe ---------------------------------------------------------------
+
+
+def _figures(kind: Kind, probe: ModelProbe, population: str, episodes: int, seed: int, extra: list[str]) -> list[dict]:
+    """One figure per wording (the canonical template first, then ``extra``), from the kind's probe."""
+    if kind == Kind.SELF:
+        r = self_probe.run(probe, population, episodes=episodes, seed=seed, ks=(K_PAIRS,), prompts=extra)
+        return [e["fraction"][str(K_PAIRS)] for e in r["prompts"]]
+    if kind == Kind.OTHER:
+        r = imitate.run(probe, population, episodes=episodes, seed=seed, ks=(K_PAIRS,), closed_loop=False, prompts=extra)
+        return [e["fraction"][str(K_PAIRS)] for e in r["prompts"]]
+    if kind == Kind.SECOND:
+        r = second_order.run(probe, population, episodes=episodes, seed=seed, ks=(20,), essay=False, prompts=extra)
+        return [e["margin_vs_self"] for e in r["prompts"]]
+    if kind == Kind.DESCRIBE:
+        return [e["kl"] for e in describe.run(probe, population, episodes=episodes, seed=seed, prompts=extra)["prompts"]]
+    return [e["slope"] for e in outcome.run(probe, population, episodes=episodes, seed=seed, prompts=extra)["prompts"]]
+
+
+def _kind_result(kind: Kind, rows: list[dict], figures: list[dict]) -> dict:
+    """The verdicts of one kind in numbers and plain words."""
+    label, higher, explain = FIGURE_WORDS[kind]
+    canon = figures[0]
+    c = canon["mean"]
+    sign = 1 if higher else -1
+    lo, hi = canon["ci95"]
+    fams: dict[str, list[float]] = {}
+    for row, fig in zip(rows, figures, strict=True):
+        if row["role"] == "held_out" and fig["mean"] is not None:
+            fams.setdefault(row["family"], []).append(fig["mean"])
+    held = []
+    for name, values in fams.items():
+        m = float(np.mean(values))
+        fraction = kind in (Kind.SELF, Kind.OTHER)  # judged as a ratio to the template; others as a difference
+        held.append({"family": name, "mean": m, "ratio": m / c if fraction and c not in (None, 0) else None,
+                     "difference": None if c is None else m - c})
+    fill_changes = [(abs(fig["mean"] - c), row["prompt"]) for row, fig in zip(rows, figures, strict=True)
+                    if row["role"].startswith("filler") and fig["mean"] is not None and c is not None]
+    worst = max(fill_changes, default=(None, None))
+    ctrl = []
+    for row, fig in zip(rows, figures, strict=True):
+        if row["role"] in ("nonsense", "scrambled"):
+            m = fig["mean"]
+            like = bool(m is not None and c is not None and lo is not None and sign * m >= sign * (lo if higher else hi))
+            ctrl.append({"role": row["role"], "prompt": row["prompt"], "mean": m, "like_meaning": like,
+                         "words": _control_words(kind, row, m, c, like, label)})
+    return {"figure": label, "higher_is_better": higher, "explain": explain, "canonical": c,
+            "held_out": held, "filler_max_change": worst[0], "filler_worst": worst[1], "controls": ctrl}
+
+
+def _control_words(kind: Kind, row: dict, m, c, like: bool, label: str) -> str:
+    what = "with nonsense words in place of its words" if row["role"] == "nonsense" else "with its words scrambled"
+    if m is None or c is None:
+        return f"The canonical template {what} ('{row['prompt']}') was not measured."
+    if like:
+        return (f"The canonical template {what} ('{row['prompt']}') scores like the meaning ({fmt(m)} against "
+                f"{fmt(c)}, {label}): the model does not need those words in that order to do this, so it is "
+                f"reading something else, such as where the agent's name or the values sit.")
+    return (f"The canonical template {what} ('{row['prompt']}') scores {fmt(m)} against {fmt(c)} ({label}), "
+            f"outside the template's interval: the words matter here.")
+
+
+# --- minimal pairs -------------------------------------------------------------------------------
+
+
+def meaning_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, prompt: Prompt, hypotheses) -> np.ndarray:
+    """(B, 5) the label of ``prompt``'s meaning for the agent at ``seat[b]`` of world ``world[b]`` at
+    step ``t``, as hindsight labelling computes it (``imitation/labels.py``): SELF its own persona;
+    OTHER(k) k's persona in its situation; SECOND(k) ``Imitator(k -> seat)`` with k's fidelity (1 if
+    k imitates no one), k's Bayes belief about the seat from its first t steps (``hypotheses``) and
+    k's own trait; DESCRIBE(h) h's exact distribution; RETURN(n, colour) a focused agent that likes
+    that colour (no gem in particular for "any") and ignores others. Trait personas only."""
+    world, seat = np.asarray(world), np.asarray(seat)
+    sit = scene.situation(t, world, seat)
+    n_colors, agents = scene.config.n_colors, scene.config.n_agents
+    personas = scene.episode.personas
+
+    def traits_probs(traits):
+        codes = HypothesisSet(traits, n_colors, agents)
+        return trait_probs(sit, codes.likes, codes.social, codes.beta)
+
+    if prompt.kind == Kind.SELF:
+        return traits_probs([personas[w][s] for w, s in zip(world, seat, strict=True)])
+    if prompt.kind == Kind.OTHER:
+        return traits_probs([personas[w][prompt.target] for w in world])
+    if prompt.kind == Kind.DESCRIBE:
+        return traits_probs([prompt.trait] * world.size)
+    if prompt.kind == Kind.RETURN:
+        n, color, _ = prompt.outcome
+        return traits_probs([Trait(color if color != "any" else "none", "none", "focused")] * world.size)
+    k = prompt.target
+    observer = BayesObserver(hypotheses)
+    log_post = observer.prior((world.size,))
+    for tau in range(t):
+        log_post = observer.update(log_post, scene.situation(tau, world, seat), scene.episode.actions[tau, world, seat])
+    of_k = [personas[w][k] for w in world]
+    fidelity = np.array([p.fidelity if isinstance(p, Imitator) else 1.0 for p in of_k])
+    own = traits_probs([p.own if isinstance(p, Imitator) else p for p in of_k])
+    return second_order_probs(fidelity, log_post, hypotheses.probs(sit), own)
+
+
+def pair_members(k: int, rng: np.random.Generator, n_colors: int) -> list[Prompt]:
+    """The four minimal-pair members naming agent (and number) ``k``."""
+    names = COLOR_NAMES[:n_colors]
+    first, second = rng.choice(len(names), size=2, replace=False)
+    style = list(STYLES)[rng.integers(len(STYLES))]
+    texts = [fill(CANONICAL[Kind.OTHER], target=k), fill(CANONICAL[Kind.SECOND], target=k),
+             fill(CANONICAL[Kind.RETURN], outcome=(k, names[first], HORIZON)),
+             fill(CANONICAL[Kind.DESCRIBE], trait=Trait(names[second], "follow", style, k))]
+    return [parse_prompt(t) for t in texts]
+
+
+def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int = 0, agents: int = 8) -> dict:
+    """Discrimination of the minimal pairs (module docstring), with a 95% interval over scenes."""
+    rng = streams.rng(streams.LANGUAGE_WORDINGS, seed, 1)
+    n_colors = probe.model.config.n_colors
+    hypotheses = get_population(population).hypotheses(n_colors, agents)
+    _, groups, _, scenes = imitate.watched_scenes(probe, "language", population, episodes, seed, agents, K_PAIRS,
+                                                  driven=False, trait_seat=True)
+    per_world, per_member, dropped, total, example = [], {}, 0, 0, None
+    probe.expect(len(groups))
+    for ws in scenes:
+        b = len(ws.rows)
+        w, seat = np.arange(b), np.zeros(b, np.int64)
+        members = pair_members(ws.k, rng, n_colors)
+        labels = np.stack([meaning_labels(ws.scene, w, seat, K_PAIRS, m, hypotheses) for m in members])  # (M, B, 5)
+        outs = np.stack([probe.query(ws.scene, w, seat, np.full(b, K_PAIRS), [m.text] * b) for m in members])  # (M, B, 5)
+        d = kl(labels[None, :], outs[:, None])  # (M asked, M label, B): KL(label || output)
+        apart = kl(labels[:, None], labels[None, :])  # (M, M, B)
+        off = ~np.eye(len(members), dtype=bool)
+        usable = (apart[off] >= DISTINCT).all(0)  # (B,)
+        own = d[np.arange(len(members)), np.arange(len(members))]  # (M, B)
+        others = np.where(off[..., None], d, np.inf).min(1)  # (M, B)
+        hit = own < others  # (M, B)
+        for i, m in enumerate(members):
+            per_member.setdefault(m.kind.name, []).extend(hit[i, usable].tolist())
+        per_world += hit[:, usable].mean(0).tolist()
+        dropped += int((~usable).sum())
+        total += b
+        if example is None:
+            example = [m.text for m in members]
+        probe.tick()
+    return {"accuracy": mean_ci(per_world), "members": {k: mean_ci(v) for k, v in per_member.items()},
+            "situations": total - dropped, "left_out": dropped, "K": K_PAIRS, "example": example,
+            "chance": 1 / 4}
+
+
+# --- the probe -----------------------------------------------------------------------------------
+
+
+def run(probe: ModelProbe, population: str, episodes: int = 42, seed: int = 0, agents: int = 8,
+        kinds=tuple(Kind), pairs: bool = True) -> dict:
+    """Every kind's wordings through its probe (``episodes`` scales them: it is the number of
+    ``imitate``/``self`` scenes; the others take their share, ``SHARE``), then the minimal pairs."""
+    kinds = [Kind(k) for k in kinds]
+    if not kinds and not pairs:
+        raise ConfigError("the language probe needs at least one kind or the minimal pairs")
+    rng = streams.rng(streams.LANGUAGE_WORDINGS, seed, 0)
+    conditions, by_kind = [], {}
+    for kind in kinds:  # each kind's probe restarts the progress bar at 0 of its own parts
+        rows = wordings(kind, rng)
+        n = max(MIN_EPISODES[kind], round(episodes * SHARE[kind]))
+        with warnings.catch_warnings():  # the controls are meant to hold words the model does not know
+            warnings.simplefilter("ignore", InputWarning)
+            figures = _figures(kind, probe, population, n, seed, [r["prompt"] for r in rows[1:]])
+        conditions += [{"kind": kind.name, **row, "figure": fig} for row, fig in zip(rows, figures, strict=True)]
+        by_kind[kind.name] = _kind_result(kind, rows, figures) | {"episodes": n}
+    out = {"probe": "language", "population": population, "agents": agents, "episodes": episodes, "seed": seed,
+           "conditions": conditions, "kinds": by_kind}
+    if pairs:
+        out["minimal_pairs"] = minimal_pairs(probe, population, episodes, seed, agents)
+    out["summary"] = _summary(out)
+    out["targets"] = {"minimal_pair_accuracy": 0.95, "held_out_ratio_min_OTHER": 0.95, "held_out_ratio_min_SELF": 0.95,
+                      "held_out_margin_gap_SECOND": 0.01, "filler_change_max_OTHER": 0.02,
+                      "filler_change_max_SELF": 0.02}
+    return out
+
+
+def _summary(r: dict) -> dict:
+    s = {}
+    for name, k in r["kinds"].items():
+        s[f"canonical_{name}"] = k["canonical"]
+        ratios = [h["ratio"] for h in k["held_out"] if h["ratio"] is not None]
+        gaps = [h["difference"] for h in k["held_out"] if h["difference"] is not None]
+        if name in ("OTHER", "SELF"):
+            s[f"held_out_ratio_min_{name}"] = min(ratios) if ratios else None
+        elif gaps:
+            s[f"held_out_{'margin_gap' if name == 'SECOND' else 'difference'}_{name}"] = (
+                max(abs(g) for g in gaps) if name == "SECOND" else max(gaps, key=abs))
+        s[f"filler_change_max_{name}"] = k["filler_max_change"]
+    if "minimal_pairs" in r:
+        s["minimal_pair_accuracy"] = r["minimal_pairs"]["accuracy"]["mean"]
+    return s
+
+
+# --- plot and report -----------------------------------------------------------------------------
+
+
+ROLE_STYLE = {"canonical": "black", "held_out": "tab:blue", "nonsense": "tab:red", "scrambled": "tab:orange",
+              "filler_before": "tab:grey", "filler_after": "silver"}
+
+
+def plot(result: dict, path: Path):
+    """One panel per kind: the figure of every wording (canonical black, held-out blue, nonsense
+    red, scrambled orange, fillers grey) with 95% intervals and the canonical's interval shaded;
+    the last panel the minimal pairs' discrimination per member against chance and the target."""
+    kinds = list(result.get("kinds", {}))
+    fig, panels = axes(len(kinds) + 1)
+    panels = np.atleast_1d(panels)
+    for ax, name in zip(panels, kinds, strict=False):
+        rows = [c for c in result["conditions"] if c["kind"] == name]
+        for i, c in enumerate(rows):
+            m = c["figure"]["mean"]
+            if m is None:
+                continue
+            lo, hi = c["figure"]["ci95"]
+            ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]] if lo is not None else None, fmt="o",
+                        color=ROLE_STYLE[c["role"]], capsize=2, markersize=4,
+                        label=c["role"] if c["role"] not in [r["role"] for r in rows[:i]] else None)
+        canon = rows[0]["figure"] if rows else {}
+        if canon.get("ci95") and canon["ci95"][0] is not None:
+            ax.axhspan(*canon["ci95"], color="black", alpha=0.08)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_xlabel("wording")
+        ax.set_ylabel(result["kinds"][name]["figure"], fontsize=7)
+    last = panels[len(kinds)]
+    mp = result.get("minimal_pairs")
+    if mp:
+        names = list(mp["members"])
+        vals = [mp["members"][n]["mean"] or 0.0 for n in names]
+        last.bar(names, vals, color="tab:blue", label="per member")
+        last.axhline(mp["accuracy"]["mean"] or 0.0, color="black", label="discrimination accuracy")
+        last.axhline(mp["chance"], color="grey", linestyle=":", label="chance")
+        bound = result.get("targets", {}).get("minimal_pair_accuracy")
+        if bound is not None:
+            last.axhline(bound, color="crimson", linestyle=(0, (6, 3)), label=f"target: >= {bound:g}")
+        last.set_ylim(0, 1.05)
+        last.set_title("minimal pairs", fontsize=9)
+    return save(fig, list(panels), result, path)
+
+
+def section(r: dict) -> list[str]:
+    """Per kind a table of its wordings and the verdicts in plain words; then the minimal pairs."""
+    s, targets = r.get("summary", {}), r.get("targets", {})
+    lines = ["Every wording runs on the same scenes as its kind's canonical template (the first row).", ""]
+    for name, k in r.get("kinds", {}).items():
+        rows = [c for c in r["conditions"] if c["kind"] == name]
+        lines += [f"### {name}: {k['figure']}", "", k["explain"], "",
+                  "| wording | role | figure |", "|---|---|---|"]
+        lines += [f"| `{c['prompt']}` | {c['role']}{' ' + c['family'] if c.get('family') else ''} | {fmt_ci(c['figure'])} |"
+                  for c in rows]
+        lines.append("")
+        for h in k["held_out"]:
+            if h["ratio"] is not None:
+                bound = targets.get(f"held_out_ratio_min_{name}")
+                lines.append(f"- Held-out family `{h['family']}` reaches {fmt(h['ratio'])} of the canonical template's "
+                             f"figure ({fmt(h['mean'])} against {fmt(k['canonical'])})"
+                             + (f"; target >= {bound:g}: {'met' if h['ratio'] >= bound else 'MISSED'}." if bound else "."))
+            else:
+                bound = targets.get(f"held_out_margin_gap_{name}")
+                within = "" if bound is None or h["difference"] is None else (
+                    f"; target within {bound:g}: {'met' if abs(h['difference']) <= bound else 'MISSED'}")
+                lines.append(f"- Held-out family `{h['family']}`: {fmt(h['mean'])} against the canonical "
+                             f"{fmt(k['canonical'])} (difference {fmt(h['difference'])}){within}.")
+        bound = targets.get(f"filler_change_max_{name}")
+        lines.append(f"- Optional words before or after change the figure by at most {fmt(k['filler_max_change'])}"
+                     + (f" (`{k['filler_worst']}`)" if k["filler_worst"] else "")
+                     + (f"; target <= {bound:g}: {'met' if (k['filler_max_change'] or 0) <= bound else 'MISSED'}."
+                        if bound is not None and k["filler_max_change"] is not None else "."))
+        lines += [f"- {c['words']}" for c in k["controls"]]
+        lines.append("")
+    mp = r.get("minimal_pairs")
+    if mp:
+        lines += ["### Minimal pairs", "",
+                  f"Prompts that share words and the number but differ in meaning (e.g. {', '.join(repr(x) for x in mp['example'])}), "
+                  f"asked in the same situations after {mp['K']} steps. A case is discriminated when the model's "
+                  "output is closer (KL) to its own meaning's label than to every other member's label; chance is "
+                  f"about {mp['chance']:g}. {mp['situations']} situations ({mp['left_out']} left out where two "
+                  "members' labels agree).", "",
+                  "| member | discriminated |", "|---|---|"]
+        lines += [f"| {n} | {fmt_ci(v)} |" for n, v in mp["members"].items()]
+        lines += ["", f"Discrimination accuracy {fmt_ci(mp['accuracy'])}: "
+                      f"{verdict(s.get('minimal_pair_accuracy'), targets.get('minimal_pair_accuracy'))}.", ""]
+    return lines
