@@ -194,7 +194,7 @@ def checkpoint_dir(run: Path) -> Path:
 CHECKPOINT_EDITS = {
     "unexpected top-level field": (lambda m: m.update(loader="os.system"), "unknown field(s) ['loader']"),
     "wrong format": (lambda m: m.update(format="pytorch"), "is not a mirrorhall checkpoint"),
-    "future version": (lambda m: m.update(version=2), "checkpoint version 2"),
+    "future version": (lambda m: m.update(version=3), "checkpoint version 3"),
     "missing files": (lambda m: m.pop("files"), "lacks 'files'"),
     "files is a list": (lambda m: m.update(files=["model.safetensors"]), "'files' must map"),
     "negative step": (lambda m: m.update(step=-1), "'step' must be a non-negative integer"),
