@@ -50,11 +50,10 @@ from mirrorhall.imitation.checkpoint import (
     save_checkpoint,
 )
 from mirrorhall.imitation.generate import ordered_map
-from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
+from mirrorhall.imitation.model import POSITIONS, ModelConfig, MultiPolicyModel, count_parameters
 from mirrorhall.imitation.model_io import batch_logits
 from mirrorhall.imitation.prompts import KIND_NAMES
 from mirrorhall.imitation.shards import Dataset
-from mirrorhall.imitation.model import POSITIONS
 from mirrorhall.imitation.tokenizer import TOKENIZERS, Tokenizer, make_tokenizer
 
 MODEL_SIZES = {

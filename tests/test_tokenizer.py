@@ -16,7 +16,7 @@ import torch
 
 from mirrorhall.cli import main
 from mirrorhall.errors import CheckpointError, InputWarning
-from mirrorhall.imitation.batches import PromptTable, drop_words, episode_arrays, make_batch
+from mirrorhall.imitation.batches import PromptTable, make_batch
 from mirrorhall.imitation.checkpoint import load_model, save_checkpoint
 from mirrorhall.imitation.model import NEW_FIELDS, ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.model_io import encode_prompts, warn_unread
