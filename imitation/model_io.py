@@ -88,7 +88,7 @@ def warn_unread(tokenizer, text: str, stacklevel: int = 2) -> None:
         shown = ", ".join(_short(w, 24) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
         how = ("reads each only through its letter groups (n-grams)" if getattr(tokenizer, "buckets", 0)
                else "reads each as an unknown word")
-        parts.append(f"the model never saw the word(s) {shown} in training and {how}")
+        parts.append(f"the model does not know the word(s) {shown} (never seen in training) and {how}")
     if odd:
         shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in odd[:8]) + (f" and {len(odd) - 8} more" if len(odd) > 8 else "")
         parts.append(f"odd character(s) {shown} are skipped")

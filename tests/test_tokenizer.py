@@ -179,7 +179,7 @@ def test_unseen_words_warn_in_one_line_naming_them_and_how_they_are_read():
             warn_unread(tok, "please imitate agent three")
         assert len(caught) == 1 and caught[0].category is InputWarning
         text = str(caught[0].message)
-        assert "'mimic'" in text and "never saw" in text and how in text and "\n" not in text
+        assert "'mimic'" in text and "does not know" in text and "never seen in training" in text and how in text and "\n" not in text
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -228,12 +228,17 @@ def test_word_dropout_is_seeded_spares_numbers_and_is_off_by_default(episodes, t
     assert wd.batch(3).tokens.dim() == 2 and (wd.batch(3).tokens == 1).any()
 
 
-def test_an_ngram_relative_run_trains_saves_and_reads_unseen_words(tiny_dataset, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def ngram_run(tiny_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ngram") / "run"
     assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--size", "tiny", "--steps", "4",
                  "--eval-every", "2", "--checkpoint-every", "4", "--threads", "1", "--tokenizer", "ngram",
                  "--positions", "relative", "--word-dropout", "0.2", "--no-progress"]) == 0
-    model, tok, meta = load_model(run)
+    return run
+
+
+def test_an_ngram_relative_run_trains_saves_and_reads_unseen_words(ngram_run):
+    model, tok, meta = load_model(ngram_run)
     assert isinstance(tok, NgramTokenizer) and meta["run_config"]["word_dropout"] == 0.2
     # training moved the pieces of training words, so held-out wordings read differently from <unk>
     trained = model.ngram_emb.weight.abs().sum(1) > 0
@@ -241,3 +246,33 @@ def test_an_ngram_relative_run_trains_saves_and_reads_unseen_words(tiny_dataset,
     held = [f.forms[0].replace("{k}", "2") for f in families(Kind.OTHER, held_out=True)]
     vec = model.prompt_vectors(encode_prompts(tok, held, 32))
     assert torch.cdist(vec, vec)[~torch.eye(len(held), dtype=torch.bool)].min() > 0
+
+
+def test_an_ngram_model_acts_from_observations_as_from_the_state(ngram_run):
+    """The one way in carries (S, L, W) ids everywhere: acting from observations alone equals
+    acting from the world state, with a held-out wording (which warns once, naming its words)."""
+    from mirrorhall.envs import mirrorhall_v0
+    from mirrorhall.envs.core import WorldCore
+    from mirrorhall.imitation.model_io import ObservationActor
+    from mirrorhall.imitation.policy import ModelPolicy
+
+    model, tok, _ = load_model(ngram_run)
+    prompts = ["mimic agent 2", "behave as yourself", "please imitate agent 0"]
+    env = mirrorhall_v0.parallel_env(n_agents=3, max_cycles=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        actor = ObservationActor(model, tok, env.config, prompts)
+    assert [str(w.message).count("'mimic'") for w in caught] == [1]
+    policy = ModelPolicy(model, tok, WorldCore(env.config), range(3))
+    with pytest.warns(InputWarning, match="'mimic'"):
+        mstate = policy.initial_state(1, prompts)
+    obs, _ = env.reset(seed=3)
+    state = None
+    for _ in range(5):
+        flat = np.stack([obs[a] for a in env.agents])
+        got, state = actor.probs(flat, state)
+        feats, vis = policy.features(env.world_state)
+        np.testing.assert_allclose(got, policy.probs(mstate, feats, vis)[0], atol=1e-6, rtol=0)
+        actions = got.argmax(-1)
+        obs, *_ = env.step({a: int(x) for a, x in zip(env.agents, actions, strict=True)})
+        mstate = policy.observe(mstate, feats, vis, actions[None])
