@@ -276,3 +276,24 @@ def test_an_ngram_model_acts_from_observations_as_from_the_state(ngram_run):
         actions = got.argmax(-1)
         obs, *_ = env.step({a: int(x) for a, x in zip(env.agents, actions, strict=True)})
         mstate = policy.observe(mstate, feats, vis, actions[None])
+
+
+def test_the_reference_checkpoint_reads_as_before(reference_checkpoint):
+    """checkpoints/reference (version 1, word tokenizer, absolute positions, a config without the
+    new fields) gives the logits it gave before the n-gram tokenizer and relative positions existed
+    (values computed with that code; bit-identical on the machine that computed them)."""
+    meta = json.loads((reference_checkpoint / "checkpoint.json").read_text())
+    assert meta["version"] == 1 and "positions" not in meta["model_config"]
+    model, tok, _ = load_model(reference_checkpoint)
+    assert type(tok) is Tokenizer and model.config.positions == "absolute" and not hasattr(model, "ngram_emb")
+    texts = ["behave as yourself", "behave as agent 3", "pretend to be agent 2 pretending to be you", "mimic agent 1 please"]
+    ids = encode_prompts(tok, texts, model.config.max_prompt_len)
+    g = torch.Generator().manual_seed(0)
+    s, n = len(texts), 6
+    with torch.no_grad():
+        logits = model(ids, torch.randn(s, n, model.config.d_evidence, generator=g),
+                       torch.randint(0, 5, (s, n), generator=g).float(), torch.arange(s) % n,
+                       torch.ones(s, n, dtype=torch.bool), torch.randn(s, 5, model.config.n_features, generator=g).round())
+    before = [[5.74493, 2.24785, 4.61831, -0.69244, 2.25843], [6.00075, 0.87814, 6.73877, 6.33785, 6.42187],
+              [3.00691, 5.15167, 6.05626, 7.31634, 6.11609], [-1.15718, 9.56549, -3.98349, 20.24386, -2.50303]]
+    np.testing.assert_allclose(logits.numpy(), before, atol=2e-4, rtol=0)
