@@ -1,7 +1,8 @@
 """Prompt reading: tokenizers and encoder positions compared, by the held-out loss of the training
 split and by the imitate probe's fraction at K = 10 under other wordings of OTHER(k).
 
-    .venv/bin/python benchmarks/prompt_reading.py --train DATA --out DIR [--steps 300] [--threads 1]
+    .venv/bin/python benchmarks/prompt_reading.py --train DATA --out DIR [--steps 400] [--threads 1]
+        [--variants NAME ...]
     .venv/bin/python benchmarks/prompt_reading.py --checkpoint RUN [RUN ...] [--split train|held_out|all]
         [--episodes 280] [--seed 1] [--threads 1]
 
@@ -72,12 +73,12 @@ VARIANTS = {
     "c-ngram-relative": dict(tokenizer="ngram", positions="relative"),
     "d-ngram-relative-dropout": dict(tokenizer="ngram", positions="relative", word_dropout=0.1),
 }
-SHORT = dict(size="small", episodes_per_batch=8, samples_per_episode=128, lr=5e-3, warmup=30, precision="bf16",
+SHORT = dict(size="small", episodes_per_batch=64, samples_per_episode=128, lr=5e-3, warmup=30, precision="bf16",
              seed=0, eval_samples=4096)
-"""A short run: the reference recipe's model and learning rate, fewer and smaller batches."""
+"""A short run: the reference recipe's model, batches and learning rate, fewer steps."""
 
 
-def train_variants(data_dir: str, out: str, steps: int, threads: int) -> None:
+def train_variants(data_dir: str, out: str, steps: int, threads: int, only: list[str] | None = None) -> None:
     import time
     from pathlib import Path
 
@@ -89,6 +90,8 @@ def train_variants(data_dir: str, out: str, steps: int, threads: int) -> None:
     data = Dataset(data_dir)
     episodes = load_episodes(data)
     for name, variant in VARIANTS.items():
+        if only and name not in only:
+            continue
         cfg = TrainConfig(data=data_dir, out=str(Path(out) / name), steps=steps, threads=threads, **SHORT, **variant)
         tokenizer = make_tokenizer(cfg.tokenizer)
         start = time.perf_counter()
@@ -107,7 +110,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", nargs="+")
     ap.add_argument("--train", metavar="DATA")
     ap.add_argument("--out")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="train only these (one process each: run them side by side)")
     ap.add_argument("--split", choices=("train", "held_out", "all"), default="train")
     ap.add_argument("--episodes", type=int, default=280, help="probe scenes (280: the probe's full scale)")
     ap.add_argument("--seed", type=int, default=1)
@@ -117,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", InputWarning)  # unseen words are the point of several wordings
     if args.train:
-        train_variants(args.train, args.out, args.steps, args.threads)
+        train_variants(args.train, args.out, args.steps, args.threads, args.variants)
         return
     for ckpt in args.checkpoint:
         for template in wordings(args.split):
