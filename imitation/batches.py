@@ -9,7 +9,7 @@ distinct prompt an id, so a batch encodes it once).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -60,13 +60,38 @@ def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = N
 
 class PromptTable:
     """Every distinct prompt text the trainer meets, tokenized once: samples carry an id into
-    ``tokens``, and a batch encodes each distinct prompt once (``model_io.batch_logits``)."""
+    ``tokens``, and a batch encodes each distinct prompt once (``model_io.batch_logits``).
+
+    With an n-gram tokenizer a word is a row of ids (``NgramTokenizer.encode``); the table then
+    keeps each distinct word row once (``words`` (U, W), row 0 the padding) and ``tokens`` holds
+    indices into it, so a table of many prompts stays as small as a word tokenizer's.
+    """
 
     def __init__(self, tokenizer: Tokenizer, max_len: int):
         self.tokenizer, self.max_len = tokenizer, max_len
         self.index: dict[str, int] = {}
         self._rows: list[np.ndarray] = []
         self._tokens: torch.Tensor | None = None
+        self._word_index: dict[bytes, int] | None = None if tokenizer.width is None else {}
+        self._word_rows: list[np.ndarray] = [] if tokenizer.width is None else [np.zeros(tokenizer.width, np.int64)]
+        self._words: torch.Tensor | None = None
+
+    def _row(self, text: str) -> np.ndarray:
+        ids = encode_prompts(self.tokenizer, [text], self.max_len).numpy()[0]  # (L,) or (L, W)
+        if self._word_index is None:
+            return ids
+        out = np.zeros(self.max_len, dtype=np.int64)
+        for pos, row in enumerate(ids):
+            if row[0] == 0:
+                break
+            key = row.tobytes()
+            j = self._word_index.get(key)
+            if j is None:
+                j = self._word_index[key] = len(self._word_rows)
+                self._word_rows.append(row)
+                self._words = None
+            out[pos] = j
+        return out
 
     def ids(self, ep: EpisodeArrays) -> np.ndarray:
         """(S,) int64 table ids of an episode's samples (new texts are added)."""
@@ -75,18 +100,28 @@ class PromptTable:
             i = self.index.get(text)
             if i is None:
                 i = self.index[text] = len(self._rows)
-                self._rows.append(encode_prompts(self.tokenizer, [text], self.max_len).numpy()[0])
+                self._rows.append(self._row(text))
                 self._tokens = None
             table[k] = i
         return table[ep.prompt_index]
 
     @property
     def tokens(self) -> torch.Tensor:
-        """(P, max_len) token ids of every text, in id order."""
+        """(P, max_len) token ids of every text, in id order (with an n-gram tokenizer: indices
+        into ``words``)."""
         if self._tokens is None:
             rows = self._rows or [np.zeros(self.max_len, dtype=np.int64)]
             self._tokens = torch.from_numpy(np.stack(rows))
         return self._tokens
+
+    @property
+    def words(self) -> torch.Tensor | None:
+        """(U, W) the distinct word rows of an n-gram tokenizer (row 0: padding); None for words."""
+        if self._word_index is None:
+            return None
+        if self._words is None:
+            self._words = torch.from_numpy(np.stack(self._word_rows))
+        return self._words
 
 
 @dataclass
@@ -102,14 +137,20 @@ class Batch:
     t: torch.Tensor  # (S,)
     kind: torch.Tensor  # (S,)
     prompt: torch.Tensor  # (S,) ids into prompt_tokens
-    prompt_tokens: torch.Tensor  # (P, L) token ids of the prompt table
+    prompt_tokens: torch.Tensor  # (P, L) token ids of the prompt table (indices into prompt_words if given)
     label: torch.Tensor  # (S, 5)
+    prompt_words: torch.Tensor | None = None  # (U, W) an n-gram tokenizer's word rows (PromptTable.words)
     full_view: bool = False
+
+    def table_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """(K, L) or (K, L, W) the model's token ids of prompt-table rows ``ids`` (K,)."""
+        tokens = self.prompt_tokens[ids]
+        return tokens if self.prompt_words is None else self.prompt_words[tokens]
 
     @property
     def tokens(self) -> torch.Tensor:
-        """(S, L) each sample's prompt tokens."""
-        return self.prompt_tokens[self.prompt]
+        """(S, L) or (S, L, W) each sample's prompt tokens."""
+        return self.table_tokens(self.prompt)
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
@@ -139,9 +180,23 @@ def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], prompts: 
         episode=torch.from_numpy(ep_idx), agent=torch.from_numpy(cat("agent")),
         t=torch.from_numpy(cat("t")), kind=torch.from_numpy(cat("kind")),
         prompt=torch.from_numpy(np.concatenate([ids[p] for ids, p in zip(prompt_ids, picks, strict=True)])),
-        prompt_tokens=prompts.tokens, label=torch.from_numpy(cat("label")),
+        prompt_tokens=prompts.tokens, label=torch.from_numpy(cat("label")), prompt_words=prompts.words,
         full_view=full_view,
     )
+
+
+def drop_words(batch: Batch, rate: float, rng: np.random.Generator, keep: torch.Tensor) -> Batch:
+    """Word dropout: the batch with each word of each of its distinct prompts read as ``<unk>``
+    with probability ``rate`` (drawn from ``rng``), except the ids ``keep`` (V,) marks: padding
+    and numbers, whose loss would hide which agent is meant. With an n-gram tokenizer the word
+    keeps its n-grams, so training also reads words through their pieces alone, as it must read
+    a word it never saw."""
+    uniq, inverse = torch.unique(batch.prompt, return_inverse=True)
+    tokens = batch.table_tokens(uniq).clone()  # (U, L[, W]), the batch's own copy
+    words = tokens if tokens.dim() == 2 else tokens[..., 0]  # a view: writes reach tokens
+    drop = torch.from_numpy(rng.random(tuple(words.shape)) < rate).to(words.device) & ~keep.to(words.device)[words]
+    words[drop] = 1
+    return replace(batch, prompt=inverse, prompt_tokens=tokens, prompt_words=None)
 
 
 class BatchSampler:

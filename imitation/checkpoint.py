@@ -44,7 +44,10 @@ from mirrorhall.validate import (
 NONNEGATIVE = Kind("a finite non-negative number", lambda v: NUMBER(v) and v >= 0)
 
 FORMAT = "mirrorhall-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 2 adds the n-gram tokenizer and the model config's ngram_buckets and positions; a
+version-1 checkpoint (word tokenizer, absolute positions) reads exactly as before."""
 META = "checkpoint.json"
 WEIGHTS = "model.safetensors"
 OPTIM = "optimizer.safetensors"
@@ -189,8 +192,10 @@ def read_meta(folder: Path) -> dict:
         raise CheckpointError(f"{path} cannot be read as JSON ({type(err).__name__}); the checkpoint is damaged") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a mirrorhall checkpoint")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {short(meta.get('version'))}; this mirrorhall reads {VERSION}")
+    version = meta.get("version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path} has checkpoint version {short(version)}; this mirrorhall reads "
+                              f"{' and '.join(map(str, READABLE_VERSIONS))}")
     for key in ("model_config", "tokenizer", "files", "step"):
         if key not in meta:
             raise CheckpointError(f"{path} lacks {key!r}; the checkpoint is damaged or from another tool")
@@ -274,6 +279,9 @@ def read_model_config(folder: Path, meta: dict) -> tuple[ModelConfig, Tokenizer]
     if len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"{Path(folder) / META}: tokenizer has {len(tokenizer)} words, model expects "
                               f"{config.vocab_size}")
+    if tokenizer.buckets != config.ngram_buckets:
+        raise CheckpointError(f"{Path(folder) / META}: tokenizer has {tokenizer.buckets} n-gram buckets, model "
+                              f"expects {config.ngram_buckets}")
     return config, tokenizer
 
 

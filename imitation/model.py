@@ -7,7 +7,11 @@ Shape of the computation (the Bayes observer's own shape, see docs/model.md):
 2. Characters. Each agent's evidence is summed over the steps the ego has seen it (a running sum,
    so acting is incremental); the sum, the mean and log(1 + count) make a character token.
 3. Prompt. A small Transformer encodes the prompt's words into a vector p (each distinct prompt
-   once per batch). p attends over the character tokens, each tagged with the agent's id embedded
+   once per batch). A word is its embedding, plus, with an n-gram tokenizer, the mean of its
+   character n-grams' bucket embeddings (``embed_words``). Positions are ``absolute`` (learned
+   embeddings of token positions and a leading summary token) or ``relative`` (rotary positions
+   inside the attention and a pooling query that reads no position: the encoding depends on the
+   words' order and distances, never on where the prompt starts). p attends over the character tokens, each tagged with the agent's id embedded
    with the same table as the number words (so "agent 3" binds to the agent wearing 3) and with a
    flag for the ego. p, what it read and the ego's own character make a policy vector z.
 4. Head. Each action's logit is a utility linear in the ego's features for that action, with
@@ -33,6 +37,10 @@ from mirrorhall.envs.perception import EGO_COLUMN, n_features
 SIZE_LIMITS = {"n_colors": 8, "vocab_size": 2**24, "d_model": 2**16, "d_evidence": 2**16, "n_heads": 2**10,
                "n_layers": 2**10, "d_head_mlp": 2**16, "max_prompt_len": 2**16, "max_agents": 2**16}
 """Upper bounds of the sizes a ModelConfig accepts (n_colors: the world's at most 8 colours)."""
+POSITIONS = ("absolute", "relative")
+NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute"}
+"""Fields added since the first checkpoints, with the values that mean the old model: a config
+saved without them reads as before."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,11 @@ class ModelConfig:
     max_agents: int = 64
     number_tokens: tuple[int, ...] = ()
     """Token id of the word "j" for each agent id j (ties agent ids to number words)."""
+    ngram_buckets: int = 0
+    """Hashed character n-gram buckets of the tokenizer (0: a word tokenizer, no n-gram table)."""
+    positions: str = "absolute"
+    """How the prompt encoder sees word order: absolute (learned position embeddings) or relative
+    (rotary, with position-free pooling)."""
 
     def __post_init__(self):
         for f, hi in SIZE_LIMITS.items():
@@ -63,6 +76,15 @@ class ModelConfig:
                 raise ValueError(f"model config {f} must be a positive integer, got {v!r}")
             if v > hi:  # past these even the meta device cannot size the tensors
                 raise ValueError(f"model config {f} must be at most {hi}, got {v!r}")
+        b = self.ngram_buckets
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= SIZE_LIMITS["vocab_size"]:
+            raise ValueError(f"model config ngram_buckets must be an integer in 0..{SIZE_LIMITS['vocab_size']}, "
+                             f"got {b!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"model config positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if self.positions == "relative" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"relative positions rotate pairs of dimensions: d_model / n_heads "
+                             f"({self.d_model // self.n_heads}) must be even")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if len(self.number_tokens) < self.max_agents:
@@ -84,13 +106,15 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        missing = known - set(data)
+        missing = known - set(data) - set(NEW_FIELDS)  # a config saved before a new field reads as before
         unknown = set(data) - known
         if missing or unknown:
             raise ValueError(f"model config does not match this code: missing {sorted(missing)}, "
                              f"unknown {sorted(unknown)}")
-        d = dict(data)
+        d = {**NEW_FIELDS, **data}
         d["number_tokens"] = tuple(d["number_tokens"])
         return cls(**d)
 
@@ -98,7 +122,61 @@ class ModelConfig:
     def for_tokenizer(cls, tokenizer, **kwargs) -> ModelConfig:
         max_agents = kwargs.get("max_agents", cls.max_agents)
         numbers = tuple(tokenizer.index.get(str(j), 1) for j in range(max_agents))
-        return cls(vocab_size=len(tokenizer), number_tokens=numbers, **kwargs)
+        return cls(vocab_size=len(tokenizer), number_tokens=numbers, ngram_buckets=tokenizer.buckets, **kwargs)
+
+
+def rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Rotary positions: (..., L, H, dh) vectors rotated pairwise by angles pos * 10000^(-2i/dh),
+    so that a query at i and a key at j meet through i - j only. ``pos`` (L,) float."""
+    dh = x.shape[-1]
+    freq = 10000.0 ** (-torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh)  # (dh/2,)
+    angle = pos[:, None].float() * freq[None]  # (L, dh/2)
+    cos, sin = angle.cos()[:, None].to(x.dtype), angle.sin()[:, None].to(x.dtype)  # (L, 1, dh/2)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class RelativeLayer(nn.Module):
+    """A pre-norm Transformer layer whose attention sees positions only through rotary q and k."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x (P, L, d), pad (P, L) True at padding -> (P, L, d)."""
+        p, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(p, length, 3, self.heads, d // self.heads).unbind(2)  # (P, L, H, dh)
+        pos = torch.arange(length, device=x.device)
+        q, k = rotate(q, pos), rotate(k, pos)
+        scores = torch.einsum("pihd,pjhd->phij", q, k) * (d // self.heads) ** -0.5  # (P, H, L, L)
+        scores = scores.masked_fill(pad[:, None, None], float("-inf"))
+        read = torch.einsum("phij,pjhd->pihd", scores.softmax(-1), v).reshape(p, length, d)
+        x = x + self.out(read)
+        return x + self.ff(self.norm2(x))
+
+
+class RelativeEncoder(nn.Module):
+    """Rotary-position layers and a pooling query that reads the last layer's words with no
+    position: shifting a prompt (padding before it) leaves its vector unchanged."""
+
+    def __init__(self, d: int, heads: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(RelativeLayer(d, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(d)
+        self.pool = nn.MultiheadAttention(d, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """x (P, L, d) words, pad (P, L), query (1, 1, d) -> (P, d)."""
+        for layer in self.layers:
+            x = layer(x, pad)
+        x = self.norm(x)
+        read, _ = self.pool(query.expand(x.shape[0], 1, -1), x, x, key_padding_mask=pad, need_weights=False)
+        return read[:, 0]
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -117,13 +195,24 @@ class MultiPolicyModel(nn.Module):
         self.evidence_net = _mlp(3 * fe + N_ACTIONS * fe + N_ACTIONS, de, de)
         self.char_proj = nn.Sequential(nn.Linear(2 * de + 1, d), nn.GELU(), nn.Linear(d, d))
         self.tok_emb = nn.Embedding(config.vocab_size, d, padding_idx=0)
-        self.pos_emb = nn.Embedding(config.max_prompt_len + 1, d)
+        if config.positions == "absolute":
+            self.pos_emb = nn.Embedding(config.max_prompt_len + 1, d)
         self.ego_emb = nn.Embedding(2, d)
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
-        layer = nn.TransformerEncoderLayer(d, config.n_heads, 4 * d, dropout=0.0, batch_first=True,
-                                           norm_first=True, activation="gelu")
-        self.prompt_encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        if config.positions == "absolute":
+            layer = nn.TransformerEncoderLayer(d, config.n_heads, 4 * d, dropout=0.0, batch_first=True,
+                                               norm_first=True, activation="gelu")
+            self.prompt_encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        else:
+            self.prompt_encoder = RelativeEncoder(d, config.n_heads, config.n_layers)
         self.prompt_norm = nn.LayerNorm(d)
+        if config.ngram_buckets:
+            # bucket b is row 1 + b, row 0 pads; zeros at start, so a bucket training never met adds
+            # nothing, and so does <unk> (an unseen word is read through its trained pieces)
+            self.ngram_emb = nn.EmbeddingBag(config.ngram_buckets + 1, d, mode="mean", padding_idx=0)
+            with torch.no_grad():
+                self.ngram_emb.weight.zero_()
+                self.tok_emb.weight[1].zero_()
         self.entity_norm = nn.LayerNorm(d)
         self.attend = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
         self.mix = _mlp(3 * d, 2 * d, d)
@@ -151,18 +240,37 @@ class MultiPolicyModel(nn.Module):
         x = torch.cat([chosen, chosen - mean, mean, feats.flatten(-2), onehot], dim=-1)
         return self.evidence_net(x)
 
+    def embed_words(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(P, L) word ids, or (P, L, W) n-gram tokenizer rows ([word id, 1 + bucket, ...]) ->
+        (P, L, d): the word's embedding plus the mean of its n-grams' (none for numbers)."""
+        if tokens.dim() == 2:
+            return self.tok_emb(tokens)
+        if not self.config.ngram_buckets:
+            raise ValueError("this model has no n-gram table: encode prompts with its own (word) tokenizer")
+        x = self.tok_emb(tokens[..., 0])  # (P, L, d)
+        grams = tokens[..., 1:].flatten(0, 1)  # (P * L, W - 1), 0 pads
+        if grams.shape[-1]:
+            x = x + self.ngram_emb(grams).view_as(x)  # an all-padding row adds zeros
+        return x
+
     def encode_prompts(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(P, L) token ids -> (P, d) prompt vectors. Padding (0) is ignored."""
-        p, length = tokens.shape
-        x = self.tok_emb(tokens) + self.pos_emb.weight[1: length + 1][None]
+        """(P, L) or (P, L, W) token ids (``embed_words``) -> (P, d) prompt vectors. Padding (a word
+        id of 0) is ignored."""
+        words = tokens if tokens.dim() == 2 else tokens[..., 0]  # (P, L)
+        p, length = words.shape
+        x = self.embed_words(tokens)
+        if self.config.positions == "relative":
+            pad = words == 0
+            pad[:, 0] &= ~pad.all(1)  # a prompt with no words reads its (zero) padding: no empty softmax
+            return self.prompt_norm(self.prompt_encoder(x, pad, self.cls))
+        x = x + self.pos_emb.weight[1: length + 1][None]
         x = torch.cat([self.cls.expand(p, 1, -1) + self.pos_emb.weight[0], x], dim=1)
-        pad = torch.cat([torch.zeros(p, 1, dtype=torch.bool, device=tokens.device), tokens == 0], dim=1)
+        pad = torch.cat([torch.zeros(p, 1, dtype=torch.bool, device=tokens.device), words == 0], dim=1)
         return self.prompt_norm(self.prompt_encoder(x, src_key_padding_mask=pad)[:, 0])
 
     def prompt_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(S, L) -> (S, d), encoding each distinct prompt of the batch once."""
-        length = int((tokens != 0).sum(1).max().clamp(min=1))
-        tokens = tokens[:, :length]
+        """(S, L) or (S, L, W) -> (S, d), encoding each distinct prompt of the batch once."""
+        tokens = trim_prompts(tokens)
         uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
         return self.encode_prompts(uniq)[inverse]
 
@@ -228,6 +336,12 @@ class MultiPolicyModel(nn.Module):
         utility = (query * self.utility(z)[:, None].float()).sum(-1)  # (S, 5)
         # summed in float32 even under bf16 autocast (training's --precision bf16)
         return self.head[1:](hidden).squeeze(-1).float() + utility + self.action_bias(z).float()  # (S, 5)
+
+
+def trim_prompts(tokens: torch.Tensor) -> torch.Tensor:
+    """Token ids (S, L[, W]) cut to the longest prompt's length (at least 1)."""
+    words = tokens if tokens.dim() == 2 else tokens[..., 0]
+    return tokens[:, : int((words != 0).sum(1).max().clamp(min=1))]
 
 
 def count_parameters(model: nn.Module) -> int:

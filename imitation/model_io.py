@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from mirrorhall.envs.core import WorldConfig, WorldCore
 from mirrorhall.envs.perception import View, decode, n_features, view_features
 from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
+from mirrorhall.imitation.model import trim_prompts
 from mirrorhall.imitation.tokenizer import normalize
 
 DEFAULT_PROMPT = "behave as yourself"
@@ -63,8 +64,9 @@ def check_prompt(text: str, n_agents: int) -> str:
 
 
 def unread_parts(tokenizer, text: str) -> tuple[list[str], list[str]]:
-    """(words the tokenizer reads as the unknown word, odd characters) of a prompt, each in order
-    of first appearance. Odd characters are those outside plain printable ASCII text and
+    """(words never seen in training, odd characters) of a prompt, each in order of first
+    appearance. A word tokenizer reads an unseen word as the unknown word, an n-gram tokenizer
+    through its character n-grams only. Odd characters are those outside plain printable ASCII text and
     whitespace that do not belong to a word: the tokenizer skips them (or, like the Kelvin sign,
     reads them as another letter)."""
     from mirrorhall.imitation.tokenizer import words
@@ -84,7 +86,9 @@ def warn_unread(tokenizer, text: str, stacklevel: int = 2) -> None:
     parts = []
     if unknown:
         shown = ", ".join(_short(w, 24) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
-        parts.append(f"the model does not know the word(s) {shown} and reads each as an unknown word")
+        how = ("reads each only through its letter groups (n-grams)" if getattr(tokenizer, "buckets", 0)
+               else "reads each as an unknown word")
+        parts.append(f"the model does not know the word(s) {shown} (never seen in training) and {how}")
     if odd:
         shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in odd[:8]) + (f" and {len(odd) - 8} more" if len(odd) > 8 else "")
         parts.append(f"odd character(s) {shown} are skipped")
@@ -93,11 +97,13 @@ def warn_unread(tokenizer, text: str, stacklevel: int = 2) -> None:
 
 def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int | None = None,
                    warn: bool = False) -> torch.Tensor:
-    """(S, max_len) token ids, padded with 0, each distinct text encoded once. With ``n_agents``
-    every text is first checked to name only agents of a scene of that size; with ``warn`` an
-    ``InputWarning`` names the words of a text the model does not know (``warn_unread``)."""
-    cache: dict[str, list[int]] = {}
-    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    """(S, max_len) token ids, padded with 0, each distinct text encoded once; (S, max_len, W)
+    with an n-gram tokenizer (a row of W ids per word, ``NgramTokenizer.encode``). With
+    ``n_agents`` every text is first checked to name only agents of a scene of that size; with
+    ``warn`` an ``InputWarning`` names the words of a text never seen in training (``warn_unread``)."""
+    cache: dict[str, list] = {}
+    width = () if tokenizer.width is None else (tokenizer.width,)
+    out = np.zeros((len(texts), max_len, *width), dtype=np.int64)
     for s, text in enumerate(texts):
         ids = cache.get(text)
         if ids is None:
@@ -106,7 +112,8 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int 
             if warn:
                 warn_unread(tokenizer, text, stacklevel=3)
             ids = cache[text] = tokenizer.encode(text, max_len)
-        out[s, : len(ids)] = ids
+        if ids:
+            out[s, : len(ids)] = ids
     return torch.from_numpy(out)
 
 
@@ -184,10 +191,9 @@ def batch_inputs(model, batch) -> dict[str, torch.Tensor]:
 def batch_prompts(model, batch) -> torch.Tensor:
     """(S, d) prompt vectors of a batch, each distinct prompt of its table encoded once."""
     uniq, inverse = torch.unique(batch.prompt, return_inverse=True)
-    tokens = batch.prompt_tokens[uniq]
-    length = int((tokens != 0).sum(1).max().clamp(min=1))
+    tokens = trim_prompts(batch.table_tokens(uniq))
     with sdpa_kernel(SDPBackend.MATH):  # on CPU, for prompts this short, 1.5x the fused kernels under bf16
-        return model.encode_prompts(tokens[:, :length])[inverse]
+        return model.encode_prompts(tokens)[inverse]
 
 
 def batch_logits(model, batch) -> torch.Tensor:

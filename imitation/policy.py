@@ -38,7 +38,7 @@ class ModelState:
     """Per world and driven agent: its memory of every agent it has seen, and its prompt."""
 
     memory: Memory  # (B, M, N, de), (B, M, N)
-    tokens: torch.Tensor  # (M, L) prompt token ids
+    tokens: torch.Tensor  # (M, L) prompt token ids, (M, L, W) with an n-gram tokenizer
     prompt: torch.Tensor  # (M, d) encoded prompts
     texts: tuple[str, ...]
 
@@ -98,7 +98,8 @@ class ModelPolicy:
         memory = Memory(state.memory.char_sum.reshape(b * m, *state.memory.char_sum.shape[2:]),
                         state.memory.char_count.reshape(b * m, -1))
         ego = torch.from_numpy(self.agents).repeat(b)
-        logits = self.model(**step_inputs(memory, f, vis, ego, state.prompt.repeat(b, 1), state.tokens.repeat(b, 1)))
+        tokens = state.tokens.repeat(b, *[1] * (state.tokens.dim() - 1))  # (B * M, L[, W])
+        logits = self.model(**step_inputs(memory, f, vis, ego, state.prompt.repeat(b, 1), tokens))
         return distribution(logits).reshape(b, m, -1)
 
     @torch.no_grad()

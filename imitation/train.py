@@ -37,6 +37,7 @@ from mirrorhall.imitation.batches import (
     BatchSampler,
     EpisodeArrays,
     PromptTable,
+    drop_words,
     episode_arrays,
     make_batch,
 )
@@ -49,11 +50,11 @@ from mirrorhall.imitation.checkpoint import (
     save_checkpoint,
 )
 from mirrorhall.imitation.generate import ordered_map
-from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel, count_parameters
+from mirrorhall.imitation.model import POSITIONS, ModelConfig, MultiPolicyModel, count_parameters
 from mirrorhall.imitation.model_io import batch_logits
 from mirrorhall.imitation.prompts import KIND_NAMES
 from mirrorhall.imitation.shards import Dataset
-from mirrorhall.imitation.tokenizer import Tokenizer
+from mirrorhall.imitation.tokenizer import TOKENIZERS, Tokenizer, make_tokenizer
 
 MODEL_SIZES = {
     "tiny": dict(d_model=32, d_evidence=32, n_heads=2, n_layers=1, d_head_mlp=32),
@@ -98,6 +99,15 @@ class TrainConfig:
     precision: str = "fp32"
     """Training forward pass in fp32, or bf16 (autocast; the loss, evidence sums and evaluation
     stay fp32). bf16 is faster on CPUs with bf16 matrix units (AVX512-BF16, AMX) and on GPUs."""
+    tokenizer: str = "word"
+    """Prompt tokenizer: word (an unseen word is one unknown word) or ngram (words and their
+    hashed character n-grams: related and unseen words share pieces)."""
+    positions: str = "absolute"
+    """Prompt encoder positions: absolute (learned per position) or relative (rotary; the
+    prompt's vector does not depend on where it starts)."""
+    word_dropout: float = 0.0
+    """Probability that a prompt word (not a number) is read as the unknown word in a training
+    batch (drawn per step from the seed); with ngram the word keeps its n-grams."""
 
     def __post_init__(self):
         if self.size not in MODEL_SIZES:
@@ -111,6 +121,13 @@ class TrainConfig:
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, int | float) \
+                or not 0 <= self.word_dropout < 1:
+            raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -159,7 +176,7 @@ def label_entropy(label: torch.Tensor) -> torch.Tensor:
 
 def build_model(cfg: TrainConfig, tokenizer: Tokenizer, n_colors: int) -> MultiPolicyModel:
     torch.manual_seed(cfg.seed)
-    config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, **MODEL_SIZES[cfg.size])
+    config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, positions=cfg.positions, **MODEL_SIZES[cfg.size])
     return MultiPolicyModel(config)
 
 
@@ -214,13 +231,18 @@ class Trainer:
         self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
                                     streams.worker_seed(cfg.seed, rank))
         self.step = 0
+        # word dropout spares padding, <unk> and numbers (agent ids)
+        self.keep = torch.tensor([i < 2 or w.isdigit() for i, w in enumerate(tokenizer.vocab)])
 
     def batch(self, step: int):
         chosen = self.sampler.episodes(step)
         eps = [self.train_eps[i] for i in chosen]
         picks = self.sampler.samples(step, [len(e.kind) for e in eps])
-        return make_batch(eps, picks, self.prompts, self.full_view,
-                          [self.train_prompts[i] for i in chosen]).to(self.device)
+        batch = make_batch(eps, picks, self.prompts, self.full_view, [self.train_prompts[i] for i in chosen])
+        if self.cfg.word_dropout > 0:
+            batch = drop_words(batch, self.cfg.word_dropout, streams.rng(streams.WORD_DROPOUT, self.sampler.seed, step),
+                               self.keep)
+        return batch.to(self.device)
 
     def train_step(self) -> dict:
         """One optimisation step on batch ``self.step``; returns scalar metrics."""
@@ -317,8 +339,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if not resume and (out / "latest.json").exists():  # before any work (and any warning about the data)
         raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     data = Dataset(cfg.data)
-    tokenizer = Tokenizer.default()
-    probe = ModelConfig.for_tokenizer(tokenizer, n_colors=data.world.n_colors, **MODEL_SIZES[cfg.size])
+    tokenizer = make_tokenizer(cfg.tokenizer)
+    probe = ModelConfig.for_tokenizer(tokenizer, n_colors=data.world.n_colors, positions=cfg.positions,
+                                      **MODEL_SIZES[cfg.size])
     if data.world.n_agents > probe.max_agents:
         raise ConfigError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
     episodes = load_episodes(data, cfg.data_processes)
@@ -405,8 +428,9 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     old = read_meta(folder).get("run_config", {})
     if not isinstance(old, dict):
         raise CheckpointError(f"{folder / 'checkpoint.json'}: 'run_config' must be a JSON object")
-    for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data"):
-        if old.get(key) != getattr(cfg, key):
+    defaults = {"tokenizer": "word", "positions": "absolute"}  # runs saved before these fields
+    for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data", "tokenizer", "positions"):
+        if old.get(key, defaults.get(key)) != getattr(cfg, key):
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
                              f"{getattr(cfg, key)!r}; use the original value or another --out")
     meta = load_training_state(folder, trainer.core, trainer.optimizer)

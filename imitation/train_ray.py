@@ -121,7 +121,7 @@ def _loop(config: dict) -> None:
     from mirrorhall.imitation.generate import GenerateConfig
     from mirrorhall.imitation.model import count_parameters
     from mirrorhall.imitation.shards import decode_row
-    from mirrorhall.imitation.tokenizer import Tokenizer
+    from mirrorhall.imitation.tokenizer import make_tokenizer
     from mirrorhall.imitation.train import Trainer
 
     cfg = TrainConfig.from_json(config["train"])
@@ -130,7 +130,7 @@ def _loop(config: dict) -> None:
     torch.set_num_threads(max(1, cfg.threads or 1))  # this function is the worker process's entry point
     gen = GenerateConfig.from_json(config["generator"])
     world = gen.world()
-    tokenizer = Tokenizer.default()
+    tokenizer = make_tokenizer(cfg.tokenizer)
     shard = ray.train.get_dataset_shard("train")
     episodes = [episode_arrays(decode_row(row, world), world) for row in shard.iter_rows()]
     episodes.sort(key=lambda e: e.episode)  # a worker's order must not depend on read order

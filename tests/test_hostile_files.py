@@ -194,7 +194,7 @@ def checkpoint_dir(run: Path) -> Path:
 CHECKPOINT_EDITS = {
     "unexpected top-level field": (lambda m: m.update(loader="os.system"), "unknown field(s) ['loader']"),
     "wrong format": (lambda m: m.update(format="pytorch"), "is not a mirrorhall checkpoint"),
-    "future version": (lambda m: m.update(version=2), "checkpoint version 2"),
+    "future version": (lambda m: m.update(version=3), "checkpoint version 3"),
     "missing files": (lambda m: m.pop("files"), "lacks 'files'"),
     "files is a list": (lambda m: m.update(files=["model.safetensors"]), "'files' must map"),
     "negative step": (lambda m: m.update(step=-1), "'step' must be a non-negative integer"),
@@ -442,7 +442,7 @@ CHECKPOINT_VALUES = {  # checkpoint.json change, words of the message
     "files digest not hex": (lambda m: m["files"].update({"model.safetensors": "z" * 64}), "'files' must map"),
     "step is a bool": (lambda m: m.update(step=True), "'step' must be a non-negative integer, got True"),
     "number_tokens far out of range": (lambda m: m["model_config"]["number_tokens"].__setitem__(3, 10**6),
-                                      "number_tokens[3] must be a token id in 0..323, got 1000000"),
+                                      "number_tokens[3] must be a token id in 0..352, got 1000000"),
     "number_tokens negative": (lambda m: m["model_config"]["number_tokens"].__setitem__(0, -1), "number_tokens[0]"),
     "number_tokens a float": (lambda m: m["model_config"]["number_tokens"].__setitem__(1, 1.5), "number_tokens[1]"),
     "n_colors huge": (lambda m: m["model_config"].update(n_colors=2**56), "n_colors must be at most 8"),

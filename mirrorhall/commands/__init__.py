@@ -88,6 +88,12 @@ def _recipe():
     return recipe.RecipeConfig, recipe.recipe, {}
 
 
+def _prompts():
+    from mirrorhall.commands import prompts
+
+    return prompts.PromptsConfig, prompts.prompts, {}
+
+
 COMMANDS = {
     "run": Command(
         _run, "run a scene of scripted personas and summarise it",
@@ -114,6 +120,11 @@ COMMANDS = {
         "Run a named recipe end to end in an empty folder: generate its dataset, train, export the final "
         "checkpoint and run the imitate probe on it; print each stage's time and the fraction of "
         "attainable information at K = 10. `reference` makes checkpoints/reference; `tiny` runs in seconds."),
+    "prompts": Command(
+        _prompts, "print the prompt language: meaning kinds, example wordings, how to write ids",
+        "Print the prompt language the model reads: each meaning kind with its canonical wording and "
+        "one example per training family, how to write agent ids (digits or words), the optional "
+        "words around a prompt, and the held-out families' names."),
     "export": Command(
         _export, "copy a checkpoint without optimizer state (for sharing)"),
     "demo": Command(
