@@ -49,17 +49,20 @@ class Recipe:
 
 RECIPES = {
     "reference": Recipe(
-        description="the reference checkpoint's recipe on a CPU: `lab`, the `small` model, 6,000 bf16 steps "
-                    "(about 15 minutes on 2 cores; docs/benchmarks.md)",
+        description="the reference checkpoint's recipe on a CPU: `lab` with the prompt grammar, the `small` "
+                    "model reading prompts through an n-gram tokenizer with relative positions, 6,000 bf16 "
+                    "steps (about 17 minutes on 2 cores; docs/benchmarks.md)",
         generate=dict(population="lab", episodes=12288, seed=1),
         train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
-                   warmup=100, precision="bf16", eval_every=250, checkpoint_every=500, seed=0),
+                   warmup=100, precision="bf16", eval_every=250, checkpoint_every=500, seed=0,
+                   tokenizer="ngram", positions="relative", word_dropout=0.1),
         probe_scale="full", probe_seed=1, target=0.89),
     "tiny": Recipe(
         description="every stage at a scale that finishes in seconds (for tests and a first look)",
         generate=dict(population="lab", episodes=64, seed=1, episodes_per_shard=16),
         train=dict(size="tiny", steps=30, episodes_per_batch=8, samples_per_episode=64, lr=2e-3, warmup=5,
-                   eval_every=15, checkpoint_every=15, seed=0),
+                   eval_every=15, checkpoint_every=15, seed=0, tokenizer="ngram", positions="relative",
+                   word_dropout=0.1),
         probe_scale="small", probe_episodes=8, probe_seed=1),
 }
 
