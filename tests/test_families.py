@@ -17,7 +17,7 @@ import pytest
 
 from mirrorhall.agents.bayes import FamilyHypotheses, FamilyObserver, situation_of, softmax
 from mirrorhall.agents.cast import Cast
-from mirrorhall.agents.families import family_grid
+from mirrorhall.agents.families import DescribedFamilies, family_grid
 from mirrorhall.agents.personas import (
     FAMILIES,
     STYLES,
@@ -458,6 +458,96 @@ def test_generated_labels_of_family_personas_equal_the_reference():
             np.testing.assert_allclose(lab.label[s], want, atol=1e-6)
             checked[kind] += 1
     assert checked[Kind.SELF] > 20 and checked[Kind.OTHER] > 5
+
+
+# --- family personas described to an agent (DESCRIBE labels) ------------------------------------
+
+
+@pytest.mark.parametrize("name", list(WORLDS))
+def test_a_family_persona_described_to_its_own_agent_is_that_agents_policy(name):
+    """A described persona has the state it would have had living the agent's own history, so
+    described to the agent that plays it, it is that agent's own policy, at every step (patrols and
+    collectors well past their first phase among them)."""
+    cfg = WORLDS[name]
+    rows = family_rows(cfg, 6, np.random.default_rng(11))
+    specs = list(dict.fromkeys(s for row in rows for s in row if s.kind in FAMILIES))
+    index = {s: f for f, s in enumerate(specs)}
+    w, i = (np.array(x) for x in zip(*[(w, i) for w, row in enumerate(rows) for i, s in enumerate(row) if s in index],
+                                     strict=True))
+    f = np.array([index[rows[a][b]] for a, b in zip(w, i, strict=True)])
+    described = DescribedFamilies(specs, cfg, len(rows))
+    seen = {"steps": 0, "advanced": 0}
+
+    def on_act(step):
+        described.look(step.state, step.t)
+        got = described.probs(f, w, i, step.situations, step.state)
+        np.testing.assert_allclose(got, step.probs[w, i], atol=1e-12)
+        seen["steps"] += 1
+        seen["advanced"] += int((described.state.phase[w, i, f] > 0).sum())
+
+    run_scene(cfg, rows, 40, 5, on_act=on_act)
+    assert seen["steps"] == 40 and seen["advanced"] > 20
+
+
+def test_generated_describe_labels_of_family_personas_equal_the_reference():
+    """DESCRIBE labels of a lab-families shard that name a family persona (read back from the
+    prompt's text) equal the per-agent reference: the persona, its state replayed from the asked
+    agent's own recorded cells and pickups, in that agent's situation."""
+    from mirrorhall.imitation.generate import GenerateConfig
+    from mirrorhall.imitation.labels import label_shard
+    from mirrorhall.imitation.prompts import Kind, parse_prompt
+
+    gen = GenerateConfig(population="lab-families", episodes=4, episodes_per_shard=4, steps=24, agents=8, seed=5,
+                         kind_weights=(0, 1, 0, 0, 0))
+    lab = label_shard(gen, 0, 4)
+    cfg = gen.world()
+    core = WorldCore(cfg)
+    b, n = lab.actions.shape[1:]
+    picked = [None] + [pickups(core, lab.gem_pos[t - 1], lab.agent_pos[t], t - 1) for t in range(1, gen.steps)]
+    checked = {f: 0 for f in FAMILIES}
+    advanced = 0
+    for s in np.flatnonzero(lab.kind == Kind.DESCRIBE):
+        spec = parse_prompt(lab.prompt[s]).trait
+        if spec.kind not in FAMILIES:
+            continue
+        w, i, t = lab.world[s], lab.agent[s], lab.t[s]
+        assert getattr(spec, "target", None) != i, "a contrarian is never described to its own target"
+        state = ref_states(spec, cfg)
+        for tau in range(t + 1):
+            ref_look(spec, state, tuple(lab.agent_pos[tau, w, i]), None if tau == 0 else int(picked[tau][w, i]))
+        last = lab.actions[t - 1, w] if t else np.full(n, NO_ACTION)
+        want = ref_probs(recipe(spec, i, (lab.agent_pos[t, w], lab.gem_pos[t, w], last), state, cfg))
+        np.testing.assert_allclose(lab.label[s], want, atol=1e-6)
+        checked[spec.kind] += 1
+        advanced += state["advances"] > 0
+    assert all(c >= 20 for c in checked.values()), checked
+    assert advanced >= 20, "described patrols and collectors must have moved past their first phase"
+
+
+def test_family_descriptions_are_drawn_by_the_mix_and_only_from_the_training_families():
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.imitation.labels import FamilyDescriptions
+
+    cfg = WorldConfig(n_agents=8)
+    rng = np.random.default_rng(0)
+    agent = np.broadcast_to(np.arange(8)[:, None], (8, 40_000))
+    for name, families in (("lab-families", FAMILIES), ("lab-minus-patrol", FAMILIES[1:])):
+        pop = get_population(name)
+        fd = FamilyDescriptions(pop, cfg, 41, 1)
+        assert {s.kind for s in fd.specs} == set(families)
+        assert fd.specs == [s for f in families for s in family_grid(f, cfg)]
+        d = fd.draw(rng, agent)  # (8, 40000)
+        total = 0.55 + 0.1 * len(families)
+        assert abs((d < 41).mean() - 0.55 / total) < 0.01
+        kinds = np.array(["trait"] * 41 + [s.kind for s in fd.specs])[d]
+        for fam in families:
+            assert abs((kinds == fam).mean() - 0.1 / total) < 0.01, (name, fam)
+        target = np.array([-1] * 41 + [getattr(s, "target", -1) for s in fd.specs])[d]
+        assert not (target == agent).any() and (target >= 0).any()
+        # within a family, uniform over its grid (each contrarian target but the agent's own)
+        counts = np.bincount(d[(kinds == "explorer")], minlength=d.max() + 1)
+        explorer = counts[counts > 0]
+        assert explorer.size == 6 and explorer.min() > 0.85 * explorer.mean()
 
 
 # --- the imitate probe with family targets --------------------------------------------------------
