@@ -611,12 +611,106 @@ def test_imitate_family_targets_on_the_reference_checkpoint_reports_k10_and_k20(
     assert "the collector family (24 hypotheses)" in write_report(tmp_path).read_text()
 
 
+# --- the describe probe over the families ----------------------------------------------------------
+
+
+def _describe_oracle(mode):
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.imitation.prompts import parse_prompt
+
+    class DescribeOracle(ModelProbe):
+        """Answers a family description with the plain reference: the persona with its state
+        replayed from the asked agent's own recorded history ("lived") or from its cell now only
+        ("fresh"); "uniform", and anything not a family description, a uniform choice."""
+
+        def query(self, scene, world, agent, t, prompts, situation=None):
+            ep, cfg = scene.episode, scene.config
+            core = WorldCore(cfg)
+            picked = [None] + [pickups(core, ep.gem_pos[tau - 1], ep.agent_pos[tau], tau - 1)
+                               for tau in range(1, int(np.max(t)) + 1)]
+            out = []
+            for w, i, tt, text in zip(world, agent, t, prompts, strict=True):
+                spec = parse_prompt(text).trait
+                if mode == "uniform" or spec.kind not in FAMILIES:
+                    out.append(np.full(5, 0.2))
+                    continue
+                state = ref_states(spec, cfg)
+                for tau in range(tt + 1) if mode == "lived" else [tt]:
+                    ref_look(spec, state, tuple(ep.agent_pos[tau, w, i]),
+                             None if picked[tau] is None or mode != "lived" else int(picked[tau][w, i]))
+                last = ep.actions[tt - 1, w] if tt else np.full(cfg.n_agents, NO_ACTION)
+                out.append(ref_probs(recipe(spec, i, (ep.agent_pos[tt, w], ep.gem_pos[tt, w], last), state, cfg)))
+            return np.array(out)
+
+    return DescribeOracle(REFERENCE)
+
+
+@needs_reference
+def test_describe_probe_scores_every_family_against_the_lived_reference_held_out_apart():
+    """On lab-minus-explorer: the reference answered with each persona's lived state scores KL 0
+    on every family; answered with a fresh state, the families with a state (patrol, explorer) show
+    it and the stateless ones (territorial, contrarian) do not; a uniform answer scores the uniform
+    KL. The held-out family is reported apart from the seen ones."""
+    from mirrorhall.analysis import describe
+
+    runs = {m: describe.run(_describe_oracle(m), "lab-minus-explorer", episodes=3, seed=1, queries_per_episode=16)
+            for m in ("lived", "fresh", "uniform")}
+    r = runs["lived"]
+    assert r["families"] == {"seen": ["patrol", "collector", "territorial", "contrarian"], "held_out": ["explorer"],
+                             "absent": []}
+    fam = {c["family"]: c for c in r["conditions"] if c.get("family")}
+    assert set(fam) == set(FAMILIES) and fam["explorer"]["split"] == "held_out" and fam["patrol"]["split"] == "seen"
+    assert [c["condition"] for c in r["conditions"]][:3] == list(describe.CONDITIONS)
+    for c in fam.values():
+        assert c["kl"]["mean"] == pytest.approx(0.0, abs=1e-9) and c["queries"] == 48
+        assert c["kl_uniform"]["mean"] > 0.1
+    fresh = {c["family"]: c["kl"]["mean"] for c in runs["fresh"]["conditions"] if c.get("family")}
+    assert fresh["patrol"] > 0.05 and fresh["explorer"] > 0.05, fresh
+    assert fresh["territorial"] == pytest.approx(0.0, abs=1e-9) and fresh["contrarian"] == pytest.approx(0.0, abs=1e-9)
+    for c in runs["uniform"]["conditions"]:
+        if c.get("family"):
+            assert c["kl"]["mean"] == pytest.approx(c["kl_uniform"]["mean"], abs=1e-9)
+    s = runs["uniform"]["summary"]
+    assert s["kl_families_held_out"] == pytest.approx(fam["explorer"]["kl_uniform"]["mean"], abs=1e-9)
+    pool = runs["uniform"]["family_pools"]
+    assert pool["seen"]["families"] == r["families"]["seen"] and pool["held_out"]["families"] == ["explorer"]
+    assert s["kl_families_seen"] == pytest.approx(np.mean([fam[f]["kl_uniform"]["mean"] for f in r["families"]["seen"]]))
+    # the trait conditions are the ones the probe always had; a family's words the model never read are named
+    assert all(c["kl"]["mean"] > 0 for c in r["conditions"][:3])
+    assert "patrolling" in fam["patrol"]["unread_words"]
+
+
+@needs_reference
+def test_describe_probe_targets_one_family_and_its_report_says_which_families(tmp_path):
+    from mirrorhall.analysis.report import read_result, run_probe, write_report
+    from mirrorhall.errors import ConfigError
+
+    r = run_probe("describe", _describe_oracle("lived"), tmp_path, "lab", seed=0, episodes=2, targets="collector")
+    assert [c["condition"] for c in r["conditions"]] == ["family:collector"]
+    assert r["conditions"][0]["split"] == "absent" and r["families"]["absent"] == ["collector"]
+    assert r["targets"] == {} and r["summary"]["kl_seen"] is None and r["describe_targets"] == "collector"
+    assert read_result(tmp_path / "describe.json", "describe")["family_pools"]["absent"]["families"] == ["collector"]
+    text = write_report(tmp_path).read_text()
+    assert "| collector | absent | 0.000 [0.000, 0.000]" in text and "Families covered: absent: collector" in text
+    assert "Target: seen combinations" not in text
+    r = run_probe("describe", _describe_oracle("uniform"), tmp_path, "lab-minus-patrol", seed=0, episodes=2)
+    text = write_report(tmp_path).read_text()
+    assert "Families covered: seen: collector, territorial, contrarian, explorer (KL" in text
+    assert "held out: patrol (KL" in text and "| patrol | held out |" in text
+    assert text.index("| explorer | seen |") < text.index("| patrol | held out |")
+    with pytest.raises(ConfigError, match="unknown targets"):
+        run_probe("describe", _describe_oracle("uniform"), tmp_path, "lab", episodes=2, targets="pirates")
+
+
 def test_probe_targets_are_checked_in_one_line():
     from mirrorhall.commands.probe import ProbeConfig
     from mirrorhall.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="applies to the imitate probe only"):
-        ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol")
+    with pytest.raises(ConfigError, match="applies to the imitate and describe probes only"):
+        ProbeConfig(name="second_order", checkpoint="ck", out="out", targets="patrol")
+    assert ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol").targets == "patrol"
+    with pytest.raises(ConfigError, match="--prompt runs on describe's seen trait combinations"):
+        ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol", prompt=("be {desc}",))
     with pytest.raises(ConfigError, match="--targets must be one of traits, patrol, collector"):
         ProbeConfig(name="imitate", checkpoint="ck", out="out", targets="pirates")
     assert ProbeConfig(name="imitate", checkpoint="ck", out="out", targets="explorer").targets == "explorer"

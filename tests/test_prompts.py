@@ -225,3 +225,15 @@ def test_family_descriptions_are_checked_against_the_scene():
     with pytest.raises(ValueError, match="names agent 4, which is not in the scene"):
         space.validate(render(Kind.DESCRIBE, 0, trait=Contrarian(4)))
     assert space.validate(render(Kind.DESCRIBE, 0, trait=Contrarian(3))).trait == Contrarian(3)
+
+
+def test_docs_give_one_description_per_family_that_reads_back_to_its_grid():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "prompts.md").read_text()
+    for family in FAMILY_NAMES:
+        (text,) = re.findall(rf'^\| {family} \| "([^"]+)" \|', doc, flags=re.MULTILINE)
+        prompt = parse_prompt(text)
+        assert prompt.text == text and prompt.kind == Kind.DESCRIBE and prompt.template == 0
+        assert prompt.trait in family_grid(family, WorldConfig()), text
