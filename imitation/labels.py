@@ -264,7 +264,6 @@ class FamilyDescriptions:
         for fam in families:
             allowed = (kinds == fam)[None, :] & (target[None, :] != np.arange(n)[:, None])  # (N, F)
             weight[:, n_trait:] += mix[fam] * allowed / allowed.sum(1, keepdims=True)
-        self.weight = weight
         self.cum = np.cumsum(weight, axis=1)  # (N, D)
         self.last = np.array([np.flatnonzero(row > 0)[-1] for row in weight])  # (N,) the last drawable
 
