@@ -30,7 +30,9 @@ moves (walls block) and ``d`` the Manhattan distance between cells:
 A persona's state is ``FamilyState`` (phase and recent cells), changed only by ``look``, which a
 cast calls as the agent looks at the world before acting (the pure-policy habit: state in, state
 out). The counterfactual "what would persona k do in agent i's situation?" evaluates k's
-parameters and k's state with i's situation, post-move cells and gem sightings.
+parameters and k's state with i's situation, post-move cells and gem sightings. A persona that
+is only *described* to agent i (a DESCRIBE prompt, ``DescribedFamilies``) has no state of its own:
+it gets the state it would have had living i's own history so far.
 """
 
 from __future__ import annotations
@@ -49,8 +51,14 @@ from mirrorhall.agents.personas import (
     Patrol,
     Territorial,
 )
-from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig
-from mirrorhall.envs.perception import Situations, cell_distances
+from mirrorhall.envs.core import N_ACTIONS, NO_ACTION, WorldConfig, WorldCore, WorldState
+from mirrorhall.envs.perception import (
+    Situations,
+    cell_distances,
+    pickups,
+    post_move_cells,
+    seen_gem_cells,
+)
 
 PATROL, COLLECTOR, TERRITORIAL, CONTRARIAN, EXPLORER = 6, 7, 8, 9, 10
 """Kind codes of the families (after the cast's codes 0..5 for today's personas)."""
@@ -296,6 +304,49 @@ def family_probs(params: FamilyParams, state: FamilyState, sit: Situations, afte
         else:
             out[idx] = explorer_probs(config, after[idx], s.recent, p.memory, p.beta)
     return out
+
+
+# --- described personas: a family persona told to an agent ------------------------------------
+
+
+class DescribedFamilies:
+    """Family personas ``specs`` (F of them) described to every agent of B worlds, as DESCRIBE
+    prompts name them ("behave as a patrolling agent that walks the loop ...").
+
+    A described persona acts in agent i's situation with the state it would have had if it had
+    lived i's own history so far: ``look`` on i's cell at every step and on the gem i collected in
+    the step before, from the first step, exactly as the persona takes in its own (a collector has
+    collected what i collected, a patrol has reached the waypoints i stood on, in order, an explorer
+    avoids the cells i stood on). So the description of i's own persona, told to i, is i's own
+    policy. Call ``look`` at every step from t = 0 (before the agents act), then ``probs``.
+    """
+
+    def __init__(self, specs: Sequence, config: WorldConfig, b: int):
+        n, f = config.n_agents, len(specs)
+        self.config, self.core = config, WorldCore(config)
+        self.params = FamilyParams.build(specs, config)  # (F,)
+        if not (self.params.kind != NOT_FAMILY).all():
+            raise ValueError("described personas must all be personas of a family")
+        self.lived = self.params[np.broadcast_to(np.arange(f), (b, n, f))]  # (B, N, F) persona f lived by agent i
+        self.state = FamilyState.initial((b, n, f), self.params.max_memory)  # (B, N, F)
+        self.gems_before = None  # (B, G, 2) the gems when the agents last looked
+
+    def look(self, world: WorldState, t: int) -> None:
+        """Every described persona takes in agent i's cell in ``world`` (step ``t``) and the gem i
+        collected in the step just taken, for every agent i at once."""
+        cell = self.core.cells(world.agent_pos)[..., None]  # (B, N, 1)
+        picked = None
+        if self.gems_before is not None:
+            picked = pickups(self.core, self.gems_before, world.agent_pos, t - 1)[..., None]  # (B, N, 1)
+        self.state = look(self.lived, self.state, cell, picked)
+        self.gems_before = world.gem_pos.copy()
+
+    def probs(self, f: np.ndarray, w: np.ndarray, i: np.ndarray, sit: Situations, world: WorldState) -> np.ndarray:
+        """(S, 5) described persona ``f[s]`` with its state in agent ``i[s]``'s situation of world
+        ``w[s]``; ``sit`` (B, N) the situations of ``world``, the step last looked at."""
+        after = post_move_cells(self.core, world)[w, i]  # (S, 5)
+        gem_cell = seen_gem_cells(self.core, world)[w, i]  # (S, G)
+        return family_probs(self.params[f], self.state[(w, i, f)], sit.take((w, i)), after, gem_cell, self.config)
 
 
 # --- the parameter grids: each family's finite hypothesis set ----------------------------------

@@ -37,14 +37,19 @@ each formula):
 - ``Explorer(memory, style)``: prefers cells it has not stood on in its last ``memory`` steps
   (the shape of its trail, laid from wherever it is asked to act); depends on its own history.
 
-Each family is a finite parameter grid (``FAMILY_GRIDS`` in ``mirrorhall.agents.families``), so
-the exact Bayes observer exists for it (``mirrorhall.agents.bayes.FamilyObserver``).
+Each family is a finite parameter grid (``family_grid`` in ``mirrorhall.agents.families``), so
+the exact Bayes observer exists for it (``mirrorhall.agents.bayes.FamilyObserver``). Each writes
+its description in words (``describe``) and reads it back (its ``description`` pattern and
+``from_description``), for any parameters it accepts: the prompt grammar's DESCRIBE forms are built
+from these patterns.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 
 import numpy as np
 
@@ -285,6 +290,49 @@ class Memoryless(_Viewer):
     memory_text = MEMORYLESS_MEMORY
 
 
+# --- descriptions of the persona families, and their patterns -------------------------------------
+#
+# Each family writes its description (``describe``) and reads it back: ``description`` is a regular
+# expression of every text ``describe`` writes, its groups named ``<kind>_...`` so that the prompt
+# grammar can join every family's pattern in one alternation, and ``from_description`` builds the
+# spec from the groups of a match. ``mirrorhall.imitation.prompts`` joins them into its DESCRIBE
+# forms; a new family brings its own. The patterns hold no nested repetition, so a match takes time
+# linear in the text's length.
+
+MAX_DIGITS = 9
+"""Longest whole number a description (and a prompt) may hold: cells, agent ids, radii, memories."""
+_WHOLE = r"\d+"
+_CELL = r"\(\d+, \d+\)"
+_PERCENT = r"\d+(?:\.\d+)?"
+_STYLE = "|".join(STYLES)
+_COLOR = "|".join(COLOR_NAMES)
+
+
+def _whole(text: str) -> int:
+    """A whole number of a description; ValueError when it is longer than MAX_DIGITS digits."""
+    if len(text) > MAX_DIGITS:
+        shown = text if len(text) <= 12 else text[:12] + "..."
+        raise ValueError(f"the number {shown} is too large")
+    return int(text)
+
+
+def _percent(fraction: float) -> str:
+    """A fraction in [0, 1] as a percentage without rounding: 0.1 -> "10", 0.123 -> "12.3" (the
+    shortest decimal of the float, shifted by two places, so ``_fraction`` gives the same float)."""
+    return f"{Decimal(repr(float(fraction))).scaleb(2).normalize():f}"
+
+
+def _fraction(percent: str) -> float:
+    """Inverse of ``_percent``: the float nearest the decimal ``percent`` / 100, exactly."""
+    return float(Decimal(percent).scaleb(-2))
+
+
+def _cells(text: str) -> tuple[tuple[int, int], ...]:
+    """The (row, col) cells of a text of "(r, c)" pairs."""
+    nums = [_whole(x) for x in re.findall(r"\d+", text)]
+    return tuple(zip(nums[::2], nums[1::2], strict=True))
+
+
 def _check_cell(field: str, cell) -> tuple[int, int]:
     """A (row, col) pair of non-negative integers (whether it is a floor cell of a world is checked
     when a cast is built)."""
@@ -327,9 +375,17 @@ class Patrol:
             raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
         object.__setattr__(self, "waypoints", cells)
 
+    description = (rf"a patrolling agent that walks the loop (?P<patrol_loop>{_CELL}(?:, {_CELL})+) "
+                   rf"and strays (?P<patrol_noise>{_PERCENT})% of the time")
+    """The pattern of ``describe``'s texts (see "descriptions" above)."""
+
     def describe(self) -> str:
         loop = ", ".join(_cell_text(c) for c in self.waypoints)
-        return f"a patrolling agent that walks the loop {loop} and strays {self.noise:.0%} of the time"
+        return f"a patrolling agent that walks the loop {loop} and strays {_percent(self.noise)}% of the time"
+
+    @classmethod
+    def from_description(cls, groups: dict) -> Patrol:
+        return cls(_cells(groups["patrol_loop"]), _fraction(groups["patrol_noise"]))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "waypoints": [list(c) for c in self.waypoints], "noise": self.noise}
@@ -363,9 +419,18 @@ class Collector:
     def beta(self) -> float:
         return STYLES[self.style]
 
+    description = (rf"an? (?P<collector_style>{_STYLE}) collector that collects "
+                   rf"(?P<collector_order>(?:{_COLOR}) gems(?:, then (?:{_COLOR}) gems)+), in turn")
+    """The pattern of ``describe``'s texts (see "descriptions" above)."""
+
     def describe(self) -> str:
         turn = ", then ".join(f"{c} gems" for c in self.order)
         return f"{_style_article(self.style)} {self.style} collector that collects {turn}, in turn"
+
+    @classmethod
+    def from_description(cls, groups: dict) -> Collector:
+        order = re.findall(_COLOR, groups["collector_order"].lower())
+        return cls(tuple(order), groups["collector_style"].lower())
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "order": list(self.order), "style": self.style}
@@ -393,9 +458,20 @@ class Territorial:
     def beta(self) -> float:
         return STYLES[self.style]
 
+    description = (rf"an? (?P<territorial_style>{_STYLE}) territorial agent that stays near "
+                   rf"(?P<territorial_home>{_CELL}) and leaves it only for gems within "
+                   rf"(?P<territorial_radius>{_WHOLE}) steps? of it")
+    """The pattern of ``describe``'s texts (see "descriptions" above)."""
+
     def describe(self) -> str:
+        steps = "step" if self.radius == 1 else "steps"
         return (f"{_style_article(self.style)} {self.style} territorial agent that stays near "
-                f"{_cell_text(self.home)} and leaves it only for gems within {self.radius} steps of it")
+                f"{_cell_text(self.home)} and leaves it only for gems within {self.radius} {steps} of it")
+
+    @classmethod
+    def from_description(cls, groups: dict) -> Territorial:
+        (home,) = _cells(groups["territorial_home"])
+        return cls(home, _whole(groups["territorial_radius"]), groups["territorial_style"].lower())
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "home": list(self.home), "radius": self.radius, "style": self.style}
@@ -419,9 +495,17 @@ class Contrarian:
             raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
         object.__setattr__(self, "target", int(self.target))
 
+    description = (rf"a contrarian agent that does the opposite of agent (?P<contrarian_target>{_WHOLE})'s last "
+                   rf"move and strays (?P<contrarian_noise>{_PERCENT})% of the time")
+    """The pattern of ``describe``'s texts (see "descriptions" above)."""
+
     def describe(self) -> str:
         return (f"a contrarian agent that does the opposite of agent {self.target}'s last move "
-                f"and strays {self.noise:.0%} of the time")
+                f"and strays {_percent(self.noise)}% of the time")
+
+    @classmethod
+    def from_description(cls, groups: dict) -> Contrarian:
+        return cls(_whole(groups["contrarian_target"]), _fraction(groups["contrarian_noise"]))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "target": self.target, "noise": self.noise}
@@ -448,9 +532,18 @@ class Explorer:
     def beta(self) -> float:
         return STYLES[self.style]
 
+    description = (rf"an? (?P<explorer_style>{_STYLE}) explorer that avoids the last "
+                   rf"(?:cell|(?P<explorer_memory>{_WHOLE}) cells?) it stood on")
+    """The pattern of ``describe``'s texts (see "descriptions" above)."""
+
     def describe(self) -> str:
-        return (f"{_style_article(self.style)} {self.style} explorer that avoids the last "
-                f"{self.memory} cells it stood on")
+        cells = "cell" if self.memory == 1 else f"{self.memory} cells"
+        return f"{_style_article(self.style)} {self.style} explorer that avoids the last {cells} it stood on"
+
+    @classmethod
+    def from_description(cls, groups: dict) -> Explorer:
+        memory = groups.get("explorer_memory")
+        return cls(1 if memory is None else _whole(memory), groups["explorer_style"].lower())
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "memory": self.memory, "style": self.style}

@@ -59,6 +59,8 @@ PROBES = {
 }
 # the probes that run wordings of the user's own (``--prompt``): each module's ``WORDINGS``
 PROMPTED = ("imitate", "self", "second_order", "describe", "outcome")
+# the probes that take ``--targets`` (each module's ``TARGETS``): imitate's pi_test, describe's personas
+TARGETED = ("imitate", "describe")
 # episodes at each scale: "tiny" for a few seconds per probe, "small" for CI and the demo, "full" for
 # docs/results.md; the language probe's are imitate-sized (it shares them out over its kinds' probes)
 SCALES = {
@@ -74,14 +76,15 @@ SCALES = {
 def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: int = 0,
               episodes: int | None = None, scale: str = "small", prompts=(), targets: str = "traits") -> dict:
     """Run probe ``name`` and write ``out/NAME.json`` and its plot; ``prompts``: wordings of the
-    user's own for a probe of ``PROMPTED`` (``--prompt``); ``targets``: the imitate probe's pi_test
-    ("traits", or a persona family)."""
+    user's own for a probe of ``PROMPTED`` (``--prompt``); ``targets``: for a probe of ``TARGETED``,
+    "traits" (its default) or a persona family (imitate: pi_test drawn from it; describe: only its
+    personas described)."""
     if name not in PROBES:
         raise ConfigError(f"unknown probe {name!r}; allowed: {', '.join(PROBES)}, all")
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
-    if targets != "traits" and name != "imitate":
-        raise ConfigError(f"targets {targets!r} apply to the imitate probe only")
+    if targets != "traits" and name not in TARGETED:
+        raise ConfigError(f"targets {targets!r} apply to the probes {', '.join(TARGETED)} only")
     extra = {"targets": targets} if targets != "traits" else {}
     if prompts:
         if name not in PROMPTED:
@@ -160,7 +163,8 @@ RESULT_FIELDS: dict[str, dict] = {
                                    "kl_true_model": FIGURE, "kl_true_bayes": FIGURE, "kl_train_bayes_model?": FIGURE},
                     "train_prior?": OBJECT},
     "describe": {"conditions": {"condition": TEXT, "kl": FIGURE, "ce": FIGURE, "entropy_floor": FIGURE,
-                                "queries": NUMBER}},
+                                "queries": NUMBER, "family?": TEXT, "split?": TEXT, "unread_words?": list_of(TEXT)},
+                 "family_pools?": OBJECT},
     "imitate": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
                                "fraction": FIGURE},
                 "closed_loop?": OBJECT, "pi_test?": TEXT},
@@ -252,6 +256,10 @@ def read_result(path: Path, name: str) -> dict:
                 figures = v.values() if isinstance(v, dict) and "mean" not in v else [v]
                 for f in figures:
                     src.check(f, FIGURE if isinstance(f, dict) else NUMBER, f"prompts item {i} {k!r}")
+    if name == "describe":  # the persona families of each split, pooled
+        for which, pool in (r.get("family_pools") or {}).items():
+            src.check(pool, OBJECT, f"family_pools {which!r}")
+            _check_fields(src, pool, {"kl": FIGURE, "families": list_of(TEXT)}, where=f"family_pools {which!r} ")
     if name == "language":
         for kind, entry in r["kinds"].items():
             src.check(entry, OBJECT, f"kinds {kind!r}")

@@ -4,7 +4,9 @@ One shard is B episodes run together on the batched core. At every step each age
 ``prompts_per_step`` prompts; each label is the exact distribution of the action asked for:
 
 - SELF        pi_i(. | s_i,t)
-- DESCRIBE(h) pi_h(. | s_i,t), h a trait combination of the population (held-out ones excluded)
+- DESCRIBE(h) pi_h(. | s_i,t), h a trait combination of the population (held-out ones excluded);
+              in a population with persona families (``lab-families``, ``lab-minus-<family>``) h may
+              also be a persona of a family of the training split, from that family's grid (below)
 - OTHER(k)    what agent k, with its internal state at t, would do in i's situation
 - SECOND(k)   what Imitator(k -> i) would do in i's situation: k's fidelity f (1 for agents that
               are not imitators), k's current Bayes belief about i (from what k has seen of i), and
@@ -12,6 +14,17 @@ One shard is B episodes run together on the batched core. At every step each age
 - RETURN      the action i actually took, with the prompt built from the gems it actually
               collected in the next 10 or 20 steps (only where the episode lasts that long; other
               RETURN draws become SELF)
+
+Described family personas. A family persona has a state (a patrol's next waypoint, a collector's
+wanted colour, an explorer's trail). Described to agent i, it has the state it would have had if it
+had lived i's own history so far: ``families.look`` on i's cell at every step and on the gem i
+collected in the step before, from the first step, exactly as the persona itself takes in its own
+(so a described collector has collected what i collected; a described patrol has reached the
+waypoints i stood on, in order; a described explorer avoids the cells i stood on). Stateless
+families (territorial, contrarian) need none. A description is drawn by the population's mix: the
+trait descriptions together with the weight of the trait kinds (trait, believer, memoryless), each
+family with its own weight, uniform within each; a contrarian is never described to its own
+target. Populations without families draw and label exactly as before.
 
 The episodes are run by ``agents/scene.py`` ``run_scene``, the one rollout loop; ``Labeller`` is
 its ``on_act`` hook. Randomness: one SeedSequence per shard, spawned into personas, world, policy
@@ -28,6 +41,7 @@ import numpy as np
 from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet, believer_probs, softmax
 from mirrorhall.agents.cast import IMITATOR, Cast, persona_probs, trait_probs
+from mirrorhall.agents.families import DescribedFamilies, family_grid
 from mirrorhall.agents.personas import Believer, Memoryless, Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.agents.scene import Episode as SceneEpisode
@@ -120,6 +134,11 @@ class Labeller:
                                  for combo in self.pop.viewer_combos(c, "train")]
         self.desc_believer = np.array([isinstance(d, Believer) for d in self.desc_traits])
         self.desc_hyp = HypothesisSet([getattr(d, "trait", d) for d in self.desc_traits], c, n)  # their trait codes
+        self.n_trait_desc = len(self.desc_traits)
+        self.family_desc = None
+        if self.pop.families("train"):
+            self.family_desc = FamilyDescriptions(self.pop, self.world_cfg, self.n_trait_desc, b)
+            self.desc_traits = self.desc_traits + self.family_desc.specs
         kinds_p = np.asarray(cfg.kind_weights, dtype=np.float64)
         self.kinds_p = kinds_p / kinds_p.sum()
         self.wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, self.m))
@@ -136,6 +155,8 @@ class Labeller:
         fidelity = np.where(is_imit, cast.params.fidelity, 1.0)  # (B, N)
         own_params = cast.params  # imitators' own trait sits in likes/social/beta
         self.coll_hist.append(step.state.collected.copy())
+        if self.family_desc is not None:  # the described family personas take in every agent's step
+            self.family_desc.described.look(step.state, t)
 
         hprobs = self.hyp.probs(cast.bases(sit))  # (B, N, H, 5) every hypothesis in every agent's situation
         kind = rng_prompt.choice(len(Kind), size=(b, n, m), p=self.kinds_p)
@@ -144,13 +165,23 @@ class Labeller:
         other = rng_prompt.integers(max(n - 1, 1), size=(b, n, m))
         other = other + (other >= ai)  # k != i
         other = np.where(n == 1, 0, other)
-        desc = rng_prompt.integers(len(self.desc_traits), size=(b, n, m))
+        if self.family_desc is None:
+            desc = rng_prompt.integers(len(self.desc_traits), size=(b, n, m))
+        else:  # (B, N, M) drawn by the population's mix; the family ones after the trait ones
+            desc = self.family_desc.draw(rng_prompt, ai)
         horizon = np.asarray(RETURN_HORIZONS)[rng_prompt.integers(len(RETURN_HORIZONS), size=(b, n, m))]
         ret_color = rng_prompt.integers(-1, c, size=(b, n, m))  # -1: any colour
         kind = np.where((kind == Kind.RETURN) & (t + horizon > steps), Kind.SELF, kind)
 
         label = np.repeat(probs[:, :, None], m, axis=2)  # (B, N, M, 5) SELF
         sel = kind == Kind.DESCRIBE
+        if self.family_desc is not None:
+            fam = sel & (desc >= self.n_trait_desc)
+            sel = sel & ~fam
+            if fam.any():
+                wf, i_f, _ = np.nonzero(fam)
+                label[fam] = self.family_desc.described.probs(desc[fam] - self.n_trait_desc, wf, i_f, sit,
+                                                              step.state)
         if sel.any():
             h = desc[sel]
             label[sel] = trait_probs(sit.take((wi[sel], ai[sel])), self.desc_hyp.likes[h],
@@ -210,6 +241,39 @@ class Labeller:
             label=flat["label"].astype(np.float32),
             events=list(episode.events) if episode.events else None,
         )
+
+
+class FamilyDescriptions:
+    """The family personas DESCRIBE prompts name in a population with families, and their draws:
+    each training family's grid (a contrarian with every target), after ``n_trait`` trait
+    descriptions; their states in every agent's situation are ``described`` (B worlds)."""
+
+    def __init__(self, pop, config: WorldConfig, n_trait: int, b: int):
+        n = config.n_agents
+        families = pop.families("train")
+        self.specs = [spec for fam in families for spec in family_grid(fam, config)]
+        self.described = DescribedFamilies(self.specs, config, b)
+        # draw weights (N, D) over the trait descriptions, then the family ones: the trait kinds'
+        # weight shared uniformly by the trait descriptions, each family's by its grid, where the
+        # described persona is not a contrarian of the agent asked
+        mix = dict(pop.mix)
+        weight = np.zeros((n, n_trait + len(self.specs)))
+        weight[:, :n_trait] = sum(mix.get(k, 0.0) for k in ("trait", "believer", "memoryless")) / n_trait
+        kinds = np.array([s.kind for s in self.specs])
+        target = np.array([getattr(s, "target", -1) for s in self.specs])
+        for fam in families:
+            allowed = (kinds == fam)[None, :] & (target[None, :] != np.arange(n)[:, None])  # (N, F)
+            weight[:, n_trait:] += mix[fam] * allowed / allowed.sum(1, keepdims=True)
+        self.cum = np.cumsum(weight, axis=1)  # (N, D)
+        self.last = np.array([np.flatnonzero(row > 0)[-1] for row in weight])  # (N,) the last drawable
+
+    def draw(self, rng: np.random.Generator, agent: np.ndarray) -> np.ndarray:
+        """(B, N, M) description indices for the agents ``agent`` (B, N, M): one uniform draw each,
+        by the inverse of the agent's cumulative weights."""
+        u = rng.random(agent.shape)
+        cum = self.cum[agent]  # (B, N, M, D)
+        desc = (cum <= u[..., None] * cum[..., -1:]).sum(-1)
+        return np.minimum(desc, self.last[agent])  # u * total rounding up to the total
 
 
 def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: np.ndarray,

@@ -5,7 +5,9 @@ Kinds
     DESCRIBE(h)     "behave as a focused agent that likes red gems and avoids others" (a trait
                     persona), "... likes red gems, remembers where it saw them and ignores others"
                     (a believer), "... likes red gems, forgets what it cannot see and ..." (its
-                    memoryless control)
+                    memoryless control), or a persona family's own description ("a patrolling
+                    agent that walks the loop (2, 2), (2, 8), (8, 8), (8, 2) and strays 10% of
+                    the time"; each family's pattern sits beside its ``describe``)
     OTHER(k)        "behave as agent 3"
     SECOND(k)       "pretend to be agent 3 pretending to be you"
     RETURN(n, c, T) "collect 3 blue gems in the next 20 steps" (outcome conditioning, labelled in
@@ -31,10 +33,15 @@ import numpy as np
 
 from mirrorhall.agents.personas import (
     BELIEVER_MEMORY,
+    FAMILY_CLASSES,
     LIKES_NONE,
+    MAX_DIGITS,
     MEMORYLESS_MEMORY,
     STYLES,
     Believer,
+    Collector,
+    Contrarian,
+    FamilySpec,
     Memoryless,
     Trait,
 )
@@ -262,8 +269,9 @@ class Prompt:
     text: str
     target: int | None = None
     """The agent named by OTHER(k) and SECOND(k)."""
-    trait: Trait | Believer | Memoryless | None = None
-    """The persona described by DESCRIBE(h)."""
+    trait: Trait | Believer | Memoryless | FamilySpec | None = None
+    """The persona described by DESCRIBE(h): a trait persona, a believer or its control, or a
+    persona of a family."""
     outcome: tuple[int, str, int] | None = None
     """RETURN: (number of gems, colour name or 'any', horizon in steps)."""
     template: int = 0
@@ -352,8 +360,17 @@ class PromptSpace:
                 f"prompt {prompt.text!r} names agent {prompt.target}, which is not in the scene "
                 f"(agents 0..{self.n_agents - 1})"
             )
-        if prompt.trait is not None and prompt.trait.likes not in (*COLOR_NAMES[: self.n_colors], LIKES_NONE):
-            raise ValueError(f"prompt {prompt.text!r}: colour {prompt.trait.likes} is not in this world")
+        colors = (*COLOR_NAMES[: self.n_colors], LIKES_NONE)
+        liked = (getattr(prompt.trait, "likes", LIKES_NONE),
+                 *(prompt.trait.order if isinstance(prompt.trait, Collector) else ()))
+        for color in liked:
+            if color not in colors:
+                raise ValueError(f"prompt {prompt.text!r}: colour {color} is not in this world")
+        if isinstance(prompt.trait, Contrarian) and not prompt.trait.target < self.n_agents:
+            raise ValueError(
+                f"prompt {prompt.text!r} names agent {prompt.trait.target}, which is not in the scene "
+                f"(agents 0..{self.n_agents - 1})"
+            )
         if prompt.outcome is not None:
             n, color, horizon = prompt.outcome
             if color != "any" and color not in COLOR_NAMES[: self.n_colors]:
@@ -367,9 +384,11 @@ class PromptSpace:
 
 _STYLE = "|".join(STYLES)
 _COLOR = "|".join(COLOR_NAMES)
-_DESC = (rf"an? (?P<style>{_STYLE}) agent that likes (?:(?P<likes>{_COLOR}) gems|no gem in particular)"
-         rf"(?:, (?P<memory>{BELIEVER_MEMORY}|{MEMORYLESS_MEMORY}))? "
-         r"and (?P<social>ignores others|approaches others|avoids others|follows agent (?P<follow>\d+))")
+_TRAIT_DESC = (rf"an? (?P<style>{_STYLE}) agent that likes (?:(?P<likes>{_COLOR}) gems|no gem in particular)"
+               rf"(?:, (?P<memory>{BELIEVER_MEMORY}|{MEMORYLESS_MEMORY}))? "
+               r"and (?P<social>ignores others|approaches others|avoids others|follows agent (?P<follow>\d+))")
+# every family's own pattern (``description`` beside its ``describe``), each in a group named by its kind
+_DESC = "(?:" + "|".join([_TRAIT_DESC, *(rf"(?P<{kind}>{cls.description})" for kind, cls in FAMILY_CLASSES.items())]) + ")"
 
 
 _NUM = r"\d+|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:-(?:one|two|three|four|five|six|seven|eight|nine))?|" + "|".join(sorted(_UNITS, key=len, reverse=True))
@@ -405,8 +424,6 @@ def _number(text: str) -> int:
     return int(normalize(text))
 
 
-MAX_DIGITS = 9
-"""Longest number a prompt may hold (agent ids, gem counts, horizons)."""
 
 
 def shorten(text: str, limit: int = 80) -> str:
@@ -433,6 +450,12 @@ def parse_prompt(text: str) -> Prompt:
         before = next((j + 1 for j in range(len(FILLERS_BEFORE)) if g.get(f"b{j}")), 0)
         after = next((j + 1 for j in range(len(FILLERS_AFTER)) if g.get(f"a{j}")), 0)
         surface = surface_code(words, phrase, before, after)
+        if kind == Kind.DESCRIBE and (family := next((f for f in FAMILY_CLASSES if g.get(f)), None)):
+            try:
+                spec = FAMILY_CLASSES[family].from_description(g)
+            except ValueError as err:
+                raise ValueError(f"prompt {shorten(text)}: {err}") from None
+            return render(kind, i, trait=spec, surface=surface)
         if kind == Kind.DESCRIBE:
             social = g["social"].lower()
             follow = int(g["follow"]) if g.get("follow") else None

@@ -17,7 +17,7 @@ import pytest
 
 from mirrorhall.agents.bayes import FamilyHypotheses, FamilyObserver, situation_of, softmax
 from mirrorhall.agents.cast import Cast
-from mirrorhall.agents.families import family_grid
+from mirrorhall.agents.families import DescribedFamilies, family_grid
 from mirrorhall.agents.personas import (
     FAMILIES,
     STYLES,
@@ -460,6 +460,96 @@ def test_generated_labels_of_family_personas_equal_the_reference():
     assert checked[Kind.SELF] > 20 and checked[Kind.OTHER] > 5
 
 
+# --- family personas described to an agent (DESCRIBE labels) ------------------------------------
+
+
+@pytest.mark.parametrize("name", list(WORLDS))
+def test_a_family_persona_described_to_its_own_agent_is_that_agents_policy(name):
+    """A described persona has the state it would have had living the agent's own history, so
+    described to the agent that plays it, it is that agent's own policy, at every step (patrols and
+    collectors well past their first phase among them)."""
+    cfg = WORLDS[name]
+    rows = family_rows(cfg, 6, np.random.default_rng(11))
+    specs = list(dict.fromkeys(s for row in rows for s in row if s.kind in FAMILIES))
+    index = {s: f for f, s in enumerate(specs)}
+    w, i = (np.array(x) for x in zip(*[(w, i) for w, row in enumerate(rows) for i, s in enumerate(row) if s in index],
+                                     strict=True))
+    f = np.array([index[rows[a][b]] for a, b in zip(w, i, strict=True)])
+    described = DescribedFamilies(specs, cfg, len(rows))
+    seen = {"steps": 0, "advanced": 0}
+
+    def on_act(step):
+        described.look(step.state, step.t)
+        got = described.probs(f, w, i, step.situations, step.state)
+        np.testing.assert_allclose(got, step.probs[w, i], atol=1e-12)
+        seen["steps"] += 1
+        seen["advanced"] += int((described.state.phase[w, i, f] > 0).sum())
+
+    run_scene(cfg, rows, 40, 5, on_act=on_act)
+    assert seen["steps"] == 40 and seen["advanced"] > 20
+
+
+def test_generated_describe_labels_of_family_personas_equal_the_reference():
+    """DESCRIBE labels of a lab-families shard that name a family persona (read back from the
+    prompt's text) equal the per-agent reference: the persona, its state replayed from the asked
+    agent's own recorded cells and pickups, in that agent's situation."""
+    from mirrorhall.imitation.generate import GenerateConfig
+    from mirrorhall.imitation.labels import label_shard
+    from mirrorhall.imitation.prompts import Kind, parse_prompt
+
+    gen = GenerateConfig(population="lab-families", episodes=4, episodes_per_shard=4, steps=24, agents=8, seed=5,
+                         kind_weights=(0, 1, 0, 0, 0))
+    lab = label_shard(gen, 0, 4)
+    cfg = gen.world()
+    core = WorldCore(cfg)
+    b, n = lab.actions.shape[1:]
+    picked = [None] + [pickups(core, lab.gem_pos[t - 1], lab.agent_pos[t], t - 1) for t in range(1, gen.steps)]
+    checked = {f: 0 for f in FAMILIES}
+    advanced = 0
+    for s in np.flatnonzero(lab.kind == Kind.DESCRIBE):
+        spec = parse_prompt(lab.prompt[s]).trait
+        if spec.kind not in FAMILIES:
+            continue
+        w, i, t = lab.world[s], lab.agent[s], lab.t[s]
+        assert getattr(spec, "target", None) != i, "a contrarian is never described to its own target"
+        state = ref_states(spec, cfg)
+        for tau in range(t + 1):
+            ref_look(spec, state, tuple(lab.agent_pos[tau, w, i]), None if tau == 0 else int(picked[tau][w, i]))
+        last = lab.actions[t - 1, w] if t else np.full(n, NO_ACTION)
+        want = ref_probs(recipe(spec, i, (lab.agent_pos[t, w], lab.gem_pos[t, w], last), state, cfg))
+        np.testing.assert_allclose(lab.label[s], want, atol=1e-6)
+        checked[spec.kind] += 1
+        advanced += state["advances"] > 0
+    assert all(c >= 20 for c in checked.values()), checked
+    assert advanced >= 20, "described patrols and collectors must have moved past their first phase"
+
+
+def test_family_descriptions_are_drawn_by_the_mix_and_only_from_the_training_families():
+    from mirrorhall.agents.populations import get_population
+    from mirrorhall.imitation.labels import FamilyDescriptions
+
+    cfg = WorldConfig(n_agents=8)
+    rng = np.random.default_rng(0)
+    agent = np.broadcast_to(np.arange(8)[:, None], (8, 40_000))
+    for name, families in (("lab-families", FAMILIES), ("lab-minus-patrol", FAMILIES[1:])):
+        pop = get_population(name)
+        fd = FamilyDescriptions(pop, cfg, 41, 1)
+        assert {s.kind for s in fd.specs} == set(families)
+        assert fd.specs == [s for f in families for s in family_grid(f, cfg)]
+        d = fd.draw(rng, agent)  # (8, 40000)
+        total = 0.55 + 0.1 * len(families)
+        assert abs((d < 41).mean() - 0.55 / total) < 0.01
+        kinds = np.array(["trait"] * 41 + [s.kind for s in fd.specs])[d]
+        for fam in families:
+            assert abs((kinds == fam).mean() - 0.1 / total) < 0.01, (name, fam)
+        target = np.array([-1] * 41 + [getattr(s, "target", -1) for s in fd.specs])[d]
+        assert not (target == agent).any() and (target >= 0).any()
+        # within a family, uniform over its grid (each contrarian target but the agent's own)
+        counts = np.bincount(d[(kinds == "explorer")], minlength=d.max() + 1)
+        explorer = counts[counts > 0]
+        assert explorer.size == 6 and explorer.min() > 0.85 * explorer.mean()
+
+
 # --- the imitate probe with family targets --------------------------------------------------------
 
 from pathlib import Path  # noqa: E402
@@ -521,12 +611,106 @@ def test_imitate_family_targets_on_the_reference_checkpoint_reports_k10_and_k20(
     assert "the collector family (24 hypotheses)" in write_report(tmp_path).read_text()
 
 
+# --- the describe probe over the families ----------------------------------------------------------
+
+
+def _describe_oracle(mode):
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.imitation.prompts import parse_prompt
+
+    class DescribeOracle(ModelProbe):
+        """Answers a family description with the plain reference: the persona with its state
+        replayed from the asked agent's own recorded history ("lived") or from its cell now only
+        ("fresh"); "uniform", and anything not a family description, a uniform choice."""
+
+        def query(self, scene, world, agent, t, prompts, situation=None):
+            ep, cfg = scene.episode, scene.config
+            core = WorldCore(cfg)
+            picked = [None] + [pickups(core, ep.gem_pos[tau - 1], ep.agent_pos[tau], tau - 1)
+                               for tau in range(1, int(np.max(t)) + 1)]
+            out = []
+            for w, i, tt, text in zip(world, agent, t, prompts, strict=True):
+                spec = parse_prompt(text).trait
+                if mode == "uniform" or spec.kind not in FAMILIES:
+                    out.append(np.full(5, 0.2))
+                    continue
+                state = ref_states(spec, cfg)
+                for tau in range(tt + 1) if mode == "lived" else [tt]:
+                    ref_look(spec, state, tuple(ep.agent_pos[tau, w, i]),
+                             None if picked[tau] is None or mode != "lived" else int(picked[tau][w, i]))
+                last = ep.actions[tt - 1, w] if tt else np.full(cfg.n_agents, NO_ACTION)
+                out.append(ref_probs(recipe(spec, i, (ep.agent_pos[tt, w], ep.gem_pos[tt, w], last), state, cfg)))
+            return np.array(out)
+
+    return DescribeOracle(REFERENCE)
+
+
+@needs_reference
+def test_describe_probe_scores_every_family_against_the_lived_reference_held_out_apart():
+    """On lab-minus-explorer: the reference answered with each persona's lived state scores KL 0
+    on every family; answered with a fresh state, the families with a state (patrol, explorer) show
+    it and the stateless ones (territorial, contrarian) do not; a uniform answer scores the uniform
+    KL. The held-out family is reported apart from the seen ones."""
+    from mirrorhall.analysis import describe
+
+    runs = {m: describe.run(_describe_oracle(m), "lab-minus-explorer", episodes=3, seed=1, queries_per_episode=16)
+            for m in ("lived", "fresh", "uniform")}
+    r = runs["lived"]
+    assert r["families"] == {"seen": ["patrol", "collector", "territorial", "contrarian"], "held_out": ["explorer"],
+                             "absent": []}
+    fam = {c["family"]: c for c in r["conditions"] if c.get("family")}
+    assert set(fam) == set(FAMILIES) and fam["explorer"]["split"] == "held_out" and fam["patrol"]["split"] == "seen"
+    assert [c["condition"] for c in r["conditions"]][:3] == list(describe.CONDITIONS)
+    for c in fam.values():
+        assert c["kl"]["mean"] == pytest.approx(0.0, abs=1e-9) and c["queries"] == 48
+        assert c["kl_uniform"]["mean"] > 0.1
+    fresh = {c["family"]: c["kl"]["mean"] for c in runs["fresh"]["conditions"] if c.get("family")}
+    assert fresh["patrol"] > 0.05 and fresh["explorer"] > 0.05, fresh
+    assert fresh["territorial"] == pytest.approx(0.0, abs=1e-9) and fresh["contrarian"] == pytest.approx(0.0, abs=1e-9)
+    for c in runs["uniform"]["conditions"]:
+        if c.get("family"):
+            assert c["kl"]["mean"] == pytest.approx(c["kl_uniform"]["mean"], abs=1e-9)
+    s = runs["uniform"]["summary"]
+    assert s["kl_families_held_out"] == pytest.approx(fam["explorer"]["kl_uniform"]["mean"], abs=1e-9)
+    pool = runs["uniform"]["family_pools"]
+    assert pool["seen"]["families"] == r["families"]["seen"] and pool["held_out"]["families"] == ["explorer"]
+    assert s["kl_families_seen"] == pytest.approx(np.mean([fam[f]["kl_uniform"]["mean"] for f in r["families"]["seen"]]))
+    # the trait conditions are the ones the probe always had; a family's words the model never read are named
+    assert all(c["kl"]["mean"] > 0 for c in r["conditions"][:3])
+    assert "patrolling" in fam["patrol"]["unread_words"]
+
+
+@needs_reference
+def test_describe_probe_targets_one_family_and_its_report_says_which_families(tmp_path):
+    from mirrorhall.analysis.report import read_result, run_probe, write_report
+    from mirrorhall.errors import ConfigError
+
+    r = run_probe("describe", _describe_oracle("lived"), tmp_path, "lab", seed=0, episodes=2, targets="collector")
+    assert [c["condition"] for c in r["conditions"]] == ["family:collector"]
+    assert r["conditions"][0]["split"] == "absent" and r["families"]["absent"] == ["collector"]
+    assert r["targets"] == {} and r["summary"]["kl_seen"] is None and r["describe_targets"] == "collector"
+    assert read_result(tmp_path / "describe.json", "describe")["family_pools"]["absent"]["families"] == ["collector"]
+    text = write_report(tmp_path).read_text()
+    assert "| collector | absent | 0.000 [0.000, 0.000]" in text and "Families covered: absent: collector" in text
+    assert "Target: seen combinations" not in text
+    r = run_probe("describe", _describe_oracle("uniform"), tmp_path, "lab-minus-patrol", seed=0, episodes=2)
+    text = write_report(tmp_path).read_text()
+    assert "Families covered: seen: collector, territorial, contrarian, explorer (KL" in text
+    assert "held out: patrol (KL" in text and "| patrol | held out |" in text
+    assert text.index("| explorer | seen |") < text.index("| patrol | held out |")
+    with pytest.raises(ConfigError, match="unknown targets"):
+        run_probe("describe", _describe_oracle("uniform"), tmp_path, "lab", episodes=2, targets="pirates")
+
+
 def test_probe_targets_are_checked_in_one_line():
     from mirrorhall.commands.probe import ProbeConfig
     from mirrorhall.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="applies to the imitate probe only"):
-        ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol")
+    with pytest.raises(ConfigError, match="applies to the imitate and describe probes only"):
+        ProbeConfig(name="second_order", checkpoint="ck", out="out", targets="patrol")
+    assert ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol").targets == "patrol"
+    with pytest.raises(ConfigError, match="--prompt runs on describe's seen trait combinations"):
+        ProbeConfig(name="describe", checkpoint="ck", out="out", targets="patrol", prompt=("be {desc}",))
     with pytest.raises(ConfigError, match="--targets must be one of traits, patrol, collector"):
         ProbeConfig(name="imitate", checkpoint="ck", out="out", targets="pirates")
     assert ProbeConfig(name="imitate", checkpoint="ck", out="out", targets="explorer").targets == "explorer"

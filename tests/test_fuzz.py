@@ -344,7 +344,16 @@ def test_non_text_prompts_are_refused(value):
 
 @pytest.mark.parametrize("text", ["behave as yourself" + " " * 200_000 + "x", " " * 200_000 + "x",
                                   "agent " * 100_000, "behave as agent " + "9" * 100_000,
-                                  "behave as agent 3" + " ." * 100_000])
+                                  "behave as agent 3" + " ." * 100_000,
+                                  # the persona families' descriptions: repeated cells, colours, long numbers
+                                  "behave as a patrolling agent that walks the loop " + "(1, 2), " * 30_000 + "x",
+                                  "behave as a patrolling agent that walks the loop (1, 2)" + ", (3, 4)" * 25_000
+                                  + " and strays 1" + "0" * 50_000,
+                                  "be a focused collector that collects " + "red gems, then " * 14_000 + "x",
+                                  "be a contrarian agent that does the opposite of agent " + "9" * 200_000,
+                                  "be a focused explorer that avoids the last " + "7" * 200_000 + " cells",
+                                  "be a patrolling agent that walks the loop (1, 2), (3, 4) and strays "
+                                  + "1" * 100_000 + "." + "2" * 100_000 + "% of the time x"])
 def test_very_long_prompts_take_linear_time_and_short_messages(text):
     """200 kB prompts: refused in well under a second (the parser once took O(n^2), 33 s at 100 kB)."""
     t0 = time.perf_counter()

@@ -5,7 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirrorhall.agents.personas import Believer, Trait
+from mirrorhall.agents.families import family_grid
+from mirrorhall.agents.personas import (
+    FAMILIES as FAMILY_NAMES,
+)
+from mirrorhall.agents.personas import (
+    FAMILY_CLASSES,
+    Believer,
+    Collector,
+    Contrarian,
+    Explorer,
+    Patrol,
+    Territorial,
+    Trait,
+)
+from mirrorhall.envs.core import WorldConfig
 from mirrorhall.imitation.model_io import check_prompt
 from mirrorhall.imitation.prompts import (
     AGENT_PHRASES,
@@ -137,3 +151,89 @@ def test_docs_list_every_family_with_its_split_and_forms():
         assert row in doc, row
     for filler in (*FILLERS_BEFORE, *FILLERS_AFTER, *(p.replace("{k}", "3") for p in AGENT_PHRASES)):
         assert f'"{filler}"' in doc, filler
+
+
+# --- descriptions of the persona families ---------------------------------------------------------
+
+OFF_GRID = {  # specs beyond the grids: other lengths, singular words, noises that need decimals
+    "patrol": [Patrol(((1, 1), (9, 1), (9, 9)), 0.05), Patrol(((3, 4), (5, 6)), 0.123), Patrol(((1, 2), (2, 1)), 0),
+               Patrol(((1, 1), (1, 2), (2, 2), (2, 1), (3, 3)), 1.0), Patrol(((12, 30), (7, 0)), 1e-7),
+               Patrol(((1, 1), (2, 2)), 1 / 3)],
+    "collector": [Collector(("blue", "red", "green"), "erratic"), Collector(("pink", "cyan", "pink", "cyan")),
+                  Collector(("yellow", "purple"), "casual")],
+    "territorial": [Territorial((1, 1), 1, "erratic"), Territorial((5, 5), 0), Territorial((40, 2), 17, "casual")],
+    "contrarian": [Contrarian(0, 0.0), Contrarian(63, 0.5), Contrarian(7, 0.015625)],
+    "explorer": [Explorer(1, "casual"), Explorer(2), Explorer(40, "erratic")],
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_family_description_reads_back_over_its_grid_and_every_surface(family):
+    """Every persona of the family's grid (two worlds) and beyond it, in every DESCRIBE form (train
+    and held out) and a spread of surfaces, parses back to the same spec, form and surface."""
+    specs = [*family_grid(family, WorldConfig()), *family_grid(family, WorldConfig(n_agents=5, width=9, height=12)),
+             *OFF_GRID[family]]
+    specs, checked = list(dict.fromkeys(specs)), 0
+    for j, spec in enumerate(specs):
+        for i in range(len(TEMPLATES[Kind.DESCRIBE])):
+            for code in range(j % 11, SURFACE_SIZE, 97):
+                prompt = render(Kind.DESCRIBE, i, trait=spec, surface=code)
+                back = parse_prompt(prompt.text)
+                assert back == prompt and back.trait == spec and type(back.trait) is type(spec), (prompt, back)
+                checked += 1
+    assert checked >= len(specs) * len(TEMPLATES[Kind.DESCRIBE]) * 9 and len(specs) >= 9
+
+
+def test_each_family_brings_its_own_description_pattern():
+    """The grammar joins the families' own patterns: each names its groups after its kind (so one
+    alternation holds them all) and reads its own descriptions only."""
+    import re
+
+    for kind, cls in FAMILY_CLASSES.items():
+        groups = re.compile(cls.description).groupindex
+        assert groups and all(g.startswith(kind + "_") for g in groups), kind
+        example = family_grid(kind, WorldConfig())[0]
+        for other, other_cls in FAMILY_CLASSES.items():
+            assert bool(re.fullmatch(other_cls.description, example.describe())) == (other == kind), (kind, other)
+    # a description in capitals, with odd spacing and a filler, is still read
+    p = parse_prompt("Please  BEHAVE as an ERRATIC collector that collects Red gems, then blue gems, in turn !")
+    assert p.trait == Collector(("red", "blue"), "erratic") and p.template == 0
+
+
+@pytest.mark.parametrize("text, match", [
+    ("behave as a patrolling agent that walks the loop (2, 2), (2, 2) and strays 10% of the time", "same cell"),
+    ("behave as a patrolling agent that walks the loop (2, 2), (3, 2) and strays 150% of the time",
+     r"noise must be a number in \[0, 1\], got 1.5"),
+    ("behave as a contrarian agent that does the opposite of agent 1234567890's last move and strays 10% of "
+     "the time", "the number 1234567890 is too large"),
+    ("be a focused collector that collects red gems, then red gems, in turn", "differ"),
+    ("be a focused territorial agent that stays near (3, 99999999999) and leaves it only for gems within 2 "
+     "steps of it", "too large"),
+])
+def test_family_descriptions_that_no_persona_has_are_refused_with_the_reason(text, match):
+    with pytest.raises(ValueError, match=match) as err:
+        parse_prompt(text)
+    assert str(err.value).startswith("prompt ") and len(str(err.value)) < 300
+
+
+def test_family_descriptions_are_checked_against_the_scene():
+    space = PromptSpace(4, 2)
+    ok = render(Kind.DESCRIBE, 0, trait=Collector(("red", "green")))
+    assert space.validate(ok) is ok
+    with pytest.raises(ValueError, match="colour blue is not in this world"):
+        space.validate(render(Kind.DESCRIBE, 0, trait=Collector(("red", "blue"))))
+    with pytest.raises(ValueError, match="names agent 4, which is not in the scene"):
+        space.validate(render(Kind.DESCRIBE, 0, trait=Contrarian(4)))
+    assert space.validate(render(Kind.DESCRIBE, 0, trait=Contrarian(3))).trait == Contrarian(3)
+
+
+def test_docs_give_one_description_per_family_that_reads_back_to_its_grid():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "prompts.md").read_text()
+    for family in FAMILY_NAMES:
+        (text,) = re.findall(rf'^\| {family} \| "([^"]+)" \|', doc, flags=re.MULTILINE)
+        prompt = parse_prompt(text)
+        assert prompt.text == text and prompt.kind == Kind.DESCRIBE and prompt.template == 0
+        assert prompt.trait in family_grid(family, WorldConfig()), text

@@ -57,7 +57,9 @@ class ProbeConfig:
     population: str | None = option(None, choices=population_names)
     """Population of the scenes (None: the checkpoint's training population)."""
     targets: str = option("traits", choices=target_names)
-    """imitate only: what pi_test is drawn from, the population's trait personas or one persona family."""
+    """imitate and describe: traits (the default) or one persona family. imitate: what pi_test is
+    drawn from, the population's trait personas or that family; describe: the trait conditions and
+    every family of the population, or that family's personas only."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
     progress: bool = True
@@ -71,9 +73,12 @@ class ProbeConfig:
             raise ConfigError(f"unknown probe {self.name!r}; allowed: {', '.join(names)}")
         if self.targets not in target_names():
             raise ConfigError(f"--targets must be one of {', '.join(target_names())}; got {self.targets!r}")
-        if self.targets != "traits" and self.name != "imitate":
-            raise ConfigError(f"--targets {self.targets} applies to the imitate probe only; run mirrorhall probe "
-                              f"imitate --targets {self.targets}, or leave --targets out")
+        if self.targets != "traits" and self.name not in ("imitate", "describe"):
+            raise ConfigError(f"--targets {self.targets} applies to the imitate and describe probes only; run "
+                              f"mirrorhall probe imitate --targets {self.targets}, or leave --targets out")
+        if self.targets != "traits" and self.name == "describe" and self.prompt:
+            raise ConfigError(f"--prompt runs on describe's seen trait combinations, which --targets {self.targets} "
+                              "leaves out; leave out one of them")
         if self.scale not in SCALE_NAMES:
             raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)}; got {self.scale!r}")
         if self.episodes is not None and self.episodes < 1:
