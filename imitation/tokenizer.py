@@ -71,10 +71,21 @@ def training_words() -> list[str]:
     texts += [f"a an {s} agent that likes no gem gems in particular and ignores approaches "
               "avoids follows others" for s in STYLES]
     texts += list(COLOR_NAMES) + [str(i) for i in range(MAX_NUMBER + 1)]
+    texts += family_descriptions()
     for text in texts:
         for w in words(text):
             seen.setdefault(w, None)
     return list(seen)
+
+
+def family_descriptions() -> list[str]:
+    """Every persona family's descriptions over its grid (in the default world), so that DESCRIBE
+    prompts of family personas read as known words."""
+    from mirrorhall.agents.families import family_grid
+    from mirrorhall.agents.personas import FAMILIES
+    from mirrorhall.envs.core import WorldConfig
+
+    return [spec.describe() for f in FAMILIES for spec in family_grid(f, WorldConfig(), agent=1)]
 
 
 class Tokenizer:
