@@ -50,6 +50,16 @@ from mirrorhall.envs.perception import (
 # --- trait utilities, shared by personas and hypotheses --------------------------------------
 
 
+
+def log_prior(prior, n: int) -> np.ndarray:
+    """(n,) log weights of a prior over n hypotheses (None: uniform); refused unless it is one
+    non-negative weight per hypothesis summing to 1. A zero weight is -inf."""
+    prior = np.full(n, 1.0 / n) if prior is None else np.asarray(prior, float)
+    if prior.shape != (n,) or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+        raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
+    with np.errstate(divide="ignore"):
+        return np.log(prior)
+
 def gem_basis(sit: Situations) -> np.ndarray:
     """(S..., C + 1, 5): the gem term of U for likes = colour c, and (last row) likes none."""
     d = sit.gem_d  # (S..., 5, C)
@@ -493,11 +503,7 @@ class BeliefHypotheses:
         self.social = codes[:, 1].astype(np.int64)  # (H,)
         self.beta = codes[:, 2]  # (H,)
         self.believer = np.array([isinstance(s, Believer) for s in specs])  # (H,)
-        prior = np.full(len(specs), 1.0 / len(specs)) if prior is None else np.asarray(prior, float)
-        if prior.shape != (len(specs),) or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
-            raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
-        with np.errstate(divide="ignore"):
-            self.log_prior = np.log(prior)
+        self.log_prior = log_prior(prior, len(specs))
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -575,11 +581,7 @@ class FamilyHypotheses:
             raise ValueError(f"a family hypothesis set needs family personas only ({', '.join(FAMILY_CODE)})")
         self.specs, self.config, self.agent = specs, config, int(agent)
         self.params = FamilyParams.build(specs, config, agents=[self.agent] * len(specs))  # (H,)
-        prior = np.full(len(specs), 1.0 / len(specs)) if prior is None else np.asarray(prior, float)
-        if prior.shape != (len(specs),) or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
-            raise ValueError("prior must be one non-negative weight per hypothesis, summing to 1")
-        with np.errstate(divide="ignore"):
-            self.log_prior = np.log(prior)
+        self.log_prior = log_prior(prior, len(specs))
 
     def __len__(self) -> int:
         return len(self.specs)

@@ -195,6 +195,15 @@ class Imitator:
                 "own": self.own.to_json()}
 
 
+def _check_target_noise(spec) -> None:
+    """A spec that reads another agent's moves: a valid target id and a noise in [0, 1]."""
+    if not _is_id(spec.target):
+        raise ValueError(f"target must be a non-negative agent id, got {spec.target!r}")
+    if not _is_real(spec.noise) or not 0.0 <= spec.noise <= 1.0:
+        raise ValueError(f"noise must be a number in [0, 1], got {spec.noise!r}")
+    object.__setattr__(spec, "target", int(spec.target))
+
+
 @dataclass(frozen=True)
 class Mirror:
     """The funhouse mirror: agent ``target``'s last move, reflected left<->right."""
@@ -205,11 +214,7 @@ class Mirror:
     kind = "mirror"
 
     def __post_init__(self):
-        if not _is_id(self.target):
-            raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
-        if not _is_real(self.noise) or not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
-        object.__setattr__(self, "target", int(self.target))
+        _check_target_noise(self)
 
     def describe(self) -> str:
         return f"mirrors agent {self.target}'s moves left-right (noise {self.noise:.2f})"
@@ -489,11 +494,7 @@ class Contrarian:
     kind = "contrarian"
 
     def __post_init__(self):
-        if not _is_id(self.target):
-            raise ValueError(f"target must be a non-negative agent id, got {self.target!r}")
-        if not _is_real(self.noise) or not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"noise must be a number in [0, 1], got {self.noise!r}")
-        object.__setattr__(self, "target", int(self.target))
+        _check_target_noise(self)
 
     description = (rf"a contrarian agent that does the opposite of agent (?P<contrarian_target>{_WHOLE})'s last "
                    rf"move and strays (?P<contrarian_noise>{_PERCENT})% of the time")
