@@ -21,7 +21,13 @@ from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
 from mirrorhall.envs.perception import Situations, entity_features, situations
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
-from mirrorhall.imitation.model_io import distribution, encode_prompts, gather_inputs
+from mirrorhall.imitation.model_io import (
+    distribution,
+    encode_prompts,
+    gather_inputs,
+    unread_parts,
+    warn_unread,
+)
 from mirrorhall.imitation.policy import ModelPolicy
 from mirrorhall.imitation.prompts import fill, shorten
 
@@ -180,6 +186,15 @@ class ModelProbe:
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
+        self._warned: set = set()
+
+    def _warn_once(self, text: str) -> None:
+        """``warn_unread`` for the first prompt holding each new set of words the model does not
+        know: a probe asks many prompts with the same unread words, and one line says it."""
+        unread = tuple(map(tuple, unread_parts(self.tokenizer, text)))
+        if any(unread) and unread not in self._warned:
+            self._warned.add(unread)
+            warn_unread(self.tokenizer, text, stacklevel=4)
 
     def expect(self, total: int) -> None:
         """The running probe will ``tick`` ``total`` times (its bar opens, or restarts, at 0 of
@@ -200,12 +215,15 @@ class ModelProbe:
 
     @torch.no_grad()
     def query(self, scene: Scene, world: np.ndarray, agent: np.ndarray, t: np.ndarray, prompts: list[str],
-              situation: np.ndarray | None = None) -> np.ndarray:
+              situation: np.ndarray | None = None, warn: bool = False) -> np.ndarray:
         """(Q, 5) the model's action distribution for agent ``agent[q]`` of world ``world[q]`` at
         step ``t[q]``, prompted ``prompts[q]``, from what that agent observed up to t.
 
         ``situation[q]`` (default: the agent itself) puts the agent, with its memory, in another
         agent's current situation as it sees it: the counterfactual "what would you do there?".
+        ``warn``: the prompts are the user's own wordings (``--prompt``), and each new set of words
+        the model does not know is named once in an ``InputWarning``; a probe's built-in wordings,
+        held-out and nonsense ones included, are deliberate tests and warn nothing.
         """
         world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
         situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
@@ -223,7 +241,9 @@ class ModelProbe:
             a = torch.from_numpy(acts.reshape(chunk.size, steps, scene.config.n_agents))
             e = torch.from_numpy(np.searchsorted(chunk, world[sel]))
             tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
-            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len, warn=True)
+            for text in dict.fromkeys(prompts[q] for q in sel) if warn else ():
+                self._warn_once(text)
+            tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len)
             logits = self.model(**gather_inputs(self.model, f, v, a, e, tt, ii, tokens, situation=jj, full_view=full))
             out[sel] = distribution(logits)
         return out

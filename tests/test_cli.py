@@ -369,7 +369,8 @@ def test_probe_saves_its_config_beside_its_results(tmp_path):
     saved = json.loads((out / "probe_config.json").read_text())
     assert saved == {"command": "ProbeConfig", "name": "calibration", "checkpoint": str(REFERENCE),
                      "out": str(out), "seed": 0, "episodes": 1, "scale": "small", "prompt": [],
-                     "population": None, "threads": 1, "progress": True}
+                     "population": None, "targets": "traits", "threads": 1,
+                     "progress": True}
     report = cli("report", out)
     assert report.returncode == 0 and (out / "report.md").is_file()
     missing = cli("report", tmp_path / "nothing")

@@ -26,6 +26,7 @@ import pytest
 from mirrorhall.cli import main
 from mirrorhall.errors import DatasetError
 from mirrorhall.imitation.shards import Dataset, shard_name
+from mirrorhall.imitation.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -421,6 +422,9 @@ def test_manifest_listing_no_shards_or_other_sample_counts_is_refused(data, tmp_
     assert not (tmp_path / "run").exists()
 
 
+LAST_TOKEN = len(Tokenizer.default()) - 1  # the tiny run reads prompts with the default tokenizer
+
+
 def _set_dataset(value):
     return lambda m: m.update(dataset=value)
 
@@ -442,7 +446,7 @@ CHECKPOINT_VALUES = {  # checkpoint.json change, words of the message
     "files digest not hex": (lambda m: m["files"].update({"model.safetensors": "z" * 64}), "'files' must map"),
     "step is a bool": (lambda m: m.update(step=True), "'step' must be a non-negative integer, got True"),
     "number_tokens far out of range": (lambda m: m["model_config"]["number_tokens"].__setitem__(3, 10**6),
-                                      "number_tokens[3] must be a token id in 0..352, got 1000000"),
+                                      f"number_tokens[3] must be a token id in 0..{LAST_TOKEN}, got 1000000"),
     "number_tokens negative": (lambda m: m["model_config"]["number_tokens"].__setitem__(0, -1), "number_tokens[0]"),
     "number_tokens a float": (lambda m: m["model_config"]["number_tokens"].__setitem__(1, 1.5), "number_tokens[1]"),
     "n_colors huge": (lambda m: m["model_config"].update(n_colors=2**56), "n_colors must be at most 8"),
