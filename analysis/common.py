@@ -186,15 +186,18 @@ class ModelProbe:
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
-        self._warned: set = set()
 
-    def _warn_once(self, text: str) -> None:
-        """``warn_unread`` for the first prompt holding each new set of words the model does not
-        know: a probe asks many prompts with the same unread words, and one line says it."""
-        unread = tuple(map(tuple, unread_parts(self.tokenizer, text)))
-        if any(unread) and unread not in self._warned:
-            self._warned.add(unread)
-            warn_unread(self.tokenizer, text, stacklevel=4)
+    def name_unread(self, prompts) -> None:
+        """An ``InputWarning`` (``warn_unread``) for each of ``prompts``, the user's own wordings as
+        filled, that holds a new set of words the model does not know: a probe asks one wording of
+        many scenes and steps, and one line says it. A probe's built-in wordings (held-out and
+        nonsense ones included) are deliberate tests and are not passed here."""
+        warned = self.__dict__.setdefault("_warned", set())
+        for text in dict.fromkeys(prompts):
+            unread = tuple(map(tuple, unread_parts(self.tokenizer, text)))
+            if any(unread) and unread not in warned:
+                warned.add(unread)
+                warn_unread(self.tokenizer, text, stacklevel=3)
 
     def expect(self, total: int) -> None:
         """The running probe will ``tick`` ``total`` times (its bar opens, or restarts, at 0 of
@@ -215,15 +218,12 @@ class ModelProbe:
 
     @torch.no_grad()
     def query(self, scene: Scene, world: np.ndarray, agent: np.ndarray, t: np.ndarray, prompts: list[str],
-              situation: np.ndarray | None = None, warn: bool = False) -> np.ndarray:
+              situation: np.ndarray | None = None) -> np.ndarray:
         """(Q, 5) the model's action distribution for agent ``agent[q]`` of world ``world[q]`` at
         step ``t[q]``, prompted ``prompts[q]``, from what that agent observed up to t.
 
         ``situation[q]`` (default: the agent itself) puts the agent, with its memory, in another
         agent's current situation as it sees it: the counterfactual "what would you do there?".
-        ``warn``: the prompts are the user's own wordings (``--prompt``), and each new set of words
-        the model does not know is named once in an ``InputWarning``; a probe's built-in wordings,
-        held-out and nonsense ones included, are deliberate tests and warn nothing.
         """
         world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
         situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
@@ -241,8 +241,6 @@ class ModelProbe:
             a = torch.from_numpy(acts.reshape(chunk.size, steps, scene.config.n_agents))
             e = torch.from_numpy(np.searchsorted(chunk, world[sel]))
             tt, ii, jj = (torch.from_numpy(x[sel]) for x in (t, agent, situation))
-            for text in dict.fromkeys(prompts[q] for q in sel) if warn else ():
-                self._warn_once(text)
             tokens = encode_prompts(self.tokenizer, [prompts[q] for q in sel], self.model.config.max_prompt_len)
             logits = self.model(**gather_inputs(self.model, f, v, a, e, tt, ii, tokens, situation=jj, full_view=full))
             out[sel] = distribution(logits)

@@ -63,6 +63,27 @@ MODEL_SIZES = {
     "large": dict(d_model=256, d_evidence=256, n_heads=8, n_layers=4, d_head_mlp=256),
 }
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a
+    CPU with bf16 matrix units (oneDNN's check: AVX512-BF16 or AMX). Elsewhere bf16 is emulated
+    and slower than fp32 (7x on an AVX2-only CPU, docs/benchmarks.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "AVX512" in torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run of ``precision`` uses on ``device``: ``auto`` is bf16 where it is native."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -98,7 +119,9 @@ class TrainConfig:
     """torch device of the local loop: cpu, cuda or cuda:N (Ray Train workers always use cpu)."""
     precision: str = "fp32"
     """Training forward pass in fp32, or bf16 (autocast; the loss, evidence sums and evaluation
-    stay fp32). bf16 is faster on CPUs with bf16 matrix units (AVX512-BF16, AMX) and on GPUs."""
+    stay fp32), or auto: bf16 where the device computes it natively, fp32 elsewhere. bf16 is
+    faster on CPUs with bf16 matrix units (AVX512-BF16, AMX) and on GPUs, and several times
+    slower on CPUs without (emulated: AVX2 only)."""
     tokenizer: str = "word"
     """Prompt tokenizer: word (an unseen word is one unknown word) or ngram (words and their
     hashed character n-grams: related and unseen words share pieces)."""
@@ -128,8 +151,8 @@ class TrainConfig:
         if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, int | float) \
                 or not 0 <= self.word_dropout < 1:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         for f, hi in (("threads", 1024), ("warmup", 10**9), ("data_processes", 1024)):
@@ -209,6 +232,7 @@ class Trainer:
         self.full_view = full_view
         self.tokenizer = tokenizer
         self.device = torch.device(cfg.device)
+        self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
         self.core = build_model(cfg, tokenizer, n_colors) if model is None else model
         self.core.to(self.device)
         self.model = BatchModel(self.core) if wrap is None else wrap(BatchModel(self.core))
@@ -250,7 +274,7 @@ class Trainer:
         batch = self.batch(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.cfg, self.step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)
         ce = soft_cross_entropy(logits.float(), batch.label)
         loss = ce.mean()

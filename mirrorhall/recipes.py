@@ -50,11 +50,12 @@ class Recipe:
 RECIPES = {
     "reference": Recipe(
         description="the reference checkpoint's recipe on a CPU: `lab` with the prompt grammar, the `small` "
-                    "model reading prompts through an n-gram tokenizer with relative positions, 6,000 bf16 "
-                    "steps (about 17 minutes on 2 cores; docs/benchmarks.md)",
+                    "model reading prompts through an n-gram tokenizer with relative positions, 6,000 steps "
+                    "in bf16 where the CPU has bf16 units, else fp32 (about 18 minutes on 2 cores with "
+                    "them; docs/benchmarks.md)",
         generate=dict(population="lab", episodes=12288, seed=1),
         train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
-                   warmup=100, precision="bf16", eval_every=250, checkpoint_every=500, seed=0,
+                   warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,
                    tokenizer="ngram", positions="relative", word_dropout=0.1),
         probe_scale="full", probe_seed=1, target=0.89),
     "tiny": Recipe(
@@ -89,11 +90,13 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
                log: Callable[[str], None] = print, progress: bool = False, train_overrides: dict | None = None) -> dict:
     """Run recipe ``name`` into the new folder ``out``; returns (and writes) ``out/recipe.json``.
     ``train_overrides`` replaces training fields of the recipe (a variant; recorded as such)."""
+    import torch
+
     from mirrorhall.analysis.common import ModelProbe
     from mirrorhall.analysis.report import run_probe
     from mirrorhall.imitation.checkpoint import export_checkpoint
     from mirrorhall.imitation.generate import GenerateConfig, generate
-    from mirrorhall.imitation.train import TrainConfig, train
+    from mirrorhall.imitation.train import TrainConfig, resolve_precision, train
 
     recipe = get_recipe(name)
     if train_overrides:
@@ -104,7 +107,9 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
     cfg = TrainConfig(data=str(out / "data"), out=str(out / "run"), device=device, threads=threads,
                       data_processes=processes, **recipe.train)
     result = {"recipe": name, **asdict(recipe), "overrides": train_overrides or {}, "device": device,
-              "machine": machine(), "seconds": {}}
+              "precision_used": resolve_precision(cfg.precision, torch.device(device)), "machine": machine(),
+              "seconds": {}}
+    log(f"training precision: {result['precision_used']}" + (" (auto)" if cfg.precision == "auto" else ""))
     t_start = time.perf_counter()
 
     def stage(title: str, fn):

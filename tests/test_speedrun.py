@@ -101,8 +101,30 @@ def test_bf16_training_learns_and_is_deterministic(tmp_path, episodes):
         losses.append([trainer.train_step()["loss"] for _ in range(40)])
     assert losses[0] == losses[1]
     assert losses[0][-1] < losses[0][0] - 0.1, losses[0][::10]
-    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto, got 'fp16'"):
         TrainConfig(data="d", out="o", precision="fp16")
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_units(tmp_path, episodes):
+    """--precision auto trains in bf16 only where oneDNN reports native bf16 (AVX512-BF16 or AMX);
+    on an AVX2-only CPU emulated bf16 is several times slower than fp32, so auto is fp32 there. The
+    run is the same as the resolved precision's, step for step."""
+    from mirrorhall.imitation.train import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "AVX512" in torch.backends.cpu.get_cpu_capability()
+    assert native_bf16(cpu) == native
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    data, _ = episodes[None]
+    eps = [episode_arrays(ep, data.world) for ep in data.episodes()]
+    losses = {}
+    for precision in ("auto", resolve_precision("auto", cpu)):
+        cfg = TrainConfig(data=str(data.root), out=str(tmp_path), size="tiny", steps=5, episodes_per_batch=3,
+                          samples_per_episode=64, lr=5e-3, warmup=2, precision=precision, eval_fraction=0.0)
+        trainer = Trainer(cfg, eps, load_model(REFERENCE)[1], data.world.n_colors, full_view=True)
+        losses[precision] = [trainer.train_step()["loss"] for _ in range(5)]
+    assert len(losses) == 2 and len(set(map(tuple, losses.values()))) == 1
 
 
 def test_the_tiny_recipe_runs_from_nothing_to_a_probed_checkpoint(tmp_path, capsys):
@@ -120,6 +142,7 @@ def test_the_tiny_recipe_runs_from_nothing_to_a_probed_checkpoint(tmp_path, caps
     assert result["fraction_at_K10"] == k10["fraction"]["mean"]
     assert f"{result['fraction_at_K10']:.3f}" in printed and "generate:" in printed
     assert result["train_metrics"]["step"] == result["train"]["steps"]
+    assert result["precision_used"] == "fp32" and "training precision: fp32" in printed
     net, _, meta = load_model(out / "checkpoint")
     assert meta["dataset"]["population"] == "lab" and meta["run_config"]["size"] == "tiny"
 

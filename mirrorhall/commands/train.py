@@ -12,7 +12,7 @@ from pathlib import Path
 from mirrorhall.commands.common import check_output_folder, check_path, set_threads
 from mirrorhall.commands.options import Opt, option
 from mirrorhall.errors import ConfigError
-from mirrorhall.imitation.train import MODEL_SIZES, TrainConfig
+from mirrorhall.imitation.train import MODEL_SIZES, PRECISIONS, TrainConfig
 
 # Settings of TrainConfig's fields on the command line (help where the field has no docstring).
 OPTIONS = {
@@ -30,7 +30,7 @@ OPTIONS = {
     "seed": Opt(help="Seed of the model's initial weights and the batches."),
     "eval_samples": Opt(help="Held-out samples per evaluation."),
     "device": Opt(metavar="{cpu,cuda,cuda:N}"),
-    "precision": Opt(choices=("fp32", "bf16")),
+    "precision": Opt(choices=PRECISIONS),
 }
 
 
