@@ -116,8 +116,9 @@ def loop(args) -> None:
     try:
         data = Dataset(dataset(tmp / "data", args.episodes))
         eps = [episode_arrays(ep, data.world, pairs=True) for ep in data.episodes()]
-        cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), size="small", episodes_per_batch=64,
-                          samples_per_episode=128, lr=2e-3, eval_fraction=0.0)
+        cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), size="small",
+                          episodes_per_batch=args.episodes_per_batch, samples_per_episode=128, lr=2e-3,
+                          eval_fraction=0.0)
         roof = {False: max(matmul_flops(args.threads, n, torch.float32) for n in (64, 128)),
                 True: max(matmul_flops(args.threads, n, torch.bfloat16) for n in (64, 128))}
         print(json.dumps({"machine": lscpu(), "threads": args.threads, "torch": torch.__version__,
@@ -262,6 +263,7 @@ def main() -> None:
     a.add_argument("--steps", type=int, default=20)
     a.add_argument("--warmup", type=int, default=3)
     a.add_argument("--episodes", type=int, default=512)
+    a.add_argument("--episodes-per-batch", type=int, default=64)
     b = sub.add_parser("baseline")
     b.add_argument("--checkout", required=True)
     b.add_argument("--threads", type=int, default=2)

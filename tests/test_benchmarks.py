@@ -66,7 +66,8 @@ def test_training_benchmark():
 def test_speedrun_loop_benchmark():
     """Every form of the training step runs on the same batches; the shared-work forms count fewer
     FLOPs per sample than the general path, and every share of a step is a fraction summing to 1."""
-    rows = run_bench("speedrun.py", "loop", "--threads", "1", "--steps", "2", "--warmup", "0", "--episodes", "64")
+    rows = run_bench("speedrun.py", "loop", "--threads", "1", "--steps", "2", "--warmup", "0", "--episodes", "16",
+                     "--episodes-per-batch", "8")
     machine, forms = rows[0], rows[1:]
     assert machine["matmul_gflops_fp32"] > 0 and machine["matmul_gflops_bf16"] > 0
     assert len(forms) == 4 and all(r["samples_per_s"] > 0 for r in forms)
