@@ -21,13 +21,7 @@ from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
 from mirrorhall.envs.perception import Situations, entity_features, situations
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
-from mirrorhall.imitation.model_io import (
-    distribution,
-    encode_prompts,
-    gather_inputs,
-    unread_parts,
-    warn_unread,
-)
+from mirrorhall.imitation.model_io import distribution, encode_prompts, gather_inputs, warn_unread
 from mirrorhall.imitation.policy import ModelPolicy
 from mirrorhall.imitation.prompts import fill, shorten
 
@@ -131,6 +125,14 @@ class Wordings:
             out.append(text)
         return tuple(out)
 
+    def warn_unread(self, tokenizer, templates) -> None:
+        """One ``InputWarning`` per template holding words the model does not know (its
+        placeholders, filled with known words, left out). A probe's built-in wordings (held-out and
+        nonsense ones included) are deliberate tests and are not passed here."""
+        for text in dict.fromkeys(templates):
+            literal = " ".join(part for part, *_ in Formatter().parse(text))
+            warn_unread(tokenizer, literal, stacklevel=3, quote=text)
+
     def all(self, templates) -> tuple[str, ...]:
         """The canonical template first, then the checked ``templates``."""
         return (self.canonical, *self.check(templates))
@@ -186,18 +188,6 @@ class ModelProbe:
     def __init__(self, checkpoint):
         self.model, self.tokenizer, self.meta = load_model(checkpoint)
         self.path = str(checkpoint)
-
-    def name_unread(self, prompts) -> None:
-        """An ``InputWarning`` (``warn_unread``) for each of ``prompts``, the user's own wordings as
-        filled, that holds a new set of words the model does not know: a probe asks one wording of
-        many scenes and steps, and one line says it. A probe's built-in wordings (held-out and
-        nonsense ones included) are deliberate tests and are not passed here."""
-        warned = self.__dict__.setdefault("_warned", set())
-        for text in dict.fromkeys(prompts):
-            unread = tuple(map(tuple, unread_parts(self.tokenizer, text)))
-            if any(unread) and unread not in warned:
-                warned.add(unread)
-                warn_unread(self.tokenizer, text, stacklevel=3)
 
     def expect(self, total: int) -> None:
         """The running probe will ``tick`` ``total`` times (its bar opens, or restarts, at 0 of

@@ -115,9 +115,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 32, seed: int = 0, a
         ce, floor = cross_entropy(truth, model), entropy(truth)
         if cond == "seen":
             for template in wordings:
-                texts = [wording_text(template, trait=h) for h in traits]
-                probe.name_unread(texts)
-                p = probe.query(scene, w, agent, t, texts)
+                p = probe.query(scene, w, agent, t, [wording_text(template, trait=h) for h in traits])
                 worded.append({"prompt": template, "kl": mean_ci(_per_episode(cross_entropy(truth, p) - floor, w, episodes))})
         out[cond] = {"kl": mean_ci(_per_episode(ce - floor, w, episodes)), "ce": mean_ci(_per_episode(ce, w, episodes)),
                      "entropy_floor": mean_ci(_per_episode(floor, w, episodes)), "queries": int(q),

@@ -136,9 +136,7 @@ def score_watched(probe: ModelProbe, ws: WatchedScene, observer: BayesObserver, 
             sit = scene.situation(t, w, at)
             truth = trait_probs(sit, ws.codes.likes, ws.codes.social, ws.codes.beta)  # (B, 5)
             for i, template in enumerate(wordings):
-                texts = [wording_text(template, target=k)] * b
-                probe.name_unread(texts)
-                model = probe.query(scene, w, at, np.full(b, t), texts)
+                model = probe.query(scene, w, at, np.full(b, t), [wording_text(template, target=k)] * b)
                 ce[t]["model"][i] += cross_entropy(truth, model).tolist()
             ce[t]["bayes"] += cross_entropy(truth, observer.predictive(log_post, sit)).tolist()
             ce[t]["prior"] += cross_entropy(truth, observer.predictive(observer.prior((b,)), sit)).tolist()
@@ -267,9 +265,7 @@ def run_family(probe: ModelProbe, population: str, family: str, episodes: int = 
             if t in ks:
                 seat = situation_of(core, now, ego)
                 for i, template in enumerate(wordings):
-                    texts = [wording_text(template, target=k)] * b
-                    probe.name_unread(texts)
-                    model = probe.query(scene, w, ego, np.full(b, t), texts)
+                    model = probe.query(scene, w, ego, np.full(b, t), [wording_text(template, target=k)] * b)
                     ce[t]["model"][i] += cross_entropy(truth[t], model).tolist()
                 ce[t]["bayes"] += cross_entropy(truth[t], observer.predictive(belief, *seat)).tolist()
                 ce[t]["prior"] += cross_entropy(truth[t], observer.predictive(belief, *seat, prior=True)).tolist()

@@ -90,6 +90,7 @@ def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: in
         if name not in PROMPTED:
             raise ConfigError(f"--prompt works with the probes {', '.join(PROMPTED)}; not with {name}")
         extra["prompts"] = PROBES[name].WORDINGS.check(prompts)
+        PROBES[name].WORDINGS.warn_unread(probe.tokenizer, extra["prompts"])
     t0 = time.perf_counter()
     result = PROBES[name].run(probe, population, episodes=episodes or SCALES[scale][name], seed=seed, **extra)
     result = {"checkpoint": probe.path, **result, "seconds": round(time.perf_counter() - t0, 2)}

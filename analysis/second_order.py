@@ -112,9 +112,7 @@ def run(probe: ModelProbe, population: str, episodes: int = 48, seed: int = 0, a
         for name, p in (("model", model), ("self", self_b), ("other", other_b), ("bayes", bayes)):
             res[k][name] += cross_entropy(truth, p).tolist()
         for i, template in enumerate(wordings[1:]):
-            texts = [wording_text(template, target=t) for t in thetas]
-            probe.name_unread(texts)
-            p = probe.query(scene, w, zeros, np.full(b, k), texts)
+            p = probe.query(scene, w, zeros, np.full(b, k), [wording_text(template, target=t) for t in thetas])
             worded[k][i] += cross_entropy(truth, p).tolist()
         probe.tick()
     conditions = [{

@@ -77,9 +77,10 @@ def unread_parts(tokenizer, text: str) -> tuple[list[str], list[str]]:
     return unknown, odd
 
 
-def warn_unread(tokenizer, text: str, stacklevel: int = 2) -> None:
+def warn_unread(tokenizer, text: str, stacklevel: int = 2, quote: str | None = None) -> None:
     """An ``InputWarning`` (one line) naming the words of ``text`` the model does not know and the
-    odd characters it holds; nothing when the model reads every word."""
+    odd characters it holds; nothing when the model reads every word. ``quote``: the text the
+    message quotes (default ``text``), e.g. a template whose placeholders ``text`` leaves out."""
     unknown, odd = unread_parts(tokenizer, text)
     if not unknown and not odd:
         return
@@ -92,7 +93,8 @@ def warn_unread(tokenizer, text: str, stacklevel: int = 2) -> None:
     if odd:
         shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in odd[:8]) + (f" and {len(odd) - 8} more" if len(odd) > 8 else "")
         parts.append(f"odd character(s) {shown} are skipped")
-    warnings.warn(f"prompt {_short(text)}: {'; '.join(parts)}", InputWarning, stacklevel=stacklevel + 1)
+    quoted = _short(text if quote is None else quote)
+    warnings.warn(f"prompt {quoted}: {'; '.join(parts)}", InputWarning, stacklevel=stacklevel + 1)
 
 
 def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, n_agents: int | None = None,

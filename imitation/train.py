@@ -66,11 +66,11 @@ MODEL_SIZES = {
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
-def native_bf16(device: torch.device) -> bool:
+def native_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a
     CPU with bf16 matrix units (oneDNN's check: AVX512-BF16 or AMX). Elsewhere bf16 is emulated
-    and slower than fp32 (7x on an AVX2-only CPU, docs/benchmarks.md)."""
-    if device.type == "cuda":
+    and slower than fp32 (8.8x on an AVX2-only CPU, docs/benchmarks.md)."""
+    if torch.device(device).type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "AVX512" in torch.backends.cpu.get_cpu_capability()
@@ -78,7 +78,7 @@ def native_bf16(device: torch.device) -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: str | torch.device) -> str:
     """The precision a run of ``precision`` uses on ``device``: ``auto`` is bf16 where it is native."""
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"

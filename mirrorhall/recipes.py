@@ -90,8 +90,6 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
                log: Callable[[str], None] = print, progress: bool = False, train_overrides: dict | None = None) -> dict:
     """Run recipe ``name`` into the new folder ``out``; returns (and writes) ``out/recipe.json``.
     ``train_overrides`` replaces training fields of the recipe (a variant; recorded as such)."""
-    import torch
-
     from mirrorhall.analysis.common import ModelProbe
     from mirrorhall.analysis.report import run_probe
     from mirrorhall.imitation.checkpoint import export_checkpoint
@@ -107,7 +105,7 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
     cfg = TrainConfig(data=str(out / "data"), out=str(out / "run"), device=device, threads=threads,
                       data_processes=processes, **recipe.train)
     result = {"recipe": name, **asdict(recipe), "overrides": train_overrides or {}, "device": device,
-              "precision_used": resolve_precision(cfg.precision, torch.device(device)), "machine": machine(),
+              "precision_used": resolve_precision(cfg.precision, device), "machine": machine(),
               "seconds": {}}
     log(f"training precision: {result['precision_used']}" + (" (auto)" if cfg.precision == "auto" else ""))
     t_start = time.perf_counter()
