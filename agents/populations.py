@@ -9,7 +9,9 @@ of its episodes one swap of two gems of different colours at a uniformly drawn s
 Persona families (``agents/families.py``) enter a mix by name; a persona of a family is drawn
 uniformly from the family's parameter grid for the scene's world. ``held_out_families`` are never
 drawn for training scenes (``split="train"``) and stay available to probes (``split="held_out"``
-or ``"all"``): ``lab-minus-<family>`` holds one family out entirely.
+or ``"all"``): ``lab-minus-<family>`` holds one family out entirely. ``lab+<family>+...`` (any
+families, each once) is ``lab`` plus exactly the families named, each at ``FAMILY_WEIGHT``: the
+diversity experiment's training populations (``mirrorhall/diversity.py``).
 """
 
 from __future__ import annotations
@@ -235,8 +237,41 @@ POPULATIONS: dict[str, Population] = {
 DEFAULT_POPULATION = "crowd"
 
 
+COMPOSED = "lab+"
+"""Prefix of the composed populations: ``lab+patrol+collector`` is lab plus those two families."""
+
+
+def lab_with(families) -> str:
+    """The composed population name of ``lab`` plus ``families`` (``lab`` itself for none)."""
+    return "+".join(("lab", *families))
+
+
+def _composed(name: str) -> Population:
+    fams = name[len(COMPOSED):].split("+")
+    for fam in fams:
+        if fam not in FAMILIES:
+            raise ValueError(f"population {name!r}: unknown family {fam!r} after 'lab+'; allowed: {', '.join(FAMILIES)}")
+    if len(set(fams)) < len(fams):
+        raise ValueError(f"population {name!r} names a family twice; name each family once, e.g. lab+patrol+collector")
+    return Population(name, f"lab plus the {', '.join(fams)} famil{'ies' if len(fams) > 1 else 'y'} only",
+                      _LAB_MIX + tuple((f, FAMILY_WEIGHT) for f in fams), held_out=_HELD_OUT)
+
+
+def is_population(name) -> bool:
+    """Whether ``name`` is a registered or a well-formed composed population."""
+    try:
+        get_population(name)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
 def get_population(name: str) -> Population:
-    """The registered population ``name``; a clear error lists the known names."""
+    """The registered population ``name``, or a composed ``lab+<family>+...``; a clear error lists
+    the known names."""
+    if isinstance(name, str) and name.startswith(COMPOSED):
+        return _composed(name)
     if name not in POPULATIONS:
-        raise ValueError(f"unknown population {name!r}; allowed: {', '.join(POPULATIONS)}")
+        raise ValueError(f"unknown population {name!r}; allowed: {', '.join(POPULATIONS)}, or lab+<family>+... "
+                         f"(families: {', '.join(FAMILIES)})")
     return POPULATIONS[name]

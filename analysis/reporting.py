@@ -55,12 +55,14 @@ def mean_of(c: dict, key: str) -> float:
 
 
 def yerr(c: dict, key: str) -> list[list[float]]:
-    """Matplotlib's asymmetric error bar ``[[below], [above]]`` of figure ``key`` in ``c``."""
+    """Matplotlib's asymmetric error bar ``[[below], [above]]`` of figure ``key`` in ``c``. A
+    bootstrap interval of a ratio (the fraction of attainable information) need not hold the ratio
+    of the means when the denominator is small; the bar then stops at the mean on that side."""
     lo, hi = c[key]["ci95"]
     m = c[key]["mean"]
     if m is None or lo is None:
         return [[0], [0]]
-    return [[m - lo], [hi - m]]
+    return [[max(m - lo, 0.0)], [max(hi - m, 0.0)]]
 
 
 TARGET_STYLE = {"color": "crimson", "linestyle": (0, (6, 3)), "linewidth": 1.2}

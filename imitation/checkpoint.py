@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from mirrorhall.agents.populations import POPULATIONS
+from mirrorhall.agents.populations import POPULATIONS, is_population
 from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
 from mirrorhall.files import atomic_write, sha256_file, undo_on_failure
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
@@ -217,8 +217,9 @@ def read_meta(folder: Path) -> dict:
     for key, kind in DATASET_FIELDS.items():
         src.field(meta.get("dataset") or {}, key, kind, default=None, where="dataset ")
     population = (meta.get("dataset") or {}).get("population")
-    if population is not None and population not in POPULATIONS:  # probe and demo draw scenes from it
-        src.fail(f"dataset 'population' must be one of {', '.join(POPULATIONS)}, got {short(population)}")
+    if population is not None and not is_population(population):  # probe and demo draw scenes from it
+        src.fail(f"dataset 'population' must be one of {', '.join(POPULATIONS)} or lab+<family>+..., "
+                 f"got {short(population)}")
     if meta.get("data_position") is not None:
         src.field(meta["data_position"], "step", COUNT, default=None, where="data_position ")
     if meta.get("optimizer") is not None:

@@ -88,6 +88,12 @@ def _recipe():
     return recipe.RecipeConfig, recipe.recipe, {}
 
 
+def _diversity():
+    from mirrorhall.commands import diversity
+
+    return diversity.DiversityConfig, diversity.diversity, {}
+
+
 def _prompts():
     from mirrorhall.commands import prompts
 
@@ -120,6 +126,12 @@ COMMANDS = {
         "Run a named recipe end to end in an empty folder: generate its dataset, train, export the final "
         "checkpoint and run the imitate probe on it; print each stage's time and the fraction of "
         "attainable information at K = 10. `reference` makes checkpoints/reference; `tiny` runs in seconds."),
+    "diversity": Command(
+        _diversity, "train on 0, 1, 2, ... persona families; probe one never seen (the diversity curve)",
+        "The diversity experiment: for a held-out persona family, train the same model at an equal sample "
+        "budget on lab plus 0, 1, 2, ... of the other families, and measure each point's fraction of "
+        "attainable information on the held-out family at K = 5, 10, 20 (with intervals) beside its "
+        "in-family figures. Finished points are kept, so a stopped run resumes."),
     "prompts": Command(
         _prompts, "print the prompt language: meaning kinds, example wordings, how to write ids",
         "Print the prompt language the model reads: each meaning kind with its canonical wording and "
