@@ -30,6 +30,7 @@ CASES = {
     "03_imitation_probes.ipynb": True,
     "04_being_imitated.ipynb": True,
     "05_false_belief.ipynb": True,
+    "06_diversity.ipynb": False,
 }
 
 
