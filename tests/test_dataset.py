@@ -250,7 +250,8 @@ def test_cli_generate_errors_are_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["mirrorhall: error: unknown population 'nope'; allowed: traits, crowd, followers, species, lab, lab-families, "
                                               "lab-minus-patrol, lab-minus-collector, lab-minus-territorial, "
-                                              "lab-minus-contrarian, lab-minus-explorer, lab-belief"]
+                                              "lab-minus-contrarian, lab-minus-explorer, lab-belief, or lab+<family>+... "
+                                              "(families: patrol, collector, territorial, contrarian, explorer)"]
 
 
 def test_pandas_reads_arrays_of_numbers_not_bytes(small):
