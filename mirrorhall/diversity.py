@@ -11,8 +11,8 @@ n (n = 0 .. m) trains the same model, from the same seed, on the same number of 
 
 Every probe runs on scenes of ``lab`` (the population all points share) from the same scene seeds,
 so every point meets the same layouts and personas (agent 0, the seat the model drives, moves as
-each model chooses, so later frames can differ). Each point lives in ``OUT/n<N>-seed<S>/`` (data, run, checkpoint,
-probes) with its figures in ``point.json``; a point whose ``point.json`` exists is not run again,
+each model chooses, so later frames can differ). Each point lives in ``OUT/n<N>-seed<S>/`` (data,
+run, checkpoint, probes) with its figures in ``point.json``; a point whose ``point.json`` exists is not run again,
 so a stopped experiment resumes where it stopped. ``OUT/diversity.json`` gathers the points and
 ``OUT/diversity.png`` draws the curve.
 """
@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -203,42 +203,32 @@ def curve(points: list[dict]) -> list[dict]:
     return rows
 
 
-def plot(result: dict, path: Path) -> None:
+def figure(result: dict):
     """The held-out family's fraction against the number of training families (one line per K,
     95% intervals as bars), with the in-family figures at K = 10 beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mirrorhall.analysis.reporting import axes, errorbars
 
     rows = result["curve"]
     x = [r["n_families"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for k, colour in zip(KS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
-        mean = np.array([r[f"held_out_K{k}"]["mean"] for r in rows])
-        lo = np.array([r[f"held_out_K{k}"]["ci95"][0] for r in rows])
-        hi = np.array([r[f"held_out_K{k}"]["ci95"][1] for r in rows])
-        # a bootstrap interval of a ratio need not hold the ratio of the means: clip the bars at it
-        left.errorbar(x, mean, yerr=[np.maximum(mean - lo, 0), np.maximum(hi - mean, 0)], marker="o", capsize=3, color=colour, label=f"K = {k}")
+    fig, (left, right) = axes(ncols=2)
+    for k in KS:
+        errorbars(left, x, rows, f"held_out_K{k}", label=f"K = {k}")
     left.axhline(0, color="grey", lw=0.8)
     left.axhline(0.8, color="crimson", ls="--", lw=0.8, label="target at K = 20: 0.8")
     left.set(xlabel="persona families in training (besides lab)", ylabel="fraction of attainable information",
-             title=f"held-out family: {result['held_out']}")
-    left.set_xticks(x)
+             title=f"held-out family: {result['held_out']}", xticks=x)
     left.legend(fontsize=8)
     right.plot(x, [r["traits_K10"] for r in rows], marker="o", label="trait personas")
     fam = [(r["n_families"], r["families_mean_K10"]) for r in rows if r["families_mean_K10"] is not None]
     if fam:
         right.plot(*zip(*fam, strict=True), marker="s", label="training families (mean)")
     right.set(xlabel="persona families in training (besides lab)", ylabel="fraction at K = 10",
-              title="in family")
-    right.set_xticks(x)
+              title="in family", xticks=x)
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def describe_scale(scale: str) -> dict:
-    """A scale's settings, for the command's help and the results page."""
-    return asdict(SCALES[scale])
+def plot(result: dict, path: Path) -> None:
+    """``figure(result)`` saved to ``path``."""
+    figure(result).savefig(path, dpi=100)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from mirrorhall.errors import ConfigError, OutputError
@@ -112,6 +113,14 @@ def check_output_folder(flag: str, value: str, holds: tuple[str, ...] = (), *, e
         raise OutputError(f"{flag} {value} is not empty (it holds {found}); choose an empty or new folder")
     raise OutputError(f"{flag} {value} is not empty and holds {found}, not this command's outputs; "
                       "choose an empty or new folder")
+
+
+def check_run_options(device, processes: int | None) -> None:
+    """The ``--device`` and ``--processes`` of a command that trains (recipe, diversity)."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if processes is not None and processes < 1:
+        raise ConfigError(f"--processes must be >= 1, got {processes}")
 
 
 def set_threads(threads: int) -> None:

@@ -5,10 +5,14 @@ The experiment itself is in ``mirrorhall.diversity``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from mirrorhall.commands.common import check_output_folder, check_path, set_threads
+from mirrorhall.commands.common import (
+    check_output_folder,
+    check_path,
+    check_run_options,
+    set_threads,
+)
 from mirrorhall.commands.options import option
 from mirrorhall.errors import ConfigError
 
@@ -55,10 +59,7 @@ class DiversityConfig:
             raise ConfigError(f"unknown family {self.held_out!r} to hold out; allowed: {', '.join(family_names())}")
         if self.scale not in scale_names():
             raise ConfigError(f"--scale must be one of {', '.join(scale_names())}, got {self.scale!r}")
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if self.processes is not None and self.processes < 1:
-            raise ConfigError(f"--processes must be >= 1, got {self.processes}")
+        check_run_options(self.device, self.processes)
         if self.max_families is not None and not 0 <= self.max_families < len(family_names()):
             raise ConfigError(f"--max-families must be 0 .. {len(family_names()) - 1}, got {self.max_families}")
         check_path("--out", self.out)
@@ -72,17 +73,18 @@ def diversity(cfg: DiversityConfig) -> int:
     out = check_output_folder("--out", cfg.out, holds=names)
     check_device(cfg.device)
     set_threads(cfg.threads)
-    from mirrorhall.diversity import run_experiment
+    from mirrorhall.diversity import KS, run_experiment
 
     result = run_experiment(cfg.held_out, out, scale=cfg.scale, seeds=(cfg.seed,),
-                            points=None if cfg.max_families is None else range(cfg.max_families + 1), probe_seed=cfg.probe_seed,
+                            points=None if cfg.max_families is None else range(cfg.max_families + 1),
+                            probe_seed=cfg.probe_seed,
                             device=cfg.device, threads=cfg.threads, processes=cfg.processes,
                             progress=cfg.progress)
     print(f"held-out {cfg.held_out}: fraction of attainable information by number of training families")
-    print("families  K=5     K=10    K=20    traits K=10  families K=10")
+    print("families  " + "".join(f"{f'K={k}':8}" for k in KS) + "traits K=10  families K=10")
     for row in result["curve"]:
         fam = row["families_mean_K10"]
-        print(f"{row['n_families']:>8}  " + "  ".join(f"{row[f'held_out_K{k}']['mean']:6.3f}" for k in (5, 10, 20))
+        print(f"{row['n_families']:>8}  " + "  ".join(f"{row[f'held_out_K{k}']['mean']:6.3f}" for k in KS)
               + f"  {row['traits_K10']:11.3f}  " + ("-" if fam is None else f"{fam:13.3f}"))
     print(f"-> {out}/diversity.json, {out}/diversity.png")
     return 0

@@ -5,10 +5,14 @@ The recipes themselves are in ``mirrorhall.recipes``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from mirrorhall.commands.common import check_output_folder, check_path, set_threads
+from mirrorhall.commands.common import (
+    check_output_folder,
+    check_path,
+    check_run_options,
+    set_threads,
+)
 from mirrorhall.commands.options import option
 from mirrorhall.errors import ConfigError
 
@@ -39,10 +43,7 @@ class RecipeConfig:
     def __post_init__(self):
         if self.name not in recipe_names():
             raise ConfigError(f"unknown recipe {self.name!r}; known: {', '.join(recipe_names())}")
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if self.processes is not None and self.processes < 1:
-            raise ConfigError(f"--processes must be >= 1, got {self.processes}")
+        check_run_options(self.device, self.processes)
         check_path("--out", self.out)
 
 
