@@ -21,7 +21,13 @@ from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
 from mirrorhall.envs.perception import Situations, entity_features, situations
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
-from mirrorhall.imitation.model_io import distribution, encode_prompts, gather_inputs, warn_unread
+from mirrorhall.imitation.model_io import (
+    check_compatible,
+    distribution,
+    encode_prompts,
+    gather_inputs,
+    warn_unread,
+)
 from mirrorhall.imitation.policy import ModelPolicy
 from mirrorhall.imitation.prompts import fill, shorten
 
@@ -168,13 +174,14 @@ class Scene:
     def situation(self, t: int, world, agent) -> Situations:
         return self.situations[t].take((world, agent))
 
-    def features(self) -> tuple[np.ndarray, np.ndarray]:
-        """(feats (T + 1, B, N, N, 5, F) int8, visible (T + 1, B, N, N)), computed once."""
-        if self._features is None:
+    def features(self, place: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(feats (T + 1, B, N, N, 5, F) int8, visible (T + 1, B, N, N)), computed once (with the
+        place columns or without)."""
+        if self._features is None or self._features[0] != place:
             core = WorldCore(self.config)
-            pairs = [entity_features(core, st) for st in self.states]
-            self._features = (np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
-        return self._features
+            pairs = [entity_features(core, st, place=place) for st in self.states]
+            self._features = (place, np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
+        return self._features[1:]
 
 
 class ModelProbe:
@@ -215,9 +222,10 @@ class ModelProbe:
         ``situation[q]`` (default: the agent itself) puts the agent, with its memory, in another
         agent's current situation as it sees it: the counterfactual "what would you do there?".
         """
+        check_compatible(self.model.config, scene.config)
         world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
         situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
-        feats, vis = scene.features()  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
+        feats, vis = scene.features(bool(self.model.config.place))  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
         out = np.zeros((world.size, 5))
         full = scene.config.view_radius is None
         worlds = np.unique(world)

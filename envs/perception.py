@@ -27,11 +27,15 @@ Relational features (``entity_features``, ``view_features``)
                                                   agent i sees
         d_i(a) - d_i(stay)                        change of j's distance to the observer i (0 for j = i)
         blocked(a)                                the move runs into a wall
+        [ row(a) == r for each row r ]            with ``place``: the row and the column of j's
+        [ col(a) == c for each column c ]         cell after a, one-hot (H + W columns)
 
     Rows of entities i does not see are all zero, so the features are a function of i's own
     observation. Trait personas are softmax functions of exactly such differences, so these
     features let a model read behaviour without first learning to see; no persona, trait or label
-    ever enters them.
+    ever enters them. The place columns (``place=True``) say where each move leads: a policy that
+    heads for a cell (a patrol's waypoint, a territorial persona's home) has a utility linear in
+    them, -|row(a) - r*| - |col(a) - c*|.
 Cells (``post_move_cells``, ``seen_gem_cells``, ``pickups``; ``view_post_move_cells``,
 ``view_gem_cells``)
     where the ego ends after each move, the cells of the gems it sees, and which colour each agent
@@ -56,13 +60,21 @@ from mirrorhall.envs.core import (
     split_observation,
 )
 
-EGO_COLUMN = -2
-"""Index of the distance-to-observer column of the relational features."""
+
+def ego_column(n_colors: int) -> int:
+    """Index of the distance-to-observer column of the relational features."""
+    return 2 * n_colors + 1
 
 
-def n_features(n_colors: int) -> int:
-    """Columns of the relational features for worlds of ``n_colors`` colours."""
-    return 2 * n_colors + 3
+def n_features(n_colors: int, place: tuple[int, ...] = ()) -> int:
+    """Columns of the relational features for worlds of ``n_colors`` colours, with the place
+    columns of a (height, width) grid when ``place`` names one."""
+    return 2 * n_colors + 3 + sum(place)
+
+
+def place_of(config: WorldConfig, place: bool) -> tuple[int, ...]:
+    """The (height, width) the place columns of this world span, or () without them."""
+    return (config.height, config.width) if place else ()
 
 
 class Situations:
@@ -284,11 +296,11 @@ def _near_dtype(cfg: WorldConfig):
 
 
 def _relational(core: WorldCore, pos: np.ndarray, gem_pos: np.ndarray, observers: np.ndarray,
-                gem_vis: np.ndarray, agent_vis: np.ndarray) -> np.ndarray:
+                gem_vis: np.ndarray, agent_vis: np.ndarray, place: bool = False) -> np.ndarray:
     """(B, Ni, Nj, 5, F) float32 features of every agent j as observers ``observers`` (B, Ni) see
     it, given their visibility of gems (B, Ni, G) and agents (B, Ni, Nj). Entities an observer
     does not see get all-zero rows. ``pos`` (B, Nj, 2) and ``gem_pos`` (B, G, 2) may hold any
-    placeholder where nothing is seen."""
+    placeholder where nothing is seen. ``place``: the one-hot row and column columns too."""
     cfg = core.config
     b, n = pos.shape[:2]
     ni = observers.shape[1]
@@ -318,28 +330,35 @@ def _relational(core: WorldCore, pos: np.ndarray, gem_pos: np.ndarray, observers
     blocked[:, :, 0] = False
     blocked = np.broadcast_to(blocked[:, None], (b, ni, n, N_ACTIONS))
 
-    feats = np.concatenate([
+    columns = [
         d_gem_delta.astype(np.float32),
         np.broadcast_to(seen[:, :, None, None, :], (b, ni, n, N_ACTIONS, c)).astype(np.float32),
         near_delta[..., None].astype(np.float32),
         ego_delta[..., None].astype(np.float32),
         blocked[..., None].astype(np.float32),
-    ], axis=-1)
+    ]
+    if place:
+        row = np.eye(cfg.height, dtype=np.float32)[after[..., 0]]  # (B, Nj, 5, H)
+        col = np.eye(cfg.width, dtype=np.float32)[after[..., 1]]  # (B, Nj, 5, W)
+        columns += [np.broadcast_to(x[:, None], (b, ni, *x.shape[1:])) for x in (row, col)]
+    feats = np.concatenate(columns, axis=-1)
     return np.where(agent_vis[..., None, None], feats, np.float32(0))
 
 
-def entity_features(core: WorldCore, state: WorldState, observers=None) -> tuple[np.ndarray, np.ndarray]:
+def entity_features(core: WorldCore, state: WorldState, observers=None,
+                    place: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(feats (B, Ni, Nj, 5, F) float32, visible (B, Ni, Nj) bool): what each observer i sees of
-    every entity j. ``observers`` (Ni,) agent ids, default every agent (Ni = N)."""
+    every entity j. ``observers`` (Ni,) agent ids, default every agent (Ni = N); ``place``: with
+    the place columns."""
     b, n = state.last_action.shape
     obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
     gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
     gem_vis, agent_vis = gem_vis[:, obs_ids], agent_vis[:, obs_ids]
     who = np.broadcast_to(obs_ids, (b, obs_ids.size))
-    return _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis), agent_vis
+    return _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis, place), agent_vis
 
 
-def own_features(core: WorldCore, state: WorldState) -> np.ndarray:
+def own_features(core: WorldCore, state: WorldState, place: bool = False) -> np.ndarray:
     """(B, N, 5, F) float32: every agent's own situation as it sees it, the diagonal
     ``entity_features(core, state)[0][:, i, i]``.
 
@@ -349,14 +368,14 @@ def own_features(core: WorldCore, state: WorldState) -> np.ndarray:
     """
     b, n = state.last_action.shape
     if core.config.view_radius is None:
-        feats, _ = entity_features(core, state, observers=np.zeros(1, dtype=np.int64))
+        feats, _ = entity_features(core, state, observers=np.zeros(1, dtype=np.int64), place=place)
         feats = feats[:, 0]
-        feats[..., EGO_COLUMN] = 0
+        feats[..., ego_column(core.config.n_colors)] = 0
         return feats
     gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
     rows = np.repeat(np.arange(b), n)
     flat = _relational(core, state.agent_pos[rows], state.gem_pos[rows], np.tile(np.arange(n), b)[:, None],
-                       gem_vis.reshape(b * n, 1, -1), agent_vis.reshape(b * n, 1, n))  # (B*N, 1, N, 5, F)
+                       gem_vis.reshape(b * n, 1, -1), agent_vis.reshape(b * n, 1, n), place)  # (B*N, 1, N, 5, F)
     return flat.reshape(b, n, n, N_ACTIONS, -1)[:, np.arange(n), np.arange(n)]
 
 
@@ -429,10 +448,10 @@ def view_situations(core: WorldCore, view: View) -> Situations:
                       agent_near=nearest_seen(agent_d, agent_seen))
 
 
-def view_features(core: WorldCore, view: View) -> tuple[np.ndarray, np.ndarray]:
+def view_features(core: WorldCore, view: View, place: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(feats (B, N, 5, F) float32, visible (B, N)): each observer's row of ``entity_features``."""
     feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
-                        view.agent_seen[:, None])
+                        view.agent_seen[:, None], place)
     return feats[:, 0], view.agent_seen
 
 

@@ -39,20 +39,22 @@ class EpisodeArrays:
     label: np.ndarray  # (S, 5)
 
 
-def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = None) -> EpisodeArrays:
+def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = None,
+                   place: bool = False) -> EpisodeArrays:
     """An episode's model arrays. ``pairs`` (default: only under partial view) also builds the
     (Ni, Nj) table of what every observer sees of every agent; under full view each agent's own
-    row is all the model needs (``mirrorhall.envs.perception.own_features``)."""
+    row is all the model needs (``mirrorhall.envs.perception.own_features``). ``place``: the
+    features carry the place columns (a model with ``ModelConfig.place``)."""
     core = WorldCore(world)
     states = ep.world_states(world)
     if pairs is None:
         pairs = world.view_radius is not None
     feats = visible = None
     if pairs:
-        feats, visible = entity_features(core, states)
+        feats, visible = entity_features(core, states, place=place)
         feats = feats.astype(np.int8)  # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
     prompts, index = np.unique(np.asarray(ep.prompt, dtype=object).astype(str), return_inverse=True)
-    return EpisodeArrays(episode=ep.episode, own=own_features(core, states).astype(np.int8), feats=feats,
+    return EpisodeArrays(episode=ep.episode, own=own_features(core, states, place).astype(np.int8), feats=feats,
                          visible=visible, actions=ep.actions.astype(np.int64), agent=ep.agent, t=ep.t, kind=ep.kind,
                          prompts=tuple(str(p) for p in prompts), prompt_index=index.astype(np.int32),
                          label=ep.label)

@@ -5,7 +5,10 @@ Shape of the computation (the Bayes observer's own shape, see docs/model.md):
 1. Evidence. For every observed step of every visible agent j, an MLP reads j's per-action
    features (``mirrorhall.envs.perception``) and the action j took, giving an evidence vector.
 2. Characters. Each agent's evidence is summed over the steps the ego has seen it (a running sum,
-   so acting is incremental); the sum, the mean and log(1 + count) make a character token.
+   so acting is incremental); the sum, the mean and log(1 + count) make a character token. With
+   ``recency`` half-lives the character also reads recency-weighted means of the evidence (running
+   sums that decay each step, still incremental), so it can tell what the agent does *now* (its
+   phase) from what it did on average.
 3. Prompt. A small Transformer encodes the prompt's words into a vector p (each distinct prompt
    once per batch). A word is its embedding, plus, with an n-gram tokenizer, the mean of its
    character n-grams' bucket embeddings (``embed_words``). Positions are ``absolute`` (learned
@@ -32,15 +35,26 @@ import torch
 from torch import nn
 
 from mirrorhall.envs.core import N_ACTIONS
-from mirrorhall.envs.perception import EGO_COLUMN, n_features
+from mirrorhall.envs.perception import ego_column, n_features
 
 SIZE_LIMITS = {"n_colors": 8, "vocab_size": 2**24, "d_model": 2**16, "d_evidence": 2**16, "n_heads": 2**10,
                "n_layers": 2**10, "d_head_mlp": 2**16, "max_prompt_len": 2**16, "max_agents": 2**16}
 """Upper bounds of the sizes a ModelConfig accepts (n_colors: the world's at most 8 colours)."""
 POSITIONS = ("absolute", "relative")
-NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute"}
+MAX_RECENCY = 8
+"""At most this many recency half-lives (``ModelConfig.recency``)."""
+NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute", "recency": (), "place": ()}
 """Fields added since the first checkpoints, with the values that mean the old model: a config
 saved without them reads as before."""
+
+
+def check_recency(value, name: str = "recency") -> tuple[float, ...]:
+    """Recency half-lives as a tuple of floats, or ValueError naming ``name``."""
+    ok = isinstance(value, tuple | list) and len(value) <= MAX_RECENCY and all(
+        isinstance(h, int | float) and not isinstance(h, bool) and 0 < h <= 1e4 for h in value)
+    if not ok:
+        raise ValueError(f"{name} must be at most {MAX_RECENCY} half-lives in (0, 10000] steps, got {value!r}")
+    return tuple(float(h) for h in value)
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,15 @@ class ModelConfig:
     positions: str = "absolute"
     """How the prompt encoder sees word order: absolute (learned position embeddings) or relative
     (rotary, with position-free pooling)."""
+    recency: tuple[float, ...] = ()
+    """Half-lives, in steps, of recency-weighted evidence: beside the all-time sum, each agent's
+    character also reads a running mean of its evidence in which a step h steps old weighs half as
+    much as the newest (``decay``). What an agent did lately tells its phase (the waypoint it heads
+    for, the colour it collects now, the path it just walked), which the all-time sum averages away.
+    Empty: the all-time sum alone (the models saved before this field)."""
+    place: tuple[int, ...] = ()
+    """(height, width) of the grid whose place columns the features carry (where each move leads,
+    ``perception``); the model then reads worlds of that size only. Empty: no place columns."""
 
     def __post_init__(self):
         for f, hi in SIZE_LIMITS.items():
@@ -94,14 +117,33 @@ class ModelConfig:
                 raise ValueError(f"model config number_tokens[{j}] must be a token id in 0..{self.vocab_size - 1}, "
                                  f"got {x!r}")
         object.__setattr__(self, "number_tokens", tuple(int(x) for x in self.number_tokens))
+        object.__setattr__(self, "recency", check_recency(self.recency, "model config recency"))
+        pl = self.place
+        if not isinstance(pl, tuple | list) or len(pl) not in (0, 2) or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 3 <= x <= 64 for x in pl):
+            raise ValueError(f"model config place must be empty or (height, width), each 3..64, got {pl!r}")
+        object.__setattr__(self, "place", tuple(pl))
+
+    @property
+    def decay(self) -> tuple[float, ...]:
+        """Per-step decay factor of each recency half-life h: 2 ** (-1 / h)."""
+        return tuple(2.0 ** (-1.0 / h) for h in self.recency)
+
+    @property
+    def memory_width(self) -> int:
+        """Width of an agent's memory row (``char_sum``): the all-time evidence sum, then each
+        recency's decayed evidence sum, then each recency's decayed count."""
+        return self.d_evidence * (1 + len(self.recency)) + len(self.recency)
 
     @property
     def n_features(self) -> int:
-        return n_features(self.n_colors)
+        return n_features(self.n_colors, self.place)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["number_tokens"] = list(self.number_tokens)
+        d["recency"] = list(self.recency)
+        d["place"] = list(self.place)
         return d
 
     @classmethod
@@ -116,6 +158,9 @@ class ModelConfig:
                              f"unknown {sorted(unknown)}")
         d = {**NEW_FIELDS, **data}
         d["number_tokens"] = tuple(d["number_tokens"])
+        for key in ("recency", "place"):
+            if isinstance(d[key], list):
+                d[key] = tuple(d[key])
         return cls(**d)
 
     @classmethod
@@ -193,7 +238,10 @@ class MultiPolicyModel(nn.Module):
         f, d, de = config.n_features, config.d_model, config.d_evidence
         fe = f - 1  # evidence ignores the distance-to-observer column: it is the same for every observer
         self.evidence_net = _mlp(3 * fe + N_ACTIONS * fe + N_ACTIONS, de, de)
-        self.char_proj = nn.Sequential(nn.Linear(2 * de + 1, d), nn.GELU(), nn.Linear(d, d))
+        r = len(config.recency)
+        self.char_proj = nn.Sequential(nn.Linear(2 * de + 1 + r * (de + 1), d), nn.GELU(), nn.Linear(d, d))
+        self.register_buffer("memory_decay", torch.tensor(
+            [1.0] * de + [g for g in config.decay for _ in range(de)] + list(config.decay)), persistent=False)
         self.tok_emb = nn.Embedding(config.vocab_size, d, padding_idx=0)
         if config.positions == "absolute":
             self.pos_emb = nn.Embedding(config.max_prompt_len + 1, d)
@@ -230,10 +278,11 @@ class MultiPolicyModel(nn.Module):
     def evidence(self, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(..., 5, F) features and (...) actions taken -> (..., d_evidence) evidence.
 
-        The distance-to-observer column (EGO_COLUMN) is left out, so under full observability an
+        The distance-to-observer column (``ego_column``) is left out, so under full observability an
         agent's evidence is the same for every observer and is computed once.
         """
-        feats = torch.cat([feats[..., :EGO_COLUMN], feats[..., EGO_COLUMN + 1:]], dim=-1)
+        ego = ego_column(self.config.n_colors)
+        feats = torch.cat([feats[..., :ego], feats[..., ego + 1:]], dim=-1)
         onehot = nn.functional.one_hot(actions.clamp(min=0), N_ACTIONS).to(feats.dtype)  # (..., 5)
         chosen = (feats * onehot[..., None]).sum(-2)  # (..., F)
         mean = feats.mean(-2)
@@ -274,19 +323,38 @@ class MultiPolicyModel(nn.Module):
         uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
         return self.encode_prompts(uniq)[inverse]
 
+    def memory_terms(self, ev: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """What one step adds to an agent's memory row (``ModelConfig.memory_width``): evidence
+        ``ev`` (..., de), already zero where unseen, and ``seen`` (...) 0/1. A row is updated as
+        ``row * memory_decay + memory_terms``: the all-time sum, each recency's decayed sum and
+        decayed count."""
+        r = len(self.config.recency)
+        if not r:
+            return ev
+        count = seen.to(ev.dtype)[..., None].expand(*ev.shape[:-1], r)
+        return torch.cat([ev] * (1 + r) + [count], dim=-1)
+
     def characters(self, char_sum: torch.Tensor, char_count: torch.Tensor) -> torch.Tensor:
-        """(..., N, de) summed evidence and (..., N) counts -> (..., N, d) character tokens."""
+        """(..., N, memory_width) memory rows (summed evidence first) and (..., N) counts ->
+        (..., N, d) character tokens: the sum, the mean, log(1 + count), and each recency's
+        weighted mean and decayed count."""
+        de, r = self.config.d_evidence, len(self.config.recency)
+        total = char_sum[..., :de]
         count = char_count.unsqueeze(-1)
-        mean = char_sum / count.clamp(min=1)
-        return self.char_proj(torch.cat([char_sum / 10.0, mean, torch.log1p(count)], dim=-1))
+        parts = [total / 10.0, total / count.clamp(min=1), torch.log1p(count)]
+        if r:
+            weight = char_sum[..., de * (1 + r):]  # (..., N, R) decayed counts
+            recent = char_sum[..., de: de * (1 + r)].unflatten(-1, (r, de)) / weight.clamp(min=1e-4)[..., None]
+            parts += [recent.flatten(-2), weight]
+        return self.char_proj(torch.cat(parts, dim=-1))
 
     def forward(self, tokens: torch.Tensor, char_sum: torch.Tensor, char_count: torch.Tensor,
                 ego: torch.Tensor, entity_mask: torch.Tensor, query: torch.Tensor,
                 prompt: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (S, 5).
 
-        tokens (S, L) prompt token ids (0 = padding); char_sum (S, N, de) summed evidence of each
-        agent as the ego saw it; char_count (S, N) steps summed; ego (S,) the ego's agent id;
+        tokens (S, L) prompt token ids (0 = padding); char_sum (S, N, memory_width) summed evidence
+        of each agent as the ego saw it (and its recency-weighted sums, ``memory_terms``); char_count (S, N) steps summed; ego (S,) the ego's agent id;
         entity_mask (S, N) agents the ego can see now; query (S, 5, F) the ego's own features;
         prompt (S, d) precomputed prompt vectors (``prompt_vectors``), to skip the prompt encoder.
         """

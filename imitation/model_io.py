@@ -30,7 +30,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import View, decode, n_features, view_features
+from mirrorhall.envs.perception import View, decode, view_features
 from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
 from mirrorhall.imitation.model import trim_prompts
 from mirrorhall.imitation.tokenizer import normalize
@@ -135,19 +135,54 @@ def check_compatible(model_config, world: WorldConfig) -> None:
     if world.n_agents > model_config.max_agents:
         raise CheckpointError(f"the checkpoint reads at most {model_config.max_agents} agents, the scene has "
                               f"{world.n_agents}")
+    if model_config.place and tuple(model_config.place) != (world.height, world.width):
+        h, w = model_config.place
+        raise CheckpointError(f"the checkpoint reads places of a {h} x {w} grid (height x width), this scene is "
+                              f"{world.height} x {world.width}; use --height {h} --width {w}")
 
 
 # --- batch mode -----------------------------------------------------------------------------
 
 
+def decayed_before(steps: int, decay: float, device=None) -> torch.Tensor:
+    """(steps + 1, steps) weights of exclusive decayed running sums: entry [t, t'] is
+    decay ** (t - 1 - t') for t' < t, else 0 (decay 1: a plain exclusive cumulative sum)."""
+    t = torch.arange(steps + 1, device=device, dtype=torch.float32)[:, None]
+    u = torch.arange(steps, device=device, dtype=torch.float32)[None]
+    return torch.where(u < t, torch.tensor(decay, device=device).pow((t - 1 - u).clamp(min=0)), 0.0)
+
+
+def memory_sums(model, terms: torch.Tensor) -> torch.Tensor:
+    """Exclusive running memory rows over time: ``terms`` (E, T, ..., W) (``memory_terms`` of each
+    step) -> (E, T + 1, ..., W), entry t holding steps 0..t-1, each column block decayed as
+    ``memory_decay`` says (the step-by-step ``remember`` in one pass)."""
+    e, steps = terms.shape[:2]
+    lead = terms.shape[2:-1]
+    de, decay = model.config.d_evidence, model.config.decay
+    zero = terms.new_zeros((e, 1, *terms.shape[2:]))
+    total = torch.cat([zero[..., :de], terms[..., :de].cumsum(1)], dim=1)
+    if not decay:
+        return total
+    r = len(decay)
+    weights = torch.stack([decayed_before(steps, g, terms.device) for g in decay])  # (R, T + 1, T)
+    recent = terms[..., de: de * (1 + r)].unflatten(-1, (r, de))  # (E, T, ..., R, de)
+    count = terms[..., de * (1 + r):]  # (E, T, ..., R)
+    flat = recent.movedim(-2, 1).flatten(3)  # (E, R, T, X)
+    rec = torch.matmul(weights.to(flat.dtype), flat).view(e, r, steps + 1, *lead, de).movedim(1, -2)
+    cnt = torch.einsum("rtu,eu...r->et...r", weights.to(count.dtype), count)
+    return torch.cat([total, rec.flatten(-2), cnt], dim=-1)
+
+
 def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: torch.Tensor,
                     full_view: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exclusive running sums of evidence: (E, T + 1, Ni, Nj, de) and counts (E, T + 1, Ni, Nj).
+    """Exclusive running sums of evidence: memory rows (E, T + 1, Ni, Nj, memory_width) and counts
+    (E, T + 1, Ni, Nj).
 
     ``feats`` (E, T + 1, Ni, Nj, 5, F), ``visible`` (E, T + 1, Ni, Nj), ``actions`` (E, T, Nj).
-    Entry [e, t, i, j] sums the evidence of agent j's steps 0..t-1 that observer i saw. With
-    ``full_view`` every observer sees the same features (up to the column evidence ignores), so
-    each agent's evidence is computed once, from its own view, and masked per observer.
+    Entry [e, t, i, j] sums the evidence of agent j's steps 0..t-1 that observer i saw (and its
+    recency-weighted sums, ``MultiPolicyModel.memory_terms``). With ``full_view`` every observer
+    sees the same features (up to the column evidence ignores), so each agent's evidence is
+    computed once, from its own view, and masked per observer.
     """
     e, tp1, n = feats.shape[:3]
     seen = visible[:, :-1].to(feats.dtype)  # (E, T, Ni, Nj)
@@ -157,7 +192,7 @@ def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: 
     else:
         act = actions[:, :, None, :].expand(-1, -1, n, -1)  # (E, T, Ni, Nj)
         ev = model.evidence(feats[:, :-1], act) * seen[..., None]
-    sums = torch.cat([ev.new_zeros((e, 1, *ev.shape[2:])), ev.cumsum(1)], dim=1)
+    sums = memory_sums(model, model.memory_terms(ev, seen))
     counts = torch.cat([seen.new_zeros((e, 1, *seen.shape[2:])), seen.cumsum(1)], dim=1)
     return sums, counts
 
@@ -172,7 +207,7 @@ def gather_inputs(model, feats: torch.Tensor, visible: torch.Tensor, actions: to
     seat = agent if situation is None else situation
     return {
         "tokens": tokens,  # (S, L)
-        "char_sum": sums[episode, t, agent],  # (S, N, de)
+        "char_sum": sums[episode, t, agent],  # (S, N, memory_width)
         "char_count": counts[episode, t, agent],  # (S, N)
         "ego": agent,
         "entity_mask": visible[episode, t, agent],  # (S, N)
@@ -216,10 +251,16 @@ def batch_logits(model, batch) -> torch.Tensor:
     e, tp1, n = own.shape[:3]
     ev = model.evidence(own[:, :-1], batch.actions).float()  # (E, T, N, de); summed in float32 under autocast
     # exclusive running sums over time as one matmul with a lower-triangular matrix (a strided
-    # cumsum and its backward cost several times more on CPU)
-    before = torch.ones(tp1, tp1 - 1, device=ev.device).tril(-1)  # before[t, t'] = t' < t
+    # cumsum and its backward cost several times more on CPU); recency's decayed sums stack
+    # their own weights on the same matmul, and their decayed counts are the weights' row sums
+    decay = model.config.decay
+    weights = torch.cat([decayed_before(tp1 - 1, g, ev.device) for g in (1.0, *decay)])  # ((1 + R)(T + 1), T)
     with torch.autocast(ev.device.type, enabled=False):
-        sums = torch.matmul(before, ev.flatten(2)).view(e, tp1, n, -1)  # (E, T + 1, N, de)
+        sums = torch.matmul(weights, ev.flatten(2)).view(e, 1 + len(decay), tp1, n, -1)  # (E, 1 + R, T + 1, N, de)
+    sums = sums.movedim(1, 3).flatten(3)  # (E, T + 1, N, (1 + R) de)
+    if decay:
+        weight = weights[tp1:].sum(-1).view(len(decay), tp1).T  # (T + 1, R) decayed counts
+        sums = torch.cat([sums, weight[None, :, None].expand(e, -1, n, -1)], dim=-1)
     key = batch.episode * tp1 + batch.t
     uniq, inverse = torch.unique(key, return_inverse=True)
     t_u = uniq % tp1
@@ -236,13 +277,12 @@ def batch_logits(model, batch) -> torch.Tensor:
 class Memory:
     """What driven agents remember of a scene: the summed evidence of every agent they have seen."""
 
-    char_sum: torch.Tensor  # (..., N, de)
+    char_sum: torch.Tensor  # (..., N, memory_width): summed evidence, then recency's decayed sums
     char_count: torch.Tensor  # (..., N)
 
     @classmethod
     def empty(cls, model, lead: tuple[int, ...], n_agents: int) -> Memory:
-        de = model.config.d_evidence
-        return cls(torch.zeros(*lead, n_agents, de), torch.zeros(*lead, n_agents))
+        return cls(torch.zeros(*lead, n_agents, model.config.memory_width), torch.zeros(*lead, n_agents))
 
 
 def remember(model, memory: Memory, feats: torch.Tensor, seen: torch.Tensor, actions: torch.Tensor) -> Memory:
@@ -254,7 +294,10 @@ def remember(model, memory: Memory, feats: torch.Tensor, seen: torch.Tensor, act
     ev = model.evidence(feats, actions.clamp(min=0))  # (..., N, de)
     if ev.dim() < seen.dim() + 1:
         ev = ev.unsqueeze(-3)  # (B, 1, N, de), shared by the M observers
-    return Memory(memory.char_sum + ev * seen[..., None], memory.char_count + seen)
+    terms = model.memory_terms(ev * seen[..., None], seen)
+    if not model.config.recency:
+        return Memory(memory.char_sum + terms, memory.char_count + seen)
+    return Memory(memory.char_sum * model.memory_decay + terms, memory.char_count + seen)
 
 
 def step_inputs(memory: Memory, feats: torch.Tensor, visible: torch.Tensor, ego: torch.Tensor,
@@ -310,7 +353,7 @@ class ObservationActor:
         self.tokens, self.prompt = encode_prompt_vectors(model, tokenizer, texts, n)  # (N, L), (N, d)
 
     def initial_state(self, batch_size: int) -> ActorState:
-        n, f = self.world.n_agents, n_features(self.world.n_colors)
+        n, f = self.world.n_agents, self.model.config.n_features
         return ActorState(Memory.empty(self.model, (batch_size,), n), torch.zeros(batch_size, n, 5, f),
                           torch.zeros(batch_size, n))
 
@@ -320,7 +363,7 @@ class ObservationActor:
         obs = np.asarray(obs)
         view = decode(obs, self.world)
         state = self.initial_state(obs.shape[0]) if state is None else state
-        feats, visible = view_features(self.core, view)  # (B, N, 5, F), (B, N)
+        feats, visible = view_features(self.core, view, bool(self.model.config.place))  # (B, N, 5, F), (B, N)
         feats_t = torch.from_numpy(feats)
         vis_t = torch.from_numpy(visible)
         act = torch.from_numpy(view.last_action)  # (B, N) actions of step t-1 of the agents visible now

@@ -87,7 +87,7 @@ class ModelPolicy:
 
     def features(self, world: WorldState) -> tuple[np.ndarray, np.ndarray]:
         """(feats (B, M, N, 5, F), visible (B, M, N)): what each driven agent sees at this step."""
-        return entity_features(self.core, world, observers=self.agents)
+        return entity_features(self.core, world, observers=self.agents, place=bool(self.model.config.place))
 
     @torch.no_grad()
     def probs(self, state: ModelState, feats: np.ndarray, visible: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from mirrorhall import streams
+from mirrorhall.envs.perception import place_of
 from mirrorhall.errors import ConfigError, InputWarning, OutputError
 from mirrorhall.files import atomic_write
 from mirrorhall.imitation.batches import (
@@ -50,7 +51,13 @@ from mirrorhall.imitation.checkpoint import (
     save_checkpoint,
 )
 from mirrorhall.imitation.generate import ordered_map
-from mirrorhall.imitation.model import POSITIONS, ModelConfig, MultiPolicyModel, count_parameters
+from mirrorhall.imitation.model import (
+    POSITIONS,
+    ModelConfig,
+    MultiPolicyModel,
+    check_recency,
+    count_parameters,
+)
 from mirrorhall.imitation.model_io import batch_logits
 from mirrorhall.imitation.prompts import KIND_NAMES
 from mirrorhall.imitation.shards import Dataset
@@ -131,6 +138,12 @@ class TrainConfig:
     word_dropout: float = 0.0
     """Probability that a prompt word (not a number) is read as the unknown word in a training
     batch (drawn per step from the seed); with ngram the word keeps its n-grams."""
+    recency: tuple[float, ...] = ()
+    """Half-lives, in steps, of the recency-weighted evidence the model reads beside its all-time
+    sum (``ModelConfig.recency``; at most 8, each in (0, 10000]); none: the all-time sum alone."""
+    place: bool = False
+    """The features also say where each move leads (one-hot row and column; ``ModelConfig.place``):
+    the model can then read policies that head for places, and reads worlds of this size only."""
 
     def __post_init__(self):
         if self.size not in MODEL_SIZES:
@@ -151,6 +164,7 @@ class TrainConfig:
         if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, int | float) \
                 or not 0 <= self.word_dropout < 1:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout!r}")
+        object.__setattr__(self, "recency", check_recency(self.recency))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -197,9 +211,13 @@ def label_entropy(label: torch.Tensor) -> torch.Tensor:
     return -(label * torch.log(label.clamp(min=1e-12))).sum(-1)
 
 
-def build_model(cfg: TrainConfig, tokenizer: Tokenizer, n_colors: int) -> MultiPolicyModel:
+def build_model(cfg: TrainConfig, tokenizer: Tokenizer, n_colors: int, place: tuple[int, ...] = ()) -> MultiPolicyModel:
+    """The run's initial model; ``place`` the (height, width) of the data's world when ``cfg.place``."""
+    if cfg.place != bool(place):
+        raise ValueError("a run with place columns needs the world's (height, width), and only it")
     torch.manual_seed(cfg.seed)
-    config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, positions=cfg.positions, **MODEL_SIZES[cfg.size])
+    config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, positions=cfg.positions,
+                                      recency=cfg.recency, place=tuple(place), **MODEL_SIZES[cfg.size])
     return MultiPolicyModel(config)
 
 
@@ -227,13 +245,14 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, episodes: list[EpisodeArrays], tokenizer: Tokenizer,
                  n_colors: int, model: torch.nn.Module | None = None, full_view: bool = False,
-                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, rank: int = 0):
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, rank: int = 0,
+                 place: tuple[int, ...] = ()):
         self.cfg = cfg
         self.full_view = full_view
         self.tokenizer = tokenizer
         self.device = torch.device(cfg.device)
         self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
-        self.core = build_model(cfg, tokenizer, n_colors) if model is None else model
+        self.core = build_model(cfg, tokenizer, n_colors, place) if model is None else model
         self.core.to(self.device)
         self.model = BatchModel(self.core) if wrap is None else wrap(BatchModel(self.core))
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "emb" not in n]
@@ -333,17 +352,19 @@ def check_device(device: str) -> None:
                              "use cuda:0")
 
 
-def _shard_arrays(root: str, path: str, pairs: bool | None) -> list[EpisodeArrays]:
+def _shard_arrays(root: str, path: str, pairs: bool | None, place: bool) -> list[EpisodeArrays]:
     data = Dataset(root, verify=False)
-    return [episode_arrays(ep, data.world, pairs) for ep in data.shard_episodes(Path(path))]
+    return [episode_arrays(ep, data.world, pairs, place) for ep in data.shard_episodes(Path(path))]
 
 
-def load_episodes(data: Dataset, processes: int = 1, pairs: bool | None = None) -> list[EpisodeArrays]:
-    """Every episode's model arrays, in dataset order (``processes`` > 1 builds shards in parallel)."""
+def load_episodes(data: Dataset, processes: int = 1, pairs: bool | None = None,
+                  place: bool = False) -> list[EpisodeArrays]:
+    """Every episode's model arrays, in dataset order (``processes`` > 1 builds shards in parallel);
+    ``place``: with the place columns."""
     paths = data.shard_paths
     if processes <= 1 or len(paths) < 2:
-        return [episode_arrays(ep, data.world, pairs) for ep in data.episodes()]
-    args = [(str(data.root), str(p), pairs) for p in paths]
+        return [episode_arrays(ep, data.world, pairs, place) for ep in data.episodes()]
+    args = [(str(data.root), str(p), pairs, place) for p in paths]
     return [ep for part in ordered_map(_shard_arrays, args, processes) for ep in part]
 
 
@@ -368,9 +389,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                                       **MODEL_SIZES[cfg.size])
     if data.world.n_agents > probe.max_agents:
         raise ConfigError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
-    episodes = load_episodes(data, cfg.data_processes)
+    episodes = load_episodes(data, cfg.data_processes, place=cfg.place)
     trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
-                      full_view=data.world.view_radius is None)
+                      full_view=data.world.view_radius is None, place=place_of(data.world, cfg.place))
     log_path = out / "metrics.jsonl"
     resumed = None
     if resume:
@@ -452,9 +473,12 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     old = read_meta(folder).get("run_config", {})
     if not isinstance(old, dict):
         raise CheckpointError(f"{folder / 'checkpoint.json'}: 'run_config' must be a JSON object")
-    defaults = {"tokenizer": "word", "positions": "absolute"}  # runs saved before these fields
-    for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data", "tokenizer", "positions"):
-        if old.get(key, defaults.get(key)) != getattr(cfg, key):
+    defaults = {"tokenizer": "word", "positions": "absolute", "recency": [], "place": False}  # runs saved before these fields
+    for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data", "tokenizer", "positions",
+                "recency", "place"):
+        was = old.get(key, defaults.get(key))
+        if (list(was) if key == "recency" and isinstance(was, list | tuple) else was) != \
+                (list(cfg.recency) if key == "recency" else getattr(cfg, key)):
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
                              f"{getattr(cfg, key)!r}; use the original value or another --out")
     meta = load_training_state(folder, trainer.core, trainer.optimizer)

@@ -116,6 +116,7 @@ def _loop(config: dict) -> None:
     import torch
     from ray.train import Checkpoint
 
+    from mirrorhall.envs.perception import place_of
     from mirrorhall.imitation.batches import episode_arrays
     from mirrorhall.imitation.checkpoint import load_training_state, read_meta, save_checkpoint
     from mirrorhall.imitation.generate import GenerateConfig
@@ -132,9 +133,10 @@ def _loop(config: dict) -> None:
     world = gen.world()
     tokenizer = make_tokenizer(cfg.tokenizer)
     shard = ray.train.get_dataset_shard("train")
-    episodes = [episode_arrays(decode_row(row, world), world) for row in shard.iter_rows()]
+    episodes = [episode_arrays(decode_row(row, world), world, place=cfg.place) for row in shard.iter_rows()]
     episodes.sort(key=lambda e: e.episode)  # a worker's order must not depend on read order
     trainer = Trainer(cfg, episodes, tokenizer, world.n_colors, full_view=world.view_radius is None,
+                      place=place_of(world, cfg.place),
                       wrap=ray.train.torch.prepare_model, rank=rank)
 
     ckpt = ray.train.get_checkpoint()

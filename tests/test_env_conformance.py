@@ -371,6 +371,12 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
         assert part.tobytes() == feats[:, some].tobytes() and np.array_equal(part_vis, vis[:, some])
         own = own_features(core, state)  # training's shortcut to the diagonal
         assert own.tobytes() == feats[:, np.arange(n), np.arange(n)].tobytes(), f"own rows differ at t={t}"
+        # with the place columns: the same columns first, then the same parity on every path
+        placed, _ = entity_features(core, state, place=True)
+        assert placed.shape[-1] == feats.shape[-1] + cfg.height + cfg.width
+        assert placed[..., : feats.shape[-1]].tobytes() == feats.tobytes()
+        assert view_features(core, view, place=True)[0].tobytes() == placed.reshape(b * n, n, 5, -1).tobytes()
+        assert own_features(core, state, place=True).tobytes() == placed[:, np.arange(n), np.arange(n)].tobytes()
         core.step(state, rng.integers(0, 5, size=(b, n)), rng)
 
 
@@ -392,6 +398,11 @@ def test_features_of_unseen_entities_are_zero_and_of_seen_ones_exact():
     assert row[:, 5].tolist() == [0, 1, 1, -1, 1]  # to the observer at (4, 4)
     assert row[:, 4].tolist() == [0, 1, 1, -1, 1]  # nearest other agent agent 1 sees through 0's eyes: agent 0
     assert row[:, 6].tolist() == [0] * 5
+    placed, _ = entity_features(core, state, place=True)
+    assert not placed[0, 0, 2].any()  # the place of an unseen agent is unseen too
+    rows, cols = placed[0, 0, 1, :, 7:16], placed[0, 0, 1, :, 16:]  # one-hot row and column after each move
+    assert rows.sum(-1).tolist() == [1] * 5 and cols.sum(-1).tolist() == [1] * 5
+    assert rows.argmax(-1).tolist() == [4, 3, 5, 4, 4] and cols.argmax(-1).tolist() == [5, 5, 5, 4, 6]
     sit = situations(core, state)
     np.testing.assert_array_equal(sit.agent_near[0, 0], nearest_seen(sit.agent_d[0, 0], sit.agent_seen[0, 0]))
 

@@ -205,6 +205,12 @@ CHECKPOINT_EDITS = {
                                                                          n_layers=2, d_head_mlp=64),
                                      "does not match the model config"),
     "unknown model config field": (lambda m: m["model_config"].update(activation="eval"), "activation"),
+    "recency not a list of half-lives": (lambda m: m["model_config"].update(recency=[2, "8"]),
+                                         "recency must be at most 8 half-lives"),
+    "negative recency": (lambda m: m["model_config"].update(recency=[-1.0]), "recency must be"),
+    "recency of another model": (lambda m: m["model_config"].update(recency=[4.0]), "does not match the model config"),
+    "place of one number": (lambda m: m["model_config"].update(place=[11]), "place must be empty or (height, width)"),
+    "place of another model": (lambda m: m["model_config"].update(place=[11, 11]), "does not match the model config"),
     "tokenizer with duplicates": (lambda m: m["tokenizer"].update(vocab=["<pad>", "<unk>", "a", "a"]), "tokenizer"),
     "checksum of other bytes": (lambda m: m["files"].update({"model.safetensors": "0" * 64}), "checksum mismatch"),
 }
@@ -252,6 +258,10 @@ def test_resuming_a_tiny_run_as_small_is_refused(tiny_dataset, run, capsys):
     refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--size", "small"],
             checkpoint_dir(run), "size was 'tiny' in this run, now 'small'")
     refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--seed", "3"], "seed was 0 in this run, now 3")
+    refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--recency", "2", "8"],
+            "recency was [] in this run, now (2.0, 8.0)")
+    refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--place"], "place was False in this run, now True")
+    refused(capsys, [*train_argv(tiny_dataset, run), "--recency", "0"], "recency must be at most 8 half-lives")
 
 
 @pytest.mark.parametrize("target", ["../../etc", "/etc", "..", ".", "../run-elsewhere/checkpoints/step-00000004",

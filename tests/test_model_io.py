@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from mirrorhall.envs.core import WorldCore
 from mirrorhall.envs.perception import entity_features
 from mirrorhall.errors import CheckpointError, ConfigError
 from mirrorhall.imitation.checkpoint import load_model
+from mirrorhall.imitation.model import MultiPolicyModel
 from mirrorhall.imitation.model_io import (
     ObservationActor,
     check_compatible,
@@ -40,15 +42,31 @@ def reference():
     return load_model(REFERENCE)
 
 
+@pytest.fixture(scope="module", params=["reference", "recency", "recency+place"])
+def either(request, reference):
+    """The reference, a model with recency-weighted evidence (decaying memory rows), and one that
+    also reads the place columns (of the default 11 x 11 world), each holding the reference's
+    weights wherever the shapes agree: acting and batch paths must agree for all."""
+    model, tokenizer, meta = reference
+    if request.param == "reference":
+        return reference
+    torch.manual_seed(0)
+    place = (11, 11) if "place" in request.param else ()
+    recent = MultiPolicyModel(replace(model.config, recency=(1.5, 6.0), place=place)).eval()
+    own = recent.state_dict()
+    recent.load_state_dict({k: v if v.shape == own[k].shape else own[k] for k, v in model.state_dict().items()})
+    return recent, tokenizer, meta
+
+
 @pytest.mark.parametrize("view_radius", [None, 3])
-def test_plain_parallel_env_driven_from_observations_alone(reference, view_radius):
+def test_plain_parallel_env_driven_from_observations_alone(either, view_radius):
     """8 agents of a plain ParallelEnv, each acting on the model's distribution computed from its
     own observation and prompt only, against ``ModelPolicy`` on the true state (1e-6).
 
     Under partial view the reference counts agent j's step t-1 for observer i only when j is
     visible to i at t-1 and at t: j's action of t-1 is in i's observation only then.
     """
-    model, tokenizer, _ = reference
+    model, tokenizer, _ = either
     env = mirrorhall_v0.parallel_env(n_agents=8, view_radius=view_radius, max_cycles=40)
     actor = ObservationActor(model, tokenizer, env.config, PROMPTS)
     policy = ModelPolicy(model, tokenizer, WorldCore(env.config), range(8))
@@ -74,9 +92,9 @@ def test_plain_parallel_env_driven_from_observations_alone(reference, view_radiu
     assert worst < 1e-6
 
 
-def test_incremental_acting_equals_the_batch_inputs_of_training_and_probes(reference):
+def test_incremental_acting_equals_the_batch_inputs_of_training_and_probes(either):
     """``ModelPolicy`` step by step == ``gather_inputs`` over the whole recorded history."""
-    model, tokenizer, _ = reference
+    model, tokenizer, _ = either
     env = mirrorhall_v0.parallel_env(n_agents=6, view_radius=2, max_cycles=15)
     core = WorldCore(env.config)
     policy = ModelPolicy(model, tokenizer, core, range(6))
@@ -86,7 +104,7 @@ def test_incremental_acting_equals_the_batch_inputs_of_training_and_probes(refer
     rng = np.random.default_rng(4)
     feats_all, vis_all, acts, step_probs = [], [], [], []
     for _ in range(12):
-        f, v = entity_features(core, env.world_state)  # (1, N, N, 5, F)
+        f, v = entity_features(core, env.world_state, place=bool(model.config.place))  # (1, N, N, 5, F)
         feats_all.append(f[0])
         vis_all.append(v[0])
         p = policy.probs(mstate, f, v)[0]
@@ -126,5 +144,9 @@ def test_the_model_refuses_worlds_it_cannot_read(reference):
     with pytest.raises(CheckpointError, match="at most"):
         check_compatible(model.config, mirrorhall_v0.parallel_env(n_agents=model.config.max_agents + 1,
                                                                  width=20, height=20).config)
+    placed = replace(model.config, place=(11, 11))
+    check_compatible(placed, mirrorhall_v0.parallel_env(n_agents=3).config)
+    with pytest.raises(CheckpointError, match=r"places of a 11 x 11 grid .* 9 x 13; use --height 11 --width 11"):
+        check_compatible(placed, mirrorhall_v0.parallel_env(n_agents=3, width=13, height=9).config)
     with pytest.raises(ConfigError, match="one prompt per agent"):
         ObservationActor(model, tokenizer, mirrorhall_v0.parallel_env(n_agents=3).config, ["behave as yourself"])

@@ -9,6 +9,7 @@ and the reference weights.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import torch
 from mirrorhall.imitation.batches import PromptTable, episode_arrays, make_batch
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.generate import GenerateConfig, generate
+from mirrorhall.imitation.model import MultiPolicyModel
 from mirrorhall.imitation.model_io import batch_inputs, batch_logits, encode_prompts
 from mirrorhall.imitation.shards import Dataset
 from mirrorhall.imitation.train import TrainConfig, Trainer
@@ -34,19 +36,30 @@ def episodes(tmp_path_factory):
                                 view_radius=radius), root)
         data = Dataset(root)
         out[radius] = (data, [episode_arrays(ep, data.world, pairs=True) for ep in data.episodes()])
+        out[radius, "place"] = (data, [episode_arrays(ep, data.world, pairs=True, place=True) for ep in data.episodes()])
     return out
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model(REFERENCE)[:2]
+@pytest.fixture(scope="module", params=["reference", "recency+place"])
+def model(request):
+    """The reference, and a model with recency-weighted evidence and place columns holding the
+    reference's weights wherever the shapes agree (so its logits are as spread as a trained model's)."""
+    net, tok = load_model(REFERENCE)[:2]
+    if request.param != "reference":
+        torch.manual_seed(0)
+        recent = MultiPolicyModel(replace(net.config, recency=(2.0, 8.0), place=(11, 11)))
+        own = recent.state_dict()
+        recent.load_state_dict({k: v if v.shape == own[k].shape else own[k] for k, v in net.state_dict().items()})
+        net = recent
+    return net, tok
 
 
 @pytest.mark.parametrize("radius", [None, 2])
 def test_the_training_path_equals_the_general_per_sample_path(episodes, model, radius):
-    """batch_logits == model(**batch_inputs) on every sample (float32 rounding), and so are the gradients."""
+    """batch_logits == model(**batch_inputs) on every sample (float32 rounding), and so are the
+    gradients; with and without recency-weighted evidence."""
     net, tok = model
-    data, eps = episodes[radius]
+    data, eps = episodes[(radius, "place") if net.config.place else radius]
     picks = [np.random.default_rng(e).choice(len(x.kind), 50, replace=False) for e, x in enumerate(eps)]
     batch = make_batch(eps, picks, PromptTable(tok, net.config.max_prompt_len), full_view=radius is None)
     with torch.no_grad():
