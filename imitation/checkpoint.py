@@ -53,7 +53,7 @@ WEIGHTS = "model.safetensors"
 OPTIM = "optimizer.safetensors"
 META_FIELDS = ("format", "version", "step", "model_config", "run_config", "tokenizer", "dataset", "metrics",
                "optimizer", "files")
-EXTRA_FIELDS = ("parameters", "data_position", "ray", "exported_from")
+EXTRA_FIELDS = ("parameters", "data_position", "ray", "exported_from", "weights_dtype")
 """Optional top-level fields of checkpoint.json; any other field is refused when reading."""
 
 
@@ -173,6 +173,7 @@ DIGEST = Kind("64 hex digits", lambda v: isinstance(v, str) and re.fullmatch(r"[
 OPTIONAL_FIELDS = {  # field -> its kind; absent is fine
     "run_config": OBJECT, "dataset": OBJECT, "metrics": OBJECT, "optimizer": OBJECT | NULL,
     "parameters": COUNT, "data_position": OBJECT, "ray": OBJECT, "exported_from": TEXT,
+    "weights_dtype": Kind('"float16"', lambda v: v == "float16"),  # ``export --half``
 }
 DATASET_FIELDS = {"path": TEXT, "manifest_sha256": TEXT, "population": TEXT, "episodes": COUNT}
 
@@ -349,12 +350,14 @@ def load_policy(path, core, agents):
     return ModelPolicy(model, tokenizer, core, agents)
 
 
-def export_checkpoint(path, out) -> Path:
+def export_checkpoint(path, out, half: bool = False) -> Path:
     """Copy a checkpoint's weights and metadata, without optimizer state, to the folder ``out``.
 
     The checkpoint is loaded into its model first (a checkpoint whose weights do not match its
     config is refused before anything is written), and the copy is loaded back before returning;
-    if anything fails, ``out`` is left as it was (a folder created for it is removed).
+    if anything fails, ``out`` is left as it was (a folder created for it is removed). ``half``
+    stores the floating-point weights as float16 (half the bytes; a model loads them back into
+    float32, so its figures can differ from the original's in the third or fourth decimal).
     """
     folder = resolve_checkpoint(path)
     out = Path(out)
@@ -362,10 +365,16 @@ def export_checkpoint(path, out) -> Path:
         raise CheckpointError(f"{out} is not empty; choose an empty or new folder")
     _, _, meta = load_model(folder)
     weights = _load_tensors(folder, WEIGHTS, meta)
+    if half:
+        big = [k for k, v in weights.items() if v.is_floating_point() and v.abs().max() > 6e4]
+        if big:
+            raise CheckpointError(f"{folder}: weight {big[0]!r} exceeds float16's range; export it without --half")
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     with undo_on_failure(out):
         out.mkdir(parents=True, exist_ok=True)
         files = {WEIGHTS: _save_tensors(weights, out / WEIGHTS)}
-        slim = {**meta, "optimizer": None, "files": files, "exported_from": str(folder)}
+        slim = {**meta, "optimizer": None, "files": files, "exported_from": str(folder),
+                **({"weights_dtype": "float16"} if half else {})}
         atomic_write(out / META, json.dumps(slim, indent=1).encode())
         load_model(out)
     return out

@@ -58,6 +58,15 @@ RECIPES = {
                    warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,
                    tokenizer="ngram", positions="relative", word_dropout=0.1),
         probe_scale="full", probe_seed=1, target=0.89),
+    "families": Recipe(
+        description="the reference recipe on `lab-families` (lab plus every persona family) with a model that "
+                    "reads recency-weighted evidence and where each move leads (--recency 2 8 --place), the "
+                    "candidate reference of the persona families (about an hour on 2 cores with bf16 units)",
+        generate=dict(population="lab-families", episodes=12288, seed=1),
+        train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
+                   warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,
+                   tokenizer="ngram", positions="relative", word_dropout=0.1, recency=(2.0, 8.0), place=True),
+        probe_scale="full", probe_seed=1, target=0.89),
     "tiny": Recipe(
         description="every stage at a scale that finishes in seconds (for tests and a first look)",
         generate=dict(population="lab", episodes=64, seed=1, episodes_per_shard=16),

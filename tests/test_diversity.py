@@ -116,6 +116,11 @@ def test_the_diversity_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     for argv, message in ((["wizard", "--out", str(tmp_path / "a")], "unknown family 'wizard'"),
                           (["patrol", "--out", str(tmp_path / "a"), "--scale", "huge"], "--scale"),
                           (["patrol", "--out", str(tmp_path / "a"), "--max-families", "9"], "--max-families"),
+                          (["patrol", "--out", str(tmp_path / "a"), "--only", "7"], "--only must be 0 .. 4"),
+                          (["patrol", "--out", str(tmp_path / "a"), "--only", "1", "--max-families", "2"],
+                           "not both"),
+                          (["collector", "--out", str(tmp_path / "mixed"), "--scale", "cpu-place"],
+                           "patrol held out at scale tiny"),
                           (["collector", "--out", str(tmp_path / "mixed"), "--scale", "tiny"], "patrol held out"),
                           (["patrol", "--out", str(tmp_path / "other"), "--scale", "tiny"], "not empty")):
         assert main(["diversity", *argv]) == 2

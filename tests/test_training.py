@@ -183,6 +183,32 @@ def test_device_is_checked_with_a_one_line_error(tmp_path, small_data):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_half_export_is_half_the_size_and_acts_alike(tmp_path, small_run):
+    """``export --half`` stores float16 weights: about half the bytes, read back into float32, the
+    same actions' probabilities to 1e-2, and its metadata says so."""
+    r = subprocess.run([MIRRORHALL, "export", "--checkpoint", str(small_run), "--out", str(tmp_path / "half"),
+                        "--half"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([MIRRORHALL, "export", "--checkpoint", str(small_run), "--out", str(tmp_path / "full")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    size = {k: (tmp_path / k / "model.safetensors").stat().st_size for k in ("half", "full")}
+    assert 0.45 < size["half"] / size["full"] < 0.55
+    (full, tok, _), (half, _, meta) = load_model(tmp_path / "full"), load_model(tmp_path / "half")
+    assert meta["weights_dtype"] == "float16" and all(p.dtype == torch.float32 for p in half.parameters())
+    diffs = [float((a - b).abs().max()) for a, b in zip(full.state_dict().values(), half.state_dict().values(),
+                                                        strict=True)]
+    assert 0 < max(diffs) < 1e-2  # rounded, not copied
+    ids = torch.tensor([tok.encode("behave as agent 2")[:8]])
+    g = torch.Generator().manual_seed(0)
+    n, de = 4, full.config.memory_width
+    args = (torch.randn(1, n, de, generator=g), torch.full((1, n), 5.0), torch.zeros(1, dtype=torch.long),
+            torch.ones(1, n, dtype=torch.bool), torch.randint(-1, 2, (1, 5, full.config.n_features), generator=g).float())
+    with torch.no_grad():
+        p_full, p_half = (torch.softmax(m(ids, *args), -1) for m in (full, half))
+    torch.testing.assert_close(p_half, p_full, atol=1e-2, rtol=0)
+
+
 def test_checkpoint_errors_are_one_line(tmp_path, tiny_run):
     from mirrorhall.imitation.checkpoint import resolve_checkpoint
 

@@ -38,11 +38,15 @@ class DiversityConfig:
     out: str = option(metavar="DIR")
     """The experiment's folder: a new or empty one, or one this command wrote (its finished points are kept)."""
     scale: str = option("cpu", choices=scale_names)
-    """Sample budget of every point: tiny (seconds, a first look) or cpu (about 6 minutes a point on 2 cores)."""
+    """Sample budget and model of every point: tiny (seconds, a first look), cpu (about 6-10 minutes a
+    point on 2 cores), cpu-recent (cpu with recency-weighted evidence) or cpu-place (cpu-recent with
+    the place columns)."""
     seed: int = 1
     """Seed of each point's dataset and initial weights; run again with another seed to add points."""
     max_families: int | None = None
     """Run the points with 0 .. this many training families only (None: every point)."""
+    only: int | None = None
+    """Run only the point with this many training families (an ablation of one point)."""
     probe_seed: int = 1
     """Seed of the probes' scenes (the same for every point)."""
     device: str = option("cpu", metavar="{cpu,cuda,cuda:N}")
@@ -60,8 +64,11 @@ class DiversityConfig:
         if self.scale not in scale_names():
             raise ConfigError(f"--scale must be one of {', '.join(scale_names())}, got {self.scale!r}")
         check_run_options(self.device, self.processes)
-        if self.max_families is not None and not 0 <= self.max_families < len(family_names()):
-            raise ConfigError(f"--max-families must be 0 .. {len(family_names()) - 1}, got {self.max_families}")
+        for name, v in (("--max-families", self.max_families), ("--only", self.only)):
+            if v is not None and not 0 <= v < len(family_names()):
+                raise ConfigError(f"{name} must be 0 .. {len(family_names()) - 1}, got {v}")
+        if self.max_families is not None and self.only is not None:
+            raise ConfigError("give --max-families or --only, not both")
         check_path("--out", self.out)
 
 
@@ -76,7 +83,8 @@ def diversity(cfg: DiversityConfig) -> int:
     from mirrorhall.diversity import KS, run_experiment
 
     result = run_experiment(cfg.held_out, out, scale=cfg.scale, seeds=(cfg.seed,),
-                            points=None if cfg.max_families is None else range(cfg.max_families + 1),
+                            points=(cfg.only,) if cfg.only is not None
+                            else None if cfg.max_families is None else range(cfg.max_families + 1),
                             probe_seed=cfg.probe_seed,
                             device=cfg.device, threads=cfg.threads, processes=cfg.processes,
                             progress=cfg.progress)

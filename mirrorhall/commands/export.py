@@ -19,6 +19,8 @@ class ExportConfig:
     """Checkpoint or training run folder."""
     out: str = option(metavar="DIR")
     """An empty or new folder."""
+    half: bool = False
+    """Store the weights as float16: half the size, figures equal to about 3 decimals."""
 
     def __post_init__(self):
         check_path("--checkpoint", self.checkpoint)
@@ -29,5 +31,5 @@ def export(cfg: ExportConfig) -> int:
     check_output_folder("--out", cfg.out, empty=True)
     from mirrorhall.imitation.checkpoint import export_checkpoint
 
-    print(f"exported: {export_checkpoint(cfg.checkpoint, cfg.out)}")
+    print(f"exported: {export_checkpoint(cfg.checkpoint, cfg.out, half=cfg.half)}")
     return 0
