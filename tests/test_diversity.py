@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,28 @@ def test_the_diversity_command_refuses_bad_input_in_one_line(tmp_path, capsys):
         assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "a").exists() and (tmp_path / "other" / "x").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "mixed").iterdir()) == ["n0-seed1"]
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("heldout-*"))
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_held_out_checkpoint_never_trained_on_its_family_and_reruns_its_probe(folder, tmp_path):
+    """checkpoints/heldout-<family>: under 5 MB, trained on a population that never draws the
+    family, and its held-out probe runs from the checkpoint alone (a short run here)."""
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import run_probe
+    from mirrorhall.imitation.checkpoint import load_model
+
+    family = folder.name.removeprefix("heldout-")
+    assert family in FAMILIES
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 5 * 2**20
+    _, _, meta = load_model(folder)
+    population = get_population(meta["dataset"]["population"])
+    assert family not in population.families("train") and family not in dict(population.mix)
+    result = run_probe("imitate", ModelProbe(folder), tmp_path, "lab", seed=1, episodes=3, scale="small",
+                       targets=family)
+    assert result["pi_test"] == family
+    by_k = {c["K"]: c for c in result["conditions"]}
+    for k in (10, 20):  # the model's and Bayes's cross-entropies exist, and Bayes beats the prior
+        assert np.isfinite(by_k[k]["ce_model"]["mean"]) and by_k[k]["ce_bayes"]["mean"] < by_k[k]["ce_prior"]["mean"]
