@@ -154,3 +154,14 @@ def test_a_shipped_held_out_checkpoint_never_trained_on_its_family_and_reruns_it
     by_k = {c["K"]: c for c in result["conditions"]}
     for k in (10, 20):  # the model's and Bayes's cross-entropies exist, and Bayes beats the prior
         assert np.isfinite(by_k[k]["ce_model"]["mean"]) and by_k[k]["ce_bayes"]["mean"] < by_k[k]["ce_prior"]["mean"]
+
+
+def test_the_shipped_families_checkpoint_was_trained_on_every_family_with_recency_and_place():
+    from mirrorhall.imitation.checkpoint import load_model
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "families"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 5 * 2**20
+    model, _, meta = load_model(folder)
+    assert meta["dataset"]["population"] == "lab-families" and meta["weights_dtype"] == "float16"
+    assert set(get_population("lab-families").families("train")) == set(FAMILIES)
+    assert model.config.recency == (2.0, 8.0) and model.config.place == (11, 11)
