@@ -7,7 +7,7 @@ subprocesses given the explicit address, ``mirrorhall generate --ray-address ...
 ``mirrorhall train --ray --ray-address ... --workers 2 --size tiny --steps 20`` (its checkpoint
 must load with ``load_model``). Every listening socket of the cluster's processes must be on
 127.0.0.1. The cluster is stopped in ``finally`` by the pids it started (processes naming its
-temp dir or address, and their children): SIGTERM, then SIGKILL after 10 s; never by name.
+temp dir or address, or holding a file open in its temp dir, and their children): SIGTERM, then SIGKILL after 10 s; never by name.
 
 Two things Ray 2.60 needs on a Linux machine (measured here):
 
@@ -85,10 +85,22 @@ def process_table() -> dict[int, tuple[int, str, str]]:
     return out
 
 
+def holds_file_under(pid: int, folder: str) -> bool:
+    """Whether process ``pid`` has a file open under ``folder`` (its logs, its sockets' paths)."""
+    try:
+        inside = folder.rstrip("/") + "/"
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(inside) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
 def cluster_pids(markers: tuple[str, ...]) -> set[int]:
-    """Live processes whose command line names the cluster (temp dir, address), and descendants."""
+    """Live processes whose command line names the cluster (temp dir, address), or that hold a file
+    open in its temp dir (the first marker: a Ray process orphaned by a failed start renames itself,
+    "ray::DashboardAgent", and keeps its logs open there), and their descendants."""
     table = process_table()
-    pids = {p for p, (_, st, cmd) in table.items() if st != "Z" and any(m in cmd for m in markers)}
+    pids = {p for p, (_, st, cmd) in table.items() if st != "Z"
+            and (any(m in cmd for m in markers) or holds_file_under(p, markers[0]))}
     pids.discard(os.getpid())
     while True:
         kids = {p for p, (pp, st, _) in table.items() if pp in pids and st != "Z"} - pids
