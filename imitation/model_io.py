@@ -155,22 +155,22 @@ def decayed_before(steps: int, decay: float, device=None) -> torch.Tensor:
 def memory_sums(model, terms: torch.Tensor) -> torch.Tensor:
     """Exclusive running memory rows over time: ``terms`` (E, T, ..., W) (``memory_terms`` of each
     step) -> (E, T + 1, ..., W), entry t holding steps 0..t-1, each column block decayed as
-    ``memory_decay`` says (the step-by-step ``remember`` in one pass)."""
+    ``memory_decay`` says (the step-by-step ``remember`` in one pass). One matmul over time with
+    lower-triangular weights per decay, the all-time sum's among them (a strided cumsum and its
+    backward cost several times more on CPU); in float32 even under autocast."""
     e, steps = terms.shape[:2]
     lead = terms.shape[2:-1]
     de, decay = model.config.d_evidence, model.config.decay
-    zero = terms.new_zeros((e, 1, *terms.shape[2:]))
-    total = torch.cat([zero[..., :de], terms[..., :de].cumsum(1)], dim=1)
-    if not decay:
-        return total
     r = len(decay)
-    weights = torch.stack([decayed_before(steps, g, terms.device) for g in decay])  # (R, T + 1, T)
-    recent = terms[..., de: de * (1 + r)].unflatten(-1, (r, de))  # (E, T, ..., R, de)
-    count = terms[..., de * (1 + r):]  # (E, T, ..., R)
-    flat = recent.movedim(-2, 1).flatten(3)  # (E, R, T, X)
-    rec = torch.matmul(weights.to(flat.dtype), flat).view(e, r, steps + 1, *lead, de).movedim(1, -2)
-    cnt = torch.einsum("rtu,eu...r->et...r", weights.to(count.dtype), count)
-    return torch.cat([total, rec.flatten(-2), cnt], dim=-1)
+    weights = torch.stack([decayed_before(steps, g, terms.device) for g in (1.0, *decay)])  # (1 + R, T + 1, T)
+    blocks = terms[..., : de * (1 + r)].float().unflatten(-1, (1 + r, de)).movedim(-2, 1).flatten(3)  # (E, 1 + R, T, X)
+    with torch.autocast(terms.device.type, enabled=False):
+        sums = torch.matmul(weights, blocks).view(e, 1 + r, steps + 1, *lead, de).movedim(1, -2).flatten(-2)
+        if not r:
+            return sums
+        count = terms[..., de * (1 + r):].float()  # (E, T, ..., R)
+        cnt = torch.einsum("rtu,eu...r->et...r", weights[1:], count)
+    return torch.cat([sums, cnt], dim=-1)
 
 
 def pooled_evidence(model, feats: torch.Tensor, visible: torch.Tensor, actions: torch.Tensor,
@@ -249,18 +249,8 @@ def batch_logits(model, batch) -> torch.Tensor:
         return model.decide(p, chars, x["ego"], x["entity_mask"], x["query"])
     own = batch.own  # (E, T + 1, N, 5, F)
     e, tp1, n = own.shape[:3]
-    ev = model.evidence(own[:, :-1], batch.actions).float()  # (E, T, N, de); summed in float32 under autocast
-    # exclusive running sums over time as one matmul with a lower-triangular matrix (a strided
-    # cumsum and its backward cost several times more on CPU); recency's decayed sums stack
-    # their own weights on the same matmul, and their decayed counts are the weights' row sums
-    decay = model.config.decay
-    weights = torch.cat([decayed_before(tp1 - 1, g, ev.device) for g in (1.0, *decay)])  # ((1 + R)(T + 1), T)
-    with torch.autocast(ev.device.type, enabled=False):
-        sums = torch.matmul(weights, ev.flatten(2)).view(e, 1 + len(decay), tp1, n, -1)  # (E, 1 + R, T + 1, N, de)
-    sums = sums.movedim(1, 3).flatten(3)  # (E, T + 1, N, (1 + R) de)
-    if decay:
-        weight = weights[tp1:].sum(-1).view(len(decay), tp1).T  # (T + 1, R) decayed counts
-        sums = torch.cat([sums, weight[None, :, None].expand(e, -1, n, -1)], dim=-1)
+    ev = model.evidence(own[:, :-1], batch.actions)  # (E, T, N, de)
+    sums = memory_sums(model, model.memory_terms(ev, ev.new_ones(ev.shape[:-1])))  # (E, T + 1, N, memory_width)
     key = batch.episode * tp1 + batch.t
     uniq, inverse = torch.unique(key, return_inverse=True)
     t_u = uniq % tp1

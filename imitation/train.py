@@ -476,9 +476,8 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     defaults = {"tokenizer": "word", "positions": "absolute", "recency": [], "place": False}  # runs saved before these fields
     for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data", "tokenizer", "positions",
                 "recency", "place"):
-        was = old.get(key, defaults.get(key))
-        if (list(was) if key == "recency" and isinstance(was, list | tuple) else was) != \
-                (list(cfg.recency) if key == "recency" else getattr(cfg, key)):
+        now = getattr(cfg, key)
+        if old.get(key, defaults.get(key)) != (list(now) if isinstance(now, tuple) else now):  # as JSON keeps it
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
                              f"{getattr(cfg, key)!r}; use the original value or another --out")
     meta = load_training_state(folder, trainer.core, trainer.optimizer)
