@@ -18,7 +18,7 @@ import torch
 from mirrorhall import streams
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
-from mirrorhall.envs.perception import Situations, entity_features, situations
+from mirrorhall.envs.perception import Situations, entity_features, look, situations
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model_io import (
@@ -174,13 +174,17 @@ class Scene:
     def situation(self, t: int, world, agent) -> Situations:
         return self.situations[t].take((world, agent))
 
-    def features(self, place: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def features(self, place: bool = False, perspective: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(feats (T + 1, B, N, N, 5, F) int8, visible (T + 1, B, N, N)), computed once (with the
-        place columns or without)."""
-        if self._features is None or self._features[0] != place:
+        place and perspective columns or without; the perspective is followed from step 0)."""
+        key = (place, perspective)
+        if self._features is None or self._features[0] != key:
             core = WorldCore(self.config)
-            pairs = [entity_features(core, st, place=place) for st in self.states]
-            self._features = (place, np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
+            pairs, belief = [], None
+            for st in self.states:
+                belief = look(core, st, memory=belief) if perspective else None
+                pairs.append(entity_features(core, st, place=place, belief=belief))
+            self._features = (key, np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
         return self._features[1:]
 
 
@@ -225,7 +229,8 @@ class ModelProbe:
         check_compatible(self.model.config, scene.config)
         world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
         situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
-        feats, vis = scene.features(bool(self.model.config.place))  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
+        cfg = self.model.config
+        feats, vis = scene.features(bool(cfg.place), cfg.perspective)  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
         out = np.zeros((world.size, 5))
         full = scene.config.view_radius is None
         worlds = np.unique(world)

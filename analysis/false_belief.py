@@ -181,13 +181,15 @@ def truth(scene: Scene, layouts: list[dict], family: str) -> np.ndarray:
     return scene.episode.probs[:, :, SUBJECT]
 
 
-def bayes(scene: Scene, layouts: list[dict], family: str, ignore_views: bool = False) -> np.ndarray:
+def bayes(scene: Scene, layouts: list[dict], family: str, ignore_views: bool = False,
+          families: tuple[str, ...] | None = None) -> np.ndarray:
     """The exact Bayes observer: the subject's memory from its view, a posterior over its style
     (family and liked colour known by design). ``ignore_views``: a blind-to-views observer that
-    takes the subject to know where every gem is (a memory of the whole grid, now)."""
+    takes the subject to know where every gem is (a memory of the whole grid, now). ``families``:
+    the families it weighs, evenly a priori (default: the subject's own, known)."""
     cfg = scene.config
     core = WorldCore(cfg)
-    hyp = BeliefHypotheses.grid(cfg, families=(family,))
+    hyp = BeliefHypotheses.grid(cfg, families=(family,) if families is None else families)
     obs = BeliefObserver(hyp)
     b = len(layouts)
     log_post = obs.prior((b,))
@@ -213,6 +215,14 @@ def bayes(scene: Scene, layouts: list[dict], family: str, ignore_views: bool = F
 
 def blind_to_views(scene: Scene, layouts: list[dict], family: str) -> np.ndarray:
     return bayes(scene, layouts, family, ignore_views=True)
+
+
+def bayes_watching(scene: Scene, layouts: list[dict], family: str) -> np.ndarray:
+    """The exact Bayes observer that, like the model, is not told the subject's family: believer
+    and memoryless weighed evenly at first, then by what the subject did (liked colour still
+    known). Before the swap both families act alike in these scenes, so this is the ceiling of any
+    observer that must tell a believer by watching it here, and its control effect is not 0."""
+    return bayes(scene, layouts, family, families=("believer", "memoryless"))
 
 
 def model_observer(probe):
@@ -346,6 +356,13 @@ def summarise(measured: dict, config: WorldConfig, names=("model", "bayes", "tru
         summary["effect_ratio"] = ratio["mean"]
         summary["effect_ratio_ci95"] = ratio["ci95"]
         summary["control_within_bayes_interval"] = control_consistent(ctl["effect_model"], ctl["effect_bayes"])
+        if ("believer", "bayes_watching") in effects:
+            ratio = ratio_ci(effects[("believer", "model")], effects[("believer", "bayes_watching")])
+            summary["effect_ratio_watching"] = ratio["mean"]
+            summary["effect_ratio_watching_ci95"] = ratio["ci95"]
+            ceiling = ratio_ci(effects[("believer", "bayes_watching")], effects[("believer", "bayes")])
+            summary["watching_ceiling"] = ceiling["mean"]
+            summary["watching_ceiling_ci95"] = ceiling["ci95"]
     return {"conditions": conditions, "curve": curve, "summary": summary}
 
 
@@ -355,9 +372,10 @@ def evaluate(model_fn, n_colors: int = 4, episodes: int = 24, seed: int = 0, vie
     (T, B, 5) (``model_observer(probe)`` for the model; the tests pass oracles)."""
     config = world_config(n_colors, view_radius)
     layouts = draw_layouts(episodes, config, streams.rng(streams.PROBE_DRAWS["false_belief"], seed))
-    observers = {"model": model_fn, "bayes": bayes, "truth": truth}
+    observers = {"model": model_fn, "bayes": bayes, "bayes_watching": bayes_watching, "truth": truth}
     measured = measure(layouts, config, seed, observers, progress)
-    return {"view_radius": view_radius, "window": WINDOW, "lures": list(LURES), **summarise(measured, config)}
+    return {"view_radius": view_radius, "window": WINDOW, "lures": list(LURES),
+            **summarise(measured, config, names=("model", "bayes", "bayes_watching", "truth"))}
 
 
 def run(probe, population: str, episodes: int = 24, seed: int = 0, view_radius: int = VIEW_RADIUS) -> dict:
@@ -377,14 +395,15 @@ def plot(result: dict, path: Path):
     fig, (left, right) = axes(2)
     cond = result["conditions"]
     xs = np.arange(len(cond))
-    for off, (name, style) in zip((-0.15, 0.0, 0.15), (("model", "o"), ("bayes", "s"), ("truth", "^")), strict=True):
+    named = (("model", "o"), ("bayes", "s"), ("bayes_watching", "D"), ("truth", "^"))
+    for off, (name, style) in zip((-0.225, -0.075, 0.075, 0.225), named, strict=True):
         if f"effect_{name}" in cond[0]:
             errorbars(left, xs + off, cond, f"effect_{name}", fmt=style, label=name)
     left.axhline(0.0, color="grey", linewidth=1, linestyle=":")
     left.set_xticks(xs, [c["subject"] for c in cond])
     left.set_ylabel("P(old | unseen swap) - P(old | seen swap)")
     bel = [c for c in result["curve"] if c["subject"] == "believer"]
-    for name, style in (("model", "o-"), ("bayes", "s--"), ("truth", "^:")):
+    for name, style in (("model", "o-"), ("bayes", "s--"), ("bayes_watching", "D-."), ("truth", "^:")):
         if bel and f"effect_{name}" in bel[0]:
             errorbars(right, [c["distance"] for c in bel], bel, f"effect_{name}", fmt=style, label=name)
     r = result.get("view_radius")
@@ -401,15 +420,20 @@ def section(r: dict) -> list[str]:
     rows = [f"False-belief effect: P(old | swap out of the subject's view) - P(old | swap in view), P(old) the "
             f"probability that the subject's next move brings it closer to where its favourite gem was, over "
             f"{r.get('window')} steps from the swap; paired scenes, means over layouts with 95% intervals. "
-            "truth: the subject's own distributions.", "",
-            "| subject | layouts | effect: model | effect: Bayes | effect: truth |", "|---|---|---|---|---|"]
+            "Bayes: the exact observer told the subject's family; Bayes watching: the exact observer that, like the "
+            "model, must tell a believer from a memoryless subject by watching it; truth: the subject's own "
+            "distributions.", "",
+            "| subject | layouts | effect: model | effect: Bayes | effect: Bayes watching | effect: truth |",
+            "|---|---|---|---|---|---|"]
     rows += [f"| {c['subject']} | {c.get('layouts')} | {fmt_ci(c.get('effect_model', {}))} | "
-             f"{fmt_ci(c.get('effect_bayes', {}))} | {fmt_ci(c.get('effect_truth', {}))} |" for c in r["conditions"]]
+             f"{fmt_ci(c.get('effect_bayes', {}))} | {fmt_ci(c.get('effect_bayes_watching', {}))} | "
+             f"{fmt_ci(c.get('effect_truth', {}))} |" for c in r["conditions"]]
     rows += ["", "Effect against the subject's distance to the old location at the swap (believers; "
              f"view radius {r.get('view_radius')}):", "",
-             "| distance | seen | model | Bayes | truth |", "|---|---|---|---|---|"]
+             "| distance | seen | model | Bayes | Bayes watching | truth |", "|---|---|---|---|---|---|"]
     rows += [f"| {c['distance']} | {'yes' if c['seen'] else 'no'} | {fmt_ci(c.get('effect_model', {}))} | "
-             f"{fmt_ci(c.get('effect_bayes', {}))} | {fmt_ci(c.get('effect_truth', {}))} |"
+             f"{fmt_ci(c.get('effect_bayes', {}))} | {fmt_ci(c.get('effect_bayes_watching', {}))} | "
+             f"{fmt_ci(c.get('effect_truth', {}))} |"
              for c in r["curve"] if c["subject"] == "believer"]
     ratio, ci = s.get("effect_ratio"), s.get("effect_ratio_ci95", [None, None])
     met = ratio is not None and ci[0] is not None and ci[0] >= TARGET_RATIO
@@ -421,5 +445,13 @@ def section(r: dict) -> list[str]:
                  f"{fmt(s.get('control_effect_model_ci95', [None, None])[1])}] against Bayes's "
                  f"{fmt(s.get('control_effect_bayes'))} [{fmt(s.get('control_effect_bayes_ci95', [None])[0])}, "
                  f"{fmt(s.get('control_effect_bayes_ci95', [None, None])[1])}] (each mean inside the other's "
-                 f"interval, either way): {'met' if ctl else 'MISSED'}.", ""]
-    return rows
+                 f"interval, either way): {'met' if ctl else 'MISSED'}."]
+    if s.get("watching_ceiling") is not None:
+        wc, wci = s["watching_ceiling"], s.get("watching_ceiling_ci95", [None, None])
+        rw, rwci = s.get("effect_ratio_watching"), s.get("effect_ratio_watching_ci95", [None, None])
+        rows += ["", f"What watching can tell here: Bayes watching / Bayes = {fmt(wc)} [{fmt(wci[0])}, {fmt(wci[1])}], "
+                     f"with a control effect of {fmt(s.get('control_effect_bayes_watching'))}: before the swap a "
+                     "believer and a memoryless subject act alike in these scenes, so no observer that must tell "
+                     "them apart by watching reaches the target. The model against it: "
+                     f"{fmt(rw)} [{fmt(rwci[0])}, {fmt(rwci[1])}]."]
+    return rows + [""]

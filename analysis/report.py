@@ -189,7 +189,10 @@ RESULT_FIELDS: dict[str, dict] = {
                      "summary": {"effect_model_ci95?": INTERVAL, "effect_bayes_ci95?": INTERVAL,
                                  "effect_truth_ci95?": INTERVAL, "control_effect_model_ci95?": INTERVAL,
                                  "control_effect_bayes_ci95?": INTERVAL, "control_effect_truth_ci95?": INTERVAL,
-                                 "effect_ratio_ci95?": INTERVAL, "control_within_bayes_interval?": BOOL},
+                                 "effect_ratio_ci95?": INTERVAL, "control_within_bayes_interval?": BOOL,
+                                 "effect_bayes_watching_ci95?": INTERVAL,
+                                 "control_effect_bayes_watching_ci95?": INTERVAL,
+                                 "effect_ratio_watching_ci95?": INTERVAL, "watching_ceiling_ci95?": INTERVAL},
                      "target_values": NUMBER | TEXT | NULL},
 }
 _SPECIAL = ("conditions", "summary", "target_values", "curve")

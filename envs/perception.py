@@ -29,13 +29,20 @@ Relational features (``entity_features``, ``view_features``)
         blocked(a)                                the move runs into a wall
         [ row(a) == r for each row r ]            with ``place``: the row and the column of j's
         [ col(a) == c for each column c ]         cell after a, one-hot (H + W columns)
+        [ b_c(a) - b_c(stay) for each colour c ]  with ``belief`` (the perspective columns): the
+        [ believes_c for each colour c ]          gem columns again, read from where i saw j last
+                                                  see a gem of each colour (``look``), not from
+                                                  where the gems are
 
     Rows of entities i does not see are all zero, so the features are a function of i's own
     observation. Trait personas are softmax functions of exactly such differences, so these
     features let a model read behaviour without first learning to see; no persona, trait or label
     ever enters them. The place columns (``place=True``) say where each move leads: a policy that
     heads for a cell (a patrol's waypoint, a territorial persona's home) has a utility linear in
-    them, -|row(a) - r*| - |col(a) - c*|.
+    them, -|row(a) - r*| - |col(a) - c*|. The perspective columns are what an agent that acts on
+    its memory (a believer whose gem moved while it looked away) heads by; they are the only
+    columns with history, which the caller carries from step to step (``look`` and
+    ``view_look`` one step at a time, ``look_history`` for a recorded episode at once).
 Cells (``post_move_cells``, ``seen_gem_cells``, ``pickups``; ``view_post_move_cells``,
 ``view_gem_cells``)
     where the ego ends after each move, the cells of the gems it sees, and which colour each agent
@@ -66,10 +73,10 @@ def ego_column(n_colors: int) -> int:
     return 2 * n_colors + 1
 
 
-def n_features(n_colors: int, place: tuple[int, ...] = ()) -> int:
+def n_features(n_colors: int, place: tuple[int, ...] = (), perspective: bool = False) -> int:
     """Columns of the relational features for worlds of ``n_colors`` colours, with the place
-    columns of a (height, width) grid when ``place`` names one."""
-    return 2 * n_colors + 3 + sum(place)
+    columns of a (height, width) grid when ``place`` names one, and the perspective columns."""
+    return 2 * n_colors + 3 + sum(place) + 2 * n_colors * bool(perspective)
 
 
 def place_of(config: WorldConfig, place: bool) -> tuple[int, ...]:
@@ -345,22 +352,37 @@ def _relational(core: WorldCore, pos: np.ndarray, gem_pos: np.ndarray, observers
     return np.where(agent_vis[..., None, None], feats, np.float32(0))
 
 
-def entity_features(core: WorldCore, state: WorldState, observers=None,
-                    place: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def entity_features(core: WorldCore, state: WorldState, observers=None, place: bool = False,
+                    belief: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(feats (B, Ni, Nj, 5, F) float32, visible (B, Ni, Nj) bool): what each observer i sees of
     every entity j. ``observers`` (Ni,) agent ids, default every agent (Ni = N); ``place``: with
-    the place columns."""
+    the place columns; ``belief``: the observers' ``look`` (B, Ni, Nj, C, H*W) at this step, for
+    the perspective columns."""
     b, n = state.last_action.shape
     obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
     gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
     gem_vis, agent_vis = gem_vis[:, obs_ids], agent_vis[:, obs_ids]
     who = np.broadcast_to(obs_ids, (b, obs_ids.size))
-    return _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis, place), agent_vis
+    feats = _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis, place)
+    if belief is not None:
+        pos = np.broadcast_to(state.agent_pos[:, None], (b, obs_ids.size, n, 2))
+        feats = _with_perspective(core, feats, belief, pos, agent_vis)
+    return feats, agent_vis
 
 
-def own_features(core: WorldCore, state: WorldState, place: bool = False) -> np.ndarray:
+def _with_perspective(core: WorldCore, feats: np.ndarray, belief: np.ndarray, pos: np.ndarray,
+                      visible: np.ndarray) -> np.ndarray:
+    """``feats`` (..., 5, F) with the perspective columns of agents at ``pos`` (..., 2) believed to
+    remember ``belief`` (..., C, H*W) appended; zero where ``visible`` (...) is False."""
+    cols = np.where(visible[..., None, None], perspective_columns(core, belief, pos), np.float32(0))
+    return np.concatenate([feats, cols], axis=-1)
+
+
+def own_features(core: WorldCore, state: WorldState, place: bool = False,
+                 belief: np.ndarray | None = None) -> np.ndarray:
     """(B, N, 5, F) float32: every agent's own situation as it sees it, the diagonal
-    ``entity_features(core, state)[0][:, i, i]``.
+    ``entity_features(core, state)[0][:, i, i]``; ``belief`` (B, N, C, H*W): each agent's own
+    memory (the diagonal of ``look``), for the perspective columns.
 
     Under full view every observer sees the same world, so the diagonal is one observer's row with
     the distance-to-observer column set to 0 (its value for j = i): N times less work than the
@@ -371,12 +393,15 @@ def own_features(core: WorldCore, state: WorldState, place: bool = False) -> np.
         feats, _ = entity_features(core, state, observers=np.zeros(1, dtype=np.int64), place=place)
         feats = feats[:, 0]
         feats[..., ego_column(core.config.n_colors)] = 0
+    else:
+        gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
+        rows = np.repeat(np.arange(b), n)
+        flat = _relational(core, state.agent_pos[rows], state.gem_pos[rows], np.tile(np.arange(n), b)[:, None],
+                           gem_vis.reshape(b * n, 1, -1), agent_vis.reshape(b * n, 1, n), place)  # (B*N, 1, N, 5, F)
+        feats = flat.reshape(b, n, n, N_ACTIONS, -1)[:, np.arange(n), np.arange(n)]
+    if belief is None:
         return feats
-    gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
-    rows = np.repeat(np.arange(b), n)
-    flat = _relational(core, state.agent_pos[rows], state.gem_pos[rows], np.tile(np.arange(n), b)[:, None],
-                       gem_vis.reshape(b * n, 1, -1), agent_vis.reshape(b * n, 1, n), place)  # (B*N, 1, N, 5, F)
-    return flat.reshape(b, n, n, N_ACTIONS, -1)[:, np.arange(n), np.arange(n)]
+    return _with_perspective(core, feats, belief, state.agent_pos, np.ones((b, n), dtype=bool))
 
 
 # --- the one decoder: an agent's own observation -> its view ---------------------------------
@@ -448,11 +473,15 @@ def view_situations(core: WorldCore, view: View) -> Situations:
                       agent_near=nearest_seen(agent_d, agent_seen))
 
 
-def view_features(core: WorldCore, view: View, place: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(feats (B, N, 5, F) float32, visible (B, N)): each observer's row of ``entity_features``."""
+def view_features(core: WorldCore, view: View, place: bool = False,
+                  belief: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(feats (B, N, 5, F) float32, visible (B, N)): each observer's row of ``entity_features``;
+    ``belief`` (B, N, C, H*W): the observers' ``view_look`` at this step."""
     feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
-                        view.agent_seen[:, None], place)
-    return feats[:, 0], view.agent_seen
+                        view.agent_seen[:, None], place)[:, 0]
+    if belief is not None:
+        feats = _with_perspective(core, feats, belief, view.agent_pos, view.agent_seen)
+    return feats, view.agent_seen
 
 
 # --- places: cells, for personas that read where things are ---------------------------------------
@@ -547,3 +576,97 @@ def remembered_gem_d(config: WorldConfig, memory: np.ndarray, after: np.ndarray)
     near = masked.min(-1)  # (P..., 5, C)
     believed = memory.any(-1)  # (P..., C)
     return np.where(believed[..., None, :], near, 0).astype(np.float64), believed
+
+
+# --- perspective: where each agent, as far as an observer can tell, last saw gems -----------------
+#
+# An agent that remembers acts on what it saw, not on what is there. An observer can follow that
+# from its own view alone: it sees agent j, so it knows which cells j sees (those within the view
+# radius of j), and of those it sees some itself, so it knows what j saw there. Its estimate of
+# j's memory ("j believes a gem of colour c is at cell x") keeps, for every cell, what the observer
+# saw there the last time both it and j saw the cell; a cell it never saw j see holds nothing.
+# With the observer's view covering everything j sees, the estimate is j's memory exactly
+# (``agents.bayes.track_memory``); under full view it is what is there now. No persona's memory
+# enters it: it is a function of the observer's own observations, like every feature here.
+
+
+def _view_cells(core: WorldCore, pos: np.ndarray) -> np.ndarray:
+    """(..., H*W) bool: the cells an agent at ``pos`` (..., 2) sees (all of them under full view)."""
+    r = core.config.view_radius
+    if r is None:
+        return np.ones((*pos.shape[:-1], core.cell_pos.shape[0]), dtype=bool)
+    return np.abs(core.cell_pos - pos[..., None, :]).max(-1) <= r
+
+
+def _gems_at(core: WorldCore, gem_pos: np.ndarray, gem_seen: np.ndarray) -> np.ndarray:
+    """(B, C, H*W) bool: the cells where the seen gems ``gem_pos`` (B, G, 2), ``gem_seen`` (B, G) are."""
+    cfg = core.config
+    b, g = gem_seen.shape
+    here = np.zeros((b, cfg.n_colors, cfg.height * cfg.width), dtype=bool)
+    rows, slot = np.nonzero(gem_seen)
+    here[rows, slot // cfg.gems_per_color, core.cells(gem_pos[rows, slot])] = True
+    return here
+
+
+def _look_update(own_cells: np.ndarray, their_cells: np.ndarray, agent_vis: np.ndarray) -> np.ndarray:
+    """(B, Ni, Nj, H*W) bool: the cells observer i sees now (``own_cells`` (B, Ni, H*W)) together
+    with every agent j it sees (``agent_vis`` (B, Ni, Nj); j's cells ``their_cells`` (B, 1 or Ni,
+    Nj, H*W))."""
+    return own_cells[:, :, None] & their_cells & agent_vis[..., None]
+
+
+def look(core: WorldCore, state: WorldState, observers=None, memory: np.ndarray | None = None) -> np.ndarray:
+    """(B, Ni, Nj, C, H*W) bool: after this step, where each observer i (``observers``, default every
+    agent) believes each agent j last saw a gem of each colour. ``memory``: the same before the step
+    (None: nothing seen before)."""
+    b, n = state.last_action.shape
+    obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
+    _, agent_vis = core.visible(state)
+    cells = _view_cells(core, state.agent_pos)  # (B, N, H*W)
+    update = _look_update(cells[:, obs_ids], cells[:, None], agent_vis[:, obs_ids])  # (B, Ni, Nj, H*W)
+    here = _gems_at(core, state.gem_pos, np.ones(state.gem_pos.shape[:2], dtype=bool))[:, None, None]
+    return _remembered(update, here, memory)
+
+
+def view_look(core: WorldCore, view: View, memory: np.ndarray | None = None) -> np.ndarray:
+    """(B, N, C, H*W) ``look`` from the observers' own observations (one observer per row)."""
+    rows = np.arange(view.ego.size)
+    update = _look_update(_view_cells(core, view.agent_pos[rows, view.ego])[:, None],
+                          _view_cells(core, view.agent_pos)[:, None], view.agent_seen[:, None])[:, 0]  # (B, N, H*W)
+    here = _gems_at(core, view.gem_pos, view.gem_seen)[:, None]  # (B, 1, C, H*W)
+    return _remembered(update, here, memory)
+
+
+def _remembered(update: np.ndarray, here: np.ndarray, memory: np.ndarray | None) -> np.ndarray:
+    now = np.broadcast_to(here, (*update.shape[:-1], *here.shape[-2:]))
+    if memory is None:
+        return now & update[..., None, :]
+    return np.where(update[..., None, :], now, memory)
+
+
+def look_history(core: WorldCore, states: WorldState, observers=None) -> np.ndarray:
+    """(T, Ni, Nj, C, H*W) ``look`` at every step of one episode's states (leading axis: time),
+    from the first: entry t equals ``look`` step by step up to t, computed without a loop (each
+    cell holds what was seen there at the last step that updated it)."""
+    t, n = states.last_action.shape
+    obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
+    _, agent_vis = core.visible(states)
+    cells = _view_cells(core, states.agent_pos)  # (T, N, H*W)
+    update = _look_update(cells[:, obs_ids], cells[:, None], agent_vis[:, obs_ids])  # (T, Ni, Nj, H*W)
+    last = np.maximum.accumulate(np.where(update, np.arange(t)[:, None, None, None], -1), axis=0)
+    here = _gems_at(core, states.gem_pos, np.ones(states.gem_pos.shape[:2], dtype=bool))  # (T, C, H*W)
+    cells = np.arange(here.shape[-1])
+    seen = here[np.maximum(last, 0)[..., None, :], np.arange(here.shape[1])[:, None], cells]  # (T, Ni, Nj, C, H*W)
+    return seen & (last >= 0)[..., None, :]
+
+
+def perspective_columns(core: WorldCore, memory: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """(P..., 5, 2C) float32: for an agent at ``pos`` (P..., 2) believed (``memory`` (P..., C, H*W))
+    to remember gems there, per colour c the change of its distance to the nearest cell it
+    believes holds a gem of c after each move (0 where it believes in none), then whether it
+    believes in any: the gem columns of the relational features, read from its memory."""
+    after = core.move_cell[core.cells(pos)]  # (P..., 5)
+    gem_d, believed = remembered_gem_d(core.config, memory, after)  # (P..., 5, C), (P..., C)
+    delta = gem_d - gem_d[..., :1, :]
+    flags = np.broadcast_to(believed[..., None, :], delta.shape)
+    return np.concatenate([delta, flags], axis=-1).astype(np.float32)

@@ -16,7 +16,7 @@ import torch
 
 from mirrorhall import streams
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import entity_features, own_features
+from mirrorhall.envs.perception import entity_features, look_history, own_features
 from mirrorhall.imitation.model_io import batch_logits, encode_prompts
 from mirrorhall.imitation.shards import StoredEpisode
 from mirrorhall.imitation.tokenizer import Tokenizer
@@ -40,21 +40,25 @@ class EpisodeArrays:
 
 
 def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = None,
-                   place: bool = False) -> EpisodeArrays:
+                   place: bool = False, perspective: bool = False) -> EpisodeArrays:
     """An episode's model arrays. ``pairs`` (default: only under partial view) also builds the
     (Ni, Nj) table of what every observer sees of every agent; under full view each agent's own
-    row is all the model needs (``mirrorhall.envs.perception.own_features``). ``place``: the
-    features carry the place columns (a model with ``ModelConfig.place``)."""
+    row is all the model needs (``mirrorhall.envs.perception.own_features``). ``place``,
+    ``perspective``: the features carry those columns (``ModelConfig.place``, ``.perspective``;
+    the observers' estimates of what each agent saw, ``look_history``, from the episode's start)."""
     core = WorldCore(world)
     states = ep.world_states(world)
     if pairs is None:
         pairs = world.view_radius is not None
+    belief = look_history(core, states) if perspective else None  # (T + 1, Ni, Nj, C, H*W)
     feats = visible = None
     if pairs:
-        feats, visible = entity_features(core, states, place=place)
+        feats, visible = entity_features(core, states, place=place, belief=belief)
         feats = feats.astype(np.int8)  # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
+    n = world.n_agents
+    own = own_features(core, states, place, None if belief is None else belief[:, np.arange(n), np.arange(n)])
     prompts, index = np.unique(np.asarray(ep.prompt, dtype=object).astype(str), return_inverse=True)
-    return EpisodeArrays(episode=ep.episode, own=own_features(core, states, place).astype(np.int8), feats=feats,
+    return EpisodeArrays(episode=ep.episode, own=own.astype(np.int8), feats=feats,
                          visible=visible, actions=ep.actions.astype(np.int64), agent=ep.agent, t=ep.t, kind=ep.kind,
                          prompts=tuple(str(p) for p in prompts), prompt_index=index.astype(np.int32),
                          label=ep.label)

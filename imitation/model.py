@@ -43,7 +43,7 @@ SIZE_LIMITS = {"n_colors": 8, "vocab_size": 2**24, "d_model": 2**16, "d_evidence
 POSITIONS = ("absolute", "relative")
 MAX_RECENCY = 8
 """At most this many recency half-lives (``ModelConfig.recency``)."""
-NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute", "recency": (), "place": ()}
+NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute", "recency": (), "place": (), "perspective": False}
 """Fields added since the first checkpoints, with the values that mean the old model: a config
 saved without them reads as before."""
 
@@ -91,6 +91,11 @@ class ModelConfig:
     place: tuple[int, ...] = ()
     """(height, width) of the grid whose place columns the features carry (where each move leads,
     ``perception``); the model then reads worlds of that size only. Empty: no place columns."""
+    perspective: bool = False
+    """The features also carry the perspective columns (``perception.look``): for every agent, the
+    gem columns read from where, as far as the observer saw, that agent last saw gems. An agent that
+    acts on what it remembers (a believer after a gem moved out of its sight) has a utility linear in
+    them. The model then keeps, per agent it acts for, that estimate from step to step."""
 
     def __post_init__(self):
         for f, hi in SIZE_LIMITS.items():
@@ -123,6 +128,8 @@ class ModelConfig:
                 isinstance(x, int) and not isinstance(x, bool) and 3 <= x <= 64 for x in pl):
             raise ValueError(f"model config place must be empty or (height, width), each 3..64, got {pl!r}")
         object.__setattr__(self, "place", tuple(pl))
+        if not isinstance(self.perspective, bool):
+            raise ValueError(f"model config perspective must be true or false, got {self.perspective!r}")
 
     @property
     def decay(self) -> tuple[float, ...]:
@@ -137,7 +144,7 @@ class ModelConfig:
 
     @property
     def n_features(self) -> int:
-        return n_features(self.n_colors, self.place)
+        return n_features(self.n_colors, self.place, self.perspective)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -30,7 +30,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import View, decode, view_features
+from mirrorhall.envs.perception import View, decode, view_features, view_look
 from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
 from mirrorhall.imitation.model import trim_prompts
 from mirrorhall.imitation.tokenizer import normalize
@@ -315,6 +315,9 @@ class ActorState:
     memory: Memory  # (B, N, de), (B, N)
     feats: torch.Tensor  # (B, N, 5, F)
     visible: torch.Tensor  # (B, N) float
+    looked: torch.Tensor
+    """(B, N, C, H*W) with ``ModelConfig.perspective`` (nonzero: where the row's agent believes each
+    agent last saw a gem of each colour, ``perception.view_look``), (B, 0) without."""
 
 
 class ObservationActor:
@@ -344,8 +347,10 @@ class ObservationActor:
 
     def initial_state(self, batch_size: int) -> ActorState:
         n, f = self.world.n_agents, self.model.config.n_features
+        looked = ((n, self.world.n_colors, self.world.height * self.world.width) if self.model.config.perspective
+                  else (0,))
         return ActorState(Memory.empty(self.model, (batch_size,), n), torch.zeros(batch_size, n, 5, f),
-                          torch.zeros(batch_size, n))
+                          torch.zeros(batch_size, n), torch.zeros(batch_size, *looked))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, state: ActorState | None = None) -> tuple[torch.Tensor, ActorState, View]:
@@ -353,7 +358,10 @@ class ObservationActor:
         obs = np.asarray(obs)
         view = decode(obs, self.world)
         state = self.initial_state(obs.shape[0]) if state is None else state
-        feats, visible = view_features(self.core, view, bool(self.model.config.place))  # (B, N, 5, F), (B, N)
+        looked = None
+        if self.model.config.perspective:  # an all-zero estimate is "nothing seen yet"
+            looked = view_look(self.core, view, state.looked.numpy() > 0)  # (B, N, C, H*W)
+        feats, visible = view_features(self.core, view, bool(self.model.config.place), looked)  # (B, N, 5, F), (B, N)
         feats_t = torch.from_numpy(feats)
         vis_t = torch.from_numpy(visible)
         act = torch.from_numpy(view.last_action)  # (B, N) actions of step t-1 of the agents visible now
@@ -361,7 +369,8 @@ class ObservationActor:
         memory = remember(self.model, state.memory, state.feats, seen, act)
         ego = torch.from_numpy(view.ego)
         logits = self.model(**step_inputs(memory, feats_t, vis_t, ego, self.prompt[ego], self.tokens[ego]))
-        return torch.log_softmax(logits.double(), dim=-1), ActorState(memory, feats_t, vis_t.float()), view
+        looked_t = state.looked if looked is None else torch.from_numpy(looked.astype(np.float32))
+        return torch.log_softmax(logits.double(), dim=-1), ActorState(memory, feats_t, vis_t.float(), looked_t), view
 
     def probs(self, obs: np.ndarray, state: ActorState | None = None) -> tuple[np.ndarray, ActorState]:
         """(B, 5) action distributions and the next state; see ``act``."""

@@ -14,13 +14,13 @@ non-scripted agent through, so a scene mixes scripted and model-driven agents fr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from mirrorhall.envs.core import WorldCore, WorldState
-from mirrorhall.envs.perception import entity_features
+from mirrorhall.envs.perception import entity_features, look
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.model_io import (
     DEFAULT_PROMPT,
@@ -41,6 +41,9 @@ class ModelState:
     tokens: torch.Tensor  # (M, L) prompt token ids, (M, L, W) with an n-gram tokenizer
     prompt: torch.Tensor  # (M, d) encoded prompts
     texts: tuple[str, ...]
+    looked: np.ndarray | None = None
+    """(B, M, N, C, H*W) with ``ModelConfig.perspective``: where each driven agent, from what it
+    saw, believes every agent last saw gems (``perception.look``); None before the first look."""
 
 
 class ModelPolicy:
@@ -83,11 +86,25 @@ class ModelPolicy:
         texts = list(state.texts)
         texts[int(hits[0])] = text
         tokens, prompt = self._prompts(texts)
-        return ModelState(state.memory, tokens, prompt, tuple(texts))
+        return replace(state, tokens=tokens, prompt=prompt, texts=tuple(texts))
 
-    def features(self, world: WorldState) -> tuple[np.ndarray, np.ndarray]:
-        """(feats (B, M, N, 5, F), visible (B, M, N)): what each driven agent sees at this step."""
-        return entity_features(self.core, world, observers=self.agents, place=bool(self.model.config.place))
+    def look(self, state: ModelState, world: WorldState) -> ModelState:
+        """The driven agents look at this step (before ``features``): with the perspective columns,
+        their estimate of what every agent saw is brought up to date; otherwise nothing changes."""
+        if not self.model.config.perspective:
+            return state
+        return replace(state, looked=look(self.core, world, observers=self.agents, memory=state.looked))
+
+    def features(self, world: WorldState, state: ModelState | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(feats (B, M, N, 5, F), visible (B, M, N)): what each driven agent sees at this step.
+        With the perspective columns they read ``state.looked`` (after ``look``; without a state,
+        as if this step were the first look)."""
+        belief = None
+        if self.model.config.perspective:
+            looked = None if state is None else state.looked
+            belief = look(self.core, world, observers=self.agents) if looked is None else looked
+        return entity_features(self.core, world, observers=self.agents, place=bool(self.model.config.place),
+                               belief=belief)
 
     @torch.no_grad()
     def probs(self, state: ModelState, feats: np.ndarray, visible: np.ndarray) -> np.ndarray:
@@ -112,7 +129,7 @@ class ModelPolicy:
             memory = remember(self.model, state.memory, f[:, 0], seen, act)
         else:
             memory = remember(self.model, state.memory, f, seen, act[:, None].expand(-1, self.agents.size, -1))
-        return ModelState(memory, state.tokens, state.prompt, state.texts)
+        return replace(state, memory=memory)
 
     def driver(self, prompts: str | Sequence[str] = DEFAULT_PROMPT,
                schedule: Mapping[int, Mapping[int, str]] | None = None) -> ModelDriver:
@@ -149,7 +166,8 @@ class ModelDriver:
         mstate = state.model
         for agent, text in self.schedule.get(world.t, {}).items():
             mstate = self.policy.set_prompt(mstate, agent, text)
-        feats, vis = self.policy.features(world)
+        mstate = self.policy.look(mstate, world)
+        feats, vis = self.policy.features(world, mstate)
         return self.policy.probs(mstate, feats, vis), DriverState(mstate, (feats, vis))
 
     def observe(self, state: DriverState, actions: np.ndarray) -> DriverState:

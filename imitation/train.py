@@ -144,6 +144,9 @@ class TrainConfig:
     place: bool = False
     """The features also say where each move leads (one-hot row and column; ``ModelConfig.place``):
     the model can then read policies that head for places, and reads worlds of this size only."""
+    perspective: bool = False
+    """The features also carry the perspective columns (``ModelConfig.perspective``): the gem
+    columns read from where each agent, as far as the observer saw, last saw gems."""
 
     def __post_init__(self):
         if self.size not in MODEL_SIZES:
@@ -217,7 +220,8 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer, n_colors: int, place: tu
         raise ValueError("a run with place columns needs the world's (height, width), and only it")
     torch.manual_seed(cfg.seed)
     config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, positions=cfg.positions,
-                                      recency=cfg.recency, place=tuple(place), **MODEL_SIZES[cfg.size])
+                                      recency=cfg.recency, place=tuple(place), perspective=cfg.perspective,
+                                      **MODEL_SIZES[cfg.size])
     return MultiPolicyModel(config)
 
 
@@ -352,19 +356,19 @@ def check_device(device: str) -> None:
                              "use cuda:0")
 
 
-def _shard_arrays(root: str, path: str, pairs: bool | None, place: bool) -> list[EpisodeArrays]:
+def _shard_arrays(root: str, path: str, pairs: bool | None, place: bool, perspective: bool) -> list[EpisodeArrays]:
     data = Dataset(root, verify=False)
-    return [episode_arrays(ep, data.world, pairs, place) for ep in data.shard_episodes(Path(path))]
+    return [episode_arrays(ep, data.world, pairs, place, perspective) for ep in data.shard_episodes(Path(path))]
 
 
 def load_episodes(data: Dataset, processes: int = 1, pairs: bool | None = None,
-                  place: bool = False) -> list[EpisodeArrays]:
+                  place: bool = False, perspective: bool = False) -> list[EpisodeArrays]:
     """Every episode's model arrays, in dataset order (``processes`` > 1 builds shards in parallel);
-    ``place``: with the place columns."""
+    ``place``, ``perspective``: with those columns."""
     paths = data.shard_paths
     if processes <= 1 or len(paths) < 2:
-        return [episode_arrays(ep, data.world, pairs, place) for ep in data.episodes()]
-    args = [(str(data.root), str(p), pairs, place) for p in paths]
+        return [episode_arrays(ep, data.world, pairs, place, perspective) for ep in data.episodes()]
+    args = [(str(data.root), str(p), pairs, place, perspective) for p in paths]
     return [ep for part in ordered_map(_shard_arrays, args, processes) for ep in part]
 
 
@@ -389,7 +393,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                                       **MODEL_SIZES[cfg.size])
     if data.world.n_agents > probe.max_agents:
         raise ConfigError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
-    episodes = load_episodes(data, cfg.data_processes, place=cfg.place)
+    episodes = load_episodes(data, cfg.data_processes, place=cfg.place, perspective=cfg.perspective)
     trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
                       full_view=data.world.view_radius is None, place=place_of(data.world, cfg.place))
     log_path = out / "metrics.jsonl"
@@ -473,9 +477,10 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     old = read_meta(folder).get("run_config", {})
     if not isinstance(old, dict):
         raise CheckpointError(f"{folder / 'checkpoint.json'}: 'run_config' must be a JSON object")
-    defaults = {"tokenizer": "word", "positions": "absolute", "recency": [], "place": False}  # runs saved before these fields
+    defaults = {"tokenizer": "word", "positions": "absolute", "recency": [], "place": False,
+                "perspective": False}  # runs saved before these fields
     for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data", "tokenizer", "positions",
-                "recency", "place"):
+                "recency", "place", "perspective"):
         now = getattr(cfg, key)
         if old.get(key, defaults.get(key)) != (list(now) if isinstance(now, tuple) else now):  # as JSON keeps it
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "

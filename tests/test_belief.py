@@ -316,6 +316,10 @@ def test_probe_oracles_truth_scores_ratio_one_and_a_view_blind_observer_about_ze
     assert abs(s["effect_ratio"] - 1) < 0.15 and lo <= 1 <= hi, s
     assert s["effect_bayes"] > 0.2 and s["effect_bayes_ci95"][0] > 0  # the scenes carry a real effect
     assert s["control_within_bayes_interval"] and abs(s["control_effect_bayes"]) < 0.02
+    # an exact observer not told the family falls short of Bayes, its control effect far from 0:
+    # before the swap believers and memoryless subjects act alike in these scenes
+    assert 0.4 < s["watching_ceiling"] < 0.9 and s["watching_ceiling_ci95"][1] < 0.9, s
+    assert s["control_effect_bayes_watching_ci95"][0] > 0.05, s
     blind = fb.evaluate(fb.blind_to_views, episodes=64, seed=0)["summary"]
     assert abs(blind["effect_ratio"]) < 0.25, blind
     far = [c for c in truth["curve"] if c["subject"] == "believer" and not c["seen"] and c["effect_bayes"]["n"] >= 5]

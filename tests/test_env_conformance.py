@@ -20,6 +20,7 @@ from pettingzoo.test import (
     render_test,
 )
 
+from mirrorhall.agents.bayes import track_memory
 from mirrorhall.envs import REGISTRY, make, mirrorhall_v0
 from mirrorhall.envs.core import (
     AGENT_COLUMNS,
@@ -34,10 +35,13 @@ from mirrorhall.envs.perception import (
     Situations,
     decode,
     entity_features,
+    look,
+    look_history,
     nearest_seen,
     own_features,
     situations,
     view_features,
+    view_look,
     view_situations,
 )
 
@@ -353,6 +357,7 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
     rng = np.random.default_rng(cfg.n_agents + 1)
     state = core.reset(2, rng)
     b, n = 2, cfg.n_agents
+    belief = vbelief = None
     for t in range(12):
         obs = core.observations(state).reshape(b * n, -1)  # (B * N, obs_dim)
         view = decode(obs, cfg)
@@ -377,6 +382,16 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
         assert placed[..., : feats.shape[-1]].tobytes() == feats.tobytes()
         assert view_features(core, view, place=True)[0].tobytes() == placed.reshape(b * n, n, 5, -1).tobytes()
         assert own_features(core, state, place=True).tobytes() == placed[:, np.arange(n), np.arange(n)].tobytes()
+        # with the perspective columns, followed from step 0 on both paths
+        belief = look(core, state, memory=belief if t else None)  # (B, N, N, C, H*W)
+        vbelief = view_look(core, view, vbelief if t else None)  # (B * N, N, C, H*W)
+        assert vbelief.tobytes() == belief.reshape(b * n, *belief.shape[2:]).tobytes(), f"look differs at t={t}"
+        seen, _ = entity_features(core, state, belief=belief)
+        assert seen.shape[-1] == feats.shape[-1] + 2 * cfg.n_colors
+        assert seen[..., : feats.shape[-1]].tobytes() == feats.tobytes()
+        assert view_features(core, view, belief=vbelief)[0].tobytes() == seen.reshape(b * n, n, 5, -1).tobytes()
+        own = own_features(core, state, belief=belief[:, np.arange(n), np.arange(n)])
+        assert own.tobytes() == seen[:, np.arange(n), np.arange(n)].tobytes()
         core.step(state, rng.integers(0, 5, size=(b, n)), rng)
 
 
@@ -405,6 +420,45 @@ def test_features_of_unseen_entities_are_zero_and_of_seen_ones_exact():
     assert rows.argmax(-1).tolist() == [4, 3, 5, 4, 4] and cols.argmax(-1).tolist() == [5, 5, 5, 4, 6]
     sit = situations(core, state)
     np.testing.assert_array_equal(sit.agent_near[0, 0], nearest_seen(sit.agent_d[0, 0], sit.agent_seen[0, 0]))
+
+
+def test_perspective_keeps_where_an_agent_last_saw_a_gem_that_moved_out_of_its_sight():
+    """The observer's estimate of what agent 1 saw: a red gem seen by both at step 0 moves while
+    agent 1 looks away; agent 1's perspective columns still point at the old cell (by hand), the
+    gem columns at the new one; an agent the observer never sees has all-zero columns."""
+    cfg = WorldConfig(n_agents=3, width=11, height=11, n_colors=2, gems_per_color=1, view_radius=2)
+    core = WorldCore(cfg)
+    state = core.reset(1, np.random.default_rng(0))
+    state.agent_pos[0] = [[5, 5], [5, 4], [1, 9]]  # agent 2 is out of agent 0's view throughout
+    state.gem_pos[0] = [[5, 6], [9, 9]]  # red next to both, green out of every view
+    first = look(core, state)
+    state.agent_pos[0, 1] = [5, 3]  # agent 1 steps away: (5, 6) leaves its view
+    state.gem_pos[0, 0] = [3, 7]  # the red gem moves where agent 0 sees it and agent 1 does not
+    belief = look(core, state, memory=first)
+    red = core.cells(np.array([5, 6]))
+    assert belief[0, 0, 1, 0].nonzero()[0].tolist() == [red] and not belief[0, 0, 1, 1].any()
+    assert not belief[0, 0, 2].any()
+    feats, _ = entity_features(core, state, belief=belief)
+    row = feats[0, 0, 1]  # (5, F): stay, up, down, left, right from (5, 3)
+    # columns: d_red, d_green, seen_red, seen_green, d_near, d_observer, blocked, then b_red, b_green, believes
+    assert row[:, 0].tolist() == [0, -1, 1, 1, -1]  # toward the red gem at (3, 7), where it is now
+    assert row[:, 7].tolist() == [0, 1, 1, 1, -1]  # toward (5, 6), where agent 1 last saw it
+    assert row[:, 8].tolist() == [0] * 5 and row[:, 9].tolist() == [1] * 5 and row[:, 10].tolist() == [0] * 5
+    assert not feats[0, 0, 2].any()
+    # agent 1's own memory (what the believers act on) is the same: agent 0 saw all that agent 1 saw
+    states = core.recorded_state(np.stack([np.array([[5, 5], [5, 4], [1, 9]]), state.agent_pos[0]]),
+                                 np.stack([np.array([[5, 6], [9, 9]]), state.gem_pos[0]]),
+                                 np.full((2, 3), NO_ACTION), np.zeros((2, 3), dtype=np.int64))
+    history = look_history(core, states)
+    assert np.array_equal(history[0], first[0]) and np.array_equal(history[1], belief[0])
+    track = track_memory(core, [first_state(core, states, t) for t in range(2)], [1])  # a believer's own memory
+    assert np.array_equal(track[1][0], history[1, 1, 1])
+
+
+def first_state(core, states, t):
+    """Step ``t`` of a recorded (T, ...) state as a batch of one world."""
+    return core.recorded_state(states.agent_pos[t: t + 1], states.gem_pos[t: t + 1], states.last_action[t: t + 1],
+                               states.valued[t: t + 1])
 
 
 def test_decode_refuses_observations_of_another_world():

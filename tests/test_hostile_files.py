@@ -211,6 +211,9 @@ CHECKPOINT_EDITS = {
     "recency of another model": (lambda m: m["model_config"].update(recency=[4.0]), "does not match the model config"),
     "place of one number": (lambda m: m["model_config"].update(place=[11]), "place must be empty or (height, width)"),
     "place of another model": (lambda m: m["model_config"].update(place=[11, 11]), "does not match the model config"),
+    "perspective not a bool": (lambda m: m["model_config"].update(perspective="yes"), "perspective must be true or false"),
+    "perspective of another model": (lambda m: m["model_config"].update(perspective=True),
+                                     "does not match the model config"),
     "tokenizer with duplicates": (lambda m: m["tokenizer"].update(vocab=["<pad>", "<unk>", "a", "a"]), "tokenizer"),
     "checksum of other bytes": (lambda m: m["files"].update({"model.safetensors": "0" * 64}), "checksum mismatch"),
 }
@@ -261,6 +264,8 @@ def test_resuming_a_tiny_run_as_small_is_refused(tiny_dataset, run, capsys):
     refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--recency", "2", "8"],
             "recency was [] in this run, now (2.0, 8.0)")
     refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--place"], "place was False in this run, now True")
+    refused(capsys, [*train_argv(tiny_dataset, run, "--resume"), "--perspective"],
+            "perspective was False in this run, now True")
     refused(capsys, [*train_argv(tiny_dataset, run), "--recency", "0"], "recency must be at most 8 half-lives")
 
 

@@ -19,7 +19,7 @@ import torch
 from mirrorhall.agents.cast import sample_actions
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import WorldCore
-from mirrorhall.envs.perception import entity_features
+from mirrorhall.envs.perception import entity_features, look
 from mirrorhall.errors import CheckpointError, ConfigError
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model import MultiPolicyModel
@@ -42,17 +42,20 @@ def reference():
     return load_model(REFERENCE)
 
 
-@pytest.fixture(scope="module", params=["reference", "recency", "recency+place"])
+@pytest.fixture(scope="module", params=["reference", "recency", "recency+place", "recency+perspective"])
 def either(request, reference):
-    """The reference, a model with recency-weighted evidence (decaying memory rows), and one that
-    also reads the place columns (of the default 11 x 11 world), each holding the reference's
-    weights wherever the shapes agree: acting and batch paths must agree for all."""
+    """The reference, a model with recency-weighted evidence (decaying memory rows), one that also
+    reads the place columns (of the default 11 x 11 world), and one that reads the perspective
+    columns (each observer's estimate of what every agent saw, kept from step to step), each
+    holding the reference's weights wherever the shapes agree: acting and batch paths must agree
+    for all."""
     model, tokenizer, meta = reference
     if request.param == "reference":
         return reference
     torch.manual_seed(0)
     place = (11, 11) if "place" in request.param else ()
-    recent = MultiPolicyModel(replace(model.config, recency=(1.5, 6.0), place=place)).eval()
+    perspective = "perspective" in request.param
+    recent = MultiPolicyModel(replace(model.config, recency=(1.5, 6.0), place=place, perspective=perspective)).eval()
     own = recent.state_dict()
     recent.load_state_dict({k: v if v.shape == own[k].shape else own[k] for k, v in model.state_dict().items()})
     return recent, tokenizer, meta
@@ -77,7 +80,8 @@ def test_plain_parallel_env_driven_from_observations_alone(either, view_radius):
     for t in range(40):
         flat = np.stack([obs[a] for a in env.agents])  # (8, obs_dim): all the actor ever reads
         got, state = actor.probs(flat, state)  # (8, 5)
-        feats, vis = policy.features(env.world_state)
+        mstate = policy.look(mstate, env.world_state)
+        feats, vis = policy.features(env.world_state, mstate)
         want = policy.probs(mstate, feats, vis)[0]
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=f"step {t}")
         worst = max(worst, float(np.abs(got - want).max()))
@@ -103,8 +107,12 @@ def test_incremental_acting_equals_the_batch_inputs_of_training_and_probes(eithe
     env.reset(seed=4)
     rng = np.random.default_rng(4)
     feats_all, vis_all, acts, step_probs = [], [], [], []
+    belief = None
     for _ in range(12):
-        f, v = entity_features(core, env.world_state, place=bool(model.config.place))  # (1, N, N, 5, F)
+        if model.config.perspective:
+            belief = look(core, env.world_state, memory=belief)
+        mstate = policy.look(mstate, env.world_state)
+        f, v = entity_features(core, env.world_state, place=bool(model.config.place), belief=belief)  # (1, N, N, 5, F)
         feats_all.append(f[0])
         vis_all.append(v[0])
         p = policy.probs(mstate, f, v)[0]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirrorhall.agents.personas import Collector, Patrol, Territorial, Trait
+from mirrorhall.agents.personas import Believer, Collector, Patrol, Territorial, Trait
 from mirrorhall.envs.core import WorldCore
 from mirrorhall.errors import DatasetError
 from mirrorhall.imitation.batches import PromptTable, episode_arrays, make_batch
@@ -139,26 +139,28 @@ def test_incremental_acting_equals_the_batch_path(small_data, small_run):
     assert n_checked == len(arr.kind)
 
 
-@pytest.mark.parametrize("place", [False, True])
-def test_model_inputs_ignore_persona_metadata(small_data, place):
-    """No privileged information: other personas in the record (traits, or persona families with
-    their waypoints, homes and orders) leave the model's inputs unchanged, with the place columns
-    too; moving an agent changes them."""
+@pytest.mark.parametrize("place, perspective", [(False, False), (True, False), (False, True)])
+def test_model_inputs_ignore_persona_metadata(small_data, place, perspective):
+    """No privileged information: other personas in the record (traits, persona families with
+    their waypoints, homes and orders, or believers with their memories) leave the model's inputs unchanged, with the place or the
+    perspective columns too; moving an agent changes them."""
     data = Dataset(small_data)
     ep = next(data.episodes())
-    a = episode_arrays(ep, data.world, pairs=True, place=place)
+    a = episode_arrays(ep, data.world, pairs=True, place=place, perspective=perspective)
     n = len(ep.personas)
     others = [tuple(Trait("red", "avoid", "focused") for _ in ep.personas),
               tuple(Patrol(waypoints=((1, 1), (1, 5), (5, 5)), noise=0.1) for _ in range(n)),
               tuple(Collector(order=("blue", "red")) if i % 2 else Territorial(home=(4, 4), radius=2)
-                    for i in range(n))]
+                    for i in range(n)),
+              tuple(Believer("green", "avoid", "casual") for _ in range(n))]
     for personas in others:
-        b = episode_arrays(dataclasses.replace(ep, personas=personas), data.world, pairs=True, place=place)
+        b = episode_arrays(dataclasses.replace(ep, personas=personas), data.world, pairs=True, place=place,
+                           perspective=perspective)
         for f in ("own", "feats", "visible", "actions", "prompts", "prompt_index", "agent", "t"):
             np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     changed = dataclasses.replace(ep, agent_pos=ep.agent_pos.copy())
     changed.agent_pos[3, 0] = changed.agent_pos[3, 1]
-    moved = episode_arrays(changed, data.world, pairs=True, place=place)
+    moved = episode_arrays(changed, data.world, pairs=True, place=place, perspective=perspective)
     assert not np.array_equal(moved.feats, a.feats) and not np.array_equal(moved.own, a.own)
 
 
