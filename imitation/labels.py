@@ -7,7 +7,9 @@ One shard is B episodes run together on the batched core. At every step each age
 - DESCRIBE(h) pi_h(. | s_i,t), h a trait combination of the population (held-out ones excluded);
               in a population with persona families (``lab-families``, ``lab-minus-<family>``) h may
               also be a persona of a family of the training split, from that family's grid (below)
-- OTHER(k)    what agent k, with its internal state at t, would do in i's situation
+- OTHER(k)    what agent k, with its internal state at t, would do in i's situation (i's view,
+              and for a believer i's memory: a situation is what i knows of the world, so k acts on
+              it with k's preferences, as a described believer does)
 - SECOND(k)   what Imitator(k -> i) would do in i's situation: k's fidelity f (1 for agents that
               are not imitators), k's current Bayes belief about i (from what k has seen of i), and
               k's own policy (an imitator's own trait) for the remaining 1 - f
@@ -289,9 +291,11 @@ def second_order_probs(fidelity: np.ndarray, log_belief: np.ndarray, hyp_probs: 
 
 
 def _persona_in(cast: Cast, sit, cstate, w, k, i) -> np.ndarray:
-    """(S, 5) persona (w, k) with its own state (a believer its memory, a family persona its phase
-    and recent cells), in agent (w, i)'s situation."""
-    memory = None if cstate.memory is None else cstate.memory[w, k]
+    """(S, 5) persona (w, k) in agent (w, i)'s situation: k's preferences and its own internal
+    state (a family persona its phase and recent cells), acting on what i knows of the world: what
+    i sees now and, for a believer, what i remembers (i's memory, as for a described believer; the
+    memoryless and trait personas act on i's view alike)."""
+    memory = None if cstate.memory is None else cstate.memory[w, i]
     after = None if cstate.after is None else cstate.after[w, i]
     return persona_probs(cast.params.take((w, k)), sit.take((w, i)), cstate.log_belief[w, k],
                          cast.hypotheses, memory=memory, after=after, config=cast.config,

@@ -367,3 +367,39 @@ def test_lab_belief_dataset_records_its_events_and_labels_believers(tmp_path):
     assert described and all(isinstance(p.trait, Believer) for p in described)
     for e in episodes:  # every label a distribution
         np.testing.assert_allclose(e.label.sum(-1), 1.0, atol=1e-5)
+
+
+def test_other_of_a_believer_acts_on_what_the_asker_remembers(tmp_path):
+    """OTHER(k) of a believer k in agent i's situation: k's preferences acting on i's knowledge of
+    the world (i's memory, rebuilt here from i's view at every step), exactly as a described
+    believer does; the same label computed with k's own memory differs somewhere (the rule is
+    not vacuous)."""
+    from mirrorhall.agents.bayes import TraitBases, believer_probs, trait_codes
+    from mirrorhall.envs.perception import situations
+    from mirrorhall.imitation.generate import GenerateConfig, generate
+    from mirrorhall.imitation.shards import Dataset
+
+    cfg = GenerateConfig(population="lab-belief", episodes=8, episodes_per_shard=4, steps=20, view_radius=2, seed=7)
+    generate(cfg, tmp_path / "d")
+    data = Dataset(tmp_path / "d")
+    core = WorldCore(data.world)
+    checked = differs = 0
+    for ep in data.episodes():
+        ws = ep.world_states(data.world)  # every step as one batch; sliced into one state a step
+        states = [core.recorded_state(ws.agent_pos[t: t + 1], ws.gem_pos[t: t + 1], ws.last_action[t: t + 1],
+                                      ws.valued[t: t + 1], t) for t in range(ws.agent_pos.shape[0])]
+        for s in np.flatnonzero(ep.kind == Kind.OTHER):
+            k, i, t = int(ep.target[s]), int(ep.agent[s]), int(ep.t[s])
+            persona = ep.personas[k]
+            if not isinstance(persona, Believer):
+                continue
+            memory = {a: track_memory(core, states[: t + 1], [a])[t] for a in (i, k)}  # (1, C, H*W)
+            likes, social, beta = trait_codes(persona.trait, data.world.n_colors, data.world.n_agents)
+            tb = TraitBases(situations(core, states[t]).take((np.array([0]), np.array([i]))))
+            after = post_move_cells(core, states[t], [i])
+            want = {a: believer_probs(data.world, tb, np.array([likes]), np.array([social]), np.array([beta]),
+                                      memory[a], after)[0] for a in (i, k)}
+            np.testing.assert_allclose(ep.label[s], want[i], atol=1e-5)
+            checked += 1
+            differs += not np.allclose(want[i], want[k], atol=1e-3)
+    assert checked >= 20 and differs >= 1, (checked, differs)
