@@ -76,3 +76,17 @@ def test_speedrun_loop_benchmark():
         shares = [r[f"share_{k}"] for k in ("data", "forward", "backward", "optimiser")]
         assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1, abs=0.01)
         assert 0 < r["roofline_fraction"] < 1
+
+
+def test_perspective_benchmark(tmp_path):
+    from mirrorhall.imitation.generate import GenerateConfig, generate
+
+    generate(GenerateConfig(population="lab-belief", episodes=4, episodes_per_shard=4, steps=10, view_radius=2,
+                            seed=0), tmp_path / "d")
+    rows = run_bench("perspective.py", "--data", str(tmp_path / "d"), "--episodes", "4", "--repeats", "1",
+                     "--steps", "3")
+    arrays, acting = rows
+    assert arrays["view_radius"] == 2 and arrays["steps"] == 10
+    assert arrays["ms_per_episode"] > 0 and arrays["ratio"] == pytest.approx(
+        arrays["ms_per_episode_perspective"] / arrays["ms_per_episode"], abs=0.01)
+    assert acting["env_steps_per_s"] > 0 and acting["env_steps_per_s_perspective"] > 0
