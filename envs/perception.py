@@ -601,8 +601,7 @@ def _view_cells(core: WorldCore, pos: np.ndarray) -> np.ndarray:
 def _gems_at(core: WorldCore, gem_pos: np.ndarray, gem_seen: np.ndarray) -> np.ndarray:
     """(B, C, H*W) bool: the cells where the seen gems ``gem_pos`` (B, G, 2), ``gem_seen`` (B, G) are."""
     cfg = core.config
-    b, g = gem_seen.shape
-    here = np.zeros((b, cfg.n_colors, cfg.height * cfg.width), dtype=bool)
+    here = np.zeros((gem_seen.shape[0], cfg.n_colors, cfg.height * cfg.width), dtype=bool)
     rows, slot = np.nonzero(gem_seen)
     here[rows, slot // cfg.gems_per_color, core.cells(gem_pos[rows, slot])] = True
     return here
@@ -655,8 +654,8 @@ def look_history(core: WorldCore, states: WorldState, observers=None) -> np.ndar
     update = _look_update(cells[:, obs_ids], cells[:, None], agent_vis[:, obs_ids])  # (T, Ni, Nj, H*W)
     last = np.maximum.accumulate(np.where(update, np.arange(t)[:, None, None, None], -1), axis=0)
     here = _gems_at(core, states.gem_pos, np.ones(states.gem_pos.shape[:2], dtype=bool))  # (T, C, H*W)
-    cells = np.arange(here.shape[-1])
-    seen = here[np.maximum(last, 0)[..., None, :], np.arange(here.shape[1])[:, None], cells]  # (T, Ni, Nj, C, H*W)
+    colour, cell = np.arange(here.shape[1])[:, None], np.arange(here.shape[2])
+    seen = here[np.maximum(last, 0)[..., None, :], colour, cell]  # (T, Ni, Nj, C, H*W)
     return seen & (last >= 0)[..., None, :]
 
 
