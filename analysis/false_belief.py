@@ -39,6 +39,12 @@ truth's in expectation, so an observer that knows the subject's memory and perso
 scores a ratio near 1, and one that ignores views (it takes the subject to know where every gem
 is) scores about 0: ``tests/test_belief.py`` checks both.
 
+Beside it, ``bayes_watching``: the same exact observer not told the family (believer and
+memoryless evenly a priori). The model is never told it either, and in these scenes the two
+families act alike until the late swap, so Bayes watching reaches only about 0.69 of Bayes's effect
+with a control effect near 0.12 (``summary.watching_ceiling``, ``summary.effect_ratio_watching``):
+what any observer that must learn the family by watching can reach here (``docs/results.md``).
+
 The scenes are the probe's own design; the ``population`` argument is only recorded in the result.
 The view radius must be one the model was trained with for its answer to mean anything (the
 reference was trained on full view; ``lab-belief`` data generated with ``--view-radius 3`` matches
