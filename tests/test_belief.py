@@ -403,3 +403,23 @@ def test_other_of_a_believer_acts_on_what_the_asker_remembers(tmp_path):
             checked += 1
             differs += not np.allclose(want[i], want[k], atol=1e-3)
     assert checked >= 20 and differs >= 1, (checked, differs)
+
+
+BELIEF = Path(__file__).resolve().parents[1] / "checkpoints" / "belief"
+
+
+@pytest.mark.skipif(not (BELIEF / "checkpoint.json").exists(), reason="checkpoints/belief is not in this checkout")
+def test_the_shipped_belief_checkpoint_reads_perspective_and_credits_an_unseen_swap(tmp_path):
+    """checkpoints/belief: under 5 MB, a lab-belief model with the perspective columns; on 40
+    layouts it credits an unseen swap with a false belief, to memoryless subjects too (it cannot
+    tell them apart before the swap, as Bayes watching cannot), where the reference, which has no
+    perspective columns, credits memoryless subjects with nothing."""
+    from mirrorhall.analysis.common import ModelProbe
+    from mirrorhall.analysis.report import run_probe
+
+    assert sum(p.stat().st_size for p in BELIEF.iterdir()) < 5e6
+    probe = ModelProbe(BELIEF)
+    assert probe.model.config.perspective and probe.meta["dataset"]["population"] == "lab-belief"
+    s = run_probe("false_belief", probe, tmp_path, "lab-belief", seed=0, episodes=40)["summary"]
+    assert s["effect_model_ci95"][0] > 0.03 and s["control_effect_model_ci95"][0] > 0.01, s
+    assert s["control_effect_model"] < s["control_effect_bayes_watching"], s
