@@ -369,6 +369,7 @@ def test_lab_belief_dataset_records_its_events_and_labels_believers(tmp_path):
         np.testing.assert_allclose(e.label.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow  # generates a small lab-belief dataset
 def test_other_of_a_believer_acts_on_what_the_asker_remembers(tmp_path):
     """OTHER(k) of a believer k in agent i's situation: k's preferences acting on i's knowledge of
     the world (i's memory, rebuilt here from i's view at every step), exactly as a described
@@ -408,6 +409,7 @@ def test_other_of_a_believer_acts_on_what_the_asker_remembers(tmp_path):
 BELIEF = Path(__file__).resolve().parents[1] / "checkpoints" / "belief"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (BELIEF / "checkpoint.json").exists(), reason="checkpoints/belief is not in this checkout")
 def test_the_shipped_belief_checkpoint_reads_perspective_and_credits_an_unseen_swap(tmp_path):
     """checkpoints/belief: under 5 MB, a lab-belief model with the perspective columns; on 40

@@ -78,6 +78,7 @@ def test_speedrun_loop_benchmark():
         assert 0 < r["roofline_fraction"] < 1
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, builds arrays both ways and acts
 def test_perspective_benchmark(tmp_path):
     from mirrorhall.imitation.generate import GenerateConfig, generate
 
