@@ -52,11 +52,13 @@ def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = N
         pairs = world.view_radius is not None
     belief = look_history(core, states) if perspective else None  # (T + 1, Ni, Nj, C, H*W)
     feats = visible = None
+    n = world.n_agents
     if pairs:
         feats, visible = entity_features(core, states, place=place, belief=belief)
         feats = feats.astype(np.int8)  # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
-    n = world.n_agents
-    own = own_features(core, states, place, None if belief is None else belief[:, np.arange(n), np.arange(n)])
+        own = feats[:, np.arange(n), np.arange(n)]  # the table's diagonal (equal to own_features, tested)
+    else:
+        own = own_features(core, states, place, None if belief is None else belief[:, np.arange(n), np.arange(n)])
     prompts, index = np.unique(np.asarray(ep.prompt, dtype=object).astype(str), return_inverse=True)
     return EpisodeArrays(episode=ep.episode, own=own.astype(np.int8), feats=feats,
                          visible=visible, actions=ep.actions.astype(np.int64), agent=ep.agent, t=ep.t, kind=ep.kind,
