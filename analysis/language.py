@@ -58,15 +58,14 @@ from mirrorhall.envs.core import COLOR_NAMES
 from mirrorhall.errors import ConfigError, InputWarning
 from mirrorhall.imitation.labels import second_order_probs
 from mirrorhall.imitation.prompts import (
-    AGENT_PHRASES,
     CANONICAL,
-    FAMILIES,
     FILLERS_AFTER,
     FILLERS_BEFORE,
     Kind,
     Prompt,
     families,
     fill,
+    grammar_words,
     parse_prompt,
 )
 
@@ -102,12 +101,6 @@ FIGURE_WORDS = {
 
 
 # --- the wordings of a kind ------------------------------------------------------------------------
-
-
-def grammar_words() -> set[str]:
-    """Every word the prompt language writes (forms, agent phrases, optional words)."""
-    texts = [form for f in FAMILIES for form in f.forms] + list(AGENT_PHRASES) + list(FILLERS_BEFORE + FILLERS_AFTER)
-    return {w.strip(",.").lower() for t in texts for w in t.replace("{", " {").split() if not w.startswith("{")}
 
 
 def _units(template: str) -> list[str]:
@@ -216,6 +209,11 @@ def _control_words(kind: Kind, row: dict, m, c, like: bool, label: str) -> str:
     what = "with nonsense words in place of its words" if row["role"] == "nonsense" else "with its words scrambled"
     if m is None or c is None:
         return f"The canonical template {what} ('{row['prompt']}') was not measured."
+    if like and kind == Kind.SELF:
+        return (f"The canonical template {what} ('{row['prompt']}') scores like the meaning ({fmt(m)} against "
+                f"{fmt(c)}, {label}): the model reads a prompt that names no agent, persona or outcome as SELF, "
+                "the one meaning that names nothing, whatever its words (what `train --unreadable` teaches), so "
+                "this control cannot show whether SELF's own words are read.")
     if like:
         return (f"The canonical template {what} ('{row['prompt']}') scores like the meaning ({fmt(m)} against "
                 f"{fmt(c)}, {label}): the model does not need those words in that order to do this, so it is "

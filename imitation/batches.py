@@ -37,6 +37,7 @@ class EpisodeArrays:
     prompts: tuple[str, ...]  # the episode's distinct prompt texts
     prompt_index: np.ndarray  # (S,) int32 into ``prompts``
     label: np.ndarray  # (S, 5)
+    target: np.ndarray | None = None  # (S,) the agent OTHER and SECOND samples name (-1: none)
 
 
 def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = None,
@@ -63,7 +64,7 @@ def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = N
     return EpisodeArrays(episode=ep.episode, own=own.astype(np.int8), feats=feats,
                          visible=visible, actions=ep.actions.astype(np.int64), agent=ep.agent, t=ep.t, kind=ep.kind,
                          prompts=tuple(str(p) for p in prompts), prompt_index=index.astype(np.int32),
-                         label=ep.label)
+                         label=ep.label, target=np.asarray(ep.target, dtype=np.int64))
 
 
 class PromptTable:
@@ -103,15 +104,19 @@ class PromptTable:
 
     def ids(self, ep: EpisodeArrays) -> np.ndarray:
         """(S,) int64 table ids of an episode's samples (new texts are added)."""
-        table = np.empty(len(ep.prompts), dtype=np.int64)
-        for k, text in enumerate(ep.prompts):
+        return self.add(ep.prompts)[ep.prompt_index]
+
+    def add(self, texts) -> np.ndarray:
+        """(len(texts),) int64 table ids of ``texts``, adding the new ones."""
+        table = np.empty(len(texts), dtype=np.int64)
+        for k, text in enumerate(texts):
             i = self.index.get(text)
             if i is None:
                 i = self.index[text] = len(self._rows)
                 self._rows.append(self._row(text))
                 self._tokens = None
             table[k] = i
-        return table[ep.prompt_index]
+        return table
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -148,6 +153,7 @@ class Batch:
     prompt_tokens: torch.Tensor  # (P, L) token ids of the prompt table (indices into prompt_words if given)
     label: torch.Tensor  # (S, 5)
     prompt_words: torch.Tensor | None = None  # (U, W) an n-gram tokenizer's word rows (PromptTable.words)
+    target: torch.Tensor | None = None  # (S,) the agent OTHER and SECOND samples name (-1: none)
     full_view: bool = False
 
     def table_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -189,8 +195,22 @@ def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], prompts: 
         t=torch.from_numpy(cat("t")), kind=torch.from_numpy(cat("kind")),
         prompt=torch.from_numpy(np.concatenate([ids[p] for ids, p in zip(prompt_ids, picks, strict=True)])),
         prompt_tokens=prompts.tokens, label=torch.from_numpy(cat("label")), prompt_words=prompts.words,
+        target=torch.from_numpy(cat("target")) if all(e.target is not None for e in episodes) else None,
         full_view=full_view,
     )
+
+
+def unreadable_batch(batch: Batch, share: float, rng: np.random.Generator, pools: dict) -> Batch:
+    """The batch with a ``share`` of its SELF and SECOND samples (drawn from ``rng``) asked a prompt
+    of ``pools`` instead: table ids of ``prompts.unreadable`` texts, ``pools[Kind.SELF]`` (P,) and
+    ``pools[Kind.SECOND]`` (N, P) by the agent named. Labels stay."""
+    pick = torch.from_numpy(rng.random(len(batch.prompt)) < share)
+    prompt = batch.prompt.clone()
+    for kind, pool in pools.items():
+        rows = pick & (batch.kind == int(kind))
+        choice = torch.from_numpy(rng.integers(pool.shape[-1], size=int(rows.sum())))
+        prompt[rows] = pool[choice] if pool.dim() == 1 else pool[batch.target[rows], choice]
+    return replace(batch, prompt=prompt)
 
 
 def drop_words(batch: Batch, rate: float, rng: np.random.Generator, keep: torch.Tensor) -> Batch:

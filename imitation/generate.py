@@ -58,6 +58,12 @@ class GenerateConfig:
     of a batch once, so this share sets the prompt encoder's cost per step (about
     samples_per_step * varied_share varied prompts, beside about a hundred canonical ones)."""
 
+    describe_follow: float = 0.0
+    """Share of DESCRIBE labels that describe a trait persona following a named agent ("a casual
+    agent that likes red gems and follows agent 3"; any training likes and style, any agent but the
+    one asked), whatever social terms the population's own personas have: the model then reads
+    "agent k" inside a description as well as in OTHER and SECOND prompts."""
+
     def __post_init__(self):
         from mirrorhall.agents.populations import get_population
 
@@ -75,6 +81,10 @@ class GenerateConfig:
                 or not 0.0 <= self.varied_share <= 1.0:
             raise ValueError(f"varied_share must be a number in [0, 1], got {self.varied_share!r}")
         object.__setattr__(self, "varied_share", float(self.varied_share))
+        if isinstance(self.describe_follow, bool) or not isinstance(self.describe_follow, int | float) \
+                or not 0.0 <= self.describe_follow <= 1.0:
+            raise ValueError(f"describe_follow must be a number in [0, 1], got {self.describe_follow!r}")
+        object.__setattr__(self, "describe_follow", float(self.describe_follow))
         self.world()
 
     def world(self) -> WorldConfig:

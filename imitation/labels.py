@@ -7,6 +7,9 @@ One shard is B episodes run together on the batched core. At every step each age
 - DESCRIBE(h) pi_h(. | s_i,t), h a trait combination of the population (held-out ones excluded);
               in a population with persona families (``lab-families``, ``lab-minus-<family>``) h may
               also be a persona of a family of the training split, from that family's grid (below)
+              and, with ``describe_follow``, that share of DESCRIBE labels describes a trait persona
+              that follows a named agent ("... and follows agent 3"; never the agent asked), whatever
+              the population's own social terms
 - OTHER(k)    what agent k, with its internal state at t, would do in i's situation (i's view,
               and for a believer i's memory: a situation is what i knows of the world, so k acts on
               it with k's preferences, as a described believer does)
@@ -141,6 +144,17 @@ class Labeller:
         if self.pop.families("train"):
             self.family_desc = FamilyDescriptions(self.pop, self.world_cfg, self.n_trait_desc, b)
             self.desc_traits = self.desc_traits + self.family_desc.specs
+        # followers described by name (cfg.describe_follow), after every other description: one
+        # per (likes, style) of the training combinations and followed agent
+        self.describe_follow = cfg.describe_follow if n > 1 else 0.0
+        self.n_follow_start = len(self.desc_traits)
+        follow = sorted({(lk, st) for lk, _, st in self.pop.combos(c, "train")}, key=str)
+        self.follow_hyp = None
+        if self.describe_follow > 0:
+            follow_traits = [Trait(lk, "follow", st, follow=k) for lk, st in follow for k in range(n)]
+            self.desc_traits = self.desc_traits + follow_traits
+            self.follow_hyp = HypothesisSet(follow_traits, c, n)
+        self.n_follow_combos = len(follow)
         kinds_p = np.asarray(cfg.kind_weights, dtype=np.float64)
         self.kinds_p = kinds_p / kinds_p.sum()
         self.wi = np.broadcast_to(np.arange(b)[:, None, None], (b, n, self.m))
@@ -168,15 +182,28 @@ class Labeller:
         other = other + (other >= ai)  # k != i
         other = np.where(n == 1, 0, other)
         if self.family_desc is None:
-            desc = rng_prompt.integers(len(self.desc_traits), size=(b, n, m))
+            desc = rng_prompt.integers(self.n_follow_start, size=(b, n, m))
         else:  # (B, N, M) drawn by the population's mix; the family ones after the trait ones
             desc = self.family_desc.draw(rng_prompt, ai)
+        if self.describe_follow > 0:  # a stream of draws only where asked: other datasets draw as before
+            fol = rng_prompt.random((b, n, m)) < self.describe_follow
+            followed = rng_prompt.integers(n - 1, size=(b, n, m))
+            followed = followed + (followed >= ai)  # never the agent asked
+            combo = rng_prompt.integers(self.n_follow_combos, size=(b, n, m))
+            desc = np.where(fol, self.n_follow_start + combo * n + followed, desc)
         horizon = np.asarray(RETURN_HORIZONS)[rng_prompt.integers(len(RETURN_HORIZONS), size=(b, n, m))]
         ret_color = rng_prompt.integers(-1, c, size=(b, n, m))  # -1: any colour
         kind = np.where((kind == Kind.RETURN) & (t + horizon > steps), Kind.SELF, kind)
 
         label = np.repeat(probs[:, :, None], m, axis=2)  # (B, N, M, 5) SELF
         sel = kind == Kind.DESCRIBE
+        if self.follow_hyp is not None:
+            fol = sel & (desc >= self.n_follow_start)
+            sel = sel & ~fol
+            if fol.any():
+                h = desc[fol] - self.n_follow_start
+                label[fol] = trait_probs(sit.take((wi[fol], ai[fol])), self.follow_hyp.likes[h],
+                                         self.follow_hyp.social[h], self.follow_hyp.beta[h])
         if self.family_desc is not None:
             fam = sel & (desc >= self.n_trait_desc)
             sel = sel & ~fam

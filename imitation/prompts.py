@@ -425,6 +425,76 @@ def _number(text: str) -> int:
 
 
 
+def grammar_words() -> set[str]:
+    """Every word the prompt language writes (forms of every family, held-out ones included,
+    agent phrases, optional words)."""
+    texts = [form for f in FAMILIES for form in f.forms] + list(AGENT_PHRASES) + list(FILLERS_BEFORE + FILLERS_AFTER)
+    return {w.strip(",.").lower() for t in texts for w in t.replace("{", " {").split() if not w.startswith("{")}
+
+
+# --- prompts that name nothing --------------------------------------------------------------------
+
+_ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+           "ch", "sh", "th", "st", "tr", "pl", "gr", "br", "cl", "fr", "sp", "wh", "qu")
+_NUCLEI = ("a", "e", "i", "o", "u", "y", "ea", "ou", "ai", "oo", "ie")
+_CODAS = ("", "", "n", "r", "s", "t", "l", "ck", "ng", "rd", "sh", "x", "m")
+PROBE_NONSENSE_SHAPE = re.compile(r"^(?:[bdfgklmnprstvz][aeiou]){1,2}[bdfgklmnprstvz]$")
+"""The shape of the ``language`` probe's nonsense control words; training's made-up words never
+take it, so a control never asks a word that training used."""
+
+
+def made_up_words(count: int, rng: np.random.Generator, known: set[str]) -> list[str]:
+    """``count`` distinct made-up words of one to three syllables (onset and vowel) and an optional
+    final consonant,
+    none in ``known``, none a word of the prompt language (``grammar_words``, held-out families
+    included) and none of the probe's control shape (``PROBE_NONSENSE_SHAPE``)."""
+    out: list[str] = []
+    seen = set(known) | grammar_words()
+    while len(out) < count:
+        word = "".join(_ONSETS[rng.integers(len(_ONSETS))] + _NUCLEI[rng.integers(len(_NUCLEI))]
+                       for _ in range(int(rng.integers(1, 4)))) + _CODAS[rng.integers(len(_CODAS))]
+        if word not in seen and not PROBE_NONSENSE_SHAPE.match(word):
+            seen.add(word)
+            out.append(word)
+    return out
+
+
+UNREADABLE_KINDS = (Kind.SELF, Kind.SECOND)
+"""The kinds ``unreadable`` writes: the meanings whose argument structure alone says what they
+are (SELF names nothing; SECOND names an agent and "you")."""
+
+
+def unreadable(kind: Kind, count: int, rng: np.random.Generator, known: set[str], target: int | None = None,
+               replace: float = 0.75) -> list[str]:
+    """``count`` prompts of ``kind`` written partly in words nobody taught: a training form of the
+    kind with each of its own words replaced by a made-up one (``made_up_words``) with probability
+    ``replace`` (at least one word), written with a training surface (agent phrase, ids in words,
+    optional words before and after). What the meaning names stays: SELF names nothing, so any of
+    its words may go; SECOND keeps its agent (``target``) and "you". Training on these
+    (``TrainConfig.unreadable``) teaches that a prompt naming nothing asks the agent to be itself,
+    and that one naming agent k and "you" asks for k imitating it, for words never seen."""
+    kind = Kind(kind)
+    if kind not in UNREADABLE_KINDS:
+        raise ValueError(f"unreadable prompts are written for {', '.join(k.name for k in UNREADABLE_KINDS)}, "
+                         f"not {kind.name}")
+    if (kind == Kind.SECOND) != (target is not None):
+        raise ValueError("unreadable: give target exactly for SECOND")
+    forms = [t.text for t in TEMPLATES[kind] if not t.held_out]
+    kept = {"agent", "{k}", "you"} if kind == Kind.SECOND else set()
+    out = []
+    for _ in range(count):
+        words = forms[rng.integers(len(forms))].split()
+        free = np.array([w not in kept for w in words])
+        swap = (rng.random(len(words)) < replace) & free
+        swap[rng.choice(np.flatnonzero(free))] = True
+        fresh = iter(made_up_words(int(swap.sum()), rng, known))
+        form = " ".join(next(fresh) if s else w for w, s in zip(words, swap, strict=True))
+        numbers, phrase, before, after = surface_parts(int(sample_surface(rng)))
+        text = fill(form.replace("agent {k}", AGENT_PHRASES[phrase]), target=target, words=numbers)
+        out.append(" ".join(x for x in (FILLERS_BEFORE[before - 1] if before else "", text,
+                                        FILLERS_AFTER[after - 1] if after else "") if x))
+    return out
+
 
 def shorten(text: str, limit: int = 80) -> str:
     """``repr`` of a text for an error message, cut to about ``limit`` characters."""

@@ -41,6 +41,7 @@ from mirrorhall.imitation.batches import (
     drop_words,
     episode_arrays,
     make_batch,
+    unreadable_batch,
 )
 from mirrorhall.imitation.checkpoint import (
     CheckpointError,
@@ -59,7 +60,7 @@ from mirrorhall.imitation.model import (
     count_parameters,
 )
 from mirrorhall.imitation.model_io import batch_logits
-from mirrorhall.imitation.prompts import KIND_NAMES
+from mirrorhall.imitation.prompts import KIND_NAMES, Kind, unreadable
 from mirrorhall.imitation.shards import Dataset
 from mirrorhall.imitation.tokenizer import TOKENIZERS, Tokenizer, make_tokenizer
 
@@ -138,6 +139,11 @@ class TrainConfig:
     word_dropout: float = 0.0
     """Probability that a prompt word (not a number) is read as the unknown word in a training
     batch (drawn per step from the seed); with ngram the word keeps its n-grams."""
+    unreadable: float = 0.0
+    """Share of SELF and SECOND samples asked, in a training batch, a form of their kind written
+    partly in made-up words instead (``prompts.unreadable``; pools drawn from the seed): SELF
+    names nothing and SECOND names an agent and "you", and these teach those readings for words
+    never seen."""
     recency: tuple[float, ...] = ()
     """Half-lives, in steps, of the recency-weighted evidence the model reads beside its all-time
     sum (``ModelConfig.recency``; at most 8, each in (0, 10000]); none: the all-time sum alone."""
@@ -167,6 +173,9 @@ class TrainConfig:
         if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, int | float) \
                 or not 0 <= self.word_dropout < 1:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout!r}")
+        if isinstance(self.unreadable, bool) or not isinstance(self.unreadable, int | float) \
+                or not 0 <= self.unreadable < 1:
+            raise ValueError(f"unreadable must be in [0, 1), got {self.unreadable!r}")
         object.__setattr__(self, "recency", check_recency(self.recency))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -240,6 +249,10 @@ def dataset_id(data: Dataset) -> dict:
             "population": data.config.population, "episodes": data.config.episodes}
 
 
+UNREADABLE_POOL = 2048
+"""Prompts in made-up words a run draws for each kind (``TrainConfig.unreadable``)."""
+
+
 class Trainer:
     """Holds the model, optimizer, episodes and sampler; ``train_step`` is the loop body.
 
@@ -278,6 +291,15 @@ class Trainer:
         self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
                                     streams.worker_seed(cfg.seed, rank))
         self.step = 0
+        self.unreadable = None
+        if cfg.unreadable > 0:  # pools for the run, drawn from its seed
+            rng, known = streams.rng(streams.UNREADABLE_POOL, cfg.seed), set(tokenizer.vocab)
+            agents = max(ep.own.shape[1] for ep in episodes)
+            self.unreadable = {Kind.SELF: torch.from_numpy(self.prompts.add(
+                unreadable(Kind.SELF, UNREADABLE_POOL, rng, known)))}
+            if agents > 1:
+                self.unreadable[Kind.SECOND] = torch.from_numpy(np.stack([self.prompts.add(
+                    unreadable(Kind.SECOND, UNREADABLE_POOL // agents, rng, known, target=k)) for k in range(agents)]))
         # word dropout spares padding, <unk> and numbers (agent ids)
         self.keep = torch.tensor([i < 2 or w.isdigit() for i, w in enumerate(tokenizer.vocab)])
 
@@ -286,6 +308,9 @@ class Trainer:
         eps = [self.train_eps[i] for i in chosen]
         picks = self.sampler.samples(step, [len(e.kind) for e in eps])
         batch = make_batch(eps, picks, self.prompts, self.full_view, [self.train_prompts[i] for i in chosen])
+        if self.unreadable is not None:
+            batch = unreadable_batch(batch, self.cfg.unreadable, streams.rng(streams.UNREADABLE, self.sampler.seed, step),
+                                     self.unreadable)
         if self.cfg.word_dropout > 0:
             batch = drop_words(batch, self.cfg.word_dropout, streams.rng(streams.WORD_DROPOUT, self.sampler.seed, step),
                                self.keep)

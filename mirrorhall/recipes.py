@@ -49,14 +49,15 @@ class Recipe:
 
 RECIPES = {
     "reference": Recipe(
-        description="the reference checkpoint's recipe on a CPU: `lab` with the prompt grammar, the `small` "
-                    "model reading prompts through an n-gram tokenizer with relative positions, 6,000 steps "
-                    "in bf16 where the CPU has bf16 units, else fp32 (about 18 minutes on 2 cores with "
-                    "them; docs/benchmarks.md)",
-        generate=dict(population="lab", episodes=12288, seed=1),
+        description="the reference checkpoint's recipe on a CPU: `lab` with the prompt grammar (a fifth of "
+                    "its descriptions name a follower of an agent), the `small` model reading prompts through "
+                    "an n-gram tokenizer with relative positions, word dropout and SELF and SECOND forms "
+                    "partly in made-up words, 6,000 steps in bf16 where the CPU has bf16 units, else fp32 "
+                    "(about 18 minutes on 2 cores with them; docs/benchmarks.md)",
+        generate=dict(population="lab", episodes=12288, seed=1, describe_follow=0.2),
         train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
                    warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,
-                   tokenizer="ngram", positions="relative", word_dropout=0.1),
+                   tokenizer="ngram", positions="relative", word_dropout=0.1, unreadable=0.05),
         probe_scale="full", probe_seed=1, target=0.89),
     "families": Recipe(
         description="the reference recipe on `lab-families` (lab plus every persona family) with a model that "
@@ -69,10 +70,10 @@ RECIPES = {
         probe_scale="full", probe_seed=1, target=0.89),
     "tiny": Recipe(
         description="every stage at a scale that finishes in seconds (for tests and a first look)",
-        generate=dict(population="lab", episodes=64, seed=1, episodes_per_shard=16),
+        generate=dict(population="lab", episodes=64, seed=1, episodes_per_shard=16, describe_follow=0.2),
         train=dict(size="tiny", steps=30, episodes_per_batch=8, samples_per_episode=64, lr=2e-3, warmup=5,
                    eval_every=15, checkpoint_every=15, seed=0, tokenizer="ngram", positions="relative",
-                   word_dropout=0.1),
+                   word_dropout=0.1, unreadable=0.05),
         probe_scale="small", probe_episodes=8, probe_seed=1),
 }
 

@@ -123,6 +123,10 @@ EVAL_SAMPLES = Stream("train/eval_samples", after=(7,))
 """The samples picked from each held-out episode at every evaluation."""
 WORD_DROPOUT = Stream("train/word_dropout", indices=1, after=(tag("train/word_dropout"),))
 """The prompt words read as unknown at training step ``index`` (seed: ``worker_seed``)."""
+UNREADABLE_POOL = Stream("train/unreadable_pool", after=(tag("train/unreadable_pool"),))
+"""The pools of prompts written partly in made-up words (``TrainConfig.unreadable``; seed: the run's)."""
+UNREADABLE = Stream("train/unreadable", indices=1, after=(tag("train/unreadable"),))
+"""The SELF and SECOND samples of training step ``index`` asked such a prompt (seed: ``worker_seed``)."""
 
 # --- RLlib env runners ------------------------------------------------------------------------------
 
@@ -169,7 +173,7 @@ SOAK_MODEL_PERSONAS = Stream("benchmarks/soak_model_personas", after=(2,))
 STREAMS: tuple[Stream, ...] = (
     SCENE_WORLD, SCENE_POLICY, SCENE_PERSONAS,
     SHARD_PERSONAS, SHARD_WORLD, SHARD_POLICY, SHARD_PROMPTS, SHARD_EVENTS,
-    BATCH_ORDER, BATCH_SAMPLES, EVAL_SAMPLES, WORD_DROPOUT, ENV_RUNNER,
+    BATCH_ORDER, BATCH_SAMPLES, EVAL_SAMPLES, WORD_DROPOUT, UNREADABLE_POOL, UNREADABLE, ENV_RUNNER,
     *PROBE_DRAWS.values(), *PROBE_SCENES.values(), COMPARE_DIRECT_LEARNER, COMPARE_DIRECT_RUN, LANGUAGE_WORDINGS,
     BOOTSTRAP, RANDOM_AGENT, BENCHMARK, SOAK_CORE_PERSONAS, SOAK_MODEL_PERSONAS,
 )

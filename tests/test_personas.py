@@ -419,3 +419,38 @@ def test_species_draw_is_normalised_and_seeded():
         b = Species.draw(alpha, np.random.default_rng(1))
         assert a == b and a.alpha == alpha
         assert abs(sum(a.probs) - 1) < 1e-12 and min(a.probs) > 0
+
+
+def test_described_followers_are_labelled_as_the_plain_reference_and_never_follow_the_asker():
+    """``generate --describe-follow``: DESCRIBE labels that name a follower ("... and follows
+    agent k", read back from the text) equal the plain reference trait in the asked agent's
+    situation; k is never the asked agent; the share is the one asked for (0.5 +- 0.1)."""
+    from mirrorhall.imitation.generate import GenerateConfig
+    from mirrorhall.imitation.labels import label_shard
+    from mirrorhall.imitation.prompts import Kind, parse_prompt
+
+    gen = GenerateConfig(population="lab", episodes=2, episodes_per_shard=2, steps=12, agents=6, seed=3,
+                         kind_weights=(0, 1, 0, 0, 0), describe_follow=0.5)
+    lab = label_shard(gen, 0, 2)
+    cfg = gen.world()
+    core = WorldCore(cfg)
+    obs = {}
+    follows = 0
+    described = np.flatnonzero(lab.kind == Kind.DESCRIBE)
+    for s in described:
+        trait = parse_prompt(lab.prompt[s]).trait
+        if trait.social != "follow":
+            continue
+        w, i, t = int(lab.world[s]), int(lab.agent[s]), int(lab.t[s])
+        assert trait.follow != i
+        if t not in obs:
+            last = lab.actions[t - 1] if t else np.full(lab.actions.shape[1:], -1)
+            obs[t] = core.observations(core.recorded_state(lab.agent_pos[t], lab.gem_pos[t], last, t=t))
+        np.testing.assert_allclose(lab.label[s], ref_trait(trait, obs[t][w, i], cfg), rtol=0, atol=1e-6)
+        follows += 1
+    assert 0.4 < follows / described.size < 0.6
+    # off by default, and the datasets made without it draw exactly as before
+    plain = label_shard(GenerateConfig(**{**gen.__dict__, "describe_follow": 0.0}), 0, 2)
+    assert not any("follows agent" in p for p in plain.prompt)
+    with pytest.raises(ValueError, match="describe_follow must be"):
+        GenerateConfig(describe_follow=1.5)

@@ -231,6 +231,58 @@ def test_word_dropout_is_seeded_spares_numbers_and_is_off_by_default(episodes, t
     assert wd.batch(3).tokens.dim() == 2 and (wd.batch(3).tokens == 1).any()
 
 
+def test_unreadable_asks_self_and_second_samples_in_made_up_words_seeded(episodes, tmp_path):
+    """``--unreadable``: a share of the SELF and SECOND samples (and only those) read a form of
+    their kind with made-up words in it (a SECOND one naming the sample's own agent and "you");
+    the labels stay; the same step gives the same batch; every made-up word is unknown to the
+    tokenizer, no word of the prompt language (held-out families included) and never of the
+    language probe's control shape."""
+    from mirrorhall.imitation.prompts import (
+        PROBE_NONSENSE_SHAPE,
+        grammar_words,
+        number_words,
+        parse_prompt,
+        unreadable,
+    )
+
+    data, eps = episodes
+    common = dict(data=str(data.root), out=str(tmp_path), size="tiny", episodes_per_batch=2, samples_per_episode=96,
+                  tokenizer="ngram", eval_fraction=0.0)
+    assert TrainConfig(data="d", out="o").unreadable == 0.0
+    plain = Trainer(TrainConfig(**common), eps, NGRAM, data.world.n_colors, full_view=True)
+    asked = Trainer(TrainConfig(**common, unreadable=0.5), eps, NGRAM, data.world.n_colors, full_view=True)
+    a, b, again = plain.batch(3), asked.batch(3), asked.batch(3)
+    assert torch.equal(b.prompt, again.prompt) and torch.equal(a.label, b.label)
+    text_a = {i: t for t, i in plain.prompts.index.items()}
+    text_b = {i: t for t, i in asked.prompts.index.items()}
+    before = [text_a[int(x)] for x in a.prompt]
+    after = [text_b[int(y)] for y in b.prompt]
+    changed = np.array([x != y for x, y in zip(before, after, strict=True)])
+    for kind in (Kind.SELF, Kind.SECOND):
+        rows = (a.kind == int(kind)).numpy()
+        assert 0.25 < (changed & rows).sum() / rows.sum() < 0.75, kind
+    assert not (changed & ~np.isin(a.kind.numpy(), [int(Kind.SELF), int(Kind.SECOND)])).any()
+    known = grammar_words() | set(NGRAM.vocab)
+    for row in np.flatnonzero(changed):
+        assert (b.tokens[row, :, 0] == 1).any()  # a word read through its n-grams alone
+        if a.kind[row] == int(Kind.SECOND):
+            k = parse_prompt(before[row]).target
+            words = after[row].replace(",", "").split()
+            assert "you" in words and (str(k) in words or number_words(k) in words)
+    pool = unreadable(Kind.SELF, 400, np.random.default_rng(0), set(NGRAM.vocab))
+    made_up = {w.strip(",") for t in pool for w in t.split()} - known
+    assert len(made_up) > 300 and not any(PROBE_NONSENSE_SHAPE.match(w) for w in made_up)
+    assert all(any(w.strip(",") in made_up for w in t.split()) for t in pool)
+    assert pool == unreadable(Kind.SELF, 400, np.random.default_rng(0), set(NGRAM.vocab))
+    second = unreadable(Kind.SECOND, 50, np.random.default_rng(1), set(), target=5)
+    assert all(t.replace(",", "").split().count("you") >= 1 for t in second)
+    assert all(" 5 " in f" {t} " or " five " in f" {t} " for t in second)
+    with pytest.raises(ValueError, match="unreadable must be in"):
+        TrainConfig(data="d", out="o", unreadable=1.0)
+    with pytest.raises(ValueError, match="not OTHER"):
+        unreadable(Kind.OTHER, 1, np.random.default_rng(0), set())
+
+
 @pytest.fixture(scope="module")
 def ngram_run(tiny_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("ngram") / "run"
