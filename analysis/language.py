@@ -311,9 +311,14 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
 
 
 def run(probe: ModelProbe, population: str, episodes: int = 42, seed: int = 0, agents: int = 8,
-        kinds=tuple(Kind), pairs: bool = True) -> dict:
+        kinds=tuple(Kind), pairs: bool = True, seeds: int = 1) -> dict:
     """Every kind's wordings through its probe (``episodes`` scales them: it is the number of
-    ``imitate``/``self`` scenes; the others take their share, ``SHARE``), then the minimal pairs."""
+    ``imitate``/``self`` scenes; the others take their share, ``SHARE``), then the minimal pairs.
+    ``seeds`` > 1 runs the seeds ``seed`` .. ``seed + seeds - 1`` and pools them (``pool``)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
+    if seeds > 1:
+        return pool([run(probe, population, episodes, s, agents, kinds, pairs) for s in range(seed, seed + seeds)])
     kinds = [Kind(k) for k in kinds]
     if not kinds and not pairs:
         raise ConfigError("the language probe needs at least one kind or the minimal pairs")
@@ -336,6 +341,48 @@ def run(probe: ModelProbe, population: str, episodes: int = 42, seed: int = 0, a
                       "held_out_margin_gap_SECOND": 0.01, "filler_change_max_OTHER": 0.02,
                       "filler_change_max_SELF": 0.02}
     return out
+
+
+def pool(parts: list[dict]) -> dict:
+    """One result from language results of several seeds (same checkpoint, wordings and scale):
+    each figure is the scene-weighted mean of the seeds' figures, with a 95% interval from the
+    seeds' intervals (each read as mean +- 1.96 standard errors; seeds' scenes are independent);
+    verdicts and the summary are recomputed from the pooled figures. ``per_seed`` keeps each
+    seed's summary."""
+    first = parts[0]
+    if any([(c["kind"], c["prompt"]) for c in p["conditions"]] != [(c["kind"], c["prompt"]) for c in first["conditions"]]
+           for p in parts):
+        raise ConfigError("pooling language results needs the same wordings in each; rerun them with one version")
+    conditions = [{**rows[0], "figure": _pool_figures([r["figure"] for r in rows])}
+                  for rows in zip(*(p["conditions"] for p in parts), strict=True)]
+    out = {**first, "seed": [p["seed"] for p in parts], "episodes": sum(p["episodes"] for p in parts),
+           "conditions": conditions, "kinds": {}}
+    for name in first["kinds"]:
+        rows = [c for c in conditions if c["kind"] == name]
+        out["kinds"][name] = _kind_result(Kind[name], rows, [c["figure"] for c in rows]) | {
+            "episodes": sum(p["kinds"][name]["episodes"] for p in parts)}
+    if "minimal_pairs" in first:
+        mps = [p["minimal_pairs"] for p in parts]
+        out["minimal_pairs"] = {**mps[0], "accuracy": _pool_figures([m["accuracy"] for m in mps]),
+                                "members": {n: _pool_figures([m["members"][n] for m in mps]) for n in mps[0]["members"]},
+                                "situations": sum(m["situations"] for m in mps), "left_out": sum(m["left_out"] for m in mps)}
+    out["summary"] = _summary(out)
+    out["per_seed"] = [{"seed": p["seed"], "summary": p["summary"]} for p in parts]
+    return out
+
+
+def _pool_figures(figs: list[dict]) -> dict:
+    """Scene-weighted mean of figures, its interval by a normal approximation from theirs (figures
+    without a mean or an interval are left out)."""
+    figs = [f for f in figs if f["mean"] is not None and f.get("n") and None not in f["ci95"]]
+    if not figs:
+        return {"mean": None, "ci95": [None, None], "n": 0}
+    n = np.array([f["n"] for f in figs], dtype=np.float64)
+    w = n / n.sum()
+    mean = float(w @ np.array([f["mean"] for f in figs]))
+    se = np.array([(f["ci95"][1] - f["ci95"][0]) / (2 * 1.96) for f in figs])
+    half = 1.96 * float(np.sqrt(np.sum((w * se) ** 2)))
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": int(n.sum())}
 
 
 def _summary(r: dict) -> dict:

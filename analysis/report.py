@@ -74,11 +74,12 @@ SCALES = {
 
 
 def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: int = 0,
-              episodes: int | None = None, scale: str = "small", prompts=(), targets: str = "traits") -> dict:
+              episodes: int | None = None, scale: str = "small", prompts=(), targets: str = "traits",
+              seeds: int = 1) -> dict:
     """Run probe ``name`` and write ``out/NAME.json`` and its plot; ``prompts``: wordings of the
     user's own for a probe of ``PROMPTED`` (``--prompt``); ``targets``: for a probe of ``TARGETED``,
     "traits" (its default) or a persona family (imitate: pi_test drawn from it; describe: only its
-    personas described)."""
+    personas described); ``seeds``: the language probe pools that many seeds from ``seed``."""
     if name not in PROBES:
         raise ConfigError(f"unknown probe {name!r}; allowed: {', '.join(PROBES)}, all")
     if scale not in SCALES:
@@ -86,6 +87,10 @@ def run_probe(name: str, probe: ModelProbe, out: Path, population: str, seed: in
     if targets != "traits" and name not in TARGETED:
         raise ConfigError(f"targets {targets!r} apply to the probes {', '.join(TARGETED)} only")
     extra = {"targets": targets} if targets != "traits" else {}
+    if seeds != 1:
+        if name != "language":
+            raise ConfigError(f"seeds pools the language probe only; not {name}")
+        extra["seeds"] = seeds
     if prompts:
         if name not in PROMPTED:
             raise ConfigError(f"--prompt works with the probes {', '.join(PROMPTED)}; not with {name}")

@@ -213,3 +213,30 @@ def test_language_result_reads_back_into_a_report(meaning_result, tmp_path):
     (tmp_path / "language.json").write_text(json.dumps(bad))
     with pytest.raises(ConfigError, match="language.json"):
         read_result(tmp_path / "language.json", "language")
+
+
+def test_pooled_seeds_weigh_scenes_narrow_the_interval_and_read_back(meaning_result, tmp_path):
+    """``pool`` (``probe language --seeds N``): two copies of one result pool to the same means with
+    intervals sqrt(2) narrower; verdicts and the summary are recomputed; the report reads it; a
+    result with other wordings is refused; --seeds is the language probe's only."""
+    r = meaning_result
+    pooled = language.pool([r, r])
+    assert pooled["seed"] == [r["seed"], r["seed"]] and pooled["episodes"] == 2 * r["episodes"]
+    for a, b in zip(r["conditions"], pooled["conditions"], strict=True):
+        fa, fb = a["figure"], b["figure"]
+        if fa["mean"] is None or None in fa["ci95"]:
+            continue
+        assert fb["mean"] == pytest.approx(fa["mean"]) and fb["n"] == 2 * fa["n"]
+        assert fb["ci95"][1] - fb["ci95"][0] == pytest.approx((fa["ci95"][1] - fa["ci95"][0]) / np.sqrt(2))
+    assert pooled["summary"] == pytest.approx(r["summary"])
+    assert pooled["minimal_pairs"]["situations"] == 2 * r["minimal_pairs"]["situations"]
+    assert [p["summary"] for p in pooled["per_seed"]] == [r["summary"], r["summary"]]
+    (tmp_path / "language.json").write_text(json.dumps(pooled))
+    assert "Discrimination accuracy 1.000" in write_report(tmp_path).read_text()
+    other = dict(r, conditions=r["conditions"][1:])
+    with pytest.raises(ConfigError, match="same wordings"):
+        language.pool([r, other])
+    from mirrorhall.cli import main
+
+    assert main(["probe", "imitate", "--checkpoint", str(REFERENCE), "--out", str(tmp_path / "x"), "--seeds", "2"]) == 2
+    assert not (tmp_path / "x").exists()

@@ -44,6 +44,9 @@ class ProbeConfig:
     """Folder for NAME.json and NAME.png (and probe_config.json, this config)."""
     seed: int = 0
     """Seed of the held-out scenes."""
+    seeds: int = 1
+    """language: run the seeds --seed .. --seed + SEEDS - 1 and pool them into one language.json
+    (each seed's summary kept in its per_seed list)."""
     episodes: int | None = None
     """Scenes per probe (None: by --scale)."""
     scale: str = option("small", choices=SCALE_NAMES)
@@ -81,6 +84,11 @@ class ProbeConfig:
                               "leaves out; leave out one of them")
         if self.scale not in SCALE_NAMES:
             raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)}; got {self.scale!r}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"--seeds must be a positive integer, got {self.seeds!r}")
+        if self.seeds > 1 and self.name != "language":
+            raise ConfigError(f"--seeds pools the language probe's seeds; run mirrorhall probe language --seeds "
+                              f"{self.seeds}, or leave --seeds out for {self.name}")
         if self.episodes is not None and self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}; leave it out to use the "
                               f"--scale default")
@@ -131,7 +139,7 @@ def _probe(cfg: ProbeConfig) -> int:
     for name in names:
         model.new_bar = lambda total, name=name: bar(total, name, "part", enabled=cfg.progress)
         r = run_probe(name, model, cfg.out, population, seed=cfg.seed, episodes=cfg.episodes, scale=cfg.scale,
-                      prompts=cfg.prompt, targets=cfg.targets)
+                      prompts=cfg.prompt, targets=cfg.targets, seeds=cfg.seeds)
         if model.bar is not None:
             model.bar.close()
         model.bar = None
