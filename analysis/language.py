@@ -348,14 +348,15 @@ def pool(parts: list[dict]) -> dict:
     each figure is the scene-weighted mean of the seeds' figures, with a 95% interval from the
     seeds' intervals (each read as mean +- 1.96 standard errors; seeds' scenes are independent);
     verdicts and the summary are recomputed from the pooled figures. ``per_seed`` keeps each
-    seed's summary."""
+    seed's summary. Pooled results pool again as their seeds would (same means and intervals)."""
     first = parts[0]
     if any([(c["kind"], c["prompt"]) for c in p["conditions"]] != [(c["kind"], c["prompt"]) for c in first["conditions"]]
            for p in parts):
         raise ConfigError("pooling language results needs the same wordings in each; rerun them with one version")
     conditions = [{**rows[0], "figure": _pool_figures([r["figure"] for r in rows])}
                   for rows in zip(*(p["conditions"] for p in parts), strict=True)]
-    out = {**first, "seed": [p["seed"] for p in parts], "episodes": sum(p["episodes"] for p in parts),
+    seeds = [s for p in parts for s in (p["seed"] if isinstance(p["seed"], list) else [p["seed"]])]
+    out = {**first, "seed": seeds, "episodes": sum(p["episodes"] for p in parts),
            "conditions": conditions, "kinds": {}}
     for name in first["kinds"]:
         rows = [c for c in conditions if c["kind"] == name]
@@ -367,7 +368,7 @@ def pool(parts: list[dict]) -> dict:
                                 "members": {n: _pool_figures([m["members"][n] for m in mps]) for n in mps[0]["members"]},
                                 "situations": sum(m["situations"] for m in mps), "left_out": sum(m["left_out"] for m in mps)}
     out["summary"] = _summary(out)
-    out["per_seed"] = [{"seed": p["seed"], "summary": p["summary"]} for p in parts]
+    out["per_seed"] = [e for p in parts for e in p.get("per_seed", [{"seed": p["seed"], "summary": p["summary"]}])]
     return out
 
 

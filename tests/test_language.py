@@ -231,6 +231,14 @@ def test_pooled_seeds_weigh_scenes_narrow_the_interval_and_read_back(meaning_res
     assert pooled["summary"] == pytest.approx(r["summary"])
     assert pooled["minimal_pairs"]["situations"] == 2 * r["minimal_pairs"]["situations"]
     assert [p["summary"] for p in pooled["per_seed"]] == [r["summary"], r["summary"]]
+    again = language.pool([pooled, pooled])  # two processes' pooled halves pool as their four seeds
+    four = language.pool([r, r, r, r])
+    assert again["seed"] == four["seed"] and len(again["per_seed"]) == 4
+    for a, b in zip(again["conditions"], four["conditions"], strict=True):
+        fa, fb = a["figure"], b["figure"]
+        assert fa["n"] == fb["n"] and (fa["mean"] is None) == (fb["mean"] is None)
+        if fa["mean"] is not None:
+            assert [fa["mean"], *fa["ci95"]] == pytest.approx([fb["mean"], *fb["ci95"]])
     (tmp_path / "language.json").write_text(json.dumps(pooled))
     assert "Discrimination accuracy 1.000" in write_report(tmp_path).read_text()
     other = dict(r, conditions=r["conditions"][1:])
