@@ -201,9 +201,9 @@ def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], prompts: 
 
 
 def unreadable_batch(batch: Batch, share: float, rng: np.random.Generator, pools: dict) -> Batch:
-    """The batch with a ``share`` of its SELF and SECOND samples (drawn from ``rng``) asked a prompt
-    of ``pools`` instead: table ids of ``prompts.unreadable`` texts, ``pools[Kind.SELF]`` (P,) and
-    ``pools[Kind.SECOND]`` (N, P) by the agent named. Labels stay."""
+    """The batch with a ``share`` of its samples of ``pools``' kinds (drawn from ``rng``) asked a
+    prompt of ``pools`` instead: table ids of ``prompts.unreadable`` texts, ``pools[Kind.SELF]``
+    (P,), ``pools[Kind.OTHER]`` and ``pools[Kind.SECOND]`` (N, P) by the agent named. Labels stay."""
     pick = torch.from_numpy(rng.random(len(batch.prompt)) < share)
     prompt = batch.prompt.clone()
     for kind, pool in pools.items():

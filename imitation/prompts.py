@@ -459,9 +459,9 @@ def made_up_words(count: int, rng: np.random.Generator, known: set[str]) -> list
     return out
 
 
-UNREADABLE_KINDS = (Kind.SELF, Kind.SECOND)
-"""The kinds ``unreadable`` writes: the meanings whose argument structure alone says what they
-are (SELF names nothing; SECOND names an agent and "you")."""
+UNREADABLE_KINDS = (Kind.SELF, Kind.OTHER, Kind.SECOND)
+"""The kinds ``unreadable`` writes: the meanings whose arguments alone say what they are (SELF
+names nothing; OTHER names an agent; SECOND names an agent and "you")."""
 
 
 def unreadable(kind: Kind, count: int, rng: np.random.Generator, known: set[str], target: int | None = None,
@@ -470,17 +470,18 @@ def unreadable(kind: Kind, count: int, rng: np.random.Generator, known: set[str]
     kind with each of its own words replaced by a made-up one (``made_up_words``) with probability
     ``replace`` (at least one word), written with a training surface (agent phrase, ids in words,
     optional words before and after). What the meaning names stays: SELF names nothing, so any of
-    its words may go; SECOND keeps its agent (``target``) and "you". Training on these
-    (``TrainConfig.unreadable``) teaches that a prompt naming nothing asks the agent to be itself,
-    and that one naming agent k and "you" asks for k imitating it, for words never seen."""
+    its words may go; OTHER keeps its agent (``target``); SECOND keeps its agent and "you".
+    Training on these (``TrainConfig.unreadable``) teaches, for words never seen, that a prompt
+    naming nothing asks the agent to be itself, one naming only agent k asks for k, and one naming
+    agent k and "you" asks for k imitating it."""
     kind = Kind(kind)
     if kind not in UNREADABLE_KINDS:
         raise ValueError(f"unreadable prompts are written for {', '.join(k.name for k in UNREADABLE_KINDS)}, "
                          f"not {kind.name}")
-    if (kind == Kind.SECOND) != (target is not None):
-        raise ValueError("unreadable: give target exactly for SECOND")
+    if (kind != Kind.SELF) != (target is not None):
+        raise ValueError("unreadable: give target exactly for OTHER and SECOND")
     forms = [t.text for t in TEMPLATES[kind] if not t.held_out]
-    kept = {"agent", "{k}", "you"} if kind == Kind.SECOND else set()
+    kept = {Kind.SELF: set(), Kind.OTHER: {"agent", "{k}"}, Kind.SECOND: {"agent", "{k}", "you"}}[kind]
     out = []
     for _ in range(count):
         words = forms[rng.integers(len(forms))].split()

@@ -140,10 +140,10 @@ class TrainConfig:
     """Probability that a prompt word (not a number) is read as the unknown word in a training
     batch (drawn per step from the seed); with ngram the word keeps its n-grams."""
     unreadable: float = 0.0
-    """Share of SELF and SECOND samples asked, in a training batch, a form of their kind written
-    partly in made-up words instead (``prompts.unreadable``; pools drawn from the seed): SELF
-    names nothing and SECOND names an agent and "you", and these teach those readings for words
-    never seen."""
+    """Share of SELF, OTHER and SECOND samples asked, in a training batch, a form of their kind
+    written partly in made-up words instead (``prompts.unreadable``; pools drawn from the seed):
+    SELF names nothing, OTHER an agent, SECOND an agent and "you", and these teach those readings
+    for words never seen."""
     recency: tuple[float, ...] = ()
     """Half-lives, in steps, of the recency-weighted evidence the model reads beside its all-time
     sum (``ModelConfig.recency``; at most 8, each in (0, 10000]); none: the all-time sum alone."""
@@ -297,9 +297,9 @@ class Trainer:
             agents = max(ep.own.shape[1] for ep in episodes)
             self.unreadable = {Kind.SELF: torch.from_numpy(self.prompts.add(
                 unreadable(Kind.SELF, UNREADABLE_POOL, rng, known)))}
-            if agents > 1:
-                self.unreadable[Kind.SECOND] = torch.from_numpy(np.stack([self.prompts.add(
-                    unreadable(Kind.SECOND, UNREADABLE_POOL // agents, rng, known, target=k)) for k in range(agents)]))
+            for kind in (Kind.OTHER, Kind.SECOND) if agents > 1 else ():
+                self.unreadable[kind] = torch.from_numpy(np.stack([self.prompts.add(
+                    unreadable(kind, UNREADABLE_POOL // agents, rng, known, target=k)) for k in range(agents)]))
         # word dropout spares padding, <unk> and numbers (agent ids)
         self.keep = torch.tensor([i < 2 or w.isdigit() for i, w in enumerate(tokenizer.vocab)])
 

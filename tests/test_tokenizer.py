@@ -231,9 +231,10 @@ def test_word_dropout_is_seeded_spares_numbers_and_is_off_by_default(episodes, t
     assert wd.batch(3).tokens.dim() == 2 and (wd.batch(3).tokens == 1).any()
 
 
-def test_unreadable_asks_self_and_second_samples_in_made_up_words_seeded(episodes, tmp_path):
-    """``--unreadable``: a share of the SELF and SECOND samples (and only those) read a form of
-    their kind with made-up words in it (a SECOND one naming the sample's own agent and "you");
+def test_unreadable_asks_self_other_and_second_samples_in_made_up_words_seeded(episodes, tmp_path):
+    """``--unreadable``: a share of the SELF, OTHER and SECOND samples (and only those) read a form
+    of their kind with made-up words in it (OTHER and SECOND naming the sample's own agent, SECOND
+    with "you" and OTHER without);
     the labels stay; the same step gives the same batch; every made-up word is unknown to the
     tokenizer, no word of the prompt language (held-out families included) and never of the
     language probe's control shape."""
@@ -258,17 +259,19 @@ def test_unreadable_asks_self_and_second_samples_in_made_up_words_seeded(episode
     before = [text_a[int(x)] for x in a.prompt]
     after = [text_b[int(y)] for y in b.prompt]
     changed = np.array([x != y for x, y in zip(before, after, strict=True)])
-    for kind in (Kind.SELF, Kind.SECOND):
-        rows = (a.kind == int(kind)).numpy()
+    asked_kinds = [int(Kind.SELF), int(Kind.OTHER), int(Kind.SECOND)]
+    for kind in asked_kinds:
+        rows = (a.kind == kind).numpy()
         assert 0.25 < (changed & rows).sum() / rows.sum() < 0.75, kind
-    assert not (changed & ~np.isin(a.kind.numpy(), [int(Kind.SELF), int(Kind.SECOND)])).any()
+    assert not (changed & ~np.isin(a.kind.numpy(), asked_kinds)).any()
     known = grammar_words() | set(NGRAM.vocab)
     for row in np.flatnonzero(changed):
         assert (b.tokens[row, :, 0] == 1).any()  # a word read through its n-grams alone
-        if a.kind[row] == int(Kind.SECOND):
+        if a.kind[row] in (int(Kind.OTHER), int(Kind.SECOND)):
             k = parse_prompt(before[row]).target
-            words = after[row].replace(",", "").split()
-            assert "you" in words and (str(k) in words or number_words(k) in words)
+            words = after[row].removesuffix(" if you can").replace(",", "").split()  # the one filler with "you"
+            assert ("you" in words) == (a.kind[row] == int(Kind.SECOND))
+            assert str(k) in words or number_words(k) in words
     pool = unreadable(Kind.SELF, 400, np.random.default_rng(0), set(NGRAM.vocab))
     made_up = {w.strip(",") for t in pool for w in t.split()} - known
     assert len(made_up) > 300 and not any(PROBE_NONSENSE_SHAPE.match(w) for w in made_up)
@@ -279,7 +282,9 @@ def test_unreadable_asks_self_and_second_samples_in_made_up_words_seeded(episode
     assert all(" 5 " in f" {t} " or " five " in f" {t} " for t in second)
     with pytest.raises(ValueError, match="unreadable must be in"):
         TrainConfig(data="d", out="o", unreadable=1.0)
-    with pytest.raises(ValueError, match="not OTHER"):
+    with pytest.raises(ValueError, match="not DESCRIBE"):
+        unreadable(Kind.DESCRIBE, 1, np.random.default_rng(0), set())
+    with pytest.raises(ValueError, match="give target"):
         unreadable(Kind.OTHER, 1, np.random.default_rng(0), set())
 
 
