@@ -209,11 +209,12 @@ def _control_words(kind: Kind, row: dict, m, c, like: bool, label: str) -> str:
     what = "with nonsense words in place of its words" if row["role"] == "nonsense" else "with its words scrambled"
     if m is None or c is None:
         return f"The canonical template {what} ('{row['prompt']}') was not measured."
-    if like and kind == Kind.SELF:
+    if like and kind in (Kind.SELF, Kind.OTHER) and row["role"] == "nonsense":
+        names = ("a prompt that names no agent, persona or outcome as SELF, the one meaning that names nothing"
+                 if kind == Kind.SELF else "a prompt that names agent k and nothing else as OTHER")
         return (f"The canonical template {what} ('{row['prompt']}') scores like the meaning ({fmt(m)} against "
-                f"{fmt(c)}, {label}): the model reads a prompt that names no agent, persona or outcome as SELF, "
-                "the one meaning that names nothing, whatever its words (what `train --unreadable` teaches), so "
-                "this control cannot show whether SELF's own words are read.")
+                f"{fmt(c)}, {label}): the model reads {names}, whatever its other words (what `train "
+                f"--unreadable` teaches), so this control cannot show whether {kind.name}'s own words are read.")
     if like:
         return (f"The canonical template {what} ('{row['prompt']}') scores like the meaning ({fmt(m)} against "
                 f"{fmt(c)}, {label}): the model does not need those words in that order to do this, so it is "
