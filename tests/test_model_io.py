@@ -137,8 +137,9 @@ def test_incremental_acting_equals_the_batch_inputs_of_training_and_probes(eithe
 def test_prompts_are_encoded_padded_and_checked_once(reference):
     model, tokenizer, _ = reference
     tokens = encode_prompts(tokenizer, ["behave as agent 3", "behave as yourself", "behave as agent 3"], 24, n_agents=4)
-    assert tokens.shape == (3, 24) and tokens.dtype == torch.long
-    assert torch.equal(tokens[0], tokens[2]) and (tokens[1, 3:] == 0).all() and (tokens[0, :4] != 0).all()
+    assert tokens.shape[:2] == (3, 24) and tokens.dtype == torch.long  # (3, 24, W) with an n-gram tokenizer
+    word_ids = tokens if tokens.dim() == 2 else tokens[..., 0]
+    assert torch.equal(tokens[0], tokens[2]) and (tokens[1, 3:] == 0).all() and (word_ids[0, :4] != 0).all()
     with pytest.raises(ConfigError, match="names agent 9"):
         encode_prompts(tokenizer, ["behave as agent 9"], 24, n_agents=4)
     with pytest.raises(ConfigError, match="non-empty"):

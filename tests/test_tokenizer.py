@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -338,10 +339,15 @@ def test_an_ngram_model_acts_from_observations_as_from_the_state(ngram_run):
         mstate = policy.observe(mstate, feats, vis, actions[None])
 
 
-def test_the_reference_checkpoint_reads_as_before(reference_checkpoint):
-    """checkpoints/reference (version 1, word tokenizer, absolute positions, a config without the
-    new fields) gives the logits it gave before the n-gram tokenizer and relative positions existed
-    (values computed with that code; bit-identical on the machine that computed them)."""
+VERSION_1 = Path(__file__).resolve().parent / "data" / "reference-v1"
+
+
+def test_a_version_1_checkpoint_reads_as_before():
+    """tests/data/reference-v1 (the reference shipped before the prompt grammar: checkpoint format
+    version 1, word tokenizer, absolute positions, a config without the new fields) gives the
+    logits it gave before the n-gram tokenizer and relative positions existed (values computed
+    with that code; bit-identical on the machine that computed them)."""
+    reference_checkpoint = VERSION_1
     meta = json.loads((reference_checkpoint / "checkpoint.json").read_text())
     assert meta["version"] == 1 and "positions" not in meta["model_config"]
     model, tok, _ = load_model(reference_checkpoint)
