@@ -339,11 +339,11 @@ def test_an_ngram_model_acts_from_observations_as_from_the_state(ngram_run):
         mstate = policy.observe(mstate, feats, vis, actions[None])
 
 
-VERSION_1 = Path(__file__).resolve().parent / "data" / "reference-v1"
+VERSION_1 = Path(__file__).resolve().parents[1] / "checkpoints" / "reference-v1"
 
 
 def test_a_version_1_checkpoint_reads_as_before():
-    """tests/data/reference-v1 (the reference shipped before the prompt grammar: checkpoint format
+    """checkpoints/reference-v1 (the reference shipped before the prompt grammar: checkpoint format
     version 1, word tokenizer, absolute positions, a config without the new fields) gives the
     logits it gave before the n-gram tokenizer and relative positions existed (values computed
     with that code; bit-identical on the machine that computed them)."""
