@@ -348,13 +348,19 @@ def pool(parts: list[dict]) -> dict:
     """One result from language results of several seeds (same checkpoint, wordings and scale):
     each figure is the scene-weighted mean of the seeds' figures, with a 95% interval from the
     seeds' intervals (each read as mean +- 1.96 standard errors; seeds' scenes are independent);
+    a control row, whose nonsense or scrambled wording each seed draws anew, names them all;
     verdicts and the summary are recomputed from the pooled figures. ``per_seed`` keeps each
     seed's summary. Pooled results pool again as their seeds would (same means and intervals)."""
     first = parts[0]
-    if any([(c["kind"], c["prompt"]) for c in p["conditions"]] != [(c["kind"], c["prompt"]) for c in first["conditions"]]
-           for p in parts):
+
+    def shape(r):
+        return [(c["kind"], c["role"], c.get("family")) for c in r["conditions"]]
+
+    if any(shape(p) != shape(first) for p in parts):
         raise ConfigError("pooling language results needs the same wordings in each; rerun them with one version")
-    conditions = [{**rows[0], "figure": _pool_figures([r["figure"] for r in rows])}
+    # the controls are drawn per seed: a pooled control row names each seed's wording
+    conditions = [{**rows[0], "prompt": " / ".join(dict.fromkeys(r["prompt"] for r in rows)),
+                   "figure": _pool_figures([r["figure"] for r in rows])}
                   for rows in zip(*(p["conditions"] for p in parts), strict=True)]
     seeds = [s for p in parts for s in (p["seed"] if isinstance(p["seed"], list) else [p["seed"]])]
     out = {**first, "seed": seeds, "episodes": sum(p["episodes"] for p in parts),

@@ -244,6 +244,12 @@ def test_pooled_seeds_weigh_scenes_narrow_the_interval_and_read_back(meaning_res
     other = dict(r, conditions=r["conditions"][1:])
     with pytest.raises(ConfigError, match="same wordings"):
         language.pool([r, other])
+    redrawn = dict(r, conditions=[dict(c, prompt=c["prompt"] + " zib") if c["role"] == "nonsense" else c
+                                  for c in r["conditions"]])
+    both = language.pool([r, redrawn])  # seeds draw their own controls: the row names both
+    row = next(c for c in both["conditions"] if c["role"] == "nonsense")
+    first = next(c for c in r["conditions"] if c["role"] == "nonsense")
+    assert row["prompt"] == f"{first['prompt']} / {first['prompt']} zib"
     from mirrorhall.cli import main
 
     assert main(["probe", "imitate", "--checkpoint", str(REFERENCE), "--out", str(tmp_path / "x"), "--seeds", "2"]) == 2
