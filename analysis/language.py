@@ -36,7 +36,11 @@ label, a focused agent that likes that colour and ignores others). A case counts
 when the model's output is closer (KL from the label) to its own member's label than to every other
 member's. Situations where two members' labels agree (KL below ``DISTINCT``) cannot tell them apart
 and are left out (counted). The figure is the share of discriminated cases, with a bootstrap
-interval over scenes; chance is about one in four.
+interval over scenes; chance is about one in four. Beside it, ``ceiling``: the same share for the
+best reader that must learn agent k by watching, which answers OTHER with the exact Bayes
+observer's prediction after k's K steps (``bayes_other``: how often that is discriminated) and
+every other member with its exact label; no reader that infers k from K steps can be expected
+above it.
 """
 
 from __future__ import annotations
@@ -278,9 +282,11 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
     rng = streams.rng(streams.LANGUAGE_WORDINGS, seed, 1)
     n_colors = probe.model.config.n_colors
     hypotheses = get_population(population).hypotheses(n_colors, agents)
-    _, groups, _, scenes = imitate.watched_scenes(probe, "language", population, episodes, seed, agents, K_PAIRS,
-                                                  driven=False, trait_seat=True)
+    _, groups, scene_hyp, scenes = imitate.watched_scenes(probe, "language", population, episodes, seed, agents,
+                                                          K_PAIRS, driven=False, trait_seat=True)
+    observer = BayesObserver(scene_hyp)
     per_world, per_member, dropped, total, example = [], {}, 0, 0, None
+    ceiling_world, bayes_other = [], []
     probe.expect(len(groups))
     for ws in scenes:
         b = len(ws.rows)
@@ -298,6 +304,18 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
         for i, m in enumerate(members):
             per_member.setdefault(m.kind.name, []).extend(hit[i, usable].tolist())
         per_world += hit[:, usable].mean(0).tolist()
+        # the best reader that must infer agent k from its K steps: the Bayes observer's prediction
+        # for OTHER (every other member answered with its exact label)
+        log_post = observer.prior((b,))
+        for tau in range(K_PAIRS):
+            log_post = observer.update(log_post, ws.scene.situation(tau, w, np.full(b, ws.k)),
+                                       ws.scene.episode.actions[tau, :, ws.k])
+        guess = observer.predictive(log_post, ws.scene.situation(K_PAIRS, w, seat))  # (B, 5)
+        other = [i for i, m in enumerate(members) if m.kind == Kind.OTHER][0]
+        d_guess = kl(labels, guess[None])  # (M, B)
+        hit_bayes = d_guess[other] < np.delete(d_guess, other, axis=0).min(0)
+        bayes_other += hit_bayes[usable].tolist()
+        ceiling_world += ((hit_bayes + len(members) - 1) / len(members))[usable].tolist()
         dropped += int((~usable).sum())
         total += b
         if example is None:
@@ -305,7 +323,7 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
         probe.tick()
     return {"accuracy": mean_ci(per_world), "members": {k: mean_ci(v) for k, v in per_member.items()},
             "situations": total - dropped, "left_out": dropped, "K": K_PAIRS, "example": example,
-            "chance": 1 / 4}
+            "chance": 1 / 4, "ceiling": mean_ci(ceiling_world), "bayes_other": mean_ci(bayes_other)}
 
 
 # --- the probe -----------------------------------------------------------------------------------
@@ -374,6 +392,9 @@ def pool(parts: list[dict]) -> dict:
         out["minimal_pairs"] = {**mps[0], "accuracy": _pool_figures([m["accuracy"] for m in mps]),
                                 "members": {n: _pool_figures([m["members"][n] for m in mps]) for n in mps[0]["members"]},
                                 "situations": sum(m["situations"] for m in mps), "left_out": sum(m["left_out"] for m in mps)}
+        for key in ("ceiling", "bayes_other"):
+            if all(key in m for m in mps):
+                out["minimal_pairs"][key] = _pool_figures([m[key] for m in mps])
     out["summary"] = _summary(out)
     out["per_seed"] = [e for p in parts for e in p.get("per_seed", [{"seed": p["seed"], "summary": p["summary"]}])]
     return out
@@ -407,6 +428,8 @@ def _summary(r: dict) -> dict:
         s[f"filler_change_max_{name}"] = k["filler_max_change"]
     if "minimal_pairs" in r:
         s["minimal_pair_accuracy"] = r["minimal_pairs"]["accuracy"]["mean"]
+        if "ceiling" in r["minimal_pairs"]:
+            s["minimal_pair_ceiling"] = r["minimal_pairs"]["ceiling"]["mean"]
     return s
 
 
@@ -449,6 +472,8 @@ def plot(result: dict, path: Path):
         last.bar(names, vals, color="tab:blue", label="per member")
         last.axhline(mp["accuracy"]["mean"] or 0.0, color="black", label="discrimination accuracy")
         last.axhline(mp["chance"], color="grey", linestyle=":", label="chance")
+        if mp.get("ceiling") and mp["ceiling"]["mean"] is not None:
+            last.axhline(mp["ceiling"]["mean"], color="tab:green", linestyle="--", label="best reader that watches k")
         bound = result.get("targets", {}).get("minimal_pair_accuracy")
         if bound is not None:
             last.axhline(bound, color="crimson", linestyle=(0, (6, 3)), label=f"target: >= {bound:g}")
@@ -499,4 +524,10 @@ def section(r: dict) -> list[str]:
         lines += [f"| {n} | {fmt_ci(v)} |" for n, v in mp["members"].items()]
         lines += ["", f"Discrimination accuracy {fmt_ci(mp['accuracy'])}: "
                       f"{verdict(s.get('minimal_pair_accuracy'), targets.get('minimal_pair_accuracy'))}.", ""]
+        if mp.get("ceiling"):
+            lines += [f"The best reader that must learn agent k by watching (the exact Bayes observer's prediction "
+                      f"after k's {mp['K']} steps for OTHER, every other member's exact label) reaches "
+                      f"{fmt_ci(mp['ceiling'])}: its OTHER member is discriminated {fmt_ci(mp['bayes_other'])} of the "
+                      "time, since after a few steps an estimate of k is often as close to another member's label as "
+                      "to k's own policy.", ""]
     return lines

@@ -207,7 +207,7 @@ _KIND_FIELDS = {"figure": TEXT, "explain": TEXT, "canonical": MEASURE, "held_out
 _HELD_FIELDS = {"family": TEXT, "mean": MEASURE, "ratio": MEASURE, "difference": MEASURE}
 _CONTROL_FIELDS = {"role": TEXT, "prompt": TEXT, "mean": MEASURE, "like_meaning": BOOL, "words": TEXT}
 _PAIRS_FIELDS = {"accuracy": FIGURE, "members": OBJECT, "situations": COUNT, "left_out": COUNT, "K": COUNT,
-                 "example": list_of(TEXT), "chance": NUMBER}
+                 "example": list_of(TEXT), "chance": NUMBER, "ceiling?": FIGURE, "bayes_other?": FIGURE}
 
 
 def _check_fields(src: Source, data: dict, spec: dict, where: str = "") -> None:

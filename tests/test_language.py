@@ -191,6 +191,9 @@ def test_language_probe_passes_a_model_that_reads_meaning(meaning_result):
         assert all(not c["like_meaning"] and "the words matter" in c["words"] for c in k["controls"])
         assert all(c["mean"] < 0.5 * k["canonical"] for c in k["controls"])
     assert r["summary"]["minimal_pair_accuracy"] == 1.0
+    # the best reader that watches k: its OTHER answer is the Bayes observer's estimate, the rest exact
+    assert mp["ceiling"]["mean"] == pytest.approx(0.75 + mp["bayes_other"]["mean"] / 4)
+    assert mp["bayes_other"]["n"] == mp["situations"] and mp["bayes_other"]["mean"] <= mp["members"]["OTHER"]["mean"]
 
 
 def test_language_probe_fails_a_model_that_reads_token_positions():
