@@ -368,7 +368,7 @@ def test_probe_saves_its_config_beside_its_results(tmp_path):
 
     saved = json.loads((out / "probe_config.json").read_text())
     assert saved == {"command": "ProbeConfig", "name": "calibration", "checkpoint": str(REFERENCE),
-                     "out": str(out), "seed": 0, "episodes": 1, "scale": "small", "prompt": [],
+                     "out": str(out), "seed": 0, "seeds": 1, "episodes": 1, "scale": "small", "prompt": [],
                      "population": None, "targets": "traits", "threads": 1,
                      "progress": True}
     report = cli("report", out)

@@ -600,7 +600,7 @@ def test_imitate_family_targets_on_the_reference_checkpoint_reports_k10_and_k20(
     from mirrorhall.analysis.common import ModelProbe
     from mirrorhall.analysis.report import read_result, run_probe, write_report
 
-    r = run_probe("imitate", ModelProbe(REFERENCE), tmp_path, "lab", seed=0, episodes=7, targets="collector")
+    r = run_probe("imitate", ModelProbe(REFERENCE), tmp_path, "lab", seed=0, episodes=14, targets="collector")
     s = r["summary"]
     assert set(s) == {"fraction_at_K10", "fraction_at_K20", "mean_fraction_K_ge_5"}
     assert all(np.isfinite(s[k]) for k in s)

@@ -282,25 +282,25 @@ def section_of(name: str, **changes) -> str:
 
 def test_sections_judge_against_the_results_own_targets(monkeypatch):
     """Moving a target in the result JSON moves the verdict; nothing restates it elsewhere."""
-    assert "fraction at K=10 MISSED (0.890 vs target >= 0.9)" in section_of("imitate")
-    moved = section_of("imitate", targets={"fraction_at_K10": 0.85, "mean_fraction_K_ge_5": 0.95})
-    assert "fraction at K=10 met (0.890 vs target >= 0.85)" in moved
-    assert "mean over K>=5 MISSED (0.900 vs target >= 0.95)" in moved
-    assert "MISSED (0.133 vs target <= 0.05)" in section_of("calibration")
-    assert "met (0.133 vs target <= 0.2)" in section_of("calibration", targets={"mean_kl_bayes_model_npast_ge_1": 0.2})
+    assert "fraction at K=10 met (0.927 vs target >= 0.9)" in section_of("imitate")
+    moved = section_of("imitate", targets={"fraction_at_K10": 0.95, "mean_fraction_K_ge_5": 0.85})
+    assert "fraction at K=10 MISSED (0.927 vs target >= 0.95)" in moved
+    assert "mean over K>=5 met (0.910 vs target >= 0.85)" in moved
+    assert "MISSED (0.126 vs target <= 0.05)" in section_of("calibration")
+    assert "met (0.126 vs target <= 0.2)" in section_of("calibration", targets={"mean_kl_bayes_model_npast_ge_1": 0.2})
     assert "within 0.05 nats of the floor met" in section_of("describe")
     assert "within 0.0001 nats of the floor MISSED (0.000 vs target <= 0.0001)" in \
         section_of("describe", targets={"kl_seen": 0.0001})
     assert "Target: seen combinations close to the floor not judged (0.000; the result states no target)." in \
         section_of("describe", targets={})
     crowd = section_of("mirror_test", targets={"accuracy_model_at_20": 0.6, "accuracy_model_at_20_decisive": 0.95})
-    assert "crowd met (0.635 vs target >= 0.6); decisive MISSED (0.915 vs target >= 0.95)" in crowd
+    assert "crowd met (0.615 vs target >= 0.6); decisive MISSED (0.915 vs target >= 0.95)" in crowd
     # second_order's targets are words in the JSON; the bounds they state are module constants
     r = json.loads((RESULTS / "second_order.json").read_text())
     assert r["targets"] == {"margin_vs_self": "> 0 with the interval above 0",
                             "margin_vs_other": "> 0 with the interval above 0"}
     assert "intervals above 0: met" in section_of("second_order")
-    monkeypatch.setattr(second_order, "MARGIN_VS_SELF", 0.06)  # the SELF margin's interval starts at 0.053
+    monkeypatch.setattr(second_order, "MARGIN_VS_SELF", 0.06)  # the SELF margin's interval starts at 0.052
     assert ": MISSED (margin vs SELF 0.080" in section_of("second_order")
 
 
