@@ -206,13 +206,19 @@ def test_prompt_table_keeps_word_rows_once_and_gives_the_encoder_its_ids(episode
     assert table.words.shape[0] <= 1 + len({w for t in eps[0].prompts for w in t.split()}) + 8
 
 
+def _plain_and(episodes, tmp_path, samples: int, **option):
+    """(common config, a trainer without ``option``, one with it) on the n-gram tokenizer."""
+    data, eps = episodes
+    common = dict(data=str(data.root), out=str(tmp_path), size="tiny", episodes_per_batch=2,
+                  samples_per_episode=samples, tokenizer="ngram", eval_fraction=0.0)
+    plain = Trainer(TrainConfig(**common), eps, NGRAM, data.world.n_colors, full_view=True)
+    return common, plain, Trainer(TrainConfig(**common, **option), eps, NGRAM, data.world.n_colors, full_view=True)
+
+
 def test_word_dropout_is_seeded_spares_numbers_and_is_off_by_default(episodes, tmp_path):
     data, eps = episodes
-    common = dict(data=str(data.root), out=str(tmp_path), size="tiny", episodes_per_batch=2, samples_per_episode=32,
-                  tokenizer="ngram", eval_fraction=0.0)
     assert TrainConfig(data="d", out="o").word_dropout == 0.0
-    plain = Trainer(TrainConfig(**common), eps, NGRAM, data.world.n_colors, full_view=True)
-    drop = Trainer(TrainConfig(**common, word_dropout=0.5), eps, NGRAM, data.world.n_colors, full_view=True)
+    common, plain, drop = _plain_and(episodes, tmp_path, 32, word_dropout=0.5)
     a, b, again = plain.batch(3), drop.batch(3), drop.batch(3)
     ta, tb = a.tokens, b.tokens  # (S, L, W)
     assert torch.equal(tb, again.tokens) and not torch.equal(ta, tb)
@@ -247,12 +253,8 @@ def test_unreadable_asks_self_other_and_second_samples_in_made_up_words_seeded(e
         unreadable,
     )
 
-    data, eps = episodes
-    common = dict(data=str(data.root), out=str(tmp_path), size="tiny", episodes_per_batch=2, samples_per_episode=96,
-                  tokenizer="ngram", eval_fraction=0.0)
     assert TrainConfig(data="d", out="o").unreadable == 0.0
-    plain = Trainer(TrainConfig(**common), eps, NGRAM, data.world.n_colors, full_view=True)
-    asked = Trainer(TrainConfig(**common, unreadable=0.5), eps, NGRAM, data.world.n_colors, full_view=True)
+    _, plain, asked = _plain_and(episodes, tmp_path, 96, unreadable=0.5)
     a, b, again = plain.batch(3), asked.batch(3), asked.batch(3)
     assert torch.equal(b.prompt, again.prompt) and torch.equal(a.label, b.label)
     text_a = {i: t for t, i in plain.prompts.index.items()}
