@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cache
 
 import numpy as np
 
@@ -311,18 +312,23 @@ def render(kind: Kind, template: int, *, target=None, trait=None, outcome=None, 
     if not 0 <= template < len(temps):
         raise ValueError(f"template must be in 0..{len(temps) - 1} for {kind.name}, got {template}")
     t = temps[template]
-    words, phrase, before, after = surface_parts(surface)
-    # a surface only keeps what the form uses: one code per text
-    words = words and kind in (Kind.OTHER, Kind.SECOND, Kind.RETURN)
-    phrase = phrase if kind in (Kind.OTHER, Kind.SECOND) else 0
-    surface = surface_code(words, phrase, before, after)
-    text = t.text.replace("agent {k}", AGENT_PHRASES[phrase])
-    text = fill(text, target=target, trait=trait if kind == Kind.DESCRIBE else None,
-                outcome=outcome if kind == Kind.RETURN else None, words=words)
-    text = " ".join(x for x in (FILLERS_BEFORE[before - 1] if before else "", text,
-                                FILLERS_AFTER[after - 1] if after else "") if x)
+    text, surface = _written(t.text, kind, surface, target=target, trait=trait if kind == Kind.DESCRIBE else None,
+                             outcome=outcome if kind == Kind.RETURN else None)
     return Prompt(kind, text, target=target, trait=trait, outcome=outcome, template=template,
                   held_out=t.held_out, surface=surface)
+
+
+def _written(form: str, kind: Kind, surface: int, **values) -> tuple[str, int]:
+    """(text, surface code) of ``form`` filled with ``values`` (``fill``) and written with ``surface``.
+    A surface only keeps what the form's kind uses (ids in words, the agent phrase), so each text
+    has one code."""
+    words, phrase, before, after = surface_parts(surface)
+    words = words and kind in (Kind.OTHER, Kind.SECOND, Kind.RETURN)
+    phrase = phrase if kind in (Kind.OTHER, Kind.SECOND) else 0
+    text = fill(form.replace("agent {k}", AGENT_PHRASES[phrase]), words=words, **values)
+    text = " ".join(x for x in (FILLERS_BEFORE[before - 1] if before else "", text,
+                                FILLERS_AFTER[after - 1] if after else "") if x)
+    return text, surface_code(words, phrase, before, after)
 
 
 class PromptSpace:
@@ -425,11 +431,12 @@ def _number(text: str) -> int:
 
 
 
-def grammar_words() -> set[str]:
+@cache
+def grammar_words() -> frozenset[str]:
     """Every word the prompt language writes (forms of every family, held-out ones included,
     agent phrases, optional words)."""
     texts = [form for f in FAMILIES for form in f.forms] + list(AGENT_PHRASES) + list(FILLERS_BEFORE + FILLERS_AFTER)
-    return {w.strip(",.").lower() for t in texts for w in t.replace("{", " {").split() if not w.startswith("{")}
+    return frozenset(w.strip(",.").lower() for t in texts for w in t.replace("{", " {").split() if not w.startswith("{"))
 
 
 # --- prompts that name nothing --------------------------------------------------------------------
@@ -449,12 +456,11 @@ def made_up_words(count: int, rng: np.random.Generator, known: set[str]) -> list
     none in ``known``, none a word of the prompt language (``grammar_words``, held-out families
     included) and none of the probe's control shape (``PROBE_NONSENSE_SHAPE``)."""
     out: list[str] = []
-    seen = set(known) | grammar_words()
+    grammar = grammar_words()
     while len(out) < count:
         word = "".join(_ONSETS[rng.integers(len(_ONSETS))] + _NUCLEI[rng.integers(len(_NUCLEI))]
                        for _ in range(int(rng.integers(1, 4)))) + _CODAS[rng.integers(len(_CODAS))]
-        if word not in seen and not PROBE_NONSENSE_SHAPE.match(word):
-            seen.add(word)
+        if word not in known and word not in grammar and word not in out and not PROBE_NONSENSE_SHAPE.match(word):
             out.append(word)
     return out
 
@@ -490,10 +496,7 @@ def unreadable(kind: Kind, count: int, rng: np.random.Generator, known: set[str]
         swap[rng.choice(np.flatnonzero(free))] = True
         fresh = iter(made_up_words(int(swap.sum()), rng, known))
         form = " ".join(next(fresh) if s else w for w, s in zip(words, swap, strict=True))
-        numbers, phrase, before, after = surface_parts(int(sample_surface(rng)))
-        text = fill(form.replace("agent {k}", AGENT_PHRASES[phrase]), target=target, words=numbers)
-        out.append(" ".join(x for x in (FILLERS_BEFORE[before - 1] if before else "", text,
-                                        FILLERS_AFTER[after - 1] if after else "") if x))
+        out.append(_written(form, kind, int(sample_surface(rng)), target=target)[0])
     return out
 
 

@@ -53,7 +53,8 @@ RECIPES = {
                     "its descriptions name a follower of an agent), the `small` model reading prompts through "
                     "an n-gram tokenizer with relative positions, word dropout and SELF, OTHER and SECOND "
                     "forms partly in made-up words, 6,000 steps in bf16 where the CPU has bf16 units, else fp32 "
-                    "(about 18 minutes on 2 cores with them; docs/benchmarks.md)",
+                    "(55 minutes on a 2-core Xeon beside other work; 18 minutes on 2 Zen 5 cores before the "
+                    "made-up words and followers; docs/benchmarks.md)",
         generate=dict(population="lab", episodes=12288, seed=1, describe_follow=0.2),
         train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
                    warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,

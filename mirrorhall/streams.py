@@ -126,7 +126,7 @@ WORD_DROPOUT = Stream("train/word_dropout", indices=1, after=(tag("train/word_dr
 UNREADABLE_POOL = Stream("train/unreadable_pool", after=(tag("train/unreadable_pool"),))
 """The pools of prompts written partly in made-up words (``TrainConfig.unreadable``; seed: the run's)."""
 UNREADABLE = Stream("train/unreadable", indices=1, after=(tag("train/unreadable"),))
-"""The SELF and SECOND samples of training step ``index`` asked such a prompt (seed: ``worker_seed``)."""
+"""The SELF, OTHER and SECOND samples of training step ``index`` asked such a prompt (seed: ``worker_seed``)."""
 
 # --- RLlib env runners ------------------------------------------------------------------------------
 
