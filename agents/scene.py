@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -20,7 +20,14 @@ from mirrorhall import streams
 from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.cast import IMITATOR, Cast, CastState, sample_actions
 from mirrorhall.agents.personas import PersonaSpec, Trait
-from mirrorhall.envs.core import WorldConfig, WorldCore, WorldEvent, WorldState, check_events
+from mirrorhall.envs.core import (
+    N_ACTIONS,
+    WorldConfig,
+    WorldCore,
+    WorldEvent,
+    WorldState,
+    check_events,
+)
 from mirrorhall.envs.perception import Situations, situations
 
 
@@ -209,3 +216,64 @@ def _belief_on_target(cast: Cast, cstate: CastState, imit: np.ndarray) -> np.nda
             post = np.exp(lb - lb.max())
             out[w, m] = post[hyp.index(truth)] / post.sum()
     return out
+
+
+def _take_cast_state(state: CastState, index: np.ndarray) -> CastState:
+    def take(x):
+        return None if x is None else x[index]
+    return CastState(state.log_belief[index], take(state.memory), take(state.after), take(state.family),
+                     take(state.gem_cell), take(state.gems_before))
+
+
+def gains_after(config: WorldConfig, personas: Sequence[Sequence[PersonaSpec]], seed: int, t: int, agent: int,
+                horizon: int, agent_as: Sequence[Sequence[PersonaSpec]], rng: np.random.Generator,
+                chunk: int = 4096) -> np.ndarray:
+    """(B, 5, R, C) the gems, by colour, that ``agent`` of each world collects in the ``horizon``
+    steps from step ``t`` when it first takes action a and then acts as ``agent_as[b][r]``, R =
+    ``len(agent_as[b])`` continuations per action (the same R personas for every first action).
+
+    The B worlds are replayed exactly as ``run_scene(config, personas, t, seed)`` ran them (scripted
+    personas, no drivers, no events) up to step t; each continuation then draws its world and its
+    agents' actions from ``rng`` (every other agent acts as its persona; imitators keep updating
+    their beliefs). ``analysis/language.py`` estimates the hindsight label of "collect n gems" from
+    these counts."""
+    rollouts = len(agent_as[0])
+    if any(len(r) != rollouts for r in agent_as) or len(agent_as) != len(personas):
+        raise ValueError("agent_as: give every world the same number of personas")
+    rows = [list(r) for r in personas]
+    start: dict = {}
+
+    def grab(step, state, cstate):
+        if step == t:
+            start["at"] = (state.copy(), cstate.copy())
+
+    run_scene(config, rows, t, seed, on_step=grab)
+    state0, cstate0 = start["at"]
+    b, c = len(rows), config.n_colors
+    total = b * N_ACTIONS * rollouts
+    long = replace(config, max_cycles=max(config.max_cycles, t + horizon + 1))
+    core = WorldCore(long)
+    out = np.zeros((total, c), np.int64)
+    forced = np.tile(np.repeat(np.arange(N_ACTIONS), rollouts), b)  # (B * 5 * R,) world-major
+    world = np.repeat(np.arange(b), N_ACTIONS * rollouts)
+    rollout = np.tile(np.arange(rollouts), b * N_ACTIONS)
+    for lo in range(0, total, chunk):
+        sel = slice(lo, min(lo + chunk, total))
+        w = world[sel]
+        st = WorldState(agent_pos=state0.agent_pos[w], gem_pos=state0.gem_pos[w], gem_color=state0.gem_color,
+                        last_action=state0.last_action[w], valued=state0.valued[w],
+                        collected=state0.collected[w], t=state0.t)
+        who = [agent_as[i][r] for i, r in zip(w, rollout[sel], strict=True)]
+        cast = Cast([[*rows[i][:agent], h, *rows[i][agent + 1:]] for i, h in zip(w, who, strict=True)], long)
+        cst = _take_cast_state(cstate0, w)
+        for h in range(horizon):
+            cst = cast.perceive(cst, core, st)
+            sit = situations(core, st)
+            p = cast.probs(sit, cst)
+            if h == 0:
+                p[:, agent] = np.eye(N_ACTIONS)[forced[sel]]
+            a = sample_actions(p, rng)
+            core.step_unchecked(st, a, rng)
+            cst = cast.observe(cst, sit, a)
+        out[sel] = st.collected[:, agent] - state0.collected[w, agent]
+    return out.reshape(b, N_ACTIONS, rollouts, c)

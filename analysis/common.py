@@ -9,7 +9,7 @@ situations. Probes seed everything from their own named streams (``streams.PROBE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from string import Formatter
 
 import numpy as np
@@ -158,6 +158,8 @@ class Scene:
     states: list[WorldState]  # T + 1 states, each a batch of B worlds
     situations: list[Situations]  # T + 1, each (B, N)
     _features: tuple | None = None
+    memo: dict = field(default_factory=dict, repr=False)
+    """Results computed once per scene by probes that ask again (``language.return_labels``)."""
 
     @classmethod
     def from_episode(cls, ep: SceneEpisode) -> Scene:

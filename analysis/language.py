@@ -31,11 +31,16 @@ meaning are asked at K = 10 in the same situations: OTHER(k) "behave as agent k"
 "pretend to be agent k pretending to be you", RETURN(k, colour, 20) "collect k <colour> gems in
 the next 20 steps" and DESCRIBE(h) with h following agent k ("behave as a casual agent that likes
 <other colour> gems and follows agent k"). Each has its meaning's label (``meaning_labels``: the
-exact distributions hindsight labelling trains on; for RETURN, which has no single-situation
-label, a focused agent that likes that colour and ignores others). A case counts as discriminated
+exact distributions hindsight labelling trains on; for RETURN, ``return_labels``: the action an
+agent takes given that it then reaches the outcome, as labelling trains on it, estimated from
+continuations of the scene; where no continuation reaches it, as for most large n in 20 steps, the
+situation has no RETURN label and is left out, counted). A case counts as discriminated
 when the model's output is closer (KL from the label) to its own member's label than to every other
 member's. Situations where two members' labels agree (KL below ``DISTINCT``) cannot tell them apart
-and are left out (counted). The figure is the share of discriminated cases, with a bootstrap
+and are left out (counted). Per member, ``label_gap`` is the median KL from its label to the nearest
+other member's label and ``model_gap`` the model's median KL to its own label: where the first is
+not well above the second, the meanings ask for nearly the same moves and misses say little about
+reading. The figure is the share of discriminated cases, with a bootstrap
 interval over scenes; chance is about one in four. Beside it, ``ceiling``: the same share for the
 best reader that must learn agent k by watching, which answers OTHER with the exact Bayes
 observer's prediction after k's K steps (``bayes_other``: how often that is discriminated) and
@@ -55,6 +60,7 @@ from mirrorhall.agents.bayes import BayesObserver, HypothesisSet
 from mirrorhall.agents.cast import trait_probs
 from mirrorhall.agents.personas import STYLES, Imitator, Trait
 from mirrorhall.agents.populations import get_population
+from mirrorhall.agents.scene import gains_after
 from mirrorhall.analysis import describe, imitate, outcome, second_order, self_probe
 from mirrorhall.analysis.common import ModelProbe, Scene, kl, mean_ci
 from mirrorhall.analysis.reporting import axes, fmt, fmt_ci, save, verdict
@@ -79,6 +85,10 @@ DISTINCT = 0.01
 """Members whose labels are closer than this (KL, nats, either way) cannot be told apart."""
 HORIZON = 20
 """The horizon of the RETURN member of the minimal pairs."""
+ROLLOUTS = 128
+"""Continuations of a scene after each first move that estimate a RETURN label (``return_labels``)."""
+MIN_REACHED = 16
+"""A RETURN outcome reached by fewer continuations (of 5 x ``ROLLOUTS``) is out of reach: left out."""
 # episodes of each kind's probe per scene of this probe's own (its ``episodes`` are imitate-sized):
 # the ratios of those probes' full-scale counts (report.SCALES), at least MIN_EPISODES
 SHARE = {Kind.SELF: 1.0, Kind.OTHER: 1.0, Kind.SECOND: 64 / 280, Kind.DESCRIBE: 64 / 280, Kind.RETURN: 24 / 280}
@@ -253,8 +263,7 @@ def meaning_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pr
     if prompt.kind == Kind.DESCRIBE:
         return traits_probs([prompt.trait] * world.size)
     if prompt.kind == Kind.RETURN:
-        n, color, _ = prompt.outcome
-        return traits_probs([Trait(color if color != "any" else "none", "none", "focused")] * world.size)
+        return return_labels(scene, world, seat, t, prompt, hypotheses)
     k = prompt.target
     observer = BayesObserver(hypotheses)
     log_post = observer.prior((world.size,))
@@ -264,6 +273,52 @@ def meaning_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pr
     fidelity = np.array([p.fidelity if isinstance(p, Imitator) else 1.0 for p in of_k])
     own = traits_probs([p.own if isinstance(p, Imitator) else p for p in of_k])
     return second_order_probs(fidelity, log_post, hypotheses.probs(sit), own)
+
+
+def return_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, prompt: Prompt,
+                  hypotheses: HypothesisSet) -> np.ndarray:
+    """(B, 5) the hindsight label of RETURN(n, colour, h) for the agent at ``seat[b]`` of world
+    ``world[b]`` at step ``t``: what it does, given that it then collects exactly n gems of that
+    colour (any colour: n in all) in the next h steps, as labelling trains on (the action it took,
+    asked with the outcome it reached). What the agent is enters as its first t steps tell it:
+
+        label(a) = sum_h P(h | its t steps) pi_h(a | s) P(n | a, h), normalised,
+
+    over the training hypotheses h, with P(n | a, h) from continuations of the scene after first
+    move a (``agents.scene.gains_after``): ``ROLLOUTS`` personas drawn from the posterior, each
+    continued after each first move, seeded by the scene's seed. With the persona known exactly
+    most outcomes asked are out of reach (a casual red-liker does not collect 6 green gems), so no
+    such label would exist; a reader that knows of itself only what it did reads "collect 6 green
+    gems" as telling it who it is. NaN rows: out of reach (fewer than ``MIN_REACHED``
+    continuations reach it)."""
+    n, color, horizon = prompt.outcome
+    out = np.full((world.size, 5), np.nan)
+    for s in np.unique(seat):
+        key = ("gains", t, int(s), horizon, len(hypotheses))
+        if key not in scene.memo:  # every world of the scene, replayed as it was run
+            b = scene.episode.actions.shape[1]
+            w, at = np.arange(b), np.full(b, int(s))
+            observer = BayesObserver(hypotheses)
+            log_post = observer.prior((b,))
+            for tau in range(t):
+                log_post = observer.update(log_post, scene.situation(tau, w, at), scene.episode.actions[tau, :, s])
+            post = np.exp(log_post - log_post.max(-1, keepdims=True))
+            post /= post.sum(-1, keepdims=True)
+            rng = streams.rng(streams.LANGUAGE_WORDINGS, scene.episode.seed, 2)
+            drawn = np.stack([rng.choice(len(hypotheses), size=ROLLOUTS, p=p) for p in post])  # (B, R)
+            gains = gains_after(scene.config, scene.episode.personas, scene.episode.seed, t, int(s), horizon,
+                                [[hypotheses.traits[h] for h in row] for row in drawn], rng)
+            pi = np.take_along_axis(hypotheses.probs(scene.situation(t, w, at)), drawn[..., None], axis=1)  # (B, R, 5)
+            scene.memo[key] = (gains, pi)
+        gains, pi = scene.memo[key]
+        rows = world[seat == s]
+        got = gains[rows].sum(-1) if color == "any" else gains[rows][..., list(scene.config.color_names).index(color)]
+        hits = got == n  # (b, 5, R)
+        weight = (pi[rows].transpose(0, 2, 1) * hits).sum(-1)  # (b, 5)
+        z = weight.sum(-1, keepdims=True)
+        ok = (hits.sum((1, 2)) >= MIN_REACHED) & (z[:, 0] > 0)
+        out[np.flatnonzero(seat == s)[ok]] = weight[ok] / z[ok]
+    return out
 
 
 def pair_members(k: int, rng: np.random.Generator, n_colors: int) -> list[Prompt]:
@@ -277,6 +332,10 @@ def pair_members(k: int, rng: np.random.Generator, n_colors: int) -> list[Prompt
     return [parse_prompt(t) for t in texts]
 
 
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int = 0, agents: int = 8) -> dict:
     """Discrimination of the minimal pairs (module docstring), with a 95% interval over scenes."""
     rng = streams.rng(streams.LANGUAGE_WORDINGS, seed, 1)
@@ -285,7 +344,8 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
     _, groups, scene_hyp, scenes = imitate.watched_scenes(probe, "language", population, episodes, seed, agents,
                                                           K_PAIRS, driven=False, trait_seat=True)
     observer = BayesObserver(scene_hyp)
-    per_world, per_member, dropped, total, example = [], {}, 0, 0, None
+    per_world, per_member, dropped, unreached, total, example = [], {}, 0, 0, 0, None
+    gaps, misses = {}, {}  # per member: KL from its label to the nearest other label, and the model's to its own
     ceiling_world, bayes_other = [], []
     probe.expect(len(groups))
     for ws in scenes:
@@ -297,12 +357,17 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
         d = kl(labels[None, :], outs[:, None])  # (M asked, M label, B): KL(label || output)
         apart = kl(labels[:, None], labels[None, :])  # (M, M, B)
         off = ~np.eye(len(members), dtype=bool)
-        usable = (apart[off] >= DISTINCT).all(0)  # (B,)
+        reach = ~np.isnan(labels).any((0, 2))  # (B,) the RETURN outcome is within reach
+        usable = reach & (apart[off] >= DISTINCT).all(0)  # (B,)
+        unreached += int((~reach).sum())
         own = d[np.arange(len(members)), np.arange(len(members))]  # (M, B)
         others = np.where(off[..., None], d, np.inf).min(1)  # (M, B)
         hit = own < others  # (M, B)
+        nearest = np.where(off[..., None], apart, np.inf).min(1)  # (M, B) a label's distance to the closest other
         for i, m in enumerate(members):
             per_member.setdefault(m.kind.name, []).extend(hit[i, usable].tolist())
+            gaps.setdefault(m.kind.name, []).extend(nearest[i, usable].tolist())
+            misses.setdefault(m.kind.name, []).extend(own[i, usable].tolist())
         per_world += hit[:, usable].mean(0).tolist()
         # the best reader that must infer agent k from its K steps: the Bayes observer's prediction
         # for OTHER (every other member answered with its exact label)
@@ -322,7 +387,9 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
             example = [m.text for m in members]
         probe.tick()
     return {"accuracy": mean_ci(per_world), "members": {k: mean_ci(v) for k, v in per_member.items()},
-            "situations": total - dropped, "left_out": dropped, "K": K_PAIRS, "example": example,
+            "label_gap": {k: _median(v) for k, v in gaps.items()}, "model_gap": {k: _median(v) for k, v in misses.items()},
+            "situations": total - dropped, "left_out": dropped, "out_of_reach": unreached, "K": K_PAIRS,
+            "example": example,
             "chance": 1 / 4, "ceiling": mean_ci(ceiling_world), "bayes_other": mean_ci(bayes_other)}
 
 
@@ -391,13 +458,23 @@ def pool(parts: list[dict]) -> dict:
         mps = [p["minimal_pairs"] for p in parts]
         out["minimal_pairs"] = {**mps[0], "accuracy": _pool_figures([m["accuracy"] for m in mps]),
                                 "members": {n: _pool_figures([m["members"][n] for m in mps]) for n in mps[0]["members"]},
-                                "situations": sum(m["situations"] for m in mps), "left_out": sum(m["left_out"] for m in mps)}
+                                "situations": sum(m["situations"] for m in mps), "left_out": sum(m["left_out"] for m in mps),
+                                "out_of_reach": sum(m.get("out_of_reach", 0) for m in mps)}
+        for key in ("label_gap", "model_gap"):  # the seeds' medians, weighted by their situations
+            if all(key in m for m in mps):
+                out["minimal_pairs"][key] = {
+                    n: _weighted([(m[key][n], m["members"][n]["n"]) for m in mps]) for n in mps[0][key]}
         for key in ("ceiling", "bayes_other"):
             if all(key in m for m in mps):
                 out["minimal_pairs"][key] = _pool_figures([m[key] for m in mps])
     out["summary"] = _summary(out)
     out["per_seed"] = [e for p in parts for e in p.get("per_seed", [{"seed": p["seed"], "summary": p["summary"]}])]
     return out
+
+
+def _weighted(pairs: list[tuple]) -> float | None:
+    pairs = [(v, n) for v, n in pairs if v is not None and n]
+    return float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs)) if pairs else None
 
 
 def _pool_figures(figs: list[dict]) -> dict:
@@ -518,10 +595,17 @@ def section(r: dict) -> list[str]:
                   f"Prompts that share words and the number but differ in meaning (e.g. {', '.join(repr(x) for x in mp['example'])}), "
                   f"asked in the same situations after {mp['K']} steps. A case is discriminated when the model's "
                   "output is closer (KL) to its own meaning's label than to every other member's label; chance is "
-                  f"about {mp['chance']:g}. {mp['situations']} situations ({mp['left_out']} left out where two "
-                  "members' labels agree).", "",
-                  "| member | discriminated |", "|---|---|"]
-        lines += [f"| {n} | {fmt_ci(v)} |" for n, v in mp["members"].items()]
+                  f"about {mp['chance']:g}. {mp['situations']} situations ({mp['left_out']} left out: "
+                  f"{mp.get('out_of_reach', 0)} where the RETURN outcome asked is out of reach, so it has no label, "
+                  "the rest where two members' labels agree). RETURN's label is what labelling trains on: the "
+                  "action taken by an agent that then reaches the outcome, estimated from continuations of the scene.",
+                  "", "| member | discriminated | its label to the nearest other label (median KL) | "
+                  "the model to its own label (median KL) |", "|---|---|---|---|"]
+        lines += [f"| {n} | {fmt_ci(v)} | {fmt(mp.get('label_gap', {}).get(n))} | {fmt(mp.get('model_gap', {}).get(n))} |"
+                  for n, v in mp["members"].items()]
+        lines += ["", "A member whose label lies closer to another member's label than the model's answers lie to "
+                      "their labels can be missed by a model that reads the words right: the two meanings ask for "
+                      "nearly the same moves in these situations.", ""]
         lines += ["", f"Discrimination accuracy {fmt_ci(mp['accuracy'])}: "
                       f"{verdict(s.get('minimal_pair_accuracy'), targets.get('minimal_pair_accuracy'))}.", ""]
         if mp.get("ceiling"):

@@ -168,7 +168,7 @@ def meaning_result():
     if not (REFERENCE / "checkpoint.json").exists():
         pytest.skip("reference checkpoint not built")
     kinds = (Kind.SELF, Kind.OTHER, Kind.SECOND, Kind.DESCRIBE)
-    return language.run(MeaningOracle(REFERENCE), POP, episodes=7, seed=0, kinds=kinds)
+    return language.run(MeaningOracle(REFERENCE), POP, episodes=21, seed=0, kinds=kinds)
 
 
 def test_language_probe_passes_a_model_that_reads_meaning(meaning_result):
@@ -194,6 +194,44 @@ def test_language_probe_passes_a_model_that_reads_meaning(meaning_result):
     # the best reader that watches k: its OTHER answer is the Bayes observer's estimate, the rest exact
     assert mp["ceiling"]["mean"] == pytest.approx(0.75 + mp["bayes_other"]["mean"] / 4)
     assert mp["bayes_other"]["n"] == mp["situations"] and mp["bayes_other"]["mean"] <= mp["members"]["OTHER"]["mean"]
+
+
+def test_return_label_is_the_action_taken_given_the_outcome_reached():
+    """RETURN(n, colour, h)'s label is pi(a) P(n | a) normalised, P(n | a) from continuations of the
+    replayed scene. Over one step in a one-agent world (so no other agent contests a gem) with the
+    persona known, P(1 | a) is 1 where move a lands on a gem of that colour and 0 elsewhere: checked
+    against stepping the recorded state; an outcome no move reaches has no label (NaN)."""
+    from mirrorhall.agents.bayes import HypothesisSet
+    from mirrorhall.agents.cast import trait_probs
+    from mirrorhall.agents.scene import run_scene
+    from mirrorhall.analysis.common import Scene
+    from mirrorhall.envs.core import WorldConfig, WorldCore
+
+    cfg = WorldConfig(n_agents=1, n_colors=2, width=5, height=5, gems_per_color=2, max_cycles=8)
+    trait = Trait("red", "none", "casual")
+    b, t = 12, 4
+    scene = Scene.from_episode(run_scene(cfg, [[trait]] * b, t, seed=3))
+    hyp = HypothesisSet([trait], cfg.n_colors, 1)
+    world, seat = np.arange(b), np.zeros(b, np.int64)
+    pi = trait_probs(scene.situation(t, world, seat), hyp.likes, hyp.social, hyp.beta)  # (B, 5)
+    core = WorldCore(cfg)
+    lands = np.zeros((b, 5, cfg.n_colors), bool)
+    for a in range(5):
+        st = scene.states[t].copy()
+        before = st.collected.copy()
+        core.step(st, np.full((b, 1), a), np.random.default_rng(0))
+        lands[:, a] = (st.collected - before)[:, 0] > 0
+    labelled = 0
+    for c, name in enumerate(cfg.color_names):
+        label = language.return_labels(scene, world, seat, t, Prompt(Kind.RETURN, "", outcome=(1, name, 1)), hyp)
+        reach = lands[..., c].any(1)
+        assert (np.isnan(label).any(1) == ~reach).all()
+        want = pi[reach] * lands[reach, :, c]
+        np.testing.assert_allclose(label[reach], want / want.sum(1, keepdims=True), atol=1e-12)
+        labelled += int(reach.sum())
+        none = language.return_labels(scene, world, seat, t, Prompt(Kind.RETURN, "", outcome=(2, name, 1)), hyp)
+        assert np.isnan(none).all()  # two gems of one colour in one step: never
+    assert 0 < labelled < b * cfg.n_colors
 
 
 def test_language_probe_fails_a_model_that_reads_token_positions():
