@@ -85,10 +85,11 @@ DISTINCT = 0.01
 """Members whose labels are closer than this (KL, nats, either way) cannot be told apart."""
 HORIZON = 20
 """The horizon of the RETURN member of the minimal pairs."""
-ROLLOUTS = 128
-"""Continuations of a scene after each first move that estimate a RETURN label (``return_labels``)."""
-MIN_REACHED = 16
-"""A RETURN outcome reached by fewer continuations (of 5 x ``ROLLOUTS``) is out of reach: left out."""
+ROLLOUTS = 512
+"""Continuations of a scene after each first move that estimate a RETURN label (``return_labels``);
+the label's own sampling noise is reported (``label_noise``)."""
+MIN_REACHED = 1 / 40
+"""A RETURN outcome reached by fewer than this share of the continuations is out of reach: left out."""
 # episodes of each kind's probe per scene of this probe's own (its ``episodes`` are imitate-sized):
 # the ratios of those probes' full-scale counts (report.SCALES), at least MIN_EPISODES
 SHARE = {Kind.SELF: 1.0, Kind.OTHER: 1.0, Kind.SECOND: 64 / 280, Kind.DESCRIBE: 64 / 280, Kind.RETURN: 24 / 280}
@@ -276,7 +277,7 @@ def meaning_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pr
 
 
 def return_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, prompt: Prompt,
-                  hypotheses: HypothesisSet) -> np.ndarray:
+                  hypotheses: HypothesisSet, half: int | None = None) -> np.ndarray:
     """(B, 5) the hindsight label of RETURN(n, colour, h) for the agent at ``seat[b]`` of world
     ``world[b]`` at step ``t``: what it does, given that it then collects exactly n gems of that
     colour (any colour: n in all) in the next h steps, as labelling trains on (the action it took,
@@ -289,12 +290,13 @@ def return_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pro
     continued after each first move, seeded by the scene's seed. With the persona known exactly
     most outcomes asked are out of reach (a casual red-liker does not collect 6 green gems), so no
     such label would exist; a reader that knows of itself only what it did reads "collect 6 green
-    gems" as telling it who it is. NaN rows: out of reach (fewer than ``MIN_REACHED``
-    continuations reach it)."""
+    gems" as telling it who it is. NaN rows: out of reach (a share of the continuations below
+    ``MIN_REACHED`` reach it). ``half`` 0 or 1: the estimate from that half of the continuations
+    alone (two independent estimates, whose distance measures the label's sampling noise)."""
     n, color, horizon = prompt.outcome
     out = np.full((world.size, 5), np.nan)
     for s in np.unique(seat):
-        key = ("gains", t, int(s), horizon, len(hypotheses))
+        key = ("gains", t, int(s), horizon, len(hypotheses), ROLLOUTS)
         if key not in scene.memo:  # every world of the scene, replayed as it was run
             b = scene.episode.actions.shape[1]
             w, at = np.arange(b), np.full(b, int(s))
@@ -311,12 +313,15 @@ def return_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pro
             pi = np.take_along_axis(hypotheses.probs(scene.situation(t, w, at)), drawn[..., None], axis=1)  # (B, R, 5)
             scene.memo[key] = (gains, pi)
         gains, pi = scene.memo[key]
+        if half is not None:
+            part = slice(0, ROLLOUTS // 2) if half == 0 else slice(ROLLOUTS // 2, None)
+            gains, pi = gains[:, :, part], pi[:, part]
         rows = world[seat == s]
         got = gains[rows].sum(-1) if color == "any" else gains[rows][..., list(scene.config.color_names).index(color)]
         hits = got == n  # (b, 5, R)
         weight = (pi[rows].transpose(0, 2, 1) * hits).sum(-1)  # (b, 5)
         z = weight.sum(-1, keepdims=True)
-        ok = (hits.sum((1, 2)) >= MIN_REACHED) & (z[:, 0] > 0)
+        ok = (hits.mean((1, 2)) >= MIN_REACHED) & (z[:, 0] > 0)
         out[np.flatnonzero(seat == s)[ok]] = weight[ok] / z[ok]
     return out
 
@@ -346,6 +351,7 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
     observer = BayesObserver(scene_hyp)
     per_world, per_member, dropped, unreached, total, example = [], {}, 0, 0, 0, None
     gaps, misses = {}, {}  # per member: KL from its label to the nearest other label, and the model's to its own
+    noise = []  # KL between RETURN labels estimated from either half of the continuations
     ceiling_world, bayes_other = [], []
     probe.expect(len(groups))
     for ws in scenes:
@@ -357,9 +363,13 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
         d = kl(labels[None, :], outs[:, None])  # (M asked, M label, B): KL(label || output)
         apart = kl(labels[:, None], labels[None, :])  # (M, M, B)
         off = ~np.eye(len(members), dtype=bool)
+        ret = [i for i, m in enumerate(members) if m.kind == Kind.RETURN][0]
+        halves = [return_labels(ws.scene, w, seat, K_PAIRS, members[ret], hypotheses, half=h) for h in (0, 1)]
         reach = ~np.isnan(labels).any((0, 2))  # (B,) the RETURN outcome is within reach
         usable = reach & (apart[off] >= DISTINCT).all(0)  # (B,)
         unreached += int((~reach).sum())
+        both = usable & ~np.isnan(halves[0]).any(1) & ~np.isnan(halves[1]).any(1)
+        noise += kl(halves[0][both], halves[1][both]).tolist()
         own = d[np.arange(len(members)), np.arange(len(members))]  # (M, B)
         others = np.where(off[..., None], d, np.inf).min(1)  # (M, B)
         hit = own < others  # (M, B)
@@ -388,6 +398,7 @@ def minimal_pairs(probe: ModelProbe, population: str, episodes: int, seed: int =
         probe.tick()
     return {"accuracy": mean_ci(per_world), "members": {k: mean_ci(v) for k, v in per_member.items()},
             "label_gap": {k: _median(v) for k, v in gaps.items()}, "model_gap": {k: _median(v) for k, v in misses.items()},
+            "label_noise": {"RETURN": _median(noise)}, "rollouts": ROLLOUTS,
             "situations": total - dropped, "left_out": dropped, "out_of_reach": unreached, "K": K_PAIRS,
             "example": example,
             "chance": 1 / 4, "ceiling": mean_ci(ceiling_world), "bayes_other": mean_ci(bayes_other)}
@@ -460,7 +471,7 @@ def pool(parts: list[dict]) -> dict:
                                 "members": {n: _pool_figures([m["members"][n] for m in mps]) for n in mps[0]["members"]},
                                 "situations": sum(m["situations"] for m in mps), "left_out": sum(m["left_out"] for m in mps),
                                 "out_of_reach": sum(m.get("out_of_reach", 0) for m in mps)}
-        for key in ("label_gap", "model_gap"):  # the seeds' medians, weighted by their situations
+        for key in ("label_gap", "model_gap", "label_noise"):  # the seeds' medians, weighted by their situations
             if all(key in m for m in mps):
                 out["minimal_pairs"][key] = {
                     n: _weighted([(m[key][n], m["members"][n]["n"]) for m in mps]) for n in mps[0][key]}
@@ -603,9 +614,13 @@ def section(r: dict) -> list[str]:
                   "the model to its own label (median KL) |", "|---|---|---|---|"]
         lines += [f"| {n} | {fmt_ci(v)} | {fmt(mp.get('label_gap', {}).get(n))} | {fmt(mp.get('model_gap', {}).get(n))} |"
                   for n, v in mp["members"].items()]
+        noise = mp.get("label_noise", {}).get("RETURN")
         lines += ["", "A member whose label lies closer to another member's label than the model's answers lie to "
                       "their labels can be missed by a model that reads the words right: the two meanings ask for "
-                      "nearly the same moves in these situations.", ""]
+                      "nearly the same moves in these situations."
+                  + (f" RETURN's label is estimated from {mp.get('rollouts')} continuations per first move; two "
+                     f"estimates from either half lie {fmt(noise)} apart (median KL), so about half that is the "
+                     "label's own noise in the model's distance to it." if noise is not None else ""), ""]
         lines += ["", f"Discrimination accuracy {fmt_ci(mp['accuracy'])}: "
                       f"{verdict(s.get('minimal_pair_accuracy'), targets.get('minimal_pair_accuracy'))}.", ""]
         if mp.get("ceiling"):

@@ -26,6 +26,14 @@ POP = "lab"
 needs_reference = pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(), reason="reference checkpoint not built")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def few_rollouts():
+    """RETURN labels from fewer continuations than the probe's (each oracle reads the same ones)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(language, "ROLLOUTS", 64)
+        yield
+
+
 class LabelOracle(ModelProbe):
     """Answers every query with the label of the meaning ``read(text)`` returns (``None``: uniform),
     computed exactly as hindsight labelling does (``language.meaning_labels``)."""
