@@ -459,6 +459,8 @@ def pool(parts: list[dict]) -> dict:
                    "figure": _pool_figures([r["figure"] for r in rows])}
                   for rows in zip(*(p["conditions"] for p in parts), strict=True)]
     seeds = [s for p in parts for s in (p["seed"] if isinstance(p["seed"], list) else [p["seed"]])]
+    if all("seconds" in p for p in parts):  # the probing time of every seed
+        first = {**first, "seconds": round(sum(p["seconds"] for p in parts), 2)}
     out = {**first, "seed": seeds, "episodes": sum(p["episodes"] for p in parts),
            "conditions": conditions, "kinds": {}}
     for name in first["kinds"]:
@@ -619,8 +621,8 @@ def section(r: dict) -> list[str]:
                       "their labels can be missed by a model that reads the words right: the two meanings ask for "
                       "nearly the same moves in these situations."
                   + (f" RETURN's label is estimated from {mp.get('rollouts')} continuations per first move; two "
-                     f"estimates from either half lie {fmt(noise)} apart (median KL), so about half that is the "
-                     "label's own noise in the model's distance to it." if noise is not None else ""), ""]
+                     f"estimates from either half lie {fmt(noise)} apart (median KL), so the label's own noise adds "
+                     "about a quarter of that to the model's distance to it." if noise is not None else "")]
         lines += ["", f"Discrimination accuracy {fmt_ci(mp['accuracy'])}: "
                       f"{verdict(s.get('minimal_pair_accuracy'), targets.get('minimal_pair_accuracy'))}.", ""]
         if mp.get("ceiling"):
