@@ -227,20 +227,24 @@ def _take_cast_state(state: CastState, index: np.ndarray) -> CastState:
 
 def gains_after(config: WorldConfig, personas: Sequence[Sequence[PersonaSpec]], seed: int, t: int, agent: int,
                 horizon: int, agent_as: Sequence[Sequence[PersonaSpec]], rng: np.random.Generator,
-                chunk: int = 4096) -> np.ndarray:
-    """(B, 5, R, C) the gems, by colour, that ``agent`` of each world collects in the ``horizon``
-    steps from step ``t`` when it first takes action a and then acts as ``agent_as[b][r]``, R =
-    ``len(agent_as[b])`` continuations per action (the same R personas for every first action).
+                worlds: Sequence[int] | None = None, chunk: int = 4096) -> np.ndarray:
+    """(W, 5, R, C) the gems, by colour, that ``agent`` of each world of ``worlds`` (default: all B)
+    collects in the ``horizon`` steps from step ``t`` when it first takes action a and then acts as
+    ``agent_as[w][r]``, R = ``len(agent_as[w])`` continuations per action (the same R personas for
+    every first action; one row of ``agent_as`` per world of ``worlds``).
 
     The B worlds are replayed exactly as ``run_scene(config, personas, t, seed)`` ran them (scripted
     personas, no drivers, no events) up to step t; each continuation then draws its world and its
     agents' actions from ``rng`` (every other agent acts as its persona; imitators keep updating
     their beliefs). ``analysis/language.py`` estimates the hindsight label of "collect n gems" from
     these counts."""
-    rollouts = len(agent_as[0])
-    if any(len(r) != rollouts for r in agent_as) or len(agent_as) != len(personas):
-        raise ValueError("agent_as: give every world the same number of personas")
     rows = [list(r) for r in personas]
+    worlds = np.arange(len(rows)) if worlds is None else np.asarray(worlds, dtype=np.int64)
+    if len(agent_as) != worlds.size or not worlds.size:
+        raise ValueError("agent_as: give one row of personas for every world continued (at least one)")
+    rollouts = len(agent_as[0])
+    if any(len(r) != rollouts for r in agent_as):
+        raise ValueError("agent_as: give every world the same number of personas")
     start: dict = {}
 
     def grab(step, state, cstate):
@@ -249,21 +253,21 @@ def gains_after(config: WorldConfig, personas: Sequence[Sequence[PersonaSpec]], 
 
     run_scene(config, rows, t, seed, on_step=grab)
     state0, cstate0 = start["at"]
-    b, c = len(rows), config.n_colors
+    b, c = worlds.size, config.n_colors
     total = b * N_ACTIONS * rollouts
     long = replace(config, max_cycles=max(config.max_cycles, t + horizon + 1))
     core = WorldCore(long)
     out = np.zeros((total, c), np.int64)
     forced = np.tile(np.repeat(np.arange(N_ACTIONS), rollouts), b)  # (B * 5 * R,) world-major
-    world = np.repeat(np.arange(b), N_ACTIONS * rollouts)
+    slot = np.repeat(np.arange(b), N_ACTIONS * rollouts)  # the row of agent_as
     rollout = np.tile(np.arange(rollouts), b * N_ACTIONS)
     for lo in range(0, total, chunk):
         sel = slice(lo, min(lo + chunk, total))
-        w = world[sel]
+        w = worlds[slot[sel]]
         st = WorldState(agent_pos=state0.agent_pos[w], gem_pos=state0.gem_pos[w], gem_color=state0.gem_color,
                         last_action=state0.last_action[w], valued=state0.valued[w],
                         collected=state0.collected[w], t=state0.t)
-        who = [agent_as[i][r] for i, r in zip(w, rollout[sel], strict=True)]
+        who = [agent_as[i][r] for i, r in zip(slot[sel], rollout[sel], strict=True)]
         cast = Cast([[*rows[i][:agent], h, *rows[i][agent + 1:]] for i, h in zip(w, who, strict=True)], long)
         cst = _take_cast_state(cstate0, w)
         for h in range(horizon):

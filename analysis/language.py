@@ -90,6 +90,8 @@ ROLLOUTS = 512
 the label's own sampling noise is reported (``label_noise``)."""
 MIN_REACHED = 1 / 40
 """A RETURN outcome reached by fewer than this share of the continuations is out of reach: left out."""
+SCREEN = 64
+"""Continuations per move that first screen out the worlds where a RETURN outcome is never reached."""
 # episodes of each kind's probe per scene of this probe's own (its ``episodes`` are imitate-sized):
 # the ratios of those probes' full-scale counts (report.SCALES), at least MIN_EPISODES
 SHARE = {Kind.SELF: 1.0, Kind.OTHER: 1.0, Kind.SECOND: 64 / 280, Kind.DESCRIBE: 64 / 280, Kind.RETURN: 24 / 280}
@@ -291,12 +293,18 @@ def return_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pro
     most outcomes asked are out of reach (a casual red-liker does not collect 6 green gems), so no
     such label would exist; a reader that knows of itself only what it did reads "collect 6 green
     gems" as telling it who it is. NaN rows: out of reach (a share of the continuations below
-    ``MIN_REACHED`` reach it). ``half`` 0 or 1: the estimate from that half of the continuations
+    ``MIN_REACHED`` reach it, or none of ``SCREEN`` continuations per move run first, whose draws
+    the estimate does not reuse). ``half`` 0 or 1: the estimate from that half of the continuations
     alone (two independent estimates, whose distance measures the label's sampling noise)."""
     n, color, horizon = prompt.outcome
+    colour = None if color == "any" else list(scene.config.color_names).index(color)
+
+    def count(gains):
+        return gains.sum(-1) if colour is None else gains[..., colour]
+
     out = np.full((world.size, 5), np.nan)
     for s in np.unique(seat):
-        key = ("gains", t, int(s), horizon, len(hypotheses), ROLLOUTS)
+        key = ("return", t, int(s), n, color, horizon, len(hypotheses), ROLLOUTS)
         if key not in scene.memo:  # every world of the scene, replayed as it was run
             b = scene.episode.actions.shape[1]
             w, at = np.arange(b), np.full(b, int(s))
@@ -308,21 +316,31 @@ def return_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pro
             post /= post.sum(-1, keepdims=True)
             rng = streams.rng(streams.LANGUAGE_WORDINGS, scene.episode.seed, 2)
             drawn = np.stack([rng.choice(len(hypotheses), size=ROLLOUTS, p=p) for p in post])  # (B, R)
-            gains = gains_after(scene.config, scene.episode.personas, scene.episode.seed, t, int(s), horizon,
-                                [[hypotheses.traits[h] for h in row] for row in drawn], rng)
+            specs = [[hypotheses.traits[h] for h in row] for row in drawn]
+            args = (scene.config, scene.episode.personas, scene.episode.seed, t, int(s), horizon)
+            # a screen: worlds where none of SCREEN continuations per move reaches the outcome are
+            # out of reach (one reached by a share 1/40 is missed so with probability (39/40)^(5 SCREEN))
+            screen = gains_after(*args, [r[:SCREEN] for r in specs], rng)
+            keep = np.flatnonzero((count(screen) == n).any((1, 2)))
+            gains = gains_after(*args, [specs[i] for i in keep], rng, worlds=keep) if keep.size else None
             pi = np.take_along_axis(hypotheses.probs(scene.situation(t, w, at)), drawn[..., None], axis=1)  # (B, R, 5)
-            scene.memo[key] = (gains, pi)
-        gains, pi = scene.memo[key]
+            scene.memo[key] = (keep, gains, pi[keep])
+        keep, gains, pi = scene.memo[key]
         if half is not None:
             part = slice(0, ROLLOUTS // 2) if half == 0 else slice(ROLLOUTS // 2, None)
-            gains, pi = gains[:, :, part], pi[:, part]
-        rows = world[seat == s]
-        got = gains[rows].sum(-1) if color == "any" else gains[rows][..., list(scene.config.color_names).index(color)]
-        hits = got == n  # (b, 5, R)
-        weight = (pi[rows].transpose(0, 2, 1) * hits).sum(-1)  # (b, 5)
+            gains, pi = (None, pi) if gains is None else (gains[:, :, part], pi[:, part])
+        slot_of = np.full(scene.episode.actions.shape[1], -1)
+        slot_of[keep] = np.arange(keep.size)  # each world's row of gains, -1 if screened out
+        mine = np.flatnonzero(seat == s)
+        mine = mine[slot_of[world[mine]] >= 0]
+        if not mine.size:
+            continue
+        slot = slot_of[world[mine]]
+        hits = count(gains[slot]) == n  # (m, 5, R)
+        weight = (pi[slot].transpose(0, 2, 1) * hits).sum(-1)  # (m, 5)
         z = weight.sum(-1, keepdims=True)
         ok = (hits.mean((1, 2)) >= MIN_REACHED) & (z[:, 0] > 0)
-        out[np.flatnonzero(seat == s)[ok]] = weight[ok] / z[ok]
+        out[mine[ok]] = weight[ok] / z[ok]
     return out
 
 
