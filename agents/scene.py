@@ -2,7 +2,8 @@
 
 ``run_scene`` is the one loop that drives a cast through B worlds: situations, exact
 probabilities (a ``Driver``'s for the agents it acts for), sampled actions, the world step, the
-imitators' belief updates. The recorded ``Episode`` is what the CLI summarises and the tests
+imitators' belief updates. ``gains_after`` replays a scene with it and then continues the worlds
+from a chosen step with the same steps (no drivers, events or records), many times over. The recorded ``Episode`` is what the CLI summarises and the tests
 compare byte for byte; the dataset labels each step through the ``on_act`` hook
 (``imitation/labels.py``).
 """

@@ -248,8 +248,9 @@ def meaning_labels(scene: Scene, world: np.ndarray, seat: np.ndarray, t: int, pr
     step ``t``, as hindsight labelling computes it (``imitation/labels.py``): SELF its own persona;
     OTHER(k) k's persona in its situation; SECOND(k) ``Imitator(k -> seat)`` with k's fidelity (1 if
     k imitates no one), k's Bayes belief about the seat from its first t steps (``hypotheses``) and
-    k's own trait; DESCRIBE(h) h's exact distribution; RETURN(n, colour) a focused agent that likes
-    that colour (no gem in particular for "any") and ignores others. Trait personas only."""
+    k's own trait; DESCRIBE(h) h's exact distribution; RETURN(n, colour, h) the action taken given
+    the outcome then reached (``return_labels``; NaN rows where it is out of reach). Trait personas
+    only."""
     world, seat = np.asarray(world), np.asarray(seat)
     sit = scene.situation(t, world, seat)
     n_colors, agents = scene.config.n_colors, scene.config.n_agents
