@@ -18,7 +18,7 @@ import torch
 from mirrorhall import streams
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
-from mirrorhall.envs.perception import Situations, entity_features, look, situations
+from mirrorhall.envs.perception import Situations, entity_features, gem_sightings, look, situations
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model_io import (
@@ -176,16 +176,21 @@ class Scene:
     def situation(self, t: int, world, agent) -> Situations:
         return self.situations[t].take((world, agent))
 
-    def features(self, place: bool = False, perspective: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def features(self, place: bool = False, perspective: bool = False,
+                 pickups: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(feats (T + 1, B, N, N, 5, F) int8, visible (T + 1, B, N, N)), computed once (with the
-        place and perspective columns or without; the perspective is followed from step 0)."""
-        key = (place, perspective)
+        place, perspective and pickup columns or without; each followed from step 0)."""
+        key = (place, perspective, pickups)
         if self._features is None or self._features[0] != key:
             core = WorldCore(self.config)
-            pairs, belief = [], None
+            pairs, belief, before = [], None, None
             for st in self.states:
                 belief = look(core, st, memory=belief) if perspective else None
-                pairs.append(entity_features(core, st, place=place, belief=belief))
+                if pickups and before is None:  # nothing seen before step 0
+                    b, n, cfg = st.batch_size, self.config.n_agents, self.config
+                    before = np.zeros((b, n, cfg.n_colors, cfg.height * cfg.width), dtype=bool)
+                pairs.append(entity_features(core, st, place=place, belief=belief, before=before))
+                before = gem_sightings(core, st) if pickups else None
             self._features = (key, np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
         return self._features[1:]
 
@@ -232,7 +237,7 @@ class ModelProbe:
         world, agent, t = (np.asarray(x, dtype=np.int64) for x in (world, agent, t))
         situation = agent if situation is None else np.asarray(situation, dtype=np.int64)
         cfg = self.model.config
-        feats, vis = scene.features(bool(cfg.place), cfg.perspective)  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
+        feats, vis = scene.features(bool(cfg.place), cfg.perspective, cfg.pickups)  # (T + 1, B, N, N, 5, F) int8, (T + 1, B, N, N)
         out = np.zeros((world.size, 5))
         full = scene.config.view_radius is None
         worlds = np.unique(world)

@@ -33,6 +33,9 @@ Relational features (``entity_features``, ``view_features``)
         [ believes_c for each colour c ]          gem columns again, read from where i saw j last
                                                   see a gem of each colour (``look``), not from
                                                   where the gems are
+        [ picked_c for each colour c ]            with ``before`` (the pickup columns): i saw a
+                                                  gem of colour c, one step ago, on the cell
+                                                  where j stands now: j has just collected it
 
     Rows of entities i does not see are all zero, so the features are a function of i's own
     observation. Trait personas are softmax functions of exactly such differences, so these
@@ -42,7 +45,11 @@ Relational features (``entity_features``, ``view_features``)
     them, -|row(a) - r*| - |col(a) - c*|. The perspective columns are what an agent that acts on
     its memory (a believer whose gem moved while it looked away) heads by; they are the only
     columns with history, which the caller carries from step to step (``look`` and
-    ``view_look`` one step at a time, ``look_history`` for a recorded episode at once).
+    ``view_look`` one step at a time, ``look_history`` for a recorded episode at once). The pickup
+    columns read what i saw of the gems one step before (``gem_sightings``,
+    ``view_gem_sightings``): what a persona whose wants change with what it collects (a collector)
+    heads by next. They are the same for every move. Two agents entering one gem's cell at once
+    both read as collecting it (the world gives it to one of them).
 Cells (``post_move_cells``, ``seen_gem_cells``, ``pickups``; ``view_post_move_cells``,
 ``view_gem_cells``)
     where the ego ends after each move, the cells of the gems it sees, and which colour each agent
@@ -73,10 +80,12 @@ def ego_column(n_colors: int) -> int:
     return 2 * n_colors + 1
 
 
-def n_features(n_colors: int, place: tuple[int, ...] = (), perspective: bool = False) -> int:
+def n_features(n_colors: int, place: tuple[int, ...] = (), perspective: bool = False,
+               pickups: bool = False) -> int:
     """Columns of the relational features for worlds of ``n_colors`` colours, with the place
-    columns of a (height, width) grid when ``place`` names one, and the perspective columns."""
-    return 2 * n_colors + 3 + sum(place) + 2 * n_colors * bool(perspective)
+    columns of a (height, width) grid when ``place`` names one, the perspective columns and the
+    pickup columns."""
+    return 2 * n_colors + 3 + sum(place) + 2 * n_colors * bool(perspective) + n_colors * bool(pickups)
 
 
 def place_of(config: WorldConfig, place: bool) -> tuple[int, ...]:
@@ -353,20 +362,24 @@ def _relational(core: WorldCore, pos: np.ndarray, gem_pos: np.ndarray, observers
 
 
 def entity_features(core: WorldCore, state: WorldState, observers=None, place: bool = False,
-                    belief: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    belief: np.ndarray | None = None,
+                    before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(feats (B, Ni, Nj, 5, F) float32, visible (B, Ni, Nj) bool): what each observer i sees of
     every entity j. ``observers`` (Ni,) agent ids, default every agent (Ni = N); ``place``: with
     the place columns; ``belief``: the observers' ``look`` (B, Ni, Nj, C, H*W) at this step, for
-    the perspective columns."""
+    the perspective columns; ``before``: the observers' ``gem_sightings`` (B, Ni, C, H*W) of the
+    step before (all False at the first step), for the pickup columns."""
     b, n = state.last_action.shape
     obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
     gem_vis, agent_vis = core.visible(state)  # (B, N, G), (B, N, N)
     gem_vis, agent_vis = gem_vis[:, obs_ids], agent_vis[:, obs_ids]
     who = np.broadcast_to(obs_ids, (b, obs_ids.size))
     feats = _relational(core, state.agent_pos, state.gem_pos, who, gem_vis, agent_vis, place)
+    pos = np.broadcast_to(state.agent_pos[:, None], (b, obs_ids.size, n, 2))
     if belief is not None:
-        pos = np.broadcast_to(state.agent_pos[:, None], (b, obs_ids.size, n, 2))
         feats = _with_perspective(core, feats, belief, pos, agent_vis)
+    if before is not None:
+        feats = np.concatenate([feats, pickup_columns(core, before[:, :, None], pos, agent_vis)], axis=-1)
     return feats, agent_vis
 
 
@@ -378,11 +391,38 @@ def _with_perspective(core: WorldCore, feats: np.ndarray, belief: np.ndarray, po
     return np.concatenate([feats, cols], axis=-1)
 
 
+def pickup_columns(core: WorldCore, before: np.ndarray, pos: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(P..., 5, C) float32: for an agent at ``pos`` (P..., 2) seen (``visible`` (P...)) by an
+    observer that saw the gems ``before`` (P..., C, H*W) one step ago, per colour whether the
+    observer saw a gem of that colour on the agent's cell then (the agent has just collected it);
+    the same for every move, zero where the agent is not seen."""
+    cell = core.cells(pos)  # (P...)
+    picked = np.take_along_axis(before, cell[..., None, None], axis=-1)[..., 0] & visible[..., None]  # (P..., C)
+    return np.repeat(picked[..., None, :], N_ACTIONS, axis=-2).astype(np.float32)
+
+
+def gem_sightings(core: WorldCore, state: WorldState, observers=None) -> np.ndarray:
+    """(B, Ni, C, H*W) bool: the cells where each observer (``observers``, default every agent)
+    sees a gem of each colour now; what the pickup columns of the next step read."""
+    n = state.last_action.shape[1]
+    obs_ids = np.arange(n) if observers is None else np.asarray(observers, dtype=np.int64)
+    gem_vis = core.visible(state)[0][:, obs_ids]  # (B, Ni, G)
+    b, ni = gem_vis.shape[:2]
+    here = _gems_at(core, np.repeat(state.gem_pos, ni, axis=0), gem_vis.reshape(b * ni, -1))
+    return here.reshape(b, ni, *here.shape[1:])
+
+
+def view_gem_sightings(core: WorldCore, view: View) -> np.ndarray:
+    """(B, C, H*W) ``gem_sightings`` from the observers' own observations (one observer per row)."""
+    return _gems_at(core, view.gem_pos, view.gem_seen)
+
+
 def own_features(core: WorldCore, state: WorldState, place: bool = False,
-                 belief: np.ndarray | None = None) -> np.ndarray:
+                 belief: np.ndarray | None = None, before: np.ndarray | None = None) -> np.ndarray:
     """(B, N, 5, F) float32: every agent's own situation as it sees it, the diagonal
     ``entity_features(core, state)[0][:, i, i]``; ``belief`` (B, N, C, H*W): each agent's own
-    memory (the diagonal of ``look``), for the perspective columns.
+    memory (the diagonal of ``look``), for the perspective columns; ``before`` (B, N, C, H*W):
+    each agent's ``gem_sightings`` of the step before, for the pickup columns.
 
     Under full view every observer sees the same world, so the diagonal is one observer's row with
     the distance-to-observer column set to 0 (its value for j = i): N times less work than the
@@ -399,9 +439,12 @@ def own_features(core: WorldCore, state: WorldState, place: bool = False,
         flat = _relational(core, state.agent_pos[rows], state.gem_pos[rows], np.tile(np.arange(n), b)[:, None],
                            gem_vis.reshape(b * n, 1, -1), agent_vis.reshape(b * n, 1, n), place)  # (B*N, 1, N, 5, F)
         feats = flat.reshape(b, n, n, N_ACTIONS, -1)[:, np.arange(n), np.arange(n)]
-    if belief is None:
-        return feats
-    return _with_perspective(core, feats, belief, state.agent_pos, np.ones((b, n), dtype=bool))
+    mine = np.ones((b, n), dtype=bool)
+    if belief is not None:
+        feats = _with_perspective(core, feats, belief, state.agent_pos, mine)
+    if before is not None:
+        feats = np.concatenate([feats, pickup_columns(core, before, state.agent_pos, mine)], axis=-1)
+    return feats
 
 
 # --- the one decoder: an agent's own observation -> its view ---------------------------------
@@ -473,14 +516,18 @@ def view_situations(core: WorldCore, view: View) -> Situations:
                       agent_near=nearest_seen(agent_d, agent_seen))
 
 
-def view_features(core: WorldCore, view: View, place: bool = False,
-                  belief: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def view_features(core: WorldCore, view: View, place: bool = False, belief: np.ndarray | None = None,
+                  before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(feats (B, N, 5, F) float32, visible (B, N)): each observer's row of ``entity_features``;
-    ``belief`` (B, N, C, H*W): the observers' ``view_look`` at this step."""
+    ``belief`` (B, N, C, H*W): the observers' ``view_look`` at this step; ``before`` (B, C, H*W):
+    their ``view_gem_sightings`` of the step before."""
     feats = _relational(core, view.agent_pos, view.gem_pos, view.ego[:, None], view.gem_seen[:, None],
                         view.agent_seen[:, None], place)[:, 0]
     if belief is not None:
         feats = _with_perspective(core, feats, belief, view.agent_pos, view.agent_seen)
+    if before is not None:
+        feats = np.concatenate([feats, pickup_columns(core, before[:, None], view.agent_pos, view.agent_seen)],
+                               axis=-1)
     return feats, view.agent_seen
 
 

@@ -16,7 +16,7 @@ import torch
 
 from mirrorhall import streams
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import entity_features, look_history, own_features
+from mirrorhall.envs.perception import entity_features, gem_sightings, look_history, own_features
 from mirrorhall.imitation.model_io import batch_logits, encode_prompts
 from mirrorhall.imitation.shards import StoredEpisode
 from mirrorhall.imitation.tokenizer import Tokenizer
@@ -41,25 +41,31 @@ class EpisodeArrays:
 
 
 def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = None,
-                   place: bool = False, perspective: bool = False) -> EpisodeArrays:
+                   place: bool = False, perspective: bool = False, pickups: bool = False) -> EpisodeArrays:
     """An episode's model arrays. ``pairs`` (default: only under partial view) also builds the
     (Ni, Nj) table of what every observer sees of every agent; under full view each agent's own
     row is all the model needs (``mirrorhall.envs.perception.own_features``). ``place``,
-    ``perspective``: the features carry those columns (``ModelConfig.place``, ``.perspective``;
-    the observers' estimates of what each agent saw, ``look_history``, from the episode's start)."""
+    ``perspective``, ``pickups``: the features carry those columns (``ModelConfig.place``,
+    ``.perspective``: the observers' estimates of what each agent saw, ``look_history``, from the
+    episode's start; ``.pickups``: what each observer saw of the gems a step before)."""
     core = WorldCore(world)
     states = ep.world_states(world)
     if pairs is None:
         pairs = world.view_radius is not None
     belief = look_history(core, states) if perspective else None  # (T + 1, Ni, Nj, C, H*W)
+    before = None
+    if pickups:  # (T + 1, Ni, C, H*W): nothing seen before step 0
+        seen = gem_sightings(core, states)
+        before = np.concatenate([np.zeros_like(seen[:1]), seen[:-1]])
     feats = visible = None
     n = world.n_agents
     if pairs:
-        feats, visible = entity_features(core, states, place=place, belief=belief)
+        feats, visible = entity_features(core, states, place=place, belief=belief, before=before)
         feats = feats.astype(np.int8)  # features are in {-1, 0, 1}: int8 keeps a whole dataset in memory
         own = feats[:, np.arange(n), np.arange(n)]  # the table's diagonal (equal to own_features, tested)
     else:
-        own = own_features(core, states, place, None if belief is None else belief[:, np.arange(n), np.arange(n)])
+        own = own_features(core, states, place, None if belief is None else belief[:, np.arange(n), np.arange(n)],
+                           before)
     prompts, index = np.unique(np.asarray(ep.prompt, dtype=object).astype(str), return_inverse=True)
     return EpisodeArrays(episode=ep.episode, own=own.astype(np.int8), feats=feats,
                          visible=visible, actions=ep.actions.astype(np.int64), agent=ep.agent, t=ep.t, kind=ep.kind,

@@ -43,7 +43,8 @@ SIZE_LIMITS = {"n_colors": 8, "vocab_size": 2**24, "d_model": 2**16, "d_evidence
 POSITIONS = ("absolute", "relative")
 MAX_RECENCY = 8
 """At most this many recency half-lives (``ModelConfig.recency``)."""
-NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute", "recency": (), "place": (), "perspective": False}
+NEW_FIELDS = {"ngram_buckets": 0, "positions": "absolute", "recency": (), "place": (), "perspective": False,
+              "pickups": False}
 """Fields added since the first checkpoints, with the values that mean the old model: a config
 saved without them reads as before."""
 
@@ -96,6 +97,11 @@ class ModelConfig:
     gem columns read from where, as far as the observer saw, that agent last saw gems. An agent that
     acts on what it remembers (a believer after a gem moved out of its sight) has a utility linear in
     them. The model then keeps, per agent it acts for, that estimate from step to step."""
+    pickups: bool = False
+    """The features also carry the pickup columns (``perception.pickup_columns``): for every agent,
+    the colour of the gem it has just collected, as far as the observer saw. A collector's wants
+    change with what it collects; with these columns its evidence says when and to what. The model
+    then keeps, per agent it acts for, what it saw of the gems one step before."""
 
     def __post_init__(self):
         for f, hi in SIZE_LIMITS.items():
@@ -128,8 +134,9 @@ class ModelConfig:
                 isinstance(x, int) and not isinstance(x, bool) and 3 <= x <= 64 for x in pl):
             raise ValueError(f"model config place must be empty or (height, width), each 3..64, got {pl!r}")
         object.__setattr__(self, "place", tuple(pl))
-        if not isinstance(self.perspective, bool):
-            raise ValueError(f"model config perspective must be true or false, got {self.perspective!r}")
+        for flag in ("perspective", "pickups"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"model config {flag} must be true or false, got {getattr(self, flag)!r}")
 
     @property
     def decay(self) -> tuple[float, ...]:
@@ -144,7 +151,7 @@ class ModelConfig:
 
     @property
     def n_features(self) -> int:
-        return n_features(self.n_colors, self.place, self.perspective)
+        return n_features(self.n_colors, self.place, self.perspective, self.pickups)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -30,7 +30,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import View, decode, view_features, view_look
+from mirrorhall.envs.perception import View, decode, view_features, view_gem_sightings, view_look
 from mirrorhall.errors import CheckpointError, ConfigError, InputWarning
 from mirrorhall.imitation.model import trim_prompts
 from mirrorhall.imitation.tokenizer import normalize
@@ -318,6 +318,9 @@ class ActorState:
     looked: torch.Tensor
     """(B, N, C, H*W) with ``ModelConfig.perspective`` (nonzero: where the row's agent believes each
     agent last saw a gem of each colour, ``perception.view_look``), (B, 0) without."""
+    gems: torch.Tensor
+    """(B, C, H*W) with ``ModelConfig.pickups`` (nonzero: where the row's agent saw a gem of each
+    colour at the step before, ``perception.view_gem_sightings``), (B, 0) without."""
 
 
 class ObservationActor:
@@ -347,10 +350,11 @@ class ObservationActor:
 
     def initial_state(self, batch_size: int) -> ActorState:
         n, f = self.world.n_agents, self.model.config.n_features
-        looked = ((n, self.world.n_colors, self.world.height * self.world.width) if self.model.config.perspective
-                  else (0,))
+        cells = (self.world.n_colors, self.world.height * self.world.width)
+        looked = (n, *cells) if self.model.config.perspective else (0,)
+        gems = cells if self.model.config.pickups else (0,)
         return ActorState(Memory.empty(self.model, (batch_size,), n), torch.zeros(batch_size, n, 5, f),
-                          torch.zeros(batch_size, n), torch.zeros(batch_size, *looked))
+                          torch.zeros(batch_size, n), torch.zeros(batch_size, *looked), torch.zeros(batch_size, *gems))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, state: ActorState | None = None) -> tuple[torch.Tensor, ActorState, View]:
@@ -361,7 +365,9 @@ class ObservationActor:
         looked = None
         if self.model.config.perspective:  # an all-zero estimate is "nothing seen yet"
             looked = view_look(self.core, view, state.looked.numpy() > 0)  # (B, N, C, H*W)
-        feats, visible = view_features(self.core, view, bool(self.model.config.place), looked)  # (B, N, 5, F), (B, N)
+        before = state.gems.numpy() > 0 if self.model.config.pickups else None  # all zero: nothing seen yet
+        feats, visible = view_features(self.core, view, bool(self.model.config.place), looked,
+                                       before)  # (B, N, 5, F), (B, N)
         feats_t = torch.from_numpy(feats)
         vis_t = torch.from_numpy(visible)
         act = torch.from_numpy(view.last_action)  # (B, N) actions of step t-1 of the agents visible now
@@ -370,7 +376,11 @@ class ObservationActor:
         ego = torch.from_numpy(view.ego)
         logits = self.model(**step_inputs(memory, feats_t, vis_t, ego, self.prompt[ego], self.tokens[ego]))
         looked_t = state.looked if looked is None else torch.from_numpy(looked.astype(np.float32))
-        return torch.log_softmax(logits.double(), dim=-1), ActorState(memory, feats_t, vis_t.float(), looked_t), view
+        gems_t = state.gems
+        if self.model.config.pickups:
+            gems_t = torch.from_numpy(view_gem_sightings(self.core, view).astype(np.float32))
+        nxt = ActorState(memory, feats_t, vis_t.float(), looked_t, gems_t)
+        return torch.log_softmax(logits.double(), dim=-1), nxt, view
 
     def probs(self, obs: np.ndarray, state: ActorState | None = None) -> tuple[np.ndarray, ActorState]:
         """(B, 5) action distributions and the next state; see ``act``."""

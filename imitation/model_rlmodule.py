@@ -76,7 +76,7 @@ from mirrorhall.imitation.model_io import (
     check_prompt,
 )
 
-STATE_KEYS = ("char_sum", "char_count", "feats", "visible", "looked")
+STATE_KEYS = ("char_sum", "char_count", "feats", "visible", "looked", "gems")
 
 
 def _prompt_index(key, n_agents: int) -> int:
@@ -96,7 +96,7 @@ def _prompt_index(key, n_agents: int) -> int:
 def _state_dict(state: ActorState, row: int | None = None) -> dict:
     """RLlib's per-agent state: the actor's state as a flat dict of tensors (one row, or all)."""
     out = {"char_sum": state.memory.char_sum, "char_count": state.memory.char_count,
-           "feats": state.feats, "visible": state.visible, "looked": state.looked}
+           "feats": state.feats, "visible": state.visible, "looked": state.looked, "gems": state.gems}
     return out if row is None else {k: v[row] for k, v in out.items()}
 
 
@@ -153,7 +153,8 @@ class ModelRLModule(TorchRLModule):
         if state is not None:
             t = {k: torch.as_tensor(np.asarray(state[k]) if not torch.is_tensor(state[k]) else state[k]).float()
                  for k in STATE_KEYS}
-            state = ActorState(Memory(t["char_sum"], t["char_count"]), t["feats"], t["visible"], t["looked"])
+            state = ActorState(Memory(t["char_sum"], t["char_count"]), t["feats"], t["visible"], t["looked"],
+                               t["gems"])
         logp, nxt, _ = self.actor.act(obs, state)
         return logp, _state_dict(nxt)
 

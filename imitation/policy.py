@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mirrorhall.envs.core import WorldCore, WorldState
-from mirrorhall.envs.perception import entity_features, look
+from mirrorhall.envs.perception import entity_features, gem_sightings, look
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.model_io import (
     DEFAULT_PROMPT,
@@ -44,6 +44,11 @@ class ModelState:
     looked: np.ndarray | None = None
     """(B, M, N, C, H*W) with ``ModelConfig.perspective``: where each driven agent, from what it
     saw, believes every agent last saw gems (``perception.look``); None before the first look."""
+    gems: np.ndarray | None = None
+    """(B, M, C, H*W) with ``ModelConfig.pickups``: what each driven agent saw of the gems at its
+    last look (``perception.gem_sightings``); None before the first look."""
+    before: np.ndarray | None = None
+    """The same at the look before that, which the pickup columns read; None: no such look."""
 
 
 class ModelPolicy:
@@ -90,21 +95,31 @@ class ModelPolicy:
 
     def look(self, state: ModelState, world: WorldState) -> ModelState:
         """The driven agents look at this step (before ``features``): with the perspective columns,
-        their estimate of what every agent saw is brought up to date; otherwise nothing changes."""
-        if not self.model.config.perspective:
-            return state
-        return replace(state, looked=look(self.core, world, observers=self.agents, memory=state.looked))
+        their estimate of what every agent saw is brought up to date; with the pickup columns, what
+        they see of the gems now is kept and what they saw before moves to ``before``; otherwise
+        nothing changes."""
+        config = self.model.config
+        if config.perspective:
+            state = replace(state, looked=look(self.core, world, observers=self.agents, memory=state.looked))
+        if config.pickups:
+            state = replace(state, before=state.gems, gems=gem_sightings(self.core, world, observers=self.agents))
+        return state
 
     def features(self, world: WorldState, state: ModelState | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(feats (B, M, N, 5, F), visible (B, M, N)): what each driven agent sees at this step.
-        With the perspective columns they read ``state.looked`` (after ``look``; without a state,
-        as if this step were the first look)."""
-        belief = None
+        With the perspective and pickup columns they read ``state.looked`` and ``state.before``
+        (after ``look``; without a state, as if this step were the first look)."""
+        belief = before = None
         if self.model.config.perspective:
             looked = None if state is None else state.looked
             belief = look(self.core, world, observers=self.agents) if looked is None else looked
+        if self.model.config.pickups:
+            before = None if state is None else state.before
+            if before is None:  # nothing seen before the first look
+                cfg = self.core.config
+                before = np.zeros((world.batch_size, self.agents.size, cfg.n_colors, cfg.height * cfg.width), bool)
         return entity_features(self.core, world, observers=self.agents, place=bool(self.model.config.place),
-                               belief=belief)
+                               belief=belief, before=before)
 
     @torch.no_grad()
     def probs(self, state: ModelState, feats: np.ndarray, visible: np.ndarray) -> np.ndarray:

@@ -153,6 +153,9 @@ class TrainConfig:
     perspective: bool = False
     """The features also carry the perspective columns (``ModelConfig.perspective``): the gem
     columns read from where each agent, as far as the observer saw, last saw gems."""
+    pickups: bool = False
+    """The features also carry the pickup columns (``ModelConfig.pickups``): the colour of the gem
+    each agent has just collected, as far as the observer saw."""
 
     def __post_init__(self):
         if self.size not in MODEL_SIZES:
@@ -230,6 +233,7 @@ def build_model(cfg: TrainConfig, tokenizer: Tokenizer, n_colors: int, place: tu
     torch.manual_seed(cfg.seed)
     config = ModelConfig.for_tokenizer(tokenizer, n_colors=n_colors, positions=cfg.positions,
                                       recency=cfg.recency, place=tuple(place), perspective=cfg.perspective,
+                                      pickups=cfg.pickups,
                                       **MODEL_SIZES[cfg.size])
     return MultiPolicyModel(config)
 
@@ -381,19 +385,20 @@ def check_device(device: str) -> None:
                              "use cuda:0")
 
 
-def _shard_arrays(root: str, path: str, pairs: bool | None, place: bool, perspective: bool) -> list[EpisodeArrays]:
+def _shard_arrays(root: str, path: str, pairs: bool | None, place: bool, perspective: bool,
+                  pickups: bool) -> list[EpisodeArrays]:
     data = Dataset(root, verify=False)
-    return [episode_arrays(ep, data.world, pairs, place, perspective) for ep in data.shard_episodes(Path(path))]
+    return [episode_arrays(ep, data.world, pairs, place, perspective, pickups) for ep in data.shard_episodes(Path(path))]
 
 
 def load_episodes(data: Dataset, processes: int = 1, pairs: bool | None = None,
-                  place: bool = False, perspective: bool = False) -> list[EpisodeArrays]:
+                  place: bool = False, perspective: bool = False, pickups: bool = False) -> list[EpisodeArrays]:
     """Every episode's model arrays, in dataset order (``processes`` > 1 builds shards in parallel);
-    ``place``, ``perspective``: with those columns."""
+    ``place``, ``perspective``, ``pickups``: with those columns."""
     paths = data.shard_paths
     if processes <= 1 or len(paths) < 2:
-        return [episode_arrays(ep, data.world, pairs, place, perspective) for ep in data.episodes()]
-    args = [(str(data.root), str(p), pairs, place, perspective) for p in paths]
+        return [episode_arrays(ep, data.world, pairs, place, perspective, pickups) for ep in data.episodes()]
+    args = [(str(data.root), str(p), pairs, place, perspective, pickups) for p in paths]
     return [ep for part in ordered_map(_shard_arrays, args, processes) for ep in part]
 
 
@@ -418,7 +423,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                                       **MODEL_SIZES[cfg.size])
     if data.world.n_agents > probe.max_agents:
         raise ConfigError(f"the dataset has {data.world.n_agents} agents; the model reads at most {probe.max_agents}")
-    episodes = load_episodes(data, cfg.data_processes, place=cfg.place, perspective=cfg.perspective)
+    episodes = load_episodes(data, cfg.data_processes, place=cfg.place, perspective=cfg.perspective,
+                             pickups=cfg.pickups)
     trainer = Trainer(cfg, episodes, tokenizer, data.world.n_colors,
                       full_view=data.world.view_radius is None, place=place_of(data.world, cfg.place))
     log_path = out / "metrics.jsonl"
@@ -503,9 +509,9 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
     if not isinstance(old, dict):
         raise CheckpointError(f"{folder / 'checkpoint.json'}: 'run_config' must be a JSON object")
     defaults = {"tokenizer": "word", "positions": "absolute", "recency": [], "place": False,
-                "perspective": False}  # runs saved before these fields
+                "perspective": False, "pickups": False}  # runs saved before these fields
     for key in ("size", "seed", "episodes_per_batch", "samples_per_episode", "data", "tokenizer", "positions",
-                "recency", "place", "perspective"):
+                "recency", "place", "perspective", "pickups"):
         now = getattr(cfg, key)
         if old.get(key, defaults.get(key)) != (list(now) if isinstance(now, tuple) else now):  # as JSON keeps it
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "

@@ -133,7 +133,8 @@ def _loop(config: dict) -> None:
     world = gen.world()
     tokenizer = make_tokenizer(cfg.tokenizer)
     shard = ray.train.get_dataset_shard("train")
-    episodes = [episode_arrays(decode_row(row, world), world, place=cfg.place, perspective=cfg.perspective)
+    episodes = [episode_arrays(decode_row(row, world), world, place=cfg.place, perspective=cfg.perspective,
+                               pickups=cfg.pickups)
                 for row in shard.iter_rows()]
     episodes.sort(key=lambda e: e.episode)  # a worker's order must not depend on read order
     trainer = Trainer(cfg, episodes, tokenizer, world.n_colors, full_view=world.view_radius is None,

@@ -62,12 +62,14 @@ SCALES = {
 }
 SCALES["cpu-recent"] = Scale(episodes=4096, train={**SCALES["cpu"].train, "recency": (2.0, 8.0)}, probe_scale="full")
 SCALES["cpu-place"] = Scale(episodes=4096, train={**SCALES["cpu-recent"].train, "place": True}, probe_scale="full")
+SCALES["cpu-pickup"] = Scale(episodes=4096, train={**SCALES["cpu-place"].train, "pickups": True}, probe_scale="full")
 """``tiny``: seconds a point (tests, a first look). ``cpu``: the reference recipe's model and
 optimiser at a seventh of its samples (1,600 steps of 32 x 128), about 6 minutes a point on 2 cores.
 ``cpu-recent``: ``cpu`` with a model that also reads recency-weighted evidence (half-lives of 2
 and 8 steps, ``ModelConfig.recency``). ``cpu-place``: ``cpu-recent`` whose features also say where
-each move leads (``ModelConfig.place``). The three differ in the model only: the same data, seed
-and budget, so their points are an ablation."""
+each move leads (``ModelConfig.place``). ``cpu-pickup``: ``cpu-place`` whose features also say
+which colour each agent has just collected (``ModelConfig.pickups``). The four differ in the model
+only: the same data, seed and budget, so their points are an ablation."""
 
 
 def training_families(held_out: str) -> tuple[str, ...]:

@@ -35,12 +35,14 @@ from mirrorhall.envs.perception import (
     Situations,
     decode,
     entity_features,
+    gem_sightings,
     look,
     look_history,
     nearest_seen,
     own_features,
     situations,
     view_features,
+    view_gem_sightings,
     view_look,
     view_situations,
 )
@@ -358,6 +360,8 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
     state = core.reset(2, rng)
     b, n = 2, cfg.n_agents
     belief = vbelief = None
+    before = np.zeros((b, n, cfg.n_colors, cfg.height * cfg.width), dtype=bool)  # nothing seen before step 0
+    vbefore = before.reshape(b * n, *before.shape[2:])
     for t in range(12):
         obs = core.observations(state).reshape(b * n, -1)  # (B * N, obs_dim)
         view = decode(obs, cfg)
@@ -392,7 +396,42 @@ def test_perception_from_observations_equals_perception_from_state(cfg):
         assert view_features(core, view, belief=vbelief)[0].tobytes() == seen.reshape(b * n, n, 5, -1).tobytes()
         own = own_features(core, state, belief=belief[:, np.arange(n), np.arange(n)])
         assert own.tobytes() == seen[:, np.arange(n), np.arange(n)].tobytes()
+        # with the pickup columns, from what each observer saw of the gems a step before
+        picked, _ = entity_features(core, state, before=before)
+        assert picked.shape[-1] == feats.shape[-1] + cfg.n_colors
+        assert picked[..., : feats.shape[-1]].tobytes() == feats.tobytes()
+        vpicked = view_features(core, view, before=vbefore)[0]
+        assert vpicked.tobytes() == picked.reshape(b * n, n, 5, -1).tobytes(), f"pickup columns differ at t={t}"
+        assert own_features(core, state, before=before).tobytes() == picked[:, np.arange(n), np.arange(n)].tobytes()
+        before, vbefore = gem_sightings(core, state), view_gem_sightings(core, view)
+        assert vbefore.tobytes() == before.reshape(b * n, *before.shape[2:]).tobytes()
         core.step(state, rng.integers(0, 5, size=(b, n)), rng)
+
+
+def test_pickup_columns_say_which_colour_an_agent_just_collected():
+    """Under full view the pickup columns of every agent are the colour the world credited it with
+    in the step just taken (the change of ``WorldState.collected``), except that an agent that
+    entered a gem's cell together with its collector reads as collecting it too."""
+    cfg = WorldConfig(n_agents=12, width=7, height=7, gems_per_color=3)
+    core = WorldCore(cfg)
+    rng = np.random.default_rng(5)
+    state = core.reset(4, rng)
+    c, credited, shared = cfg.n_colors, 0, 0
+    for _ in range(40):
+        before, got = gem_sightings(core, state), state.collected.copy()
+        core.step(state, rng.integers(0, 5, size=(4, cfg.n_agents)), rng)
+        truth = state.collected - got  # (B, N, C) one-hot where an agent collected
+        feats, _ = entity_features(core, state, before=before)
+        picked = feats[:, 0, :, 0, -c:].astype(np.int64)  # observer 0's view of everyone, stay column
+        assert np.all(feats[:, 0, :, :, -c:] == feats[:, 0, :, :1, -c:])  # the same for every move
+        assert np.all(picked >= truth)
+        extra = np.argwhere(picked > truth)  # (b, j, colour) read as collected, not credited
+        for b, j, col in extra:
+            cell = state.agent_pos[b, j]
+            mates = (state.agent_pos[b] == cell).all(-1) & (truth[b, :, col] == 1)
+            assert mates.any(), "a pickup read where nobody collected"
+        credited, shared = credited + int(truth.sum()), shared + len(extra)
+    assert credited > 50 and shared < credited / 5
 
 
 def test_features_of_unseen_entities_are_zero_and_of_seen_ones_exact():

@@ -19,7 +19,7 @@ import torch
 from mirrorhall.agents.cast import sample_actions
 from mirrorhall.envs import mirrorhall_v0
 from mirrorhall.envs.core import WorldCore
-from mirrorhall.envs.perception import entity_features, look
+from mirrorhall.envs.perception import entity_features, gem_sightings, look
 from mirrorhall.errors import CheckpointError, ConfigError
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model import MultiPolicyModel
@@ -42,11 +42,13 @@ def reference():
     return load_model(REFERENCE)
 
 
-@pytest.fixture(scope="module", params=["reference", "recency", "recency+place", "recency+perspective"])
+@pytest.fixture(scope="module", params=["reference", "recency", "recency+place", "recency+perspective",
+                                        "recency+pickups"])
 def either(request, reference):
     """The reference, a model with recency-weighted evidence (decaying memory rows), one that also
-    reads the place columns (of the default 11 x 11 world), and one that reads the perspective
-    columns (each observer's estimate of what every agent saw, kept from step to step), each
+    reads the place columns (of the default 11 x 11 world), one that reads the perspective
+    columns (each observer's estimate of what every agent saw, kept from step to step), and one
+    that reads the pickup columns (what each observer saw of the gems a step before), each
     holding the reference's weights wherever the shapes agree: acting and batch paths must agree
     for all."""
     model, tokenizer, meta = reference
@@ -54,8 +56,9 @@ def either(request, reference):
         return reference
     torch.manual_seed(0)
     place = (11, 11) if "place" in request.param else ()
-    perspective = "perspective" in request.param
-    recent = MultiPolicyModel(replace(model.config, recency=(1.5, 6.0), place=place, perspective=perspective)).eval()
+    perspective, pickups = "perspective" in request.param, "pickups" in request.param
+    recent = MultiPolicyModel(replace(model.config, recency=(1.5, 6.0), place=place, perspective=perspective,
+                                      pickups=pickups)).eval()
     own = recent.state_dict()
     recent.load_state_dict({k: v if v.shape == own[k].shape else own[k] for k, v in model.state_dict().items()})
     return recent, tokenizer, meta
@@ -107,12 +110,17 @@ def test_incremental_acting_equals_the_batch_inputs_of_training_and_probes(eithe
     env.reset(seed=4)
     rng = np.random.default_rng(4)
     feats_all, vis_all, acts, step_probs = [], [], [], []
-    belief = None
+    belief = seen = None
+    before = np.zeros((1, 6, env.config.n_colors, env.config.height * env.config.width), dtype=bool)
     for _ in range(12):
         if model.config.perspective:
             belief = look(core, env.world_state, memory=belief)
+        if model.config.pickups:
+            before = before if seen is None else seen
+            seen = gem_sightings(core, env.world_state)
         mstate = policy.look(mstate, env.world_state)
-        f, v = entity_features(core, env.world_state, place=bool(model.config.place), belief=belief)  # (1, N, N, 5, F)
+        f, v = entity_features(core, env.world_state, place=bool(model.config.place), belief=belief,
+                               before=before if model.config.pickups else None)  # (1, N, N, 5, F)
         feats_all.append(f[0])
         vis_all.append(v[0])
         p = policy.probs(mstate, f, v)[0]

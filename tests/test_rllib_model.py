@@ -43,8 +43,23 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(params=["random", "reference"])
-def checkpoint(request, random_checkpoint) -> Path:
+@pytest.fixture(scope="module")
+def columns_checkpoint(tmp_path_factory) -> Path:
+    """A random "small" model (seed 0) that reads every column set with history (perspective,
+    pickups) and the place columns of the test's 7 x 9 world, with recency-weighted memory."""
+    torch.manual_seed(0)
+    tok = Tokenizer.default()
+    model = MultiPolicyModel(ModelConfig.for_tokenizer(tok, recency=(1.5, 6.0), place=(7, 9), perspective=True,
+                                                       pickups=True, **MODEL_SIZES["small"]))
+    folder = tmp_path_factory.mktemp("ckpt") / "columns"
+    save_checkpoint(folder, model, tok, run_config={"note": "random init, test only"}, step=0)
+    return folder
+
+
+@pytest.fixture(params=["random", "columns", "reference"])
+def checkpoint(request, random_checkpoint, columns_checkpoint) -> Path:
+    if request.param == "columns":
+        return columns_checkpoint
     if request.param == "reference":
         if not (REFERENCE / "checkpoint.json").exists():
             pytest.skip("reference checkpoint not built")
@@ -89,7 +104,8 @@ def test_module_gives_model_policy_distributions_step_by_step(checkpoint, view_r
         state = out["state_out"]
         if view_radius is None:  # every agent has seen every other agent's t steps
             np.testing.assert_array_equal(state["char_count"].numpy(), np.full((n, n), float(t)))
-        feats, vis = policy.features(env.world_state)
+        mstate = policy.look(mstate, env.world_state)
+        feats, vis = policy.features(env.world_state, mstate)
         want = policy.probs(mstate, feats, vis)[0]  # (N, 5)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"step {t}")
         worst = max(worst, float(np.abs(got - want).max()))

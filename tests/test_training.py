@@ -139,14 +139,16 @@ def test_incremental_acting_equals_the_batch_path(small_data, small_run):
     assert n_checked == len(arr.kind)
 
 
-@pytest.mark.parametrize("place, perspective", [(False, False), (True, False), (False, True)])
-def test_model_inputs_ignore_persona_metadata(small_data, place, perspective):
+@pytest.mark.parametrize("place, perspective, pickups", [(False, False, False), (True, False, False),
+                                                         (False, True, False), (False, False, True)])
+def test_model_inputs_ignore_persona_metadata(small_data, place, perspective, pickups):
     """No privileged information: other personas in the record (traits, persona families with
-    their waypoints, homes and orders, or believers with their memories) leave the model's inputs unchanged, with the place or the
-    perspective columns too; moving an agent changes them."""
+    their waypoints, homes and orders, or believers with their memories) leave the model's inputs
+    unchanged, with the place, the perspective or the pickup columns too; moving an agent changes
+    them."""
     data = Dataset(small_data)
     ep = next(data.episodes())
-    a = episode_arrays(ep, data.world, pairs=True, place=place, perspective=perspective)
+    a = episode_arrays(ep, data.world, pairs=True, place=place, perspective=perspective, pickups=pickups)
     n = len(ep.personas)
     others = [tuple(Trait("red", "avoid", "focused") for _ in ep.personas),
               tuple(Patrol(waypoints=((1, 1), (1, 5), (5, 5)), noise=0.1) for _ in range(n)),
@@ -155,13 +157,49 @@ def test_model_inputs_ignore_persona_metadata(small_data, place, perspective):
               tuple(Believer("green", "avoid", "casual") for _ in range(n))]
     for personas in others:
         b = episode_arrays(dataclasses.replace(ep, personas=personas), data.world, pairs=True, place=place,
-                           perspective=perspective)
+                           perspective=perspective, pickups=pickups)
         for f in ("own", "feats", "visible", "actions", "prompts", "prompt_index", "agent", "t"):
             np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     changed = dataclasses.replace(ep, agent_pos=ep.agent_pos.copy())
     changed.agent_pos[3, 0] = changed.agent_pos[3, 1]
-    moved = episode_arrays(changed, data.world, pairs=True, place=place, perspective=perspective)
+    moved = episode_arrays(changed, data.world, pairs=True, place=place, perspective=perspective, pickups=pickups)
     assert not np.array_equal(moved.feats, a.feats) and not np.array_equal(moved.own, a.own)
+
+
+def test_pickup_columns_agree_on_the_training_acting_and_probe_paths(small_data):
+    """Training's arrays (a whole episode at once), ``ModelPolicy`` looking step by step and a
+    probe's ``Scene`` give the same pickup columns, and some agent collects a gem in the episode."""
+    from mirrorhall.analysis.common import Scene
+    from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
+    from mirrorhall.imitation.policy import ModelPolicy
+    from mirrorhall.imitation.tokenizer import make_tokenizer
+
+    data = Dataset(small_data)
+    ep = next(data.episodes())
+    world, n = data.world, data.world.n_agents
+    arr = episode_arrays(ep, world, pairs=True, pickups=True)
+    c = world.n_colors
+    assert arr.feats[..., -c:].any(), "nobody collected a gem: the comparison would be vacuous"
+    plain = episode_arrays(ep, world, pairs=True)
+    np.testing.assert_array_equal(arr.feats[..., :-c], plain.feats)
+    np.testing.assert_array_equal(arr.own, arr.feats[:, np.arange(n), np.arange(n)])
+    np.testing.assert_array_equal(episode_arrays(ep, world, pairs=False, pickups=True).own, arr.own)
+
+    core = WorldCore(world)
+    ws = ep.world_states(world)
+    states = [core.recorded_state(ws.agent_pos[t:t + 1], ws.gem_pos[t:t + 1], ws.last_action[t:t + 1],
+                                  ws.valued[t:t + 1], t) for t in range(ws.agent_pos.shape[0])]
+    tok = make_tokenizer("word")
+    model = MultiPolicyModel(ModelConfig.for_tokenizer(tok, n_colors=c, pickups=True))
+    policy = ModelPolicy(model, tok, core, range(n))
+    state = policy.initial_state(1)
+    scene = Scene(world, None, states, [])
+    probe_feats, _ = scene.features(pickups=True)  # (T + 1, 1, N, N, 5, F)
+    for t, st in enumerate(states):
+        state = policy.look(state, st)
+        feats, _ = policy.features(st, state)
+        np.testing.assert_array_equal(feats[0], arr.feats[t], err_msg=f"acting path, step {t}")
+        np.testing.assert_array_equal(probe_feats[t, 0], arr.feats[t], err_msg=f"probe path, step {t}")
 
 
 @pytest.mark.slow

@@ -39,8 +39,8 @@ class DiversityConfig:
     """The experiment's folder: a new or empty one, or one this command wrote (its finished points are kept)."""
     scale: str = option("cpu", choices=scale_names)
     """Sample budget and model of every point: tiny (seconds, a first look), cpu (about 6-10 minutes a
-    point on 2 cores), cpu-recent (cpu with recency-weighted evidence) or cpu-place (cpu-recent with
-    the place columns)."""
+    point on 2 cores), cpu-recent (cpu with recency-weighted evidence), cpu-place (cpu-recent with
+    the place columns) or cpu-pickup (cpu-place with the pickup columns)."""
     seed: int = 1
     """Seed of each point's dataset and initial weights; run again with another seed to add points."""
     max_families: int | None = None
