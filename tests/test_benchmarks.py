@@ -84,12 +84,13 @@ def test_perspective_benchmark(tmp_path):
 
     generate(GenerateConfig(population="lab-belief", episodes=4, episodes_per_shard=4, steps=10, view_radius=2,
                             seed=0), tmp_path / "d")
-    rows = run_bench("perspective.py", "--data", str(tmp_path / "d"), "--episodes", "4", "--repeats", "1",
-                     "--steps", "3")
-    arrays, acting = rows
-    assert arrays["view_radius"] == 2 and arrays["steps"] == 10
-    ms, ms_p = arrays["ms_per_episode"], arrays["ms_per_episode_perspective"]
-    # the times are rounded to 0.01 ms and the ratio to 0.01: the ratio of the rounded times may differ by that much
-    slack = ms_p / ms * (0.005 / ms + 0.005 / ms_p) + 0.005
-    assert ms > 0 and arrays["ratio"] == pytest.approx(ms_p / ms, abs=slack + 1e-9)
-    assert acting["env_steps_per_s"] > 0 and acting["env_steps_per_s_perspective"] > 0
+    for columns in ("perspective", "pickups"):
+        rows = run_bench("perspective.py", "--data", str(tmp_path / "d"), "--episodes", "4", "--repeats", "1",
+                         "--steps", "3", "--columns", columns)
+        arrays, acting = rows
+        assert arrays["view_radius"] == 2 and arrays["steps"] == 10 and arrays["columns"] == acting["columns"] == columns
+        ms, ms_p = arrays["ms_per_episode"], arrays["ms_per_episode_with"]
+        # the times are rounded to 0.01 ms and the ratio to 0.01: the ratio of the rounded times may differ by that much
+        slack = ms_p / ms * (0.005 / ms + 0.005 / ms_p) + 0.005
+        assert ms > 0 and arrays["ratio"] == pytest.approx(ms_p / ms, abs=slack + 1e-9)
+        assert acting["env_steps_per_s"] > 0 and acting["env_steps_per_s_with"] > 0
