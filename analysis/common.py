@@ -18,7 +18,14 @@ import torch
 from mirrorhall import streams
 from mirrorhall.agents.scene import Episode as SceneEpisode
 from mirrorhall.envs.core import NO_ACTION, WorldConfig, WorldCore, WorldState
-from mirrorhall.envs.perception import Situations, entity_features, gem_sightings, look, situations
+from mirrorhall.envs.perception import (
+    Situations,
+    entity_features,
+    gem_sightings,
+    look,
+    situations,
+    unseen_gems,
+)
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.checkpoint import load_model
 from mirrorhall.imitation.model_io import (
@@ -183,14 +190,13 @@ class Scene:
         key = (place, perspective, pickups)
         if self._features is None or self._features[0] != key:
             core = WorldCore(self.config)
-            pairs, belief, before = [], None, None
+            pairs, belief = [], None
+            before = unseen_gems(self.config, self.states[0].batch_size, self.config.n_agents) if pickups else None
             for st in self.states:
                 belief = look(core, st, memory=belief) if perspective else None
-                if pickups and before is None:  # nothing seen before step 0
-                    b, n, cfg = st.batch_size, self.config.n_agents, self.config
-                    before = np.zeros((b, n, cfg.n_colors, cfg.height * cfg.width), dtype=bool)
                 pairs.append(entity_features(core, st, place=place, belief=belief, before=before))
-                before = gem_sightings(core, st) if pickups else None
+                if pickups:
+                    before = gem_sightings(core, st)
             self._features = (key, np.stack([p[0] for p in pairs]).astype(np.int8), np.stack([p[1] for p in pairs]))
         return self._features[1:]
 

@@ -43,12 +43,13 @@ Relational features (``entity_features``, ``view_features``)
     ever enters them. The place columns (``place=True``) say where each move leads: a policy that
     heads for a cell (a patrol's waypoint, a territorial persona's home) has a utility linear in
     them, -|row(a) - r*| - |col(a) - c*|. The perspective columns are what an agent that acts on
-    its memory (a believer whose gem moved while it looked away) heads by; they are the only
-    columns with history, which the caller carries from step to step (``look`` and
-    ``view_look`` one step at a time, ``look_history`` for a recorded episode at once). The pickup
-    columns read what i saw of the gems one step before (``gem_sightings``,
-    ``view_gem_sightings``): what a persona whose wants change with what it collects (a collector)
-    heads by next. They are the same for every move. Two agents entering one gem's cell at once
+    its memory (a believer whose gem moved while it looked away) heads by. They and the
+    pickup columns are the columns with history, which the caller carries from step to step. The
+    perspective columns read ``look`` and ``view_look`` one step at a time (``look_history`` for a
+    recorded episode at once); the pickup columns read what i saw of the gems one step before
+    (``gem_sightings``, ``view_gem_sightings``; ``unseen_gems`` before the first look): what a
+    persona whose wants change with what it collects (a collector) heads by next. They are the
+    same for every move. Two agents entering one gem's cell at once
     both read as collecting it (the world gives it to one of them).
 Cells (``post_move_cells``, ``seen_gem_cells``, ``pickups``; ``view_post_move_cells``,
 ``view_gem_cells``)
@@ -410,6 +411,12 @@ def gem_sightings(core: WorldCore, state: WorldState, observers=None) -> np.ndar
     b, ni = gem_vis.shape[:2]
     here = _gems_at(core, np.repeat(state.gem_pos, ni, axis=0), gem_vis.reshape(b * ni, -1))
     return here.reshape(b, ni, *here.shape[1:])
+
+
+def unseen_gems(config: WorldConfig, *lead: int) -> np.ndarray:
+    """(lead..., C, H*W) all False: what an observer has seen of the gems before its first look,
+    the ``before`` of the pickup columns at step 0."""
+    return np.zeros((*lead, config.n_colors, config.height * config.width), dtype=bool)
 
 
 def view_gem_sightings(core: WorldCore, view: View) -> np.ndarray:

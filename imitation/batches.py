@@ -16,7 +16,13 @@ import torch
 
 from mirrorhall import streams
 from mirrorhall.envs.core import WorldConfig, WorldCore
-from mirrorhall.envs.perception import entity_features, gem_sightings, look_history, own_features
+from mirrorhall.envs.perception import (
+    entity_features,
+    gem_sightings,
+    look_history,
+    own_features,
+    unseen_gems,
+)
 from mirrorhall.imitation.model_io import batch_logits, encode_prompts
 from mirrorhall.imitation.shards import StoredEpisode
 from mirrorhall.imitation.tokenizer import Tokenizer
@@ -54,9 +60,8 @@ def episode_arrays(ep: StoredEpisode, world: WorldConfig, pairs: bool | None = N
         pairs = world.view_radius is not None
     belief = look_history(core, states) if perspective else None  # (T + 1, Ni, Nj, C, H*W)
     before = None
-    if pickups:  # (T + 1, Ni, C, H*W): nothing seen before step 0
-        seen = gem_sightings(core, states)
-        before = np.concatenate([np.zeros_like(seen[:1]), seen[:-1]])
+    if pickups:  # (T + 1, Ni, C, H*W): what each observer saw a step before, nothing before step 0
+        before = np.concatenate([unseen_gems(world, 1, world.n_agents), gem_sightings(core, states)[:-1]])
     feats = visible = None
     n = world.n_agents
     if pairs:

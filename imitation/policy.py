@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mirrorhall.envs.core import WorldCore, WorldState
-from mirrorhall.envs.perception import entity_features, gem_sightings, look
+from mirrorhall.envs.perception import entity_features, gem_sightings, look, unseen_gems
 from mirrorhall.errors import ConfigError
 from mirrorhall.imitation.model_io import (
     DEFAULT_PROMPT,
@@ -115,9 +115,8 @@ class ModelPolicy:
             belief = look(self.core, world, observers=self.agents) if looked is None else looked
         if self.model.config.pickups:
             before = None if state is None else state.before
-            if before is None:  # nothing seen before the first look
-                cfg = self.core.config
-                before = np.zeros((world.batch_size, self.agents.size, cfg.n_colors, cfg.height * cfg.width), bool)
+            if before is None:
+                before = unseen_gems(self.core.config, world.batch_size, self.agents.size)
         return entity_features(self.core, world, observers=self.agents, place=bool(self.model.config.place),
                                belief=belief, before=before)
 
