@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # PYTEST_ARGS passes options through, e.g. `make test-fast PYTEST_ARGS=--durations=25`.
 test: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not ray" $(PYTEST_ARGS)

@@ -16,6 +16,10 @@ a test that writes into one (resumes a run, corrupts a shard) copies it first, e
 Markers (registered in pyproject.toml): ``slow`` for tests that take more than about 5 s on a quiet
 2-core machine, ``ray`` for tests that start Ray. ``make test`` runs everything; ``make test-fast``
 runs ``-m "not slow and not ray"``.
+
+``make test`` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``). Every ``ray``
+test joins one group, so they run one after another on one worker: two Ray instances never share
+this machine, while the other worker takes the rest of the suite.
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ TINY_DATASET = ["--population", "traits", "--episodes", "4", "--episodes-per-sha
 TINY_RUN = ["--size", "tiny", "--steps", "4", "--eval-every", "2", "--checkpoint-every", "2", "--threads", "1"]
 TRAIN_DATASET = ["--population", "crowd", "--episodes", "16", "--episodes-per-shard", "4", "--agents", "4",
                  "--steps", "20", "--seed", "4"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Ray tests run one at a time on one worker under ``--dist loadgroup`` (see the module's
+    docstring). Without pytest-xdist there are no workers and nothing to group."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session", autouse=True)
