@@ -1,5 +1,6 @@
 # User-facing commands: `make demo`, `make test` (the full suite, what CI runs) and `make test-fast`
-# (everything but the `slow` and `ray` tests). Each creates .venv and installs first.
+# (everything but the `slow` and `ray` tests). Each creates .venv and installs first. Both test
+# targets run on two pytest-xdist workers; every Ray test runs on one of them (tests/conftest.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow and not ray" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n 2 -m "not slow and not ray" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -95,6 +95,7 @@ def test_importing_sets_nothing_and_configuring_ppo_keeps_ray_on_loopback(call):
     assert r.returncode == 0 and "loopback ok" in r.stdout, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REFERENCE / "checkpoint.json").exists(), reason="reference checkpoint not built")
 def test_compare_direct_cli_writes_curves_ratios_plot_and_table_and_resumes(tmp_path):
     """1 persona, both vectorised learners, 3 PPO iterations of 512 env steps, 2 scenes: the whole

@@ -345,7 +345,7 @@ PERCEPTION_CONFIGS = [
     WorldConfig(n_agents=8),
     WorldConfig(n_agents=8, view_radius=2),
     WorldConfig(n_agents=24, width=15, height=13, view_radius=3, interior_walls=((4, 4), (5, 6))),
-    WorldConfig(n_agents=64, width=20, height=17),
+    pytest.param(WorldConfig(n_agents=64, width=20, height=17), marks=pytest.mark.slow),  # about 13 s
     WorldConfig(n_agents=32, width=14, height=12, view_radius=2, interior_walls=((3, 3),)),
     WorldConfig(n_agents=5, width=9, height=7, n_colors=3, view_radius=1, interior_walls=((3, 4),)),
 ]

@@ -141,6 +141,7 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_units(tmp_path, e
     assert len(losses) == 2 and len(set(map(tuple, losses.values()))) == 1
 
 
+@pytest.mark.slow
 def test_the_tiny_recipe_runs_from_nothing_to_a_probed_checkpoint(tmp_path, capsys):
     """`mirrorhall recipe tiny`: a dataset, a run, an exported checkpoint and the imitate probe's JSON,
     with every stage timed; the headline figure printed is the one in the probe's JSON."""
