@@ -2,6 +2,7 @@
 runs from the matmul roofline, and the wall-clock from nothing to the imitate target.
 
     .venv/bin/python benchmarks/speedrun.py loop [--threads 2] [--steps 20]
+    .venv/bin/python benchmarks/speedrun.py prompts [--threads 2] [--steps 16]
     .venv/bin/python benchmarks/speedrun.py baseline --checkout DIR [--threads 2]
     .venv/bin/python benchmarks/speedrun.py target --out DIR [--recipe reference] [--threads 2]
 
@@ -12,6 +13,14 @@ by torch), the achieved FLOP/s and its fraction of this machine's measured matmu
 roofline: the best of five timings of (8192 x n) @ (n x n) at the model's widths and the same
 threads; for the bf16 form, the faster of fp32 and bf16, since autocast keeps some work in fp32
 and a CPU without bf16 units runs bf16 matmuls slower than fp32).
+
+``prompts`` adds the reference recipe's prompt options one at a time (the n-gram tokenizer,
+relative positions, word dropout, made-up words; then the made-up words drawn from 8 pool
+entries a kind per batch, ``--unreadable-draws 8``) to the `small` model's step, one trainer per
+setting in one process, their steps interleaved so that the machine's load falls on all alike,
+and prints per setting: samples/s, its ratio to the word tokenizer's, the distinct prompts per
+batch and the share of a step the prompt encoder takes (its forward and backward on the batch's
+distinct prompts, timed apart).
 
 ``baseline`` runs the same `mirrorhall train` command (reference batch: 64 episodes x 128 samples)
 from this checkout and from DIR (a checkout of an earlier commit, with its own .venv), alternating,
@@ -51,10 +60,11 @@ def lscpu() -> str:
     return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
 
 
-def dataset(folder: Path, episodes: int, seed: int = 1) -> Path:
+def dataset(folder: Path, episodes: int, seed: int = 1, **fields) -> Path:
     from mirrorhall.imitation.generate import GenerateConfig, generate
 
-    generate(GenerateConfig(population="lab", episodes=episodes, seed=seed), folder, processes=os.cpu_count() or 1)
+    generate(GenerateConfig(population="lab", episodes=episodes, seed=seed, **fields), folder,
+             processes=os.cpu_count() or 1)
     return folder
 
 
@@ -169,6 +179,74 @@ def loop(args) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- prompts: what the recipe's prompt options cost ---------------------------------------------
+
+PROMPT_OPTIONS = {
+    "word tokenizer": dict(tokenizer="word"),
+    "+ n-gram tokenizer": dict(tokenizer="ngram"),
+    "+ relative positions": dict(tokenizer="ngram", positions="relative"),
+    "+ word dropout 0.1": dict(tokenizer="ngram", positions="relative", word_dropout=0.1),
+    "+ made-up words 0.05 (the recipe)": dict(tokenizer="ngram", positions="relative", word_dropout=0.1,
+                                              unreadable=0.05),
+    "the recipe, 8 made-up prompts a kind per batch": dict(tokenizer="ngram", positions="relative",
+                                                            word_dropout=0.1, unreadable=0.05, unreadable_draws=8),
+}
+
+
+def prompts(args) -> None:
+    from mirrorhall.imitation.model_io import batch_prompts
+    from mirrorhall.imitation.shards import Dataset
+    from mirrorhall.imitation.tokenizer import make_tokenizer
+    from mirrorhall.imitation.train import TrainConfig, Trainer, load_episodes
+    from mirrorhall.recipes import get_recipe
+
+    torch.set_num_threads(args.threads)
+    recipe = get_recipe("reference")
+    tmp = Path(tempfile.mkdtemp(prefix="mh-speedrun-"))
+    try:
+        data = Dataset(dataset(tmp / "data", args.episodes, describe_follow=recipe.generate["describe_follow"]))
+        eps = load_episodes(data)
+        base = {k: v for k, v in recipe.train.items() if k not in ("tokenizer", "positions", "word_dropout", "unreadable")}
+        base.update(episodes_per_batch=args.episodes_per_batch, eval_fraction=0.0)
+        trainers = {}
+        for name, options in PROMPT_OPTIONS.items():
+            cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), **base, **options)
+            trainers[name] = Trainer(cfg, eps, make_tokenizer(cfg.tokenizer), data.world.n_colors, full_view=True)
+        print(json.dumps({"machine": lscpu(), "threads": args.threads, "torch": torch.__version__,
+                          "precision": "bf16" if next(iter(trainers.values())).bf16 else "fp32"}))
+        seconds = dict.fromkeys(trainers, 0.0)
+        encoder = dict.fromkeys(trainers, 0.0)
+        distinct = {name: [] for name in trainers}
+        samples = 0
+        for step in range(args.warmup + args.steps):
+            order = list(trainers.items())
+            for name, trainer in order if step % 2 else order[::-1]:  # alternate who goes first
+                t0 = time.perf_counter()
+                metrics = trainer.train_step()
+                t1 = time.perf_counter()
+                batch = trainer.batch(trainer.step - 1)  # the batch just trained on (batches are deterministic)
+                t2 = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
+                    vectors = batch_prompts(trainer.core, batch)
+                vectors.float().sum().backward()
+                t3 = time.perf_counter()
+                trainer.optimizer.zero_grad(set_to_none=True)
+                if step >= args.warmup:
+                    seconds[name] += t1 - t0
+                    encoder[name] += t3 - t2
+                    distinct[name].append(int(torch.unique(batch.prompt).numel()))
+            if step >= args.warmup:
+                samples += metrics["samples"]
+        first = samples / seconds["word tokenizer"]
+        for name in trainers:
+            rate = samples / seconds[name]
+            print(json.dumps({"setting": name, "samples_per_s": round(rate), "ratio": round(rate / first, 3),
+                              "distinct_prompts": round(float(np.mean(distinct[name]))),
+                              "encoder_share": round(encoder[name] / seconds[name], 3)}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --- baseline: the same command in an earlier checkout ------------------------------------------
 
 
@@ -264,6 +342,12 @@ def main() -> None:
     a.add_argument("--warmup", type=int, default=3)
     a.add_argument("--episodes", type=int, default=512)
     a.add_argument("--episodes-per-batch", type=int, default=64)
+    pr = sub.add_parser("prompts")
+    pr.add_argument("--threads", type=int, default=2)
+    pr.add_argument("--steps", type=int, default=16)
+    pr.add_argument("--warmup", type=int, default=3)
+    pr.add_argument("--episodes", type=int, default=512)
+    pr.add_argument("--episodes-per-batch", type=int, default=64)
     b = sub.add_parser("baseline")
     b.add_argument("--checkout", required=True)
     b.add_argument("--threads", type=int, default=2)
@@ -278,7 +362,7 @@ def main() -> None:
     c.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a training field of the recipe, e.g. --set lr=2e-3 (a variant, recorded in recipe.json)")
     args = ap.parse_args()
-    {"loop": loop, "baseline": baseline, "target": target}[args.what](args)
+    {"loop": loop, "prompts": prompts, "baseline": baseline, "target": target}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -211,15 +211,22 @@ def make_batch(episodes: list[EpisodeArrays], picks: list[np.ndarray], prompts: 
     )
 
 
-def unreadable_batch(batch: Batch, share: float, rng: np.random.Generator, pools: dict) -> Batch:
+def unreadable_batch(batch: Batch, share: float, rng: np.random.Generator, pools: dict, draws: int = 0) -> Batch:
     """The batch with a ``share`` of its samples of ``pools``' kinds (drawn from ``rng``) asked a
     prompt of ``pools`` instead: table ids of ``prompts.unreadable`` texts, ``pools[Kind.SELF]``
-    (P,), ``pools[Kind.OTHER]`` and ``pools[Kind.SECOND]`` (N, P) by the agent named. Labels stay."""
+    (P,), ``pools[Kind.OTHER]`` and ``pools[Kind.SECOND]`` (N, P) by the agent named. Labels stay.
+    ``draws`` > 0: each kind offers this batch only ``draws`` pool entries (per agent named, the
+    same positions), and each chosen sample takes one of them."""
     pick = torch.from_numpy(rng.random(len(batch.prompt)) < share)
     prompt = batch.prompt.clone()
     for kind, pool in pools.items():
         rows = pick & (batch.kind == int(kind))
-        choice = torch.from_numpy(rng.integers(pool.shape[-1], size=int(rows.sum())))
+        size = pool.shape[-1]
+        if 0 < draws < size:
+            offered = rng.choice(size, size=draws, replace=False)
+            choice = torch.from_numpy(offered[rng.integers(draws, size=int(rows.sum()))])
+        else:
+            choice = torch.from_numpy(rng.integers(size, size=int(rows.sum())))
         prompt[rows] = pool[choice] if pool.dim() == 1 else pool[batch.target[rows], choice]
     return replace(batch, prompt=prompt)
 

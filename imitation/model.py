@@ -335,7 +335,7 @@ class MultiPolicyModel(nn.Module):
         """(S, L) or (S, L, W) -> (S, d), encoding each distinct prompt of the batch once."""
         tokens = trim_prompts(tokens)
         uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
-        return self.encode_prompts(uniq)[inverse]
+        return self.encode_prompts(uniq).index_select(0, inverse)
 
     def memory_terms(self, ev: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         """What one step adds to an agent's memory row (``ModelConfig.memory_width``): evidence
@@ -394,8 +394,9 @@ class MultiPolicyModel(nn.Module):
         x = chars + self.tok_emb(self.number_tokens[:n])[None]  # (U, N, d): agent j wears the word "j"
         w, b = self.attend.in_proj_weight, self.attend.in_proj_bias
         kv_other = nn.functional.linear(self.entity_norm(x + self.ego_emb.weight[0]), w[d:], b[d:])  # (U, N, 2d)
-        own = self.entity_norm(x[rows, ego] + self.ego_emb.weight[1])  # (S, d) the ego's own key
-        k, v = kv_other[rows].view(s, n, 2, heads, dh).unbind(2)  # (S, N, H, dh), the ego's slot still shared
+        # gathers by index_select: its backward adds rows (index_add_), where indexing's sorts them first
+        own = self.entity_norm(x.flatten(0, 1).index_select(0, rows * n + ego) + self.ego_emb.weight[1])  # (S, d) the ego's own key
+        k, v = kv_other.index_select(0, rows).view(s, n, 2, heads, dh).unbind(2)  # (S, N, H, dh), the ego's slot still shared
         k_own, v_own = nn.functional.linear(own, w[d:], b[d:]).view(s, 2, heads, dh).unbind(1)  # (S, H, dh)
         q = nn.functional.linear(p, w[:d], b[:d]).view(s, heads, dh) * dh ** -0.5
         scores = torch.einsum("shd,snhd->shn", q, k)  # (S, H, N)
@@ -405,7 +406,8 @@ class MultiPolicyModel(nn.Module):
         att = scores.softmax(-1)  # (S, H, N)
         read = torch.einsum("shn,snhd->shd", att, v)
         # the ego's slot read the shared value: swap it for the ego's own
-        read = read + att.gather(2, at_ego) * (v_own - v[torch.arange(s, device=p.device), ego])
+        v_ego = v.flatten(0, 1).index_select(0, torch.arange(s, device=p.device) * n + ego)  # (S, H, dh)
+        read = read + att.gather(2, at_ego) * (v_own - v_ego)
         read = read.reshape(s, d)
         read = self.attend.out_proj(read)  # (S, d)
         z = self.mix(torch.cat([p, read, own], dim=-1))  # (S, d)

@@ -230,7 +230,7 @@ def batch_prompts(model, batch) -> torch.Tensor:
     uniq, inverse = torch.unique(batch.prompt, return_inverse=True)
     tokens = trim_prompts(batch.table_tokens(uniq))
     with sdpa_kernel(SDPBackend.MATH):  # on CPU, for prompts this short, 1.5x the fused kernels under bf16
-        return model.encode_prompts(tokens)[inverse]
+        return model.encode_prompts(tokens).index_select(0, inverse)
 
 
 def batch_logits(model, batch) -> torch.Tensor:
@@ -255,7 +255,7 @@ def batch_logits(model, batch) -> torch.Tensor:
     uniq, inverse = torch.unique(key, return_inverse=True)
     t_u = uniq % tp1
     counts = t_u.to(own.dtype)[:, None].expand(-1, n)  # everyone has seen every step so far
-    chars = model.characters(sums.flatten(0, 1)[uniq], counts)  # (U, N, d)
+    chars = model.characters(sums.flatten(0, 1).index_select(0, uniq), counts)  # (U, N, d)
     mask = torch.ones((len(inverse), n), dtype=torch.bool, device=chars.device)
     return model.decide(p, chars, batch.agent, mask, own[batch.episode, batch.t, batch.agent], rows=inverse)
 

@@ -144,6 +144,10 @@ class TrainConfig:
     written partly in made-up words instead (``prompts.unreadable``; pools drawn from the seed):
     SELF names nothing, OTHER an agent, SECOND an agent and "you", and these teach those readings
     for words never seen."""
+    unreadable_draws: int = 0
+    """With ``unreadable``: how many pool entries each kind offers a batch (0: every sample draws
+    its own). Each distinct prompt in a batch is encoded once, so fewer distinct made-up prompts
+    make a step cheaper; across a run's steps every pool entry is still drawn."""
     recency: tuple[float, ...] = ()
     """Half-lives, in steps, of the recency-weighted evidence the model reads beside its all-time
     sum (``ModelConfig.recency``; at most 8, each in (0, 10000]); none: the all-time sum alone."""
@@ -184,7 +188,7 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        for f, hi in (("threads", 1024), ("warmup", 10**9), ("data_processes", 1024)):
+        for f, hi in (("threads", 1024), ("warmup", 10**9), ("data_processes", 1024), ("unreadable_draws", 10**6)):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
                 raise ValueError(f"{f} must be an integer in 0..{hi}, got {v!r}")
@@ -314,7 +318,7 @@ class Trainer:
         batch = make_batch(eps, picks, self.prompts, self.full_view, [self.train_prompts[i] for i in chosen])
         if self.unreadable is not None:
             batch = unreadable_batch(batch, self.cfg.unreadable, streams.rng(streams.UNREADABLE, self.sampler.seed, step),
-                                     self.unreadable)
+                                     self.unreadable, self.cfg.unreadable_draws)
         if self.cfg.word_dropout > 0:
             batch = drop_words(batch, self.cfg.word_dropout, streams.rng(streams.WORD_DROPOUT, self.sampler.seed, step),
                                self.keep)

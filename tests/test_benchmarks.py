@@ -63,6 +63,20 @@ def test_training_benchmark():
 
 
 @pytest.mark.slow
+def test_speedrun_prompts_benchmark():
+    """Each of the recipe's prompt options trains on the same batches; made-up words add distinct
+    prompts to a batch, and the encoder's share of a step is a fraction. (At this size a batch asks
+    too few made-up prompts for 8 draws a kind to cut them.)"""
+    rows = run_bench("speedrun.py", "prompts", "--threads", "1", "--steps", "2", "--warmup", "0", "--episodes", "16",
+                     "--episodes-per-batch", "8")
+    settings = rows[1:]
+    assert [r["setting"] for r in settings][0] == "word tokenizer" and len(settings) == 6
+    assert settings[0]["ratio"] == 1.0 and all(r["samples_per_s"] > 0 for r in settings)
+    assert settings[4]["distinct_prompts"] > settings[3]["distinct_prompts"]  # made-up words add prompts
+    assert all(0 < r["encoder_share"] < 1 for r in settings)
+
+
+@pytest.mark.slow
 def test_speedrun_loop_benchmark():
     """Every form of the training step runs on the same batches; the shared-work forms count fewer
     FLOPs per sample than the general path, and every share of a step is a fraction summing to 1."""

@@ -291,6 +291,31 @@ def test_unreadable_asks_self_other_and_second_samples_in_made_up_words_seeded(e
         unreadable(Kind.OTHER, 1, np.random.default_rng(0), set())
 
 
+def test_unreadable_draws_offer_each_batch_a_few_pool_entries_and_zero_keeps_every_sample_its_own(episodes, tmp_path):
+    """``--unreadable-draws M``: each kind offers a batch at most M made-up prompts (per agent
+    named), the same samples are asked them as without it, the same step gives the same batch,
+    and the pool entries offered change from step to step; 0 (the default) draws as before."""
+    assert TrainConfig(data="d", out="o").unreadable_draws == 0
+    common, plain, few = _plain_and(episodes, tmp_path, 96, unreadable=0.5, unreadable_draws=2)
+    data, eps = episodes  # the same pools as ``few`` (drawn from the same seed), every sample its own draw
+    every = Trainer(TrainConfig(**common, unreadable=0.5), eps, NGRAM, data.world.n_colors, full_view=True)
+    a, b, c = plain.batch(3), every.batch(3), few.batch(3)
+    assert torch.equal(few.batch(3).prompt, c.prompt) and torch.equal(c.label, a.label)
+    asked = {int(x) for x in torch.unique(b.prompt)} - {int(x) for x in torch.unique(a.prompt)}
+    offered = {int(x) for x in torch.unique(c.prompt)} - {int(x) for x in torch.unique(a.prompt)}
+    assert torch.equal(b.prompt != a.prompt, c.prompt != a.prompt)  # the same samples are asked
+    pools = few.unreadable
+    per_kind = {kind: {int(x) for x in pool.flatten()} for kind, pool in pools.items()}
+    for kind, ids in per_kind.items():
+        targets = pools[kind].shape[0] if pools[kind].dim() == 2 else 1
+        assert 0 < len(offered & ids) <= 2 * targets, kind
+    assert len(offered) < len(asked)
+    later = {int(x) for x in torch.unique(few.batch(4).prompt)} - {int(x) for x in torch.unique(plain.batch(4).prompt)}
+    assert later != offered
+    with pytest.raises(ValueError, match="unreadable_draws must be an integer"):
+        TrainConfig(data="d", out="o", unreadable_draws=-1)
+
+
 @pytest.fixture(scope="module")
 def ngram_run(tiny_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("ngram") / "run"
