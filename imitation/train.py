@@ -183,6 +183,10 @@ class TrainConfig:
         if isinstance(self.unreadable, bool) or not isinstance(self.unreadable, int | float) \
                 or not 0 <= self.unreadable < 1:
             raise ValueError(f"unreadable must be in [0, 1), got {self.unreadable!r}")
+        if not isinstance(self.unreadable_draws, bool) and isinstance(self.unreadable_draws, int) \
+                and self.unreadable_draws > 0 and not self.unreadable:
+            raise ValueError("unreadable_draws applies to the made-up prompts of unreadable; give unreadable > 0 "
+                             "too, or leave unreadable_draws at 0")
         object.__setattr__(self, "recency", check_recency(self.recency))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -314,6 +314,8 @@ def test_unreadable_draws_offer_each_batch_a_few_pool_entries_and_zero_keeps_eve
     assert later != offered
     with pytest.raises(ValueError, match="unreadable_draws must be an integer"):
         TrainConfig(data="d", out="o", unreadable_draws=-1)
+    with pytest.raises(ValueError, match="give unreadable > 0"):
+        TrainConfig(data="d", out="o", unreadable_draws=8)
 
 
 @pytest.fixture(scope="module")
