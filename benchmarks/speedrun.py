@@ -206,7 +206,8 @@ def prompts(args) -> None:
     try:
         data = Dataset(dataset(tmp / "data", args.episodes, describe_follow=recipe.generate["describe_follow"]))
         eps = load_episodes(data)
-        base = {k: v for k, v in recipe.train.items() if k not in ("tokenizer", "positions", "word_dropout", "unreadable")}
+        varied = set().union(*PROMPT_OPTIONS.values())
+        base = {k: v for k, v in recipe.train.items() if k not in varied}
         base.update(episodes_per_batch=args.episodes_per_batch, eval_fraction=0.0)
         trainers = {}
         for name, options in PROMPT_OPTIONS.items():
@@ -336,18 +337,13 @@ def target(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
-    a = sub.add_parser("loop")
-    a.add_argument("--threads", type=int, default=2)
-    a.add_argument("--steps", type=int, default=20)
-    a.add_argument("--warmup", type=int, default=3)
-    a.add_argument("--episodes", type=int, default=512)
-    a.add_argument("--episodes-per-batch", type=int, default=64)
-    pr = sub.add_parser("prompts")
-    pr.add_argument("--threads", type=int, default=2)
-    pr.add_argument("--steps", type=int, default=16)
-    pr.add_argument("--warmup", type=int, default=3)
-    pr.add_argument("--episodes", type=int, default=512)
-    pr.add_argument("--episodes-per-batch", type=int, default=64)
+    for what, steps in (("loop", 20), ("prompts", 16)):  # both time training steps in one process
+        a = sub.add_parser(what)
+        a.add_argument("--threads", type=int, default=2)
+        a.add_argument("--steps", type=int, default=steps)
+        a.add_argument("--warmup", type=int, default=3)
+        a.add_argument("--episodes", type=int, default=512)
+        a.add_argument("--episodes-per-batch", type=int, default=64)
     b = sub.add_parser("baseline")
     b.add_argument("--checkout", required=True)
     b.add_argument("--threads", type=int, default=2)

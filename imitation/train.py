@@ -183,10 +183,6 @@ class TrainConfig:
         if isinstance(self.unreadable, bool) or not isinstance(self.unreadable, int | float) \
                 or not 0 <= self.unreadable < 1:
             raise ValueError(f"unreadable must be in [0, 1), got {self.unreadable!r}")
-        if not isinstance(self.unreadable_draws, bool) and isinstance(self.unreadable_draws, int) \
-                and self.unreadable_draws > 0 and not self.unreadable:
-            raise ValueError("unreadable_draws applies to the made-up prompts of unreadable; give unreadable > 0 "
-                             "too, or leave unreadable_draws at 0")
         object.__setattr__(self, "recency", check_recency(self.recency))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -196,6 +192,9 @@ class TrainConfig:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
                 raise ValueError(f"{f} must be an integer in 0..{hi}, got {v!r}")
+        if self.unreadable_draws and not self.unreadable:
+            raise ValueError("unreadable_draws applies to the made-up prompts of unreadable; give unreadable > 0 "
+                             "too, or leave unreadable_draws at 0")
 
     def to_json(self) -> dict:
         return asdict(self)
