@@ -2,8 +2,11 @@
 
 A checkpoint is a folder::
 
-    model.safetensors       the model's weights
+    model.safetensors       the model's weights (a run with ``--ema``: the averaged weights)
     optimizer.safetensors   AdamW moments (only in training checkpoints)
+    training-weights.safetensors
+                            the weights the optimizer moves, where they are not the model's (only
+                            in training checkpoints of a run with ``--ema``)
     checkpoint.json         format, model config, run config, tokenizer vocabulary, dataset id,
                             step, data position, metrics, optimizer hyper-parameters, and the
                             sha256 of each weights file
@@ -26,6 +29,7 @@ from safetensors.torch import load_file, save
 from mirrorhall.agents.populations import POPULATIONS, is_population
 from mirrorhall.errors import CheckpointError  # noqa: F401 (re-exported)
 from mirrorhall.files import atomic_write, sha256_file, undo_on_failure
+from mirrorhall.imitation.average import WeightAverage
 from mirrorhall.imitation.model import ModelConfig, MultiPolicyModel
 from mirrorhall.imitation.tokenizer import Tokenizer
 from mirrorhall.validate import (
@@ -51,6 +55,7 @@ version-1 checkpoint (word tokenizer, absolute positions) reads exactly as befor
 META = "checkpoint.json"
 WEIGHTS = "model.safetensors"
 OPTIM = "optimizer.safetensors"
+TRAINING_WEIGHTS = "training-weights.safetensors"
 META_FIELDS = ("format", "version", "step", "model_config", "run_config", "tokenizer", "dataset", "metrics",
                "optimizer", "files")
 EXTRA_FIELDS = ("parameters", "data_position", "ray", "exported_from", "weights_dtype")
@@ -85,14 +90,21 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 def save_checkpoint(folder: Path, model: MultiPolicyModel, tokenizer: Tokenizer, *, run_config: dict,
                     step: int, dataset: dict | None = None, metrics: dict | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically enough: weights first, the JSON that names them last."""
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None,
+                    average: WeightAverage | None = None) -> Path:
+    """Write a checkpoint folder atomically enough: weights first, the JSON that names them last.
+    With ``average`` the checkpoint's model is the averaged weights and ``model``'s own are kept
+    as training state beside the optimizer's."""
     unknown = sorted(set(extra or {}) - set(EXTRA_FIELDS))
     if unknown:
         raise ValueError(f"save_checkpoint: unknown extra field(s) {unknown}; allowed: {', '.join(EXTRA_FIELDS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {WEIGHTS: _save_tensors(model.state_dict(), folder / WEIGHTS)}
+    if average is None:
+        files = {WEIGHTS: _save_tensors(model.state_dict(), folder / WEIGHTS)}
+    else:
+        files = {WEIGHTS: _save_tensors(average.state_dict(model), folder / WEIGHTS),
+                 TRAINING_WEIGHTS: _save_tensors(model.state_dict(), folder / TRAINING_WEIGHTS)}
     optim_meta = None
     if optimizer is not None:
         tensors, optim_meta = optimizer_tensors(optimizer)
@@ -206,10 +218,10 @@ def read_meta(folder: Path) -> dict:
     step, files = meta["step"], meta["files"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"{path}: 'step' must be a non-negative integer, got {short(step)}")
-    if (not isinstance(files, dict) or WEIGHTS not in files or not set(files) <= {WEIGHTS, OPTIM}
+    if (not isinstance(files, dict) or WEIGHTS not in files or not set(files) <= {WEIGHTS, OPTIM, TRAINING_WEIGHTS}
             or not all(DIGEST(v) for v in files.values())):
-        raise CheckpointError(f"{path}: 'files' must map {WEIGHTS} (and {OPTIM}) to sha256 digests; "
-                              "the checkpoint is damaged")
+        raise CheckpointError(f"{path}: 'files' must map {WEIGHTS} (and {OPTIM}, {TRAINING_WEIGHTS}) to sha256 "
+                              "digests; the checkpoint is damaged")
     for key in ("model_config", "tokenizer"):
         if not isinstance(meta[key], dict):
             raise CheckpointError(f"{path}: {key!r} must be a JSON object; the checkpoint is damaged")
@@ -301,11 +313,20 @@ def load_model(path) -> tuple[MultiPolicyModel, Tokenizer, dict]:
     return model, tokenizer, meta
 
 
-def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model and optimizer from a training checkpoint; returns its metadata."""
+def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.optim.Optimizer,
+                        average: WeightAverage | None = None) -> dict:
+    """Restore model and optimizer (and ``average``) from a training checkpoint; returns its
+    metadata. A run that averages from a checkpoint without an average starts it there."""
     meta = read_meta(folder)
     read_model_config(folder, meta)  # the checkpoint a resumed run continues must load elsewhere too
-    _load_weights(model, _load_tensors(folder, WEIGHTS, meta), Path(folder) / WEIGHTS)
+    weights = _load_tensors(folder, WEIGHTS, meta)
+    _check_shapes(model, weights, Path(folder) / WEIGHTS)
+    if TRAINING_WEIGHTS in meta["files"]:
+        _load_weights(model, _load_tensors(folder, TRAINING_WEIGHTS, meta), Path(folder) / TRAINING_WEIGHTS)
+    else:
+        _load_weights(model, weights, Path(folder) / WEIGHTS)
+    if average is not None:
+        average.load(weights)
     if meta.get("optimizer") is None:
         raise CheckpointError(f"{folder} has no optimizer state; it cannot be resumed")
     tensors = _load_tensors(folder, OPTIM, meta)

@@ -33,6 +33,7 @@ from mirrorhall import streams
 from mirrorhall.envs.perception import place_of
 from mirrorhall.errors import ConfigError, InputWarning, OutputError
 from mirrorhall.files import atomic_write
+from mirrorhall.imitation.average import WeightAverage
 from mirrorhall.imitation.batches import (
     BatchModel,
     BatchSampler,
@@ -112,6 +113,11 @@ class TrainConfig:
     warmup: int = 100
     """Linear warm-up steps, then cosine decay to 10% of lr."""
     grad_clip: float = 1.0
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights kept during training (0: none; 0.998
+    averages over about the last 500 steps). The run's checkpoints then hold the average as their
+    model (evaluations, probes and export read it) and the weights the optimizer moves beside it,
+    for resuming; each evaluation also reports those weights' figures as raw_eval_*."""
     eval_every: int = 200
     checkpoint_every: int = 500
     log_every: int = 20
@@ -183,6 +189,8 @@ class TrainConfig:
         if isinstance(self.unreadable, bool) or not isinstance(self.unreadable, int | float) \
                 or not 0 <= self.unreadable < 1:
             raise ValueError(f"unreadable must be in [0, 1), got {self.unreadable!r}")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, int | float) or not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1) (0: no average), got {self.ema!r}")
         object.__setattr__(self, "recency", check_recency(self.recency))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -302,6 +310,7 @@ class Trainer:
         self.sampler = BatchSampler(len(self.train_eps), cfg.episodes_per_batch, cfg.samples_per_episode,
                                     streams.worker_seed(cfg.seed, rank))
         self.step = 0
+        self.average = WeightAverage(self.core, cfg.ema) if cfg.ema else None
         self.unreadable = None
         if cfg.unreadable > 0:  # pools for the run, drawn from its seed
             rng, known = streams.rng(streams.UNREADABLE_POOL, cfg.seed), set(tokenizer.vocab)
@@ -345,14 +354,25 @@ class Trainer:
         if not (torch.isfinite(loss) and torch.isfinite(gnorm)):
             raise NonFiniteLoss(self.step + 1, float(loss.detach()), float(gnorm))
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.core, self.step)
         self.step += 1
         kl = (ce - label_entropy(batch.label)).detach()
         return {"step": self.step, "loss": float(loss.detach()), "kl": float(kl.mean()), "grad_norm": float(gnorm),
                 "lr": self.optimizer.param_groups[0]["lr"], "samples": int(batch.label.shape[0])}
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out cross-entropy and KL to the exact label, overall and per prompt kind."""
+        """Held-out cross-entropy and KL to the exact label, overall and per prompt kind, of the
+        checkpoint's model (the average, with ``ema``; then the trained weights' as raw_eval_*)."""
+        if self.average is None:
+            return self._evaluate()
+        raw = self._evaluate()
+        with self.average.applied(self.core):
+            out = self._evaluate()
+        return {**out, **{f"raw_{k}": v for k, v in raw.items() if k.startswith(("eval_ce", "eval_kl"))}}
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
         if not self.eval_eps:
             return {}
         self.model.eval()
@@ -501,7 +521,8 @@ def write_checkpoint(trainer: Trainer, out: Path, meta: dict, metrics: dict) -> 
     save_checkpoint(folder, trainer.core, trainer.tokenizer, run_config=trainer.cfg.to_json(),
                     step=trainer.step, dataset=meta["dataset"], metrics=metrics,
                     optimizer=trainer.optimizer, extra={"parameters": meta["parameters"],
-                                                        "data_position": {"step": trainer.step}})
+                                                        "data_position": {"step": trainer.step}},
+                    average=trainer.average)
     atomic_write(out / "latest.json", json.dumps({"checkpoint": str(folder.relative_to(out))}).encode())
     return folder
 
@@ -523,7 +544,7 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
         if old.get(key, defaults.get(key)) != (list(now) if isinstance(now, tuple) else now):  # as JSON keeps it
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
                              f"{getattr(cfg, key)!r}; use the original value or another --out")
-    meta = load_training_state(folder, trainer.core, trainer.optimizer)
+    meta = load_training_state(folder, trainer.core, trainer.optimizer, trainer.average)
     trainer.step = int(meta["step"])
     return meta
 

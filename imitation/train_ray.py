@@ -148,9 +148,9 @@ def _loop(config: dict) -> None:
         with ckpt.as_directory() as d:
             # a local run may have continued past Ray's newest checkpoint: the larger step wins
             if not start_from or read_meta(Path(d))["step"] >= read_meta(Path(start_from))["step"]:
-                meta = load_training_state(Path(d), trainer.core, trainer.optimizer)
+                meta = load_training_state(Path(d), trainer.core, trainer.optimizer, trainer.average)
     if meta is None and start_from:
-        meta = load_training_state(Path(start_from), trainer.core, trainer.optimizer)
+        meta = load_training_state(Path(start_from), trainer.core, trainer.optimizer, trainer.average)
     restored = None
     if meta is not None:
         trainer.step = restored = int(meta["step"])
@@ -179,7 +179,7 @@ def _loop(config: dict) -> None:
                 if rank == 0:
                     save_checkpoint(Path(tmp), trainer.core, tokenizer, run_config=cfg.to_json(), step=step,
                                     dataset=config["dataset"], metrics=metrics, optimizer=trainer.optimizer,
-                                    extra={**extra, "data_position": {"step": step}})
+                                    extra={**extra, "data_position": {"step": step}}, average=trainer.average)
                     checkpoint = Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint)
         elif step % cfg.log_every == 0:

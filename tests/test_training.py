@@ -18,6 +18,9 @@ from mirrorhall.envs.core import WorldCore
 from mirrorhall.errors import DatasetError
 from mirrorhall.imitation.batches import PromptTable, episode_arrays, make_batch
 from mirrorhall.imitation.checkpoint import (
+    OPTIM,
+    TRAINING_WEIGHTS,
+    WEIGHTS,
     CheckpointError,
     export_checkpoint,
     load_model,
@@ -358,9 +361,10 @@ def test_short_training_run_approaches_the_entropy_floor(tmp_path):
 
 @pytest.mark.ray
 def test_ray_train_survives_a_worker_failure_and_its_checkpoint_acts_locally(tmp_path, small_data):
-    """2 workers on a local loopback Ray instance; rank 1 raises once at step 25 (a step hook
-    passed to the workers); the run restarts from the step-20 checkpoint, finishes at 40, and the
-    checkpoint drives 32 agents locally."""
+    """2 workers on a local loopback Ray instance, averaging weights (--ema); rank 1 raises once at
+    step 25 (a step hook passed to the workers); the run restarts from the step-20 checkpoint,
+    finishes at 40, its checkpoint holds the average as the model with the trained weights beside
+    it, and drives 32 agents locally."""
     from mirrorhall.imitation.train_ray import train_ray
 
     run = tmp_path / "ray"
@@ -372,10 +376,12 @@ def test_ray_train_survives_a_worker_failure_and_its_checkpoint_acts_locally(tmp
             raise RuntimeError("injected worker failure at step 25 (rank 1)")
 
     train_ray(TrainConfig(data=str(small_data), out=str(run), steps=40, size="tiny", checkpoint_every=20,
-                          eval_every=20), workers=2, on_step=fail_once)
+                          eval_every=20, ema=0.9), workers=2, on_step=fail_once)
     assert marker.read_text() == "step 25 rank 1 of 2\n", "the failure was not injected"
     model, _, meta = load_model(run)
     assert meta["step"] == 40
+    assert set(meta["files"]) == {WEIGHTS, OPTIM, TRAINING_WEIGHTS}
+    assert meta["metrics"]["raw_eval_kl"] != meta["metrics"]["eval_kl"]
     assert meta["ray"] == {"workers": 2, "restored_from_step": 20}
     assert meta["model_config"]["d_model"] == 32
     a = subprocess.run([MIRRORHALL, "act", "--checkpoint", str(run), "--agents", "32", "--steps", "10",
@@ -385,5 +391,5 @@ def test_ray_train_survives_a_worker_failure_and_its_checkpoint_acts_locally(tmp
     assert sum(line.startswith("agent_") for line in a.stdout.splitlines()) == 32
     # and a local run resumes the Ray run's checkpoint
     last = train(TrainConfig(data=str(small_data), out=str(run), steps=50, size="tiny", eval_every=20,
-                             checkpoint_every=20), resume=True, progress=False)
+                             checkpoint_every=20, ema=0.9), resume=True, progress=False)
     assert last["step"] == 50
