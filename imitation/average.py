@@ -32,8 +32,9 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         """Move the average toward ``model``'s weights after optimiser step ``step`` (0-based)."""
-        names, params = zip(*model.named_parameters(), strict=True)
-        torch._foreach_lerp_([self.shadow[n] for n in names], [p.detach() for p in params], 1 - self.decay_at(step))
+        weight = 1 - self.decay_at(step)
+        for name, p in model.named_parameters():
+            self.shadow[name].lerp_(p.detach(), weight)
 
     def state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """``model``'s state dict with the averaged parameters in place of its own."""
