@@ -66,7 +66,10 @@ def test_the_training_path_equals_the_general_per_sample_path(episodes, model, r
         general = net(**batch_inputs(net, batch))
         fast = batch_logits(net, batch)
     assert general.shape == (150, 5) and general.std() > 0.1
-    torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-6)  # logits reach about 50
+    # float32 rounding of sums whose terms reach about 50 (the largest logits): the two paths add
+    # them in different orders, which moves even a small logit by up to ~2e-5 on AVX-512 kernels
+    scale = float(general.abs().max())
+    torch.testing.assert_close(fast, general, atol=2e-6 * scale, rtol=1e-6)
     # the gradients agree too (the training path is what the optimiser sees)
     grads = []
     for fn in (lambda: net(**batch_inputs(net, batch)), lambda: batch_logits(net, batch)):
