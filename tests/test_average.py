@@ -101,3 +101,24 @@ def test_a_bad_ema_is_one_line_on_the_command_line(tmp_path, data, capsys):
     assert code == 2
     assert err.splitlines() == [err] and "ema must be in [0, 1) (0: no average), got 1.0" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_damaged_trained_weights_are_refused_on_resume_and_spare_the_model(tmp_path, data, capsys):
+    """A bit flipped in training-weights.safetensors: --resume refuses in one line naming the file
+    (exit 2, the run untouched); the checkpoint's model (the average) still loads."""
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(run), "--size", "tiny", "--steps", "4",
+            "--checkpoint-every", "4", "--eval-every", "4", "--ema", "0.9", "--no-progress"]
+    assert main(argv) == 0
+    folder = run / "checkpoints" / "step-00000004"
+    damaged = bytearray((folder / TRAINING_WEIGHTS).read_bytes())
+    damaged[len(damaged) // 2] ^= 0x04
+    (folder / TRAINING_WEIGHTS).write_bytes(bytes(damaged))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    assert main([*argv[:8], "8", *argv[9:], "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert f"{folder / TRAINING_WEIGHTS} is truncated or corrupted (checksum mismatch)" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    load_model(run)
