@@ -36,13 +36,9 @@ class WeightAverage:
         for name, p in model.named_parameters():
             self.shadow[name].lerp_(p.detach(), weight)
 
-    def state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """``model``'s state dict with the averaged parameters in place of its own."""
-        return {**model.state_dict(), **self.shadow}
-
     @torch.no_grad()
     def load(self, state: dict[str, torch.Tensor]) -> None:
-        """Take the averaged parameters from a state dict (``state_dict``'s keys)."""
+        """Take the averaged parameters from a model's state dict."""
         for name, value in self.shadow.items():
             value.copy_(state[name])
 

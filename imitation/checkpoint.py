@@ -100,11 +100,10 @@ def save_checkpoint(folder: Path, model: MultiPolicyModel, tokenizer: Tokenizer,
         raise ValueError(f"save_checkpoint: unknown extra field(s) {unknown}; allowed: {', '.join(EXTRA_FIELDS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if average is None:
-        files = {WEIGHTS: _save_tensors(model.state_dict(), folder / WEIGHTS)}
-    else:
-        files = {WEIGHTS: _save_tensors(average.state_dict(model), folder / WEIGHTS),
-                 TRAINING_WEIGHTS: _save_tensors(model.state_dict(), folder / TRAINING_WEIGHTS)}
+    own = model.state_dict()
+    files = {WEIGHTS: _save_tensors(own if average is None else {**own, **average.shadow}, folder / WEIGHTS)}
+    if average is not None:
+        files[TRAINING_WEIGHTS] = _save_tensors(own, folder / TRAINING_WEIGHTS)
     optim_meta = None
     if optimizer is not None:
         tensors, optim_meta = optimizer_tensors(optimizer)
@@ -320,13 +319,11 @@ def load_training_state(folder: Path, model: MultiPolicyModel, optimizer: torch.
     meta = read_meta(folder)
     read_model_config(folder, meta)  # the checkpoint a resumed run continues must load elsewhere too
     weights = _load_tensors(folder, WEIGHTS, meta)
-    _check_shapes(model, weights, Path(folder) / WEIGHTS)
-    if TRAINING_WEIGHTS in meta["files"]:
-        _load_weights(model, _load_tensors(folder, TRAINING_WEIGHTS, meta), Path(folder) / TRAINING_WEIGHTS)
-    else:
-        _load_weights(model, weights, Path(folder) / WEIGHTS)
+    _load_weights(model, weights, Path(folder) / WEIGHTS)
     if average is not None:
         average.load(weights)
+    if TRAINING_WEIGHTS in meta["files"]:  # the model's weights were the average: train on from these
+        _load_weights(model, _load_tensors(folder, TRAINING_WEIGHTS, meta), Path(folder) / TRAINING_WEIGHTS)
     if meta.get("optimizer") is None:
         raise CheckpointError(f"{folder} has no optimizer state; it cannot be resumed")
     tensors = _load_tensors(folder, OPTIM, meta)

@@ -183,14 +183,10 @@ class TrainConfig:
             raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
-        if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, int | float) \
-                or not 0 <= self.word_dropout < 1:
-            raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout!r}")
-        if isinstance(self.unreadable, bool) or not isinstance(self.unreadable, int | float) \
-                or not 0 <= self.unreadable < 1:
-            raise ValueError(f"unreadable must be in [0, 1), got {self.unreadable!r}")
-        if isinstance(self.ema, bool) or not isinstance(self.ema, int | float) or not 0 <= self.ema < 1:
-            raise ValueError(f"ema must be in [0, 1) (0: no average), got {self.ema!r}")
+        for f, hint in (("word_dropout", ""), ("unreadable", ""), ("ema", " (0: no average)")):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
+                raise ValueError(f"{f} must be in [0, 1){hint}, got {v!r}")
         object.__setattr__(self, "recency", check_recency(self.recency))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
