@@ -140,6 +140,46 @@ def test_relative_positions_make_the_prompt_vector_independent_of_where_it_start
     assert (a - b).abs().max() > 1e-3 and (a - c).abs().max() < 1e-6, float((a - b).abs().max())
 
 
+def _padded_prompt_vectors(model: MultiPolicyModel, tokens: torch.Tensor) -> torch.Tensor:
+    """The relative encoder written out on the padded (P, L) layout: every word and padding place
+    through every part, attention masking the padding. The model packs the words instead."""
+    from mirrorhall.imitation.model import rotate
+
+    words = tokens[..., 0] if tokens.dim() == 3 else tokens
+    pad = words == 0
+    pad[:, 0] &= ~pad.all(1)
+    x, (p, length) = model.embed_words(tokens), words.shape
+    enc = model.prompt_encoder
+    for layer in enc.layers:
+        d, h = x.shape[-1], layer.heads
+        q, k, v = layer.qkv(layer.norm1(x)).view(p, length, 3, h, d // h).unbind(2)
+        pos = torch.arange(length)
+        scores = torch.einsum("pihd,pjhd->phij", rotate(q, pos), rotate(k, pos)) * (d // h) ** -0.5
+        read = torch.einsum("phij,pjhd->pihd", scores.masked_fill(pad[:, None, None], float("-inf")).softmax(-1), v)
+        x = x + layer.out(read.reshape(p, length, d))
+        x = x + layer.ff(layer.norm2(x))
+    x = enc.norm(x)
+    read, _ = enc.pool(model.cls.expand(p, 1, -1), x, x, key_padding_mask=pad, need_weights=False)
+    return model.prompt_norm(read[:, 0])
+
+
+def test_relative_encoder_packs_the_words_and_equals_the_padded_layout():
+    """The encoder runs its per-word parts on the words alone (no padding places): prompts of
+    very different lengths, and one with no words at all, get the padded layout's vectors."""
+    texts = ["behave as yourself", "please, for this round, go on and act like the agent wearing 2 for a while",
+             "agent 3", "pretend to be agent 1 pretending to be you"]
+    for tok in (NGRAM, Tokenizer.default()):
+        model = _model(tok, "relative", seed=3)
+        ids = torch.cat([encode_prompts(tok, texts, 24), torch.zeros_like(encode_prompts(tok, texts[:1], 24))])
+        packed, padded = model.encode_prompts(ids), _padded_prompt_vectors(model, ids)
+        assert packed.shape == (5, model.config.d_model)
+        assert (packed - padded).abs().max() < 1e-5, (tok.kind, float((packed - padded).abs().max()))
+        # and every prompt alone, in a layout of its own length, reads the same
+        for row in range(4):
+            alone = ids[row: row + 1, : int((ids[row, :, 0] if ids.dim() == 3 else ids[row]).ne(0).sum())]
+            assert (model.encode_prompts(alone) - packed[row]).abs().max() < 1e-5
+
+
 def test_model_config_reads_configs_saved_before_the_new_fields():
     cfg = ModelConfig.for_tokenizer(Tokenizer.default())
     old = {k: v for k, v in cfg.to_json().items() if k not in NEW_FIELDS}
