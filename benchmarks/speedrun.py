@@ -3,7 +3,7 @@ runs from the matmul roofline, and the wall-clock from nothing to the imitate ta
 
     .venv/bin/python benchmarks/speedrun.py loop [--threads 2] [--steps 20]
     .venv/bin/python benchmarks/speedrun.py prompts [--threads 2] [--steps 16]
-    .venv/bin/python benchmarks/speedrun.py baseline --checkout DIR [--threads 2]
+    .venv/bin/python benchmarks/speedrun.py baseline --checkout DIR [--threads 2] [--recipe-prompts]
     .venv/bin/python benchmarks/speedrun.py target --out DIR [--recipe reference] [--threads 2]
 
 ``loop`` trains the `small` model on one generated `lab` dataset with each form of the training
@@ -24,7 +24,8 @@ distinct prompts, timed apart).
 
 ``baseline`` runs the same `mirrorhall train` command (reference batch: 64 episodes x 128 samples)
 from this checkout and from DIR (a checkout of an earlier commit, with its own .venv), alternating,
-and prints both steady-state samples/s.
+and prints both steady-state samples/s. ``--recipe-prompts``: both read prompts as the reference
+recipe does (its grammar data, ``RECIPE_PROMPT_FLAGS``), for changes to the prompt path.
 
 ``target`` runs a recipe from nothing (``mirrorhall.recipes``: generate, train, export, probe) with
 held-out evaluations during training, then runs the imitate probe (full scale, seed 1) on every
@@ -268,13 +269,25 @@ def _train_rate(checkout: Path, data: Path, out: Path, threads: int, steps: int,
     return (last["step"] - first["step"]) * per_step / (t_last - t_first)
 
 
+RECIPE_PROMPT_FLAGS = ("--tokenizer", "ngram", "--positions", "relative", "--word-dropout", "0.1",
+                      "--unreadable", "0.05", "--unreadable-draws", "8", "--precision", "auto")
+"""``baseline --recipe-prompts``: how the reference recipe reads prompts (with 8 made-up prompts
+offered a kind per batch)."""
+
+
 def baseline(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mh-speedrun-"))
     try:
-        data = dataset(tmp / "data", args.episodes)
+        if args.recipe_prompts:  # the reference recipe's prompts and prompt options, both checkouts alike
+            from mirrorhall.recipes import get_recipe
+
+            data = dataset(tmp / "data", args.episodes, describe_follow=get_recipe("reference").generate["describe_follow"])
+            settings = (("before", Path(args.checkout), RECIPE_PROMPT_FLAGS), ("now", ROOT, RECIPE_PROMPT_FLAGS))
+        else:
+            data = dataset(tmp / "data", args.episodes)
+            settings = (("before", Path(args.checkout), ()), ("now", ROOT, ()),
+                        ("now, --precision bf16", ROOT, ("--precision", "bf16")))
         print(json.dumps({"machine": lscpu(), "threads": args.threads}))
-        settings = (("before", Path(args.checkout), ()), ("now", ROOT, ()),
-                    ("now, --precision bf16", ROOT, ("--precision", "bf16")))
         rates: dict[str, list[float]] = {label: [] for label, _, _ in settings}
         for rep in range(args.repeats):
             for label, checkout, extra in settings:
@@ -351,6 +364,9 @@ def main() -> None:
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--episodes-per-batch", type=int, default=64)
     b.add_argument("--episodes", type=int, default=512)
+    b.add_argument("--recipe-prompts", action="store_true",
+                   help="both checkouts read prompts as the reference recipe does (its data, n-gram tokenizer, "
+                        "relative positions, word dropout, made-up prompts drawn 8 a batch, auto precision)")
     c = sub.add_parser("target")
     c.add_argument("--out", required=True)
     c.add_argument("--recipe", default="reference")

@@ -76,6 +76,20 @@ def test_speedrun_prompts_benchmark():
     assert all(0 < r["encoder_share"] < 1 for r in settings)
 
 
+@pytest.mark.slow  # four `mirrorhall train` runs of 20 small steps, each in a fresh interpreter
+def test_speedrun_baseline_with_the_recipes_prompts():
+    """``baseline --recipe-prompts`` trains both checkouts with the recipe's prompt options (here
+    this checkout against itself): each rate is positive and the ratio is the rates'."""
+    if not (ROOT / ".venv/bin/mirrorhall").exists():
+        pytest.skip("baseline runs a checkout's own .venv/bin/mirrorhall; this checkout has none")
+    rows = run_bench("speedrun.py", "baseline", "--checkout", str(ROOT), "--recipe-prompts", "--threads", "1",
+                     "--steps", "20", "--repeats", "1", "--episodes", "16", "--episodes-per-batch", "4")
+    runs = [r for r in rows if "checkout" in r]
+    assert [r["checkout"] for r in runs] == ["before", "now"] and all(r["samples_per_s"] > 0 for r in runs)
+    summary = rows[-1]
+    assert summary["ratio now"] == pytest.approx(summary["now"] / summary["before"], abs=0.006)
+
+
 @pytest.mark.slow
 def test_speedrun_loop_benchmark():
     """Every form of the training step runs on the same batches; the shared-work forms count fewer

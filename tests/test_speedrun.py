@@ -177,3 +177,20 @@ def test_the_recipe_command_refuses_bad_input_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and "Traceback" not in err
     assert (tmp_path / "full" / "x").read_text() == "mine" and not (tmp_path / "a").exists()
+
+
+def test_every_recipe_is_valid_and_fast_is_the_reference_cut_to_its_budget(tmp_path):
+    """Each recipe's fields make a valid dataset and training config; `fast` is the reference recipe
+    with a shorter schedule, 8 made-up prompts a kind per batch and the weights' average, nothing
+    else changed (its data, model, prompts and probe are the reference's)."""
+    from mirrorhall.recipes import RECIPES
+
+    for recipe in RECIPES.values():
+        GenerateConfig(**recipe.generate)
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **recipe.train)
+    ref, fast = RECIPES["reference"], RECIPES["fast"]
+    assert fast.generate == ref.generate and fast.target == ref.target == 0.89
+    assert (fast.probe_scale, fast.probe_seed) == (ref.probe_scale, ref.probe_seed)
+    changed = {k for k in fast.train.keys() | ref.train.keys() if fast.train.get(k) != ref.train.get(k)}
+    assert changed == {"steps", "eval_every", "checkpoint_every", "unreadable_draws", "ema"}
+    assert fast.train["steps"] < ref.train["steps"] and 0 < fast.train["ema"] < 1
