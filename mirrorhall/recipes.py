@@ -63,9 +63,8 @@ RECIPES = {
     "fast": Recipe(
         description="the reference recipe cut to 20 minutes on 2 CPU cores with bf16 units: 3,300 steps instead of "
                     "6,000, made-up prompts drawn 8 a kind per batch (--unreadable-draws 8) and an average of the "
-                    "weights (--ema 0.998) as the model (20.4 minutes from nothing on a 2-core Zen 4, imitate K = 10 "
-                    "0.829 at seed 1, 0.865 over seeds 1-4; "
-                    "docs/benchmarks.md)",
+                    "weights (--ema 0.998) as the model (18.8-20.4 minutes from nothing on a 2-core Zen 4 at two "
+                    "training seeds, imitate K = 10 0.829 and 0.878 at seed 1; docs/benchmarks.md)",
         generate=dict(population="lab", episodes=12288, seed=1, describe_follow=0.2),
         train=dict(size="small", steps=3300, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
                    warmup=100, precision="auto", eval_every=330, checkpoint_every=330, seed=0,
