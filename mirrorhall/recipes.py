@@ -10,10 +10,9 @@ fresh folder and times each one::
     OUT/probe/        imitate.json and imitate.png
     OUT/recipe.json   the recipe, the machine, each stage's seconds and the headline figure
 
-``reference`` trains the reference checkpoint's population and model size on a CPU in about 15
-minutes (the shipped ``checkpoints/reference`` came from a longer GPU run of the same data; the
-two reach the same held-out loss, ``docs/benchmarks.md``); ``tiny`` runs every stage at a scale
-that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
+``reference`` is the shipped ``checkpoints/reference``'s recipe (6,000 steps: 39-55 minutes on 2
+CPU cores with bf16 units, ``docs/benchmarks.md``); ``fast`` is the same cut to a 20-minute budget
+on such a machine; ``tiny`` runs every stage at a scale that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
 same seed and thread count on CPU.
 """
 
@@ -47,30 +46,29 @@ class Recipe:
     """Fraction of attainable information at K = 10 the recipe is meant to reach."""
 
 
+REFERENCE = Recipe(
+    description="the reference checkpoint's recipe on a CPU: `lab` with the prompt grammar (a fifth of "
+                "its descriptions name a follower of an agent), the `small` model reading prompts through "
+                "an n-gram tokenizer with relative positions, word dropout and SELF, OTHER and SECOND "
+                "forms partly in made-up words, 6,000 steps in bf16 where the CPU has bf16 units, else fp32 "
+                "(55 minutes on a 2-core Xeon beside other work; 18 minutes on 2 Zen 5 cores before the "
+                "made-up words and followers; docs/benchmarks.md)",
+    generate=dict(population="lab", episodes=12288, seed=1, describe_follow=0.2),
+    train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
+               warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,
+               tokenizer="ngram", positions="relative", word_dropout=0.1, unreadable=0.05),
+    probe_scale="full", probe_seed=1, target=0.89)
+
 RECIPES = {
-    "reference": Recipe(
-        description="the reference checkpoint's recipe on a CPU: `lab` with the prompt grammar (a fifth of "
-                    "its descriptions name a follower of an agent), the `small` model reading prompts through "
-                    "an n-gram tokenizer with relative positions, word dropout and SELF, OTHER and SECOND "
-                    "forms partly in made-up words, 6,000 steps in bf16 where the CPU has bf16 units, else fp32 "
-                    "(55 minutes on a 2-core Xeon beside other work; 18 minutes on 2 Zen 5 cores before the "
-                    "made-up words and followers; docs/benchmarks.md)",
-        generate=dict(population="lab", episodes=12288, seed=1, describe_follow=0.2),
-        train=dict(size="small", steps=6000, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
-                   warmup=100, precision="auto", eval_every=250, checkpoint_every=500, seed=0,
-                   tokenizer="ngram", positions="relative", word_dropout=0.1, unreadable=0.05),
-        probe_scale="full", probe_seed=1, target=0.89),
-    "fast": Recipe(
+    "reference": REFERENCE,
+    "fast": replace(
+        REFERENCE,
         description="the reference recipe cut to 20 minutes on 2 CPU cores with bf16 units: 3,300 steps instead of "
                     "6,000, made-up prompts drawn 8 a kind per batch (--unreadable-draws 8) and an average of the "
                     "weights (--ema 0.998) as the model (18.8-20.4 minutes from nothing on a 2-core Zen 4 at two "
                     "training seeds, imitate K = 10 0.829 and 0.878 at seed 1; docs/benchmarks.md)",
-        generate=dict(population="lab", episodes=12288, seed=1, describe_follow=0.2),
-        train=dict(size="small", steps=3300, episodes_per_batch=64, samples_per_episode=128, lr=5e-3,
-                   warmup=100, precision="auto", eval_every=330, checkpoint_every=330, seed=0,
-                   tokenizer="ngram", positions="relative", word_dropout=0.1, unreadable=0.05,
-                   unreadable_draws=8, ema=0.998),
-        probe_scale="full", probe_seed=1, target=0.89),
+        train={**REFERENCE.train, "steps": 3300, "eval_every": 330, "checkpoint_every": 330, "unreadable_draws": 8,
+               "ema": 0.998}),
     "families": Recipe(
         description="the reference recipe on `lab-families` (lab plus every persona family) with a model that "
                     "reads recency-weighted evidence and where each move leads (--recency 2 8 --place), the "
