@@ -10,8 +10,8 @@ fresh folder and times each one::
     OUT/probe/        imitate.json and imitate.png
     OUT/recipe.json   the recipe, the machine, each stage's seconds and the headline figure
 
-``reference`` is the shipped ``checkpoints/reference``'s recipe (6,000 steps: 39-55 minutes on 2
-CPU cores with bf16 units, ``docs/benchmarks.md``); ``fast`` is the same cut to a 20-minute budget
+``reference`` is the shipped ``checkpoints/reference``'s recipe (6,000 steps: 39-55 minutes on the
+2-core CPUs measured, ``docs/benchmarks.md``); ``fast`` is the same cut to a 20-minute budget
 on such a machine; ``tiny`` runs every stage at a scale that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
 same seed and thread count on CPU.
 """
