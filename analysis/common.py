@@ -81,6 +81,26 @@ def fraction_ci(ce_prior, ce_model, ce_bayes, n_boot: int = 1000, seed: int = 0)
     return {"mean": float((p.mean() - m.mean()) / gap), "ci95": [float(lo), float(hi)], "n": int(p.size)}
 
 
+def excess_tail(ce_prior, ce_model, ce_bayes, worst: int = 5) -> dict:
+    """How much of the model's shortfall a few scenes hold. A fraction of attainable information
+    is a ratio of means, so one scene the model gets confidently wrong can move it by several
+    hundredths; this reports the ``worst`` scenes' excess cross-entropy over Bayes (nats,
+    largest first), their share of the excess summed over the scenes where the model trails
+    Bayes, and the fraction without them (none of these below 4 x ``worst`` scenes)."""
+    p, m, b = (np.asarray(v, dtype=np.float64) for v in (ce_prior, ce_model, ce_bayes))
+    excess = m - b
+    if excess.size < 4 * worst:
+        return {"worst": worst, "excess_ce": [], "share_of_excess": None, "fraction_without": None}
+    order = np.argsort(-excess, kind="stable")[:worst]
+    rest = np.ones(excess.size, dtype=bool)
+    rest[order] = False
+    gap = p[rest].mean() - b[rest].mean()
+    total = excess[excess > 0].sum()
+    return {"worst": worst, "excess_ce": [float(excess[i]) for i in order],
+            "share_of_excess": float(excess[order].sum() / total) if total > 1e-12 else None,
+            "fraction_without": float((p[rest].mean() - m[rest].mean()) / gap) if gap > 1e-9 else None}
+
+
 def slope_ci(xs, ys, n_boot: int = 1000, seed: int = 0) -> dict:
     """Least-squares slope of the means of ``ys[i]`` (samples at level ``xs[i]``) against ``xs``,
     with a 95% bootstrap interval resampling the samples of each level independently."""

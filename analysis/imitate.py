@@ -44,6 +44,7 @@ from mirrorhall.analysis.common import (
     Scene,
     Wordings,
     cross_entropy,
+    excess_tail,
     fraction_ci,
     mean_ci,
     wording_text,
@@ -158,7 +159,8 @@ def fraction_conditions(ce: dict, ks, wording: int = 0) -> list[dict]:
         model = c["model"][wording]
         rows.append({"K": t, "ce_model": mean_ci(model), "ce_bayes": mean_ci(c["bayes"]), "ce_prior": mean_ci(c["prior"]),
                      "fraction": fraction_ci(c["prior"], model, c["bayes"]) if t > 0
-                     else {"mean": None, "ci95": [None, None], "n": len(model)}})
+                     else {"mean": None, "ci95": [None, None], "n": len(model)},
+                     "tail": excess_tail(c["prior"], model, c["bayes"]) if t > 0 else None})
     return rows
 
 
@@ -364,6 +366,17 @@ def plot(result: dict, path: Path):
     return save(fig, [left, right], result, path)
 
 
+def tail_lines(conditions: list[dict], k: int = 10) -> list[str]:
+    """A sentence on how much of the shortfall at K = ``k`` its worst scenes hold (``excess_tail``)."""
+    tail = next((c.get("tail") for c in conditions if c.get("K") == k), None)
+    if not tail or tail.get("share_of_excess") is None or tail.get("fraction_without") is None:
+        return []
+    n = next(c["fraction"].get("n") for c in conditions if c.get("K") == k)
+    return [f"At K={k} the worst {tail['worst']} of {n} scenes hold {tail['share_of_excess']:.0%} of the model's "
+            f"cross-entropy above Bayes, summed where it trails (the largest {tail['excess_ce'][0]:.2f} nats); "
+            f"without them the fraction reads {tail['fraction_without']:.3f}.", ""]
+
+
 def section(r: dict) -> list[str]:
     """The report's table and verdicts; the targets are the result's own."""
     s, c, targets = r.get("summary", {}), r["conditions"], r.get("targets", {})
@@ -372,6 +385,7 @@ def section(r: dict) -> list[str]:
     cl = r.get("closed_loop", {})
     rows += ["", f"Targets: fraction at K=10 {verdict(s.get('fraction_at_K10'), targets.get('fraction_at_K10'))}; "
                  f"mean over K>=5 {verdict(s.get('mean_fraction_K_ge_5'), targets.get('mean_fraction_K_ge_5'))}.", ""]
+    rows += tail_lines(c)
     if r.get("pi_test") not in (None, "traits"):
         return rows + [f"pi_test: the {r['pi_test']} family ({r.get('hypotheses')} hypotheses), scored against that "
                        "family's exact Bayes observer and prior; no closed loop.", ""] + \

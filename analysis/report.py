@@ -157,10 +157,21 @@ def _is_figure(value) -> bool:
 FIGURE = Kind("a figure {'mean': number or null, 'ci95': [lo, hi], 'n': count}", _is_figure)
 MEASURE = NUMBER | NULL
 INTERVAL = list_of(MEASURE, 2)
+
+
+def _is_tail(value) -> bool:
+    """``excess_tail``'s object: how much of the shortfall the worst scenes hold."""
+    return isinstance(value, dict) and set(value) == {"worst", "excess_ce", "share_of_excess", "fraction_without"} \
+        and COUNT(value["worst"]) and list_of(NUMBER)(value["excess_ce"]) \
+        and MEASURE(value["share_of_excess"]) and MEASURE(value["fraction_without"])
+
+
+TAIL = Kind("the worst scenes' share {'worst', 'excess_ce', 'share_of_excess', 'fraction_without'} or null",
+            lambda v: v is None or _is_tail(v))
 SCALAR = NUMBER | TEXT | NULL | BOOL
 # What each probe's section (and plot) reads from its result: field -> kind, "?" after an optional
 # field. Conditions (and the essay's) are checked row by row; summary and target values not named
-# here must be numbers or null, and any object inside a condition or ``closed_loop`` a figure.
+# here must be numbers or null, and any other object inside a condition or ``closed_loop`` a figure.
 _FIGURES = {"kl_bayes_model", "kl_true_model", "kl_true_bayes", "kl", "ce", "entropy_floor", "ce_model", "ce_bayes",
             "ce_prior", "fraction", "ce_self", "ce_other", "margin_vs_self", "margin_vs_other", "accuracy_model",
             "accuracy_bayes", "achieved", "control", "difference"}
@@ -172,7 +183,7 @@ RESULT_FIELDS: dict[str, dict] = {
                                 "queries": NUMBER, "family?": TEXT, "split?": TEXT, "unread_words?": list_of(TEXT)},
                  "family_pools?": OBJECT},
     "imitate": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
-                               "fraction": FIGURE},
+                               "fraction": FIGURE, "tail?": TAIL},
                 "closed_loop?": OBJECT, "pi_test?": TEXT},
     "second_order": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_self": FIGURE, "ce_other": FIGURE,
                                     "ce_bayes": FIGURE, "margin_vs_self": FIGURE, "margin_vs_other": FIGURE},
@@ -183,7 +194,7 @@ RESULT_FIELDS: dict[str, dict] = {
                     "settings?": list_of(TEXT)},
     "outcome": {"conditions": {"asked": NUMBER, "achieved": FIGURE, "control": FIGURE, "difference": FIGURE}},
     "self": {"conditions": {"K": NUMBER, "ce_model": FIGURE, "ce_bayes": FIGURE, "ce_prior": FIGURE,
-                            "fraction": FIGURE}},
+                            "fraction": FIGURE, "tail?": TAIL}},
     "language": {"conditions": {"kind": TEXT, "role": TEXT, "prompt": TEXT, "family?": TEXT | NULL, "figure": FIGURE},
                  "kinds": OBJECT, "minimal_pairs?": OBJECT},
     "false_belief": {"conditions": {"subject": TEXT, "layouts": NUMBER, "effect_model": FIGURE, "effect_bayes": FIGURE,
@@ -250,8 +261,8 @@ def read_result(path: Path, name: str) -> dict:
         for i, row in enumerate(rows):
             src.check(row, OBJECT, f"{where} item {i}")
             _check_fields(src, row, fields, where=f"{where} item {i} ")
-            for k, v in row.items():
-                if isinstance(v, dict) or k in _FIGURES:
+            for k, v in row.items():  # fields the spec names are checked above as their kind
+                if k not in fields and k + "?" not in fields and (isinstance(v, dict) or k in _FIGURES):
                     src.check(v, FIGURE, f"{where} item {i} {k!r}")
     for k, v in (r.get("closed_loop") or {}).items():  # figures (shares, distances) and step counts
         src.check(v, FIGURE if k.endswith(("_share", "_near")) else SCALAR, f"closed_loop {k!r}")

@@ -23,6 +23,7 @@ from mirrorhall.analysis.imitate import (
     fraction_conditions,
     new_tally,
     score_watched,
+    tail_lines,
     watched_scenes,
     wording_fractions,
 )
@@ -88,5 +89,6 @@ def section(r: dict) -> list[str]:
     rows += [f"| {x['K']} | {fmt_ci(x['ce_model'])} | {fmt_ci(x['ce_bayes'])} | {fmt_ci(x['ce_prior'])} | "
              f"{fmt_ci(x['fraction'])} |" for x in c]
     rows += ["", f"Fraction at K=10: {verdict(s.get('fraction_at_K10'), targets.get('fraction_at_K10'))}.", ""]
+    rows += tail_lines(c)
     return rows + wordings_table(r, "fraction at K=10", lambda e: e["fraction"].get("10", {}))
 

@@ -17,7 +17,7 @@ from mirrorhall.agents.bayes import HypothesisSet
 from mirrorhall.agents.personas import Trait
 from mirrorhall.agents.populations import get_population
 from mirrorhall.analysis import calibration, imitate, second_order
-from mirrorhall.analysis.common import ModelProbe, fraction_ci, mean_ci
+from mirrorhall.analysis.common import ModelProbe, excess_tail, fraction_ci, mean_ci
 from mirrorhall.analysis.report import PROBES, plot, run_probe, write_report
 from mirrorhall.errors import ConfigError, OutputError
 
@@ -163,6 +163,22 @@ def test_interval_helpers():
     assert f["mean"] == pytest.approx(0.5)
 
 
+def test_excess_tail_names_the_scenes_that_hold_the_shortfall():
+    """Nine scenes 0.1 nats above Bayes and one 4.1 above: the fraction is 0.167 with it, 0.833
+    without it, and that one scene holds 82% of the model's excess cross-entropy."""
+    prior, bayes = [1.0] * 10, [0.4] * 10
+    model = [0.5] * 9 + [4.5]
+    assert fraction_ci(prior, model, bayes)["mean"] == pytest.approx(0.1 / 0.6)
+    tail = excess_tail(prior, model, bayes, worst=1)
+    assert tail["excess_ce"] == [pytest.approx(4.1)] and tail["share_of_excess"] == pytest.approx(0.82)
+    assert tail["fraction_without"] == pytest.approx(0.5 / 0.6)
+    two = excess_tail(prior, [0.5] * 8 + [0.9, 4.5], bayes, worst=2)
+    assert two["excess_ce"] == [pytest.approx(4.1), pytest.approx(0.5)]  # largest first
+    # scenes where the model beats Bayes do not count against the share
+    assert excess_tail(prior, [0.3] * 4 + [0.5] * 5 + [4.5], bayes, worst=1)["share_of_excess"] == pytest.approx(4.1 / 4.6)
+    assert excess_tail(prior[:7], model[:7], bayes[:7], worst=2)["fraction_without"] is None  # too few scenes
+
+
 @pytest.fixture(scope="module")
 def reference_results(tmp_path_factory, reference_probe):
     out = tmp_path_factory.mktemp("probes")
@@ -194,6 +210,9 @@ def test_reference_checkpoint_probes_at_small_scale(reference_results):
     assert imit["mean_fraction_K_ge_5"] >= 0.7, imit
     k20 = next(c for c in r["imitate"]["conditions"] if c["K"] == 20)
     assert k20["ce_model"]["mean"] < k20["ce_prior"]["mean"]
+    tail = next(c for c in r["imitate"]["conditions"] if c["K"] == 10)["tail"]  # the worst scenes' share
+    assert len(tail["excess_ce"]) == 5 and tail["excess_ce"] == sorted(tail["excess_ce"], reverse=True)
+    assert 0 < tail["share_of_excess"] <= 1 and "scenes hold" in "\n".join(PROBES["imitate"].section(r["imitate"]))
     assert r["calibration"]["summary"]["mean_kl_bayes_model_npast_ge_1"] < 0.2
     assert r["calibration"]["summary"]["mean_kl_train_bayes_model_npast_ge_1"] < 0.05
     desc = {c["condition"]: c for c in r["describe"]["conditions"]}
