@@ -591,6 +591,12 @@ RESULT_VALUES = {  # probe result change, words of the message
                           "summary 'margin_vs_self_ci95' must be a list of 2"),
     "closed loop figure broken": ("imitate", lambda r: r["closed_loop"].update(k_share={"mean": 1}), "closed_loop 'k_share'"),
     "an integer of 400 digits": ("outcome", lambda r: r["conditions"][0].update(asked=10**400), "too large"),
+    "a tail of texts": ("imitate", lambda r: r["conditions"][2].update(tail={"worst": 5, "excess_ce": ["4.1"],
+                                                                              "share_of_excess": 0.4,
+                                                                              "fraction_without": 0.9}),
+                        "conditions item 2 'tail' must be the worst scenes' share"),
+    "a tail as a figure": ("self", lambda r: r["conditions"][2].update(tail={"mean": 0.9, "ci95": [0.8, 1.0], "n": 5}),
+                           "conditions item 2 'tail'"),
 }
 
 
