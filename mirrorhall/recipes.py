@@ -65,8 +65,8 @@ RECIPES = {
         REFERENCE,
         description="the reference recipe cut to 20 minutes on 2 CPU cores with bf16 units: 3,300 steps instead of "
                     "6,000, made-up prompts drawn 8 a kind per batch (--unreadable-draws 8) and an average of the "
-                    "weights (--ema 0.998) as the model (18.8-20.4 minutes from nothing on a 2-core Zen 4 at two "
-                    "training seeds, imitate K = 10 0.829 and 0.878 at seed 1; docs/benchmarks.md)",
+                    "weights (--ema 0.998) as the model (16.0-20.4 minutes from nothing on a 2-core Zen 4 at three "
+                    "training seeds, imitate K = 10 0.829-0.881 at seed 1; docs/benchmarks.md)",
         train={**REFERENCE.train, "steps": 3300, "eval_every": 330, "checkpoint_every": 330, "unreadable_draws": 8,
                "ema": 0.998}),
     "families": Recipe(
