@@ -368,11 +368,11 @@ def plot(result: dict, path: Path):
 
 def tail_lines(conditions: list[dict], k: int = 10) -> list[str]:
     """A sentence on how much of the shortfall at K = ``k`` its worst scenes hold (``excess_tail``)."""
-    tail = next((c.get("tail") for c in conditions if c.get("K") == k), None)
+    row = next((c for c in conditions if c.get("K") == k), {})
+    tail = row.get("tail")
     if not tail or tail.get("share_of_excess") is None or tail.get("fraction_without") is None:
         return []
-    n = next(c["fraction"].get("n") for c in conditions if c.get("K") == k)
-    return [f"At K={k} the worst {tail['worst']} of {n} scenes hold {tail['share_of_excess']:.0%} of the model's "
+    return [f"At K={k} the worst {tail['worst']} of {row['fraction'].get('n')} scenes hold {tail['share_of_excess']:.0%} of the model's "
             f"cross-entropy above Bayes, summed where it trails (the largest {tail['excess_ce'][0]:.2f} nats); "
             f"without them the fraction reads {tail['fraction_without']:.3f}.", ""]
 

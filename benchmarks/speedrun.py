@@ -269,24 +269,24 @@ def _train_rate(checkout: Path, data: Path, out: Path, threads: int, steps: int,
     return (last["step"] - first["step"]) * per_step / (t_last - t_first)
 
 
-RECIPE_PROMPT_FLAGS = ("--tokenizer", "ngram", "--positions", "relative", "--word-dropout", "0.1",
-                      "--unreadable", "0.05", "--unreadable-draws", "8", "--precision", "auto")
-"""``baseline --recipe-prompts``: how the reference recipe reads prompts (with 8 made-up prompts
-offered a kind per batch)."""
+RECIPE_PROMPT_FLAGS = (*(item for field, value in PROMPT_OPTIONS["the recipe, 8 made-up prompts a kind per batch"].items()
+                         for item in (f"--{field.replace('_', '-')}", str(value))), "--precision", "auto")
+"""``baseline --recipe-prompts``: how the reference recipe reads prompts (``PROMPT_OPTIONS``' last
+setting: 8 made-up prompts offered a kind per batch)."""
 
 
 def baseline(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mh-speedrun-"))
     try:
-        if args.recipe_prompts:  # the reference recipe's prompts and prompt options, both checkouts alike
-            from mirrorhall.recipes import get_recipe
+        from mirrorhall.recipes import get_recipe
 
-            data = dataset(tmp / "data", args.episodes, describe_follow=get_recipe("reference").generate["describe_follow"])
-            settings = (("before", Path(args.checkout), RECIPE_PROMPT_FLAGS), ("now", ROOT, RECIPE_PROMPT_FLAGS))
-        else:
-            data = dataset(tmp / "data", args.episodes)
-            settings = (("before", Path(args.checkout), ()), ("now", ROOT, ()),
-                        ("now, --precision bf16", ROOT, ("--precision", "bf16")))
+        # --recipe-prompts: the reference recipe's data and prompt options, both checkouts alike
+        follow = {"describe_follow": get_recipe("reference").generate["describe_follow"]} if args.recipe_prompts else {}
+        data = dataset(tmp / "data", args.episodes, **follow)
+        settings = ((("before", Path(args.checkout), RECIPE_PROMPT_FLAGS), ("now", ROOT, RECIPE_PROMPT_FLAGS))
+                    if args.recipe_prompts else
+                    (("before", Path(args.checkout), ()), ("now", ROOT, ()),
+                     ("now, --precision bf16", ROOT, ("--precision", "bf16"))))
         print(json.dumps({"machine": lscpu(), "threads": args.threads}))
         rates: dict[str, list[float]] = {label: [] for label, _, _ in settings}
         for rep in range(args.repeats):
