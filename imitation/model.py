@@ -195,6 +195,23 @@ def rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
+def rotation_tables(pos: torch.Tensor, width: int, dh: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rotate``'s angles as two (T, width) tables for vectors laid flat, heads of ``dh`` one after
+    another: each pair's cosine twice, and its sine signed for the pair turned a quarter
+    ((x1, x2) -> (-x2, x1)), so that ``rotate(x) == x * cos + quarter_turn(x) * sin``: contiguous
+    products over all heads (and q and k together) instead of strided ones per half."""
+    freq = 10000.0 ** (-torch.arange(0, dh, 2, device=pos.device, dtype=torch.float32) / dh)  # (dh/2,)
+    freq = freq.repeat_interleave(2).repeat(width // dh)  # (width,)
+    angle = pos[:, None].float() * freq[None]  # (T, width)
+    sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat(width // 2)
+    return angle.cos().to(dtype), (angle.sin() * sign).to(dtype)
+
+
+def quarter_turn(x: torch.Tensor) -> torch.Tensor:
+    """(..., W) -> each pair of neighbouring entries swapped; ``rotation_tables``' sine signs it."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+
+
 class RelativeLayer(nn.Module):
     """A pre-norm Transformer layer whose attention sees positions only through rotary q and k.
 
@@ -215,14 +232,16 @@ class RelativeLayer(nn.Module):
         """x (T, d) the words of P prompts packed, ``where`` (T,) their flat places in the (P, L)
         layout whose padding is ``pad`` (P, L) -> (T, d)."""
         (p, length), (t, d), h = pad.shape, x.shape, self.heads
-        q, k, v = self.qkv(self.norm1(x)).view(t, 3, h, d // h).unbind(1)  # (T, H, dh)
-        pos = where % length
-        qkv = torch.stack([rotate(q, pos), rotate(k, pos), v], dim=1)  # (T, 3, H, dh)
-        laid = qkv.new_zeros(p * length, 3, h, d // h).index_copy(0, where, qkv)
+        qkv = self.qkv(self.norm1(x))  # (T, 3d): q, k, v, heads one after another
+        qk = qkv[:, : 2 * d]
+        cos, sin = rotation_tables(where % length, 2 * d, d // h, qkv.dtype)  # (T, 2d) each
+        qkv = torch.cat([qk * cos + quarter_turn(qk) * sin, qkv[:, 2 * d:]], dim=1)  # q and k rotated
+        laid = qkv.new_zeros(p * length, 3, h, d // h).index_copy(0, where, qkv.view(t, 3, h, d // h))
         q, k, v = laid.view(p, length, 3, h, d // h).unbind(2)  # (P, L, H, dh)
         scores = torch.einsum("pihd,pjhd->phij", q, k) * (d // h) ** -0.5  # (P, H, L, L)
         scores = scores.masked_fill(pad[:, None, None], float("-inf"))
-        read = torch.einsum("phij,pjhd->pihd", scores.softmax(-1), v).reshape(p * length, d)
+        # softmax in float32: under CPU autocast it would run in bf16, both coarser and slower
+        read = torch.einsum("phij,pjhd->pihd", scores.float().softmax(-1).to(v.dtype), v).reshape(p * length, d)
         x = x + self.out(read.index_select(0, where))
         return x + self.ff(self.norm2(x))
 
@@ -416,7 +435,7 @@ class MultiPolicyModel(nn.Module):
         at_ego = ego[:, None, None].expand(-1, heads, 1)
         scores = scores.scatter(2, at_ego, (q * k_own).sum(-1, keepdim=True))  # the ego's own key in its slot
         scores = scores.masked_fill(~entity_mask[:, None], float("-inf"))
-        att = scores.softmax(-1)  # (S, H, N)
+        att = scores.float().softmax(-1).to(scores.dtype)  # (S, H, N); float32 as in the prompt encoder
         read = torch.einsum("shn,snhd->shd", att, v)
         # the ego's slot read the shared value: swap it for the ego's own
         v_ego = v.flatten(0, 1).index_select(0, torch.arange(s, device=p.device) * n + ego)  # (S, H, dh)

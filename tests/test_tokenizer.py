@@ -163,6 +163,20 @@ def _padded_prompt_vectors(model: MultiPolicyModel, tokens: torch.Tensor) -> tor
     return model.prompt_norm(read[:, 0])
 
 
+def test_rotation_by_tables_equals_the_pairwise_rotation():
+    """The encoder rotates q and k laid flat (heads one after another) with contiguous products of
+    two tables; that is ``rotate``'s pairwise rotation of each head, at every position."""
+    from mirrorhall.imitation.model import quarter_turn, rotate, rotation_tables
+
+    gen = torch.Generator().manual_seed(5)
+    t, h, dh = 37, 4, 16
+    x, pos = torch.randn(t, h, dh, generator=gen), torch.randint(0, 24, (t,), generator=gen)
+    cos, sin = rotation_tables(pos, h * dh, dh, torch.float32)
+    flat = x.flatten(1)
+    assert torch.allclose(flat * cos + quarter_turn(flat) * sin, rotate(x, pos).flatten(1), atol=1e-6)
+    assert not torch.allclose(flat * cos + quarter_turn(flat) * sin, rotate(x, pos + 1).flatten(1), atol=1e-3)
+
+
 def test_relative_encoder_packs_the_words_and_equals_the_padded_layout():
     """The encoder runs its per-word parts on the words alone (no padding places): prompts of
     very different lengths, and one with no words at all, get the padded layout's vectors."""
