@@ -19,8 +19,9 @@ relative positions, word dropout, made-up words; then the made-up words drawn fr
 entries a kind per batch, ``--unreadable-draws 8``) to the `small` model's step, one trainer per
 setting in one process, their steps interleaved so that the machine's load falls on all alike,
 and prints per setting: samples/s, its ratio to the word tokenizer's, the distinct prompts per
-batch and the share of a step the prompt encoder takes (its forward and backward on the batch's
-distinct prompts, timed apart).
+batch, the share of a step the prompt encoder takes (its forward and backward on the batch's
+distinct prompts, timed apart), and the FLOPs per sample (counted by torch on one step) against
+the roofline as ``loop`` measures it (the faster of fp32 and bf16 where the step runs in bf16).
 
 ``baseline`` runs the same `mirrorhall train` command (reference batch: 64 episodes x 128 samples)
 from this checkout and from DIR (a checkout of an earlier commit, with its own .venv), alternating,
@@ -195,6 +196,8 @@ PROMPT_OPTIONS = {
 
 
 def prompts(args) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
     from mirrorhall.imitation.model_io import batch_prompts
     from mirrorhall.imitation.shards import Dataset
     from mirrorhall.imitation.tokenizer import make_tokenizer
@@ -214,8 +217,16 @@ def prompts(args) -> None:
         for name, options in PROMPT_OPTIONS.items():
             cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), **base, **options)
             trainers[name] = Trainer(cfg, eps, make_tokenizer(cfg.tokenizer), data.world.n_colors, full_view=True)
+        bf16 = next(iter(trainers.values())).bf16
+        roof = max(matmul_flops(args.threads, n, dtype) for n in (64, 128)
+                   for dtype in ((torch.float32, torch.bfloat16) if bf16 else (torch.float32,)))
         print(json.dumps({"machine": lscpu(), "threads": args.threads, "torch": torch.__version__,
-                          "precision": "bf16" if next(iter(trainers.values())).bf16 else "fp32"}))
+                          "precision": "bf16" if bf16 else "fp32", "matmul_gflops": round(roof / 1e9, 1)}))
+        flops = {}
+        for name, trainer in trainers.items():  # one counted step each (slower; not timed)
+            with FlopCounterMode(display=False) as counter:
+                metrics = trainer.train_step()
+            flops[name] = counter.get_total_flops() / metrics["samples"]
         seconds = dict.fromkeys(trainers, 0.0)
         encoder = dict.fromkeys(trainers, 0.0)
         distinct = {name: [] for name in trainers}
@@ -244,7 +255,9 @@ def prompts(args) -> None:
             rate = samples / seconds[name]
             print(json.dumps({"setting": name, "samples_per_s": round(rate), "ratio": round(rate / first, 3),
                               "distinct_prompts": round(float(np.mean(distinct[name]))),
-                              "encoder_share": round(encoder[name] / seconds[name], 3)}))
+                              "encoder_share": round(encoder[name] / seconds[name], 3),
+                              "flops_per_sample": round(flops[name]), "achieved_gflops": round(flops[name] * rate / 1e9, 1),
+                              "roofline_fraction": round(flops[name] * rate / roof, 3)}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

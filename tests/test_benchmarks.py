@@ -74,6 +74,9 @@ def test_speedrun_prompts_benchmark():
     assert settings[0]["ratio"] == 1.0 and all(r["samples_per_s"] > 0 for r in settings)
     assert settings[4]["distinct_prompts"] > settings[3]["distinct_prompts"]  # made-up words add prompts
     assert all(0 < r["encoder_share"] < 1 for r in settings)
+    # FLOPs counted on one step of each: made-up prompts are more prompts to encode
+    assert all(r["flops_per_sample"] > 0 and 0 < r["roofline_fraction"] < 1 for r in settings)
+    assert settings[4]["flops_per_sample"] > settings[3]["flops_per_sample"]
 
 
 @pytest.mark.slow  # four `mirrorhall train` runs of 20 small steps, each in a fresh interpreter
