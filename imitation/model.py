@@ -195,16 +195,17 @@ def rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
-def rotation_tables(pos: torch.Tensor, width: int, dh: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rotate``'s angles as two (T, width) tables for vectors laid flat, heads of ``dh`` one after
-    another: each pair's cosine twice, and its sine signed for the pair turned a quarter
-    ((x1, x2) -> (-x2, x1)), so that ``rotate(x) == x * cos + quarter_turn(x) * sin``: contiguous
-    products over all heads (and q and k together) instead of strided ones per half."""
+def rotation_tables(pos: torch.Tensor, width: int, dh: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rotate``'s angles as two float32 (T, width) tables for vectors laid flat, heads of ``dh``
+    one after another: each pair's cosine twice, and its sine signed for the pair turned a quarter
+    ((x1, x2) -> (-x2, x1)), so that ``rotate(x) == x * cos + quarter_turn(x) * sin`` bit for bit
+    (tables cast to x's dtype): contiguous products over all heads (and q and k together) instead
+    of strided ones per half."""
     freq = 10000.0 ** (-torch.arange(0, dh, 2, device=pos.device, dtype=torch.float32) / dh)  # (dh/2,)
     freq = freq.repeat_interleave(2).repeat(width // dh)  # (width,)
     angle = pos[:, None].float() * freq[None]  # (T, width)
     sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat(width // 2)
-    return angle.cos().to(dtype), (angle.sin() * sign).to(dtype)
+    return angle.cos(), angle.sin() * sign
 
 
 def quarter_turn(x: torch.Tensor) -> torch.Tensor:
@@ -228,13 +229,15 @@ class RelativeLayer(nn.Module):
         self.out = nn.Linear(d, d)
         self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad: torch.Tensor, where: torch.Tensor,
+                tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x (T, d) the words of P prompts packed, ``where`` (T,) their flat places in the (P, L)
-        layout whose padding is ``pad`` (P, L) -> (T, d)."""
+        layout whose padding is ``pad`` (P, L) -> (T, d). ``tables``: ``rotation_tables`` of the
+        words' positions for q and k (width 2d), computed once for all layers (default: here)."""
         (p, length), (t, d), h = pad.shape, x.shape, self.heads
         qkv = self.qkv(self.norm1(x))  # (T, 3d): q, k, v, heads one after another
         qk = qkv[:, : 2 * d]
-        cos, sin = rotation_tables(where % length, 2 * d, d // h, qkv.dtype)  # (T, 2d) each
+        cos, sin = (table.to(qkv.dtype) for table in tables or rotation_tables(where % length, 2 * d, d // h))
         qkv = torch.cat([qk * cos + quarter_turn(qk) * sin, qkv[:, 2 * d:]], dim=1)  # q and k rotated
         laid = qkv.new_zeros(p * length, 3, h, d // h).index_copy(0, where, qkv.view(t, 3, h, d // h))
         q, k, v = laid.view(p, length, 3, h, d // h).unbind(2)  # (P, L, H, dh)
@@ -252,6 +255,7 @@ class RelativeEncoder(nn.Module):
 
     def __init__(self, d: int, heads: int, layers: int):
         super().__init__()
+        self.heads = heads
         self.layers = nn.ModuleList(RelativeLayer(d, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(d)
         self.pool = nn.MultiheadAttention(d, heads, batch_first=True)
@@ -259,10 +263,12 @@ class RelativeEncoder(nn.Module):
     def forward(self, x: torch.Tensor, pad: torch.Tensor, where: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """x (T, d) words packed at flat places ``where`` (T,) of the (P, L) layout with padding
         ``pad`` (``RelativeLayer``), query (1, 1, d) -> (P, d)."""
-        for layer in self.layers:
-            x = layer(x, pad, where)
-        x = self.norm(x)
         p, length = pad.shape
+        d = x.shape[-1]
+        tables = rotation_tables(where % length, 2 * d, d // self.heads)  # the same positions in every layer
+        for layer in self.layers:
+            x = layer(x, pad, where, tables)
+        x = self.norm(x)
         laid = x.new_zeros(p * length, x.shape[-1]).index_copy(0, where, x).view(p, length, -1)
         read, _ = self.pool(query.expand(p, 1, -1), laid, laid, key_padding_mask=pad, need_weights=False)
         return read[:, 0]

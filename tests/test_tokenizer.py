@@ -170,11 +170,13 @@ def test_rotation_by_tables_equals_the_pairwise_rotation():
 
     gen = torch.Generator().manual_seed(5)
     t, h, dh = 37, 4, 16
-    x, pos = torch.randn(t, h, dh, generator=gen), torch.randint(0, 24, (t,), generator=gen)
-    cos, sin = rotation_tables(pos, h * dh, dh, torch.float32)
-    flat = x.flatten(1)
-    assert torch.allclose(flat * cos + quarter_turn(flat) * sin, rotate(x, pos).flatten(1), atol=1e-6)
-    assert not torch.allclose(flat * cos + quarter_turn(flat) * sin, rotate(x, pos + 1).flatten(1), atol=1e-3)
+    pos = torch.randint(0, 24, (t,), generator=gen)
+    for dtype in (torch.float32, torch.bfloat16):  # the same products and sums: bit for bit
+        x = torch.randn(t, h, dh, generator=gen).to(dtype)
+        cos, sin = (table.to(dtype) for table in rotation_tables(pos, h * dh, dh))
+        flat = x.flatten(1)
+        assert torch.equal(flat * cos + quarter_turn(flat) * sin, rotate(x, pos).flatten(1))
+        assert not torch.allclose(flat * cos + quarter_turn(flat) * sin, rotate(x, pos + 1).flatten(1), atol=1e-2)
 
 
 def test_relative_encoder_packs_the_words_and_equals_the_padded_layout():
