@@ -115,6 +115,11 @@ def matmul_flops(threads: int, n: int, dtype, rows: int = 8192, repeats: int = 2
     return 2 * rows * n * n * repeats / best
 
 
+def roofline(threads: int, dtypes) -> float:
+    """The best matmul rate (FLOP/s) over ``dtypes`` at the model's widths (64 and 128)."""
+    return max(matmul_flops(threads, n, dtype) for n in (64, 128) for dtype in dtypes)
+
+
 def loop(args) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -131,8 +136,7 @@ def loop(args) -> None:
         cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), size="small",
                           episodes_per_batch=args.episodes_per_batch, samples_per_episode=128, lr=2e-3,
                           eval_fraction=0.0)
-        roof = {False: max(matmul_flops(args.threads, n, torch.float32) for n in (64, 128)),
-                True: max(matmul_flops(args.threads, n, torch.bfloat16) for n in (64, 128))}
+        roof = {False: roofline(args.threads, (torch.float32,)), True: roofline(args.threads, (torch.bfloat16,))}
         print(json.dumps({"machine": lscpu(), "threads": args.threads, "torch": torch.__version__,
                           "matmul_gflops_fp32": round(roof[False] / 1e9, 1),
                           "matmul_gflops_bf16": round(roof[True] / 1e9, 1)}))
@@ -218,8 +222,7 @@ def prompts(args) -> None:
             cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / "run"), **base, **options)
             trainers[name] = Trainer(cfg, eps, make_tokenizer(cfg.tokenizer), data.world.n_colors, full_view=True)
         bf16 = next(iter(trainers.values())).bf16
-        roof = max(matmul_flops(args.threads, n, dtype) for n in (64, 128)
-                   for dtype in ((torch.float32, torch.bfloat16) if bf16 else (torch.float32,)))
+        roof = roofline(args.threads, (torch.float32, torch.bfloat16) if bf16 else (torch.float32,))
         print(json.dumps({"machine": lscpu(), "threads": args.threads, "torch": torch.__version__,
                           "precision": "bf16" if bf16 else "fp32", "matmul_gflops": round(roof / 1e9, 1)}))
         flops = {}

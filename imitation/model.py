@@ -184,12 +184,22 @@ class ModelConfig:
         return cls(vocab_size=len(tokenizer), number_tokens=numbers, ngram_buckets=tokenizer.buckets, **kwargs)
 
 
+def rotary_frequencies(dh: int, device=None) -> torch.Tensor:
+    """(dh/2,) the angle per position of each rotated pair: 10000^(-2i/dh)."""
+    return 10000.0 ** (-torch.arange(0, dh, 2, device=device, dtype=torch.float32) / dh)
+
+
+def softmax32(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension in float32, returned in the scores' dtype: CPU autocast
+    would run it in bf16, both coarser and (on rows this short) slower."""
+    return scores.float().softmax(-1).to(scores.dtype)
+
+
 def rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Rotary positions: (..., L, H, dh) vectors rotated pairwise by angles pos * 10000^(-2i/dh),
     so that a query at i and a key at j meet through i - j only. ``pos`` (L,) float."""
     dh = x.shape[-1]
-    freq = 10000.0 ** (-torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh)  # (dh/2,)
-    angle = pos[:, None].float() * freq[None]  # (L, dh/2)
+    angle = pos[:, None].float() * rotary_frequencies(dh, x.device)[None]  # (L, dh/2)
     cos, sin = angle.cos()[:, None].to(x.dtype), angle.sin()[:, None].to(x.dtype)  # (L, 1, dh/2)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
@@ -201,8 +211,7 @@ def rotation_tables(pos: torch.Tensor, width: int, dh: int) -> tuple[torch.Tenso
     ((x1, x2) -> (-x2, x1)), so that ``rotate(x) == x * cos + quarter_turn(x) * sin`` bit for bit
     (tables cast to x's dtype): contiguous products over all heads (and q and k together) instead
     of strided ones per half."""
-    freq = 10000.0 ** (-torch.arange(0, dh, 2, device=pos.device, dtype=torch.float32) / dh)  # (dh/2,)
-    freq = freq.repeat_interleave(2).repeat(width // dh)  # (width,)
+    freq = rotary_frequencies(dh, pos.device).repeat_interleave(2).repeat(width // dh)  # (width,)
     angle = pos[:, None].float() * freq[None]  # (T, width)
     sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat(width // 2)
     return angle.cos(), angle.sin() * sign
@@ -230,21 +239,20 @@ class RelativeLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor, where: torch.Tensor,
-                tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x (T, d) the words of P prompts packed, ``where`` (T,) their flat places in the (P, L)
         layout whose padding is ``pad`` (P, L) -> (T, d). ``tables``: ``rotation_tables`` of the
-        words' positions for q and k (width 2d), computed once for all layers (default: here)."""
+        words' positions for q and k (width 2d), computed once for all layers by the encoder."""
         (p, length), (t, d), h = pad.shape, x.shape, self.heads
         qkv = self.qkv(self.norm1(x))  # (T, 3d): q, k, v, heads one after another
         qk = qkv[:, : 2 * d]
-        cos, sin = (table.to(qkv.dtype) for table in tables or rotation_tables(where % length, 2 * d, d // h))
+        cos, sin = (table.to(qkv.dtype) for table in tables)
         qkv = torch.cat([qk * cos + quarter_turn(qk) * sin, qkv[:, 2 * d:]], dim=1)  # q and k rotated
         laid = qkv.new_zeros(p * length, 3, h, d // h).index_copy(0, where, qkv.view(t, 3, h, d // h))
         q, k, v = laid.view(p, length, 3, h, d // h).unbind(2)  # (P, L, H, dh)
         scores = torch.einsum("pihd,pjhd->phij", q, k) * (d // h) ** -0.5  # (P, H, L, L)
         scores = scores.masked_fill(pad[:, None, None], float("-inf"))
-        # softmax in float32: under CPU autocast it would run in bf16, both coarser and slower
-        read = torch.einsum("phij,pjhd->pihd", scores.float().softmax(-1).to(v.dtype), v).reshape(p * length, d)
+        read = torch.einsum("phij,pjhd->pihd", softmax32(scores), v).reshape(p * length, d)
         x = x + self.out(read.index_select(0, where))
         return x + self.ff(self.norm2(x))
 
@@ -441,7 +449,7 @@ class MultiPolicyModel(nn.Module):
         at_ego = ego[:, None, None].expand(-1, heads, 1)
         scores = scores.scatter(2, at_ego, (q * k_own).sum(-1, keepdim=True))  # the ego's own key in its slot
         scores = scores.masked_fill(~entity_mask[:, None], float("-inf"))
-        att = scores.float().softmax(-1).to(scores.dtype)  # (S, H, N); float32 as in the prompt encoder
+        att = softmax32(scores)  # (S, H, N)
         read = torch.einsum("shn,snhd->shd", att, v)
         # the ego's slot read the shared value: swap it for the ego's own
         v_ego = v.flatten(0, 1).index_select(0, torch.arange(s, device=p.device) * n + ego)  # (S, H, dh)
