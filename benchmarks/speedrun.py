@@ -334,7 +334,7 @@ def target(args) -> None:
     t0 = time.time()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     result = run_recipe(args.recipe, out, threads=args.threads, log=lambda s: print(s, flush=True),
-                        train_overrides=overrides)
+                        train_overrides=overrides, minutes=args.minutes)
     recipe = get_recipe(args.recipe)
     start = t0 + result["seconds"]["generate"]  # training starts when generation ends
     evals = {r["step"]: r for r in map(json.loads, (out / "run/metrics.jsonl").read_text().splitlines())
@@ -389,6 +389,8 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a training field of the recipe, e.g. --set lr=2e-3 (a variant, recorded in recipe.json)")
+    c.add_argument("--minutes", type=float, default=None,
+                   help="the recipe's wall-clock budget (default: the recipe's own; 0: none, exactly its steps)")
     args = ap.parse_args()
     {"loop": loop, "prompts": prompts, "baseline": baseline, "target": target}[args.what](args)
 

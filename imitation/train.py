@@ -23,7 +23,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +207,47 @@ class TrainConfig:
     def from_json(cls, data: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Budget:
+    """A wall-clock deadline for a training run (a recipe's ``--minutes``): the run times its steps
+    ``measure // 5`` to ``measure``, then fixes its total to as many steps as fit before
+    ``deadline`` (at most the config's ``steps``, at least ``measure``), with an evaluation and a
+    checkpoint at every tenth of them.
+
+    The timed steps lie inside the learning-rate warm-up (``measure`` is cut to ``warmup``), whose
+    rates do not depend on the total, and nothing else a step computes depends on it: the run is
+    the one a config with the planned ``steps``, ``eval_every`` and ``checkpoint_every`` gives
+    (``plan`` records them), so a budget decides how long a run trains, never what a step does.
+    A machine that slows down after the plan makes the run end late; none of the plan is revised."""
+
+    deadline: float
+    """``time.perf_counter()`` by which the last step should end."""
+    measure: int = 100
+    share: float = 0.95
+    """Of the time left when the plan is made, the share given to steps: the rest absorbs
+    evaluations, checkpoints and a machine that slows down by a few percent."""
+    plan: dict = field(default_factory=dict)
+    """Filled when the plan is made: the measured seconds per step and the planned fields."""
+
+    def timed(self, cfg: TrainConfig) -> tuple[int, int]:
+        """The steps between which the rate is measured: (first, last)."""
+        last = min(self.measure, cfg.warmup, cfg.steps)
+        if last < 2:
+            raise ConfigError(f"a time budget times the first steps of the warm-up; give --warmup and --steps of at "
+                              f"least 2 (got warmup {cfg.warmup}, steps {cfg.steps})")
+        return max(1, last // 5), last
+
+    def planned(self, cfg: TrainConfig, seconds_per_step: float, now: float) -> TrainConfig:
+        """``cfg`` with the steps that fit the time left after step ``timed(cfg)[1]``."""
+        done = self.timed(cfg)[1]
+        left = max(0.0, self.deadline - now) * self.share
+        steps = max(done, min(cfg.steps, done + int(left / seconds_per_step)))
+        every = -(-steps // 10)
+        self.plan = {"seconds_per_step": round(seconds_per_step, 5), "seconds_left": round(self.deadline - now, 1),
+                     "steps": steps, "eval_every": every, "checkpoint_every": every, "at_most": cfg.steps}
+        return replace(cfg, steps=steps, eval_every=every, checkpoint_every=every)
 
 
 class NonFiniteLoss(ConfigError):
@@ -426,8 +467,9 @@ def load_episodes(data: Dataset, processes: int = 1, pairs: bool | None = None,
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          on_log: Callable[[dict], None] | None = None) -> dict:
-    """The local training loop; returns the last metrics.
+          on_log: Callable[[dict], None] | None = None, budget: Budget | None = None) -> dict:
+    """The local training loop; returns the last metrics. With ``budget`` the run's length is
+    planned to end by its deadline (``Budget``; its ``plan`` says what was planned).
 
     This is the local loop's entry point (the CLI and the tests call it; each Ray worker's is
     ``train_ray._loop``), so it applies ``cfg.threads`` to the process before anything is built.
@@ -437,6 +479,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     check_device(cfg.device)
+    if budget is not None and resume:
+        raise ConfigError("a time budget plans a run from its first step; resume without one")
+    timed = budget.timed(cfg) if budget is not None else None
     out = Path(cfg.out)
     if not resume and (out / "latest.json").exists():  # before any work (and any warning about the data)
         raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
@@ -472,6 +517,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise ConfigError(f"{err}; {_after_divergence(out)}") from None
         seen += metrics["samples"]
         step = trainer.step
+        if timed is not None and step == timed[0]:
+            t_timed = time.perf_counter()
+        elif timed is not None and step == timed[1]:
+            now = time.perf_counter()
+            cfg = trainer.cfg = budget.planned(cfg, (now - t_timed) / (timed[1] - timed[0]), now)
+            bar.total = cfg.steps
+            _log(log_path, writer, "plan", {"step": step, **budget.plan})
         if step % cfg.log_every == 0 or step == cfg.steps:
             metrics["samples_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
             _log(log_path, writer, "train", metrics)

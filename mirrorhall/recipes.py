@@ -11,8 +11,8 @@ fresh folder and times each one::
     OUT/recipe.json   the recipe, the machine, each stage's seconds and the headline figure
 
 ``reference`` is the shipped ``checkpoints/reference``'s recipe (6,000 steps: 39-55 minutes on the
-2-core CPUs measured, ``docs/benchmarks.md``); ``fast`` is the same cut to a 20-minute budget
-on such a machine; ``tiny`` runs every stage at a scale that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
+2-core CPUs measured, ``docs/benchmarks.md``); ``fast`` is the same fitted to a 20-minute budget
+(``Recipe.minutes``: as many steps as the machine runs in time); ``tiny`` runs every stage at a scale that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
 same seed and thread count on CPU.
 """
 
@@ -44,6 +44,9 @@ class Recipe:
     probe_seed: int = 1
     target: float | None = None
     """Fraction of attainable information at K = 10 the recipe is meant to reach."""
+    minutes: float | None = None
+    """A wall-clock budget from nothing to the probe's result: the training stage then runs as many
+    steps as fit (``imitation.train.Budget``), at most ``train["steps"]``; None: exactly those steps."""
 
 
 REFERENCE = Recipe(
@@ -63,12 +66,12 @@ RECIPES = {
     "reference": REFERENCE,
     "fast": replace(
         REFERENCE,
-        description="the reference recipe cut to 20 minutes on 2 CPU cores with bf16 units: 3,300 steps instead of "
-                    "6,000, made-up prompts drawn 8 a kind per batch (--unreadable-draws 8) and an average of the "
-                    "weights (--ema 0.998) as the model (16.0-20.4 minutes from nothing on a 2-core Zen 4 at three "
-                    "training seeds, imitate K = 10 0.829-0.881 at seed 1; docs/benchmarks.md)",
-        train={**REFERENCE.train, "steps": 3300, "eval_every": 330, "checkpoint_every": 330, "unreadable_draws": 8,
-               "ema": 0.998}),
+        description="the reference recipe fitted to 20 minutes from nothing: training runs as many of the "
+                    "reference's 6,000 steps as fit the budget (timed in the warm-up, then fixed), with made-up "
+                    "prompts drawn 8 a kind per batch (--unreadable-draws 8) and an average of the weights "
+                    "(--ema 0.998) as the model (about 3,300 steps on a 2-core Zen 4 at 25k samples/s; "
+                    "docs/benchmarks.md)",
+        train={**REFERENCE.train, "unreadable_draws": 8, "ema": 0.998}, minutes=20),
     "families": Recipe(
         description="the reference recipe on `lab-families` (lab plus every persona family) with a model that "
                     "reads recency-weighted evidence and where each move leads (--recency 2 8 --place), the "
@@ -106,19 +109,30 @@ def machine() -> dict:
             "load_average_at_start": [round(x, 2) for x in load] if load else None}
 
 
+AFTER_TRAINING_S = 20.0
+"""What a budget keeps back for export and the probe (about 10 s for the full-scale imitate probe
+on 2 cores)."""
+
+
 def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0, processes: int | None = None,
-               log: Callable[[str], None] = print, progress: bool = False, train_overrides: dict | None = None) -> dict:
+               log: Callable[[str], None] = print, progress: bool = False, train_overrides: dict | None = None,
+               minutes: float | None = None) -> dict:
     """Run recipe ``name`` into the new folder ``out``; returns (and writes) ``out/recipe.json``.
-    ``train_overrides`` replaces training fields of the recipe (a variant; recorded as such)."""
+    ``train_overrides`` replaces training fields of the recipe (a variant; recorded as such).
+    ``minutes`` replaces the recipe's budget (0: none, train exactly its steps); with a budget,
+    ``recipe.json``'s ``train`` holds the planned steps and ``budget`` the plan."""
     from mirrorhall.analysis.common import ModelProbe
     from mirrorhall.analysis.report import run_probe
     from mirrorhall.imitation.checkpoint import export_checkpoint
     from mirrorhall.imitation.generate import GenerateConfig, generate
-    from mirrorhall.imitation.train import TrainConfig, resolve_precision, train
+    from mirrorhall.imitation.train import Budget, TrainConfig, resolve_precision, train
 
     recipe = get_recipe(name)
     if train_overrides:
         recipe = replace(recipe, train={**recipe.train, **train_overrides})
+    if minutes is not None:
+        check_minutes(minutes)
+        recipe = replace(recipe, minutes=minutes or None)
     out = Path(out)
     processes = processes or max(1, min(os.cpu_count() or 1, 16))
     gen = GenerateConfig(**recipe.generate)
@@ -137,8 +151,15 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
         log(f"{title}: {result['seconds'][title]:.1f} s")
         return value
 
+    budget = Budget(t_start + recipe.minutes * 60 - AFTER_TRAINING_S) if recipe.minutes else None
     stage("generate", lambda: generate(gen, out / "data", processes=processes))
-    metrics = stage("train", lambda: train(cfg, progress=progress))
+    metrics = stage("train", lambda: train(cfg, progress=progress, budget=budget))
+    if budget is not None:
+        plan = budget.plan
+        result["train"] = {**result["train"], **{k: plan[k] for k in ("steps", "eval_every", "checkpoint_every")}}
+        result["budget"] = plan
+        log(f"budget of {recipe.minutes:g} minutes: {plan['steps']} steps planned at {plan['seconds_per_step']:.3f} s "
+            f"a step (at most {plan['at_most']})")
     checkpoint = stage("export", lambda: export_checkpoint(out / "run", out / "checkpoint"))
     probe = stage("probe", lambda: run_probe("imitate", ModelProbe(checkpoint), out / "probe", gen.population,
                                              seed=recipe.probe_seed, episodes=recipe.probe_episodes,
@@ -149,6 +170,11 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
     result["checkpoint"] = str(checkpoint)
     (out / "recipe.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def check_minutes(minutes: float) -> None:
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 <= minutes <= 10**4:
+        raise ConfigError(f"--minutes must be a number of minutes in 0..10000 (0: no budget), got {minutes!r}")
 
 
 def fraction_at(probe: dict, k: int) -> float | None:

@@ -146,10 +146,11 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_units(tmp_path, e
 
 @pytest.mark.slow
 def test_the_tiny_recipe_runs_from_nothing_to_a_probed_checkpoint(tmp_path, capsys):
-    """`mirrorhall recipe tiny`: a dataset, a run, an exported checkpoint and the imitate probe's JSON,
-    with every stage timed; the headline figure printed is the one in the probe's JSON."""
+    """`mirrorhall recipe tiny --minutes 5`: a dataset, a run, an exported checkpoint and the imitate
+    probe's JSON, with every stage timed and the budget's plan recorded; the headline figure printed
+    is the one in the probe's JSON."""
     out = tmp_path / "recipe"
-    mirrorhall("recipe", "tiny", "--out", str(out), "--threads", "1")
+    mirrorhall("recipe", "tiny", "--out", str(out), "--threads", "1", "--minutes", "5")
     printed = capsys.readouterr().out
     result = json.loads((out / "recipe.json").read_text())
     assert set(result["seconds"]) == {"generate", "train", "export", "probe", "total"}
@@ -160,6 +161,9 @@ def test_the_tiny_recipe_runs_from_nothing_to_a_probed_checkpoint(tmp_path, caps
     assert result["fraction_at_K10"] == k10["fraction"]["mean"]
     assert f"{result['fraction_at_K10']:.3f}" in printed and "generate:" in printed
     assert result["train_metrics"]["step"] == result["train"]["steps"]
+    # five minutes hold the recipe's 30 steps many times over: the budget plans all of them
+    assert result["minutes"] == 5 and result["budget"]["steps"] == result["budget"]["at_most"] == 30
+    assert "budget of 5 minutes: 30 steps planned" in printed
     assert result["precision_used"] == "fp32" and "training precision: fp32" in printed
     net, _, meta = load_model(out / "checkpoint")
     assert meta["dataset"]["population"] == "lab" and meta["run_config"]["size"] == "tiny"
@@ -172,17 +176,18 @@ def test_the_recipe_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("mine")
     for argv, message in ((["recipe", "nope", "--out", str(tmp_path / "a")], "unknown recipe"),
                           (["recipe", "tiny", "--out", str(tmp_path / "full")], "not empty"),
-                          (["recipe", "tiny", "--out", str(tmp_path / "b"), "--device", "tpu"], "--device")):
+                          (["recipe", "tiny", "--out", str(tmp_path / "b"), "--device", "tpu"], "--device"),
+                          (["recipe", "tiny", "--out", str(tmp_path / "c"), "--minutes", "-3"], "--minutes must be")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "Traceback" not in err
     assert (tmp_path / "full" / "x").read_text() == "mine" and not (tmp_path / "a").exists()
 
 
-def test_every_recipe_is_valid_and_fast_is_the_reference_cut_to_its_budget(tmp_path):
+def test_every_recipe_is_valid_and_fast_is_the_reference_fitted_to_its_budget(tmp_path):
     """Each recipe's fields make a valid dataset and training config; `fast` is the reference recipe
-    with a shorter schedule, 8 made-up prompts a kind per batch and the weights' average, nothing
-    else changed (its data, model, prompts and probe are the reference's)."""
+    with a 20-minute budget (as many of its steps as fit), 8 made-up prompts a kind per batch and the
+    weights' average, nothing else changed (its data, model, prompts and probe are the reference's)."""
     from mirrorhall.recipes import RECIPES
 
     for recipe in RECIPES.values():
@@ -192,5 +197,5 @@ def test_every_recipe_is_valid_and_fast_is_the_reference_cut_to_its_budget(tmp_p
     assert fast.generate == ref.generate and fast.target == ref.target == 0.89
     assert (fast.probe_scale, fast.probe_seed) == (ref.probe_scale, ref.probe_seed)
     changed = {k for k in fast.train.keys() | ref.train.keys() if fast.train.get(k) != ref.train.get(k)}
-    assert changed == {"steps", "eval_every", "checkpoint_every", "unreadable_draws", "ema"}
-    assert fast.train["steps"] < ref.train["steps"] and 0 < fast.train["ema"] < 1
+    assert changed == {"unreadable_draws", "ema"} and 0 < fast.train["ema"] < 1
+    assert (fast.minutes, ref.minutes) == (20, None)

@@ -112,6 +112,47 @@ def test_resume_continues_the_same_run(tmp_path, small_data):
         train(TrainConfig(out=str(killed), **{**cfg, "size": "small", "steps": 60}), resume=True, progress=False)
 
 
+def test_a_time_budget_plans_the_run_a_plain_config_replays(tmp_path, small_data):
+    """A budget times the warm-up's steps and fixes the total to what fits the deadline; the run is
+    then the same, weight for weight, as one given the planned steps and cadence outright. A
+    deadline already past leaves only the timed steps; bad budgets are refused in one line."""
+    import time
+
+    from mirrorhall.errors import ConfigError
+    from mirrorhall.imitation.train import Budget
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(data=str(small_data), out=str(tmp_path / "budget"), steps=10_000, size="tiny", warmup=10,
+                      eval_every=5_000, checkpoint_every=5_000, log_every=5, episodes_per_batch=4,
+                      samples_per_episode=32)
+    budget = Budget(time.perf_counter() + 4.0)
+    last = train(cfg, progress=False, budget=budget)
+    plan = budget.plan
+    assert 10 < plan["steps"] < 10_000 and last["step"] == plan["steps"] and plan["at_most"] == 10_000
+    assert plan["eval_every"] == plan["checkpoint_every"] == -(-plan["steps"] // 10)
+    assert metrics(Path(cfg.out), "plan")[0]["steps"] == plan["steps"]
+    every = plan["eval_every"]
+    assert [m["step"] for m in metrics(Path(cfg.out), "eval")] == sorted({*range(every, plan["steps"] + 1, every),
+                                                                          plan["steps"]})
+    replay = dataclasses.replace(cfg, out=str(tmp_path / "replay"), steps=plan["steps"],
+                                 eval_every=plan["eval_every"], checkpoint_every=plan["checkpoint_every"])
+    train(replay, progress=False)
+    assert [m["loss"] for m in metrics(Path(cfg.out), "train")] == [m["loss"] for m in metrics(Path(replay.out), "train")]
+    wa, _, ma = load_model(Path(cfg.out))
+    wb, _, mb = load_model(Path(replay.out))
+    assert ma["run_config"]["steps"] == mb["run_config"]["steps"] == plan["steps"]
+    for (name, pa), (_, pb) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+
+    late = Budget(0.0)
+    last = train(dataclasses.replace(cfg, out=str(tmp_path / "late")), progress=False, budget=late)
+    assert late.plan["steps"] == last["step"] == 10 and late.plan["seconds_left"] < 0
+    with pytest.raises(ConfigError, match="give --warmup and --steps of at least 2"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "w"), warmup=1), progress=False, budget=Budget(0.0))
+    with pytest.raises(ConfigError, match="resume without one"):
+        train(cfg, resume=True, progress=False, budget=Budget(0.0))
+
+
 @pytest.mark.slow
 def test_incremental_acting_equals_the_batch_path(small_data, small_run):
     """ModelPolicy's running sums give the probabilities of the training forward pass (1e-6)."""

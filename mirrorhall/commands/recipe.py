@@ -37,6 +37,9 @@ class RecipeConfig:
     """torch threads (0: leave torch's default)."""
     processes: int | None = None
     """Processes that generate and load the data (None: one per CPU core)."""
+    minutes: float | None = option(None, metavar="M")
+    """Wall-clock budget from nothing to the probe's result: training runs as many steps as fit,
+    at most the recipe's (None: the recipe's own budget; 0: none, exactly the recipe's steps)."""
     progress: bool = True
     """Show the training progress bar on stderr."""
 
@@ -45,6 +48,10 @@ class RecipeConfig:
             raise ConfigError(f"unknown recipe {self.name!r}; known: {', '.join(recipe_names())}")
         check_run_options(self.device, self.processes)
         check_path("--out", self.out)
+        if self.minutes is not None:
+            from mirrorhall.recipes import check_minutes
+
+            check_minutes(self.minutes)
 
 
 def recipe(cfg: RecipeConfig) -> int:
@@ -59,7 +66,7 @@ def recipe(cfg: RecipeConfig) -> int:
     # a failure keeps a training run that has a checkpoint (``mirrorhall train --resume`` continues it)
     with undo_on_failure(out, keep=lambda entry: entry.name == "run" and any(entry.glob("checkpoints/step-*"))):
         result = run_recipe(cfg.name, out, device=cfg.device, threads=cfg.threads, processes=cfg.processes,
-                            progress=cfg.progress)
+                            progress=cfg.progress, minutes=cfg.minutes)
     fraction = result["fraction_at_K10"]
     shown = "n/a" if fraction is None else f"{fraction:.3f}"
     print(f"total: {result['seconds']['total']:.1f} s; imitate fraction of attainable information at K = 10: "
