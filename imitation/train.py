@@ -73,6 +73,7 @@ MODEL_SIZES = {
 }
 
 PRECISIONS = ("fp32", "bf16", "auto")
+SCHEDULES = ("cosine", "linear")
 
 
 def native_bf16(device: str | torch.device) -> bool:
@@ -111,7 +112,15 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100
-    """Linear warm-up steps, then cosine decay to 10% of lr."""
+    """Linear warm-up steps, then the decay ``schedule`` names."""
+    schedule: str = "cosine"
+    """After the warm-up: cosine (decay to 10% of lr along a half cosine) or linear (straight down to
+    zero at the end of the run)."""
+    totals: tuple[tuple[int, int], ...] = ()
+    """The totals a time budget (``Budget``) gave the run as it went: (from step, total) pairs, the
+    first from the end of the warm-up; from each step on, the learning rate decays from its value
+    there to the schedule's end at that total. The last total is ``steps``. Empty: one total,
+    ``steps``, from the start."""
     grad_clip: float = 1.0
     ema: float = 0.0
     """Decay of an exponential moving average of the weights kept during training (0: none; 0.998
@@ -188,6 +197,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
                 raise ValueError(f"{f} must be in [0, 1){hint}, got {v!r}")
         object.__setattr__(self, "recency", check_recency(self.recency))
+        object.__setattr__(self, "totals", check_totals(self.totals, self.warmup, self.steps))
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -211,43 +223,69 @@ class TrainConfig:
 
 @dataclass
 class Budget:
-    """A wall-clock deadline for a training run (a recipe's ``--minutes``): the run times its steps
-    ``measure // 5`` to ``measure``, then fixes its total to as many steps as fit before
-    ``deadline`` (at most the config's ``steps``, at least ``measure``), with an evaluation and a
-    checkpoint at every tenth of them.
+    """A wall-clock deadline for a training run (a recipe's ``--minutes``). The run times its steps
+    ``measure // 5`` to ``measure``, then plans its total: as many steps as fit before ``deadline``
+    (at most the config's ``steps``, at least ``measure``), with an evaluation and a checkpoint at
+    every tenth of them. Twenty times over the run it times the steps since the last look and
+    plans again when the steps that now fit differ from the total by more than 2%: the learning
+    rate then decays from its value there to the new end (``TrainConfig.totals``), so a machine
+    that slows down or speeds up moves the end of the schedule, not the deadline.
 
     The timed steps lie inside the learning-rate warm-up (``measure`` is cut to ``warmup``), whose
     rates do not depend on the total, and nothing else a step computes depends on it: the run is
-    the one a config with the planned ``steps``, ``eval_every`` and ``checkpoint_every`` gives
-    (``plan`` records them), so a budget decides how long a run trains, never what a step does.
-    A machine that slows down after the plan makes the run end late; none of the plan is revised."""
+    the one a config with the planned ``steps``, ``totals``, ``eval_every`` and ``checkpoint_every``
+    gives (``plan`` records them), so a budget decides how long a run trains, never what a step
+    does."""
 
     deadline: float
     """``time.perf_counter()`` by which the last step should end."""
     measure: int = 100
-    share: float = 0.95
-    """Of the time left when the plan is made, the share given to steps: the rest absorbs
-    evaluations, checkpoints and a machine that slows down by a few percent."""
+    share: float = 0.97
+    """Of the time left at each plan, the share given to steps: the rest absorbs evaluations and
+    checkpoints."""
     plan: dict = field(default_factory=dict)
-    """Filled when the plan is made: the measured seconds per step and the planned fields."""
+    """Filled as the run goes: the first plan's measured seconds per step and fields, and every later
+    total (``totals``)."""
+    _last: tuple[int, float] = field(default=(0, 0.0), init=False, repr=False)
+    """The step and time of the last plan or look."""
 
     def timed(self, cfg: TrainConfig) -> tuple[int, int]:
-        """The steps between which the rate is measured: (first, last)."""
+        """The steps between which the rate is first measured: (first, last)."""
         last = min(self.measure, cfg.warmup, cfg.steps)
         if last < 2:
             raise ConfigError(f"a time budget times the first steps of the warm-up; give --warmup and --steps of at "
                               f"least 2 (got warmup {cfg.warmup}, steps {cfg.steps})")
         return max(1, last // 5), last
 
+    def fits(self, step: int, seconds_per_step: float, now: float, at_most: int) -> int:
+        """The total that ends by the deadline at this rate, counted from ``step``."""
+        left = max(0.0, self.deadline - now) * self.share
+        return max(step, min(at_most, step + int(left / seconds_per_step)))
+
     def planned(self, cfg: TrainConfig, seconds_per_step: float, now: float) -> TrainConfig:
         """``cfg`` with the steps that fit the time left after step ``timed(cfg)[1]``."""
         done = self.timed(cfg)[1]
-        left = max(0.0, self.deadline - now) * self.share
-        steps = max(done, min(cfg.steps, done + int(left / seconds_per_step)))
+        steps = self.fits(done, seconds_per_step, now, cfg.steps)
         every = -(-steps // 10)
         self.plan = {"seconds_per_step": round(seconds_per_step, 5), "seconds_left": round(self.deadline - now, 1),
-                     "steps": steps, "eval_every": every, "checkpoint_every": every, "at_most": cfg.steps}
+                     "steps": steps, "eval_every": every, "checkpoint_every": every, "at_most": cfg.steps,
+                     "totals": [], "look_every": max(1, steps // 20)}
+        self._last = (done, now)
         return replace(cfg, steps=steps, eval_every=every, checkpoint_every=every)
+
+    def revised(self, cfg: TrainConfig, step: int, now: float) -> TrainConfig | None:
+        """At a look (every ``plan["look_every"]`` steps after the warm-up, before the last): ``cfg``
+        with a new total when the steps that fit differ from it by more than 2%, else None."""
+        if step < cfg.warmup or step % self.plan["look_every"] or step >= cfg.steps:
+            return None
+        seconds_per_step = (now - self._last[1]) / (step - self._last[0])
+        self._last = (step, now)
+        steps = self.fits(step, seconds_per_step, now, self.plan["at_most"])
+        if abs(steps - cfg.steps) <= 0.02 * cfg.steps or steps <= step:
+            return None
+        totals = (cfg.totals or ((cfg.warmup, cfg.steps),)) + ((step, steps),)
+        self.plan.update(steps=steps, totals=[list(t) for t in totals])
+        return replace(cfg, steps=steps, totals=totals)
 
 
 class NonFiniteLoss(ConfigError):
@@ -262,11 +300,37 @@ class NonFiniteLoss(ConfigError):
         return type(self), (self.step, self.loss, self.grad_norm)
 
 
+def check_totals(totals, warmup: int, steps: int) -> tuple[tuple[int, int], ...]:
+    """``TrainConfig.totals`` as a tuple of (step, total) int pairs, or a one-line error."""
+    try:
+        out = tuple((int(a), int(b)) for a, b in totals)
+        exact = all(isinstance(v, int) and not isinstance(v, bool) for pair in totals for v in pair)
+    except (TypeError, ValueError):
+        exact = False
+    if not exact or (out and (out[0][0] != warmup or out[-1][1] != steps
+                              or any(b <= a for a, b in out) or any(b[0] <= a[0] for a, b in zip(out, out[1:], strict=False)))):
+        raise ValueError(f"totals must be (step, total) pairs, the first from the warm-up's end ({warmup}), steps "
+                         f"rising, each total past its step, the last total --steps ({steps}); got {totals!r}")
+    return out
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    segments = cfg.totals or ((cfg.warmup, cfg.steps),)
+    top, floor = cfg.lr, 0.0 if cfg.schedule == "linear" else 0.1  # floor: a share of the first segment's top
+    for i, (start, total) in enumerate(segments):
+        end = segments[i + 1][0] if i + 1 < len(segments) else None
+        at = step if end is None or step < end else end
+        progress = min(1.0, (at - start) / max(1, total - start))
+        if cfg.schedule == "linear":
+            value = top * (floor + (1 - floor) * (1.0 - progress))
+        else:
+            value = top * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        if at == step:
+            return value
+        top, floor = value, floor * top / value  # the next segment falls from here to the same floor
+    raise AssertionError("unreachable")
 
 
 def soft_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -517,13 +581,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise ConfigError(f"{err}; {_after_divergence(out)}") from None
         seen += metrics["samples"]
         step = trainer.step
-        if timed is not None and step == timed[0]:
-            t_timed = time.perf_counter()
-        elif timed is not None and step == timed[1]:
+        if timed is not None:
             now = time.perf_counter()
-            cfg = trainer.cfg = budget.planned(cfg, (now - t_timed) / (timed[1] - timed[0]), now)
-            bar.total = cfg.steps
-            _log(log_path, writer, "plan", {"step": step, **budget.plan})
+            plan = None
+            if step == timed[0]:
+                t_timed = now
+            elif step == timed[1]:
+                plan = budget.planned(cfg, (now - t_timed) / (timed[1] - timed[0]), now)
+            elif step > timed[1]:
+                plan = budget.revised(cfg, step, now)
+            if plan is not None:
+                cfg = trainer.cfg = plan
+                bar.total = cfg.steps
+                _log(log_path, writer, "plan", {"step": step, "steps": cfg.steps,
+                                                "seconds_left": round(budget.deadline - now, 1)})
         if step % cfg.log_every == 0 or step == cfg.steps:
             metrics["samples_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
             _log(log_path, writer, "train", metrics)

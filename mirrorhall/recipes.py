@@ -67,11 +67,12 @@ RECIPES = {
     "fast": replace(
         REFERENCE,
         description="the reference recipe fitted to 20 minutes from nothing: training runs as many of the "
-                    "reference's 6,000 steps as fit the budget (timed in the warm-up, then fixed), with made-up "
+                    "reference's 6,000 steps as fit the budget (planned from the rate measured in the warm-up and "
+                    "revised as it goes), the learning rate falling linearly to zero at the end, with made-up "
                     "prompts drawn 8 a kind per batch (--unreadable-draws 8) and an average of the weights "
                     "(--ema 0.998) as the model (about 3,300 steps on a 2-core Zen 4 at 25k samples/s; "
                     "docs/benchmarks.md)",
-        train={**REFERENCE.train, "unreadable_draws": 8, "ema": 0.998}, minutes=20),
+        train={**REFERENCE.train, "unreadable_draws": 8, "ema": 0.998, "schedule": "linear"}, minutes=20),
     "families": Recipe(
         description="the reference recipe on `lab-families` (lab plus every persona family) with a model that "
                     "reads recency-weighted evidence and where each move leads (--recency 2 8 --place), the "
@@ -156,10 +157,10 @@ def run_recipe(name: str, out: str | Path, device: str = "cpu", threads: int = 0
     metrics = stage("train", lambda: train(cfg, progress=progress, budget=budget))
     if budget is not None:
         plan = budget.plan
-        result["train"] = {**result["train"], **{k: plan[k] for k in ("steps", "eval_every", "checkpoint_every")}}
+        result["train"] = {**result["train"], **{k: plan[k] for k in ("steps", "totals", "eval_every", "checkpoint_every")}}
         result["budget"] = plan
-        log(f"budget of {recipe.minutes:g} minutes: {plan['steps']} steps planned at {plan['seconds_per_step']:.3f} s "
-            f"a step (at most {plan['at_most']})")
+        log(f"budget of {recipe.minutes:g} minutes: {plan['steps']} steps (at most {plan['at_most']}; first planned at "
+            f"{plan['seconds_per_step']:.3f} s a step, {len(plan['totals'][1:])} later plans)")
     checkpoint = stage("export", lambda: export_checkpoint(out / "run", out / "checkpoint"))
     probe = stage("probe", lambda: run_probe("imitate", ModelProbe(checkpoint), out / "probe", gen.population,
                                              seed=recipe.probe_seed, episodes=recipe.probe_episodes,

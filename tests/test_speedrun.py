@@ -163,7 +163,7 @@ def test_the_tiny_recipe_runs_from_nothing_to_a_probed_checkpoint(tmp_path, caps
     assert result["train_metrics"]["step"] == result["train"]["steps"]
     # five minutes hold the recipe's 30 steps many times over: the budget plans all of them
     assert result["minutes"] == 5 and result["budget"]["steps"] == result["budget"]["at_most"] == 30
-    assert "budget of 5 minutes: 30 steps planned" in printed
+    assert "budget of 5 minutes: 30 steps (at most 30" in printed
     assert result["precision_used"] == "fp32" and "training precision: fp32" in printed
     net, _, meta = load_model(out / "checkpoint")
     assert meta["dataset"]["population"] == "lab" and meta["run_config"]["size"] == "tiny"
@@ -186,8 +186,8 @@ def test_the_recipe_command_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 def test_every_recipe_is_valid_and_fast_is_the_reference_fitted_to_its_budget(tmp_path):
     """Each recipe's fields make a valid dataset and training config; `fast` is the reference recipe
-    with a 20-minute budget (as many of its steps as fit), 8 made-up prompts a kind per batch and the
-    weights' average, nothing else changed (its data, model, prompts and probe are the reference's)."""
+    with a 20-minute budget (as many of its steps as fit), the learning rate falling linearly to zero,
+    8 made-up prompts a kind per batch and the weights' average, nothing else changed (its data, model, prompts and probe are the reference's)."""
     from mirrorhall.recipes import RECIPES
 
     for recipe in RECIPES.values():
@@ -197,5 +197,5 @@ def test_every_recipe_is_valid_and_fast_is_the_reference_fitted_to_its_budget(tm
     assert fast.generate == ref.generate and fast.target == ref.target == 0.89
     assert (fast.probe_scale, fast.probe_seed) == (ref.probe_scale, ref.probe_seed)
     changed = {k for k in fast.train.keys() | ref.train.keys() if fast.train.get(k) != ref.train.get(k)}
-    assert changed == {"unreadable_draws", "ema"} and 0 < fast.train["ema"] < 1
+    assert changed == {"unreadable_draws", "ema", "schedule"} and 0 < fast.train["ema"] < 1
     assert (fast.minutes, ref.minutes) == (20, None)

@@ -112,35 +112,66 @@ def test_resume_continues_the_same_run(tmp_path, small_data):
         train(TrainConfig(out=str(killed), **{**cfg, "size": "small", "steps": 60}), resume=True, progress=False)
 
 
+def test_learning_rate_schedules_share_the_warm_up_and_end_where_they_say():
+    """Both schedules climb linearly over the warm-up (the same rates, whatever the total: what a
+    time budget relies on); cosine then falls to 10% of lr at the last step, linear to zero, each
+    never rising after the warm-up."""
+    from mirrorhall.imitation.train import lr_at
+
+    runs = {(schedule, steps): TrainConfig(data="d", out="o", lr=4e-3, warmup=10, steps=steps, schedule=schedule)
+            for schedule in ("cosine", "linear") for steps in (50, 400)}
+    warm = {key: [lr_at(cfg, s) for s in range(10)] for key, cfg in runs.items()}
+    assert len({tuple(v) for v in warm.values()}) == 1 and warm["cosine", 50][-1] == 4e-3
+    for (schedule, steps), cfg in runs.items():
+        after = [lr_at(cfg, s) for s in range(10, steps + 1)]
+        assert all(a >= b for a, b in zip(after, after[1:], strict=False)) and after[0] == 4e-3
+        assert after[-1] == pytest.approx(4e-4 if schedule == "cosine" else 0.0, abs=1e-12)
+    assert lr_at(runs["linear", 400], 205) == pytest.approx(2e-3)  # halfway down the line
+    with pytest.raises(ValueError, match="schedule must be one of cosine, linear, got 'step'"):
+        TrainConfig(data="d", out="o", schedule="step")
+
+
 def test_a_time_budget_plans_the_run_a_plain_config_replays(tmp_path, small_data):
-    """A budget times the warm-up's steps and fixes the total to what fits the deadline; the run is
-    then the same, weight for weight, as one given the planned steps and cadence outright. A
-    deadline already past leaves only the timed steps; bad budgets are refused in one line."""
+    """A budget times the warm-up's steps and fixes the total to what fits the deadline; when the
+    machine slows down (here: a pause after every step from step 30 on) it plans a shorter total and
+    the learning rate falls to the new end. The run is then the same, weight for weight, as one given
+    the planned steps, totals and cadence outright. A deadline already past leaves only the timed
+    steps; bad budgets are refused in one line."""
     import time
 
     from mirrorhall.errors import ConfigError
-    from mirrorhall.imitation.train import Budget
+    from mirrorhall.imitation.train import Budget, lr_at
 
     torch.set_num_threads(1)
     cfg = TrainConfig(data=str(small_data), out=str(tmp_path / "budget"), steps=10_000, size="tiny", warmup=10,
                       eval_every=5_000, checkpoint_every=5_000, log_every=5, episodes_per_batch=4,
-                      samples_per_episode=32)
-    budget = Budget(time.perf_counter() + 4.0)
-    last = train(cfg, progress=False, budget=budget)
+                      samples_per_episode=32, schedule="linear")
+
+    def slow_down(m):
+        if m["step"] >= 30:
+            time.sleep(0.03)
+
+    budget = Budget(time.perf_counter() + 6.0)
+    last = train(cfg, progress=False, budget=budget, on_log=slow_down)
     plan = budget.plan
     assert 10 < plan["steps"] < 10_000 and last["step"] == plan["steps"] and plan["at_most"] == 10_000
-    assert plan["eval_every"] == plan["checkpoint_every"] == -(-plan["steps"] // 10)
-    assert metrics(Path(cfg.out), "plan")[0]["steps"] == plan["steps"]
+    assert plan["eval_every"] == plan["checkpoint_every"] and len(plan["totals"]) >= 2
+    first, *later = plan["totals"]
+    assert first[0] == 10 and later[-1][1] == plan["steps"] and min(t for _, t in later) < first[1], plan["totals"]
+    planned = [m["steps"] for m in metrics(Path(cfg.out), "plan")]
+    assert planned[0] == first[1] and planned[-1] == plan["steps"] and len(planned) == len(plan["totals"])
     every = plan["eval_every"]
     assert [m["step"] for m in metrics(Path(cfg.out), "eval")] == sorted({*range(every, plan["steps"] + 1, every),
                                                                           plan["steps"]})
-    replay = dataclasses.replace(cfg, out=str(tmp_path / "replay"), steps=plan["steps"],
-                                 eval_every=plan["eval_every"], checkpoint_every=plan["checkpoint_every"])
+    replay = dataclasses.replace(cfg, out=str(tmp_path / "replay"), steps=plan["steps"], totals=plan["totals"],
+                                 eval_every=every, checkpoint_every=plan["checkpoint_every"])
     train(replay, progress=False)
-    assert [m["loss"] for m in metrics(Path(cfg.out), "train")] == [m["loss"] for m in metrics(Path(replay.out), "train")]
+    ran = {m["step"]: (m["loss"], m["lr"]) for m in metrics(Path(cfg.out), "train")}
+    assert ran == {m["step"]: (m["loss"], m["lr"]) for m in metrics(Path(replay.out), "train")}
+    assert lr_at(replay, plan["steps"]) == 0.0 and ran[max(ran)][1] > 0  # linear: down to zero at the new end
     wa, _, ma = load_model(Path(cfg.out))
     wb, _, mb = load_model(Path(replay.out))
-    assert ma["run_config"]["steps"] == mb["run_config"]["steps"] == plan["steps"]
+    assert ma["run_config"]["totals"] == mb["run_config"]["totals"] == plan["totals"]
     for (name, pa), (_, pb) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
 
@@ -151,6 +182,8 @@ def test_a_time_budget_plans_the_run_a_plain_config_replays(tmp_path, small_data
         train(dataclasses.replace(cfg, out=str(tmp_path / "w"), warmup=1), progress=False, budget=Budget(0.0))
     with pytest.raises(ConfigError, match="resume without one"):
         train(cfg, resume=True, progress=False, budget=Budget(0.0))
+    with pytest.raises(ValueError, match="totals must be"):
+        dataclasses.replace(cfg, totals=((10, 500), (400, 300)))
 
 
 @pytest.mark.slow

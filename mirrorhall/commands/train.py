@@ -12,7 +12,7 @@ from pathlib import Path
 from mirrorhall.commands.common import check_output_folder, check_path, set_threads
 from mirrorhall.commands.options import Opt, option
 from mirrorhall.errors import ConfigError
-from mirrorhall.imitation.train import MODEL_SIZES, PRECISIONS, TrainConfig
+from mirrorhall.imitation.train import MODEL_SIZES, PRECISIONS, SCHEDULES, TrainConfig
 
 # Settings of TrainConfig's fields on the command line (help where the field has no docstring).
 OPTIONS = {
@@ -31,6 +31,7 @@ OPTIONS = {
     "eval_samples": Opt(help="Held-out samples per evaluation."),
     "device": Opt(metavar="{cpu,cuda,cuda:N}"),
     "precision": Opt(choices=PRECISIONS),
+    "schedule": Opt(choices=SCHEDULES),
 }
 
 
