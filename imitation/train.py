@@ -563,6 +563,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     resumed = None
     if resume:
         resumed = _resume(trainer, out, cfg)
+        cfg = trainer.cfg
         _truncate_metrics(log_path, trainer.step)
     out.mkdir(parents=True, exist_ok=True)
     # a resumed run re-runs the steps after its checkpoint: TensorBoard hides their old events
@@ -663,6 +664,9 @@ def _resume(trainer: Trainer, out: Path, cfg: TrainConfig) -> dict:
         if old.get(key, defaults.get(key)) != (list(now) if isinstance(now, tuple) else now):  # as JSON keeps it
             raise ConfigError(f"--resume: {folder}: {key} was {old.get(key)!r} in this run, now "
                              f"{getattr(cfg, key)!r}; use the original value or another --out")
+    saved = old.get("totals") or ()
+    if saved and not cfg.totals and (cfg.steps, cfg.warmup) == (old.get("steps"), old.get("warmup")):
+        trainer.cfg = replace(cfg, totals=saved)  # a run a time budget planned goes on along its plan
     meta = load_training_state(folder, trainer.core, trainer.optimizer, trainer.average)
     trainer.step = int(meta["step"])
     return meta

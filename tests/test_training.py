@@ -174,6 +174,19 @@ def test_a_time_budget_plans_the_run_a_plain_config_replays(tmp_path, small_data
     assert ma["run_config"]["totals"] == mb["run_config"]["totals"] == plan["totals"]
     for (name, pa), (_, pb) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
+    # stopped at its first checkpoint and resumed with the planned --steps alone, it goes on along its plan
+    stopped = dataclasses.replace(replay, out=str(tmp_path / "stopped"))
+
+    def stop(m):
+        if m["step"] == every:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped, progress=False, on_log=stop)
+    train(dataclasses.replace(stopped, totals=()), resume=True, progress=False)
+    wc, _, mc = load_model(Path(stopped.out))
+    assert mc["run_config"]["totals"] == plan["totals"]
+    assert all(torch.equal(pa, pc) for pa, pc in zip(wa.state_dict().values(), wc.state_dict().values(), strict=True))
 
     late = Budget(0.0)
     last = train(dataclasses.replace(cfg, out=str(tmp_path / "late")), progress=False, budget=late)
@@ -303,6 +316,26 @@ def test_device_is_checked_with_a_one_line_error(tmp_path, small_data):
                         "--ray", "--device", "cuda"], capture_output=True, text=True)
     assert r.returncode == 2 and "Ray Train workers train on cpu" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_minutes_plans_a_run_from_the_command_line(tmp_path, small_data, capsys):
+    """`mirrorhall train --minutes M`: a minute holds the 30 steps asked for, so all are planned, and
+    the plan is in metrics.jsonl; a budget that is not a positive number, or one asked of a Ray or
+    resumed run, is refused in one line."""
+    from mirrorhall.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(small_data), "--out", str(out), "--size", "tiny", "--steps", "30",
+                 "--warmup", "10", "--minutes", "1", "--no-progress", "--threads", "1"]) == 0
+    assert "step 30 (planned for 1 minutes)" in capsys.readouterr().out
+    assert [m["steps"] for m in metrics(out, "plan")] == [30]
+    for extra, message in ((["--minutes", "0"], "--minutes must be a number of minutes in (0, 10000]"),
+                           (["--minutes", "2", "--ray"], "leave it out with --ray or --resume"),
+                           (["--minutes", "2", "--resume"], "leave it out with --ray or --resume")):
+        assert main(["train", "--data", str(small_data), "--out", str(tmp_path / "no"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "no").exists()
 
 
 def test_half_export_is_half_the_size_and_acts_alike(tmp_path, small_run):

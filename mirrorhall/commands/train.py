@@ -32,6 +32,7 @@ OPTIONS = {
     "device": Opt(metavar="{cpu,cuda,cuda:N}"),
     "precision": Opt(choices=PRECISIONS),
     "schedule": Opt(choices=SCHEDULES),
+    "totals": Opt(hidden=True),  # what --minutes planned: saved in the run's config, not given by hand
 }
 
 
@@ -49,6 +50,10 @@ class TrainCommand:
     """Ray Train workers (with --ray)."""
     ray_address: str | None = option(None, metavar="ADDR")
     """Ray cluster address (with --ray)."""
+    minutes: float | None = option(None, metavar="M")
+    """Train for as many of --steps as fit this many minutes of wall-clock (planned from the rate of
+    the warm-up's steps and revised as the run goes; the planned totals are saved in the run's
+    config). Local loop only, not with --resume."""
     progress: bool = True
     """Show a progress bar on stderr."""
 
@@ -57,6 +62,11 @@ class TrainCommand:
         check_path("--out", self.config.out)
         if self.ray and self.config.device != "cpu":
             raise ConfigError("--device applies to the local loop; Ray Train workers train on cpu")
+        if self.minutes is not None:
+            if isinstance(self.minutes, bool) or not 0 < self.minutes <= 10**4:
+                raise ConfigError(f"--minutes must be a number of minutes in (0, 10000], got {self.minutes!r}")
+            if self.ray or self.resume:
+                raise ConfigError("--minutes plans a new local run; leave it out with --ray or --resume")
 
 
 RUN_ENTRIES = ("latest.json", "checkpoints", "metrics.jsonl", "tb", "ray")
@@ -84,10 +94,15 @@ def _train(cmd: TrainCommand) -> int:
 
         metrics = train_ray(cfg, workers=cmd.workers, address=cmd.ray_address, resume=cmd.resume)
     else:
+        import time
+
+        from mirrorhall.imitation.train import Budget
         from mirrorhall.imitation.train import train as train_local
 
-        metrics = train_local(cfg, resume=cmd.resume, progress=cmd.progress)
+        budget = Budget(time.perf_counter() + 60 * cmd.minutes) if cmd.minutes else None
+        metrics = train_local(cfg, resume=cmd.resume, progress=cmd.progress, budget=budget)
     shown = {k: round(v, 4) for k, v in metrics.items()
              if k.startswith(("loss", "eval_kl", "eval_ce")) and isinstance(v, float)}
-    print(f"{cfg.out}: step {metrics.get('step')}, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    planned = f" (planned for {cmd.minutes:g} minutes)" if cmd.minutes else ""
+    print(f"{cfg.out}: step {metrics.get('step')}{planned}, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
