@@ -227,7 +227,8 @@ class Budget:
     ``measure // 5`` to ``measure``, then plans its total: as many steps as fit before ``deadline``
     (at most the config's ``steps``, at least ``measure``), with an evaluation and a checkpoint at
     every tenth of them. Twenty times over the run it times the steps since the last look and
-    plans again when the steps that now fit differ from the total by more than 2%: the learning
+    plans again when the steps that now fit differ from the total by more than 2% of the steps
+    still to run: the learning
     rate then decays from its value there to the new end (``TrainConfig.totals``), so a machine
     that slows down or speeds up moves the end of the schedule, not the deadline.
 
@@ -275,13 +276,14 @@ class Budget:
 
     def revised(self, cfg: TrainConfig, step: int, now: float) -> TrainConfig | None:
         """At a look (every ``plan["look_every"]`` steps after the warm-up, before the last): ``cfg``
-        with a new total when the steps that fit differ from it by more than 2%, else None."""
+        with a new total when the steps that fit differ from it by more than 2% of those left, else
+        None."""
         if step < cfg.warmup or step % self.plan["look_every"] or step >= cfg.steps:
             return None
         seconds_per_step = (now - self._last[1]) / (step - self._last[0])
         self._last = (step, now)
         steps = self.fits(step, seconds_per_step, now, self.plan["at_most"])
-        if abs(steps - cfg.steps) <= 0.02 * cfg.steps or steps <= step:
+        if abs(steps - cfg.steps) <= 0.02 * (cfg.steps - step) or steps <= step:
             return None
         totals = (cfg.totals or ((cfg.warmup, cfg.steps),)) + ((step, steps),)
         self.plan.update(steps=steps, totals=[list(t) for t in totals])
