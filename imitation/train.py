@@ -228,9 +228,9 @@ class Budget:
     (at most the config's ``steps``, at least ``measure``), with an evaluation and a checkpoint at
     every tenth of them. Twenty times over the run it times the steps since the last look and
     plans again when the steps that now fit differ from the total by more than 2% of the steps
-    still to run: the learning
-    rate then decays from its value there to the new end (``TrainConfig.totals``), so a machine
-    that slows down or speeds up moves the end of the schedule, not the deadline.
+    still to run: the learning rate then decays from its value there to the new end
+    (``TrainConfig.totals``), so a machine that slows down or speeds up moves the end of the
+    schedule, not the deadline.
 
     The timed steps lie inside the learning-rate warm-up (``measure`` is cut to ``warmup``), whose
     rates do not depend on the total, and nothing else a step computes depends on it: the run is
@@ -282,8 +282,8 @@ class Budget:
             return None
         seconds_per_step = (now - self._last[1]) / (step - self._last[0])
         self._last = (step, now)
-        steps = self.fits(step, seconds_per_step, now, self.plan["at_most"])
-        if abs(steps - cfg.steps) <= 0.02 * (cfg.steps - step) or steps <= step:
+        steps = max(step + 1, self.fits(step, seconds_per_step, now, self.plan["at_most"]))  # past it: end now
+        if abs(steps - cfg.steps) <= 0.02 * (cfg.steps - step):
             return None
         totals = (cfg.totals or ((cfg.warmup, cfg.steps),)) + ((step, steps),)
         self.plan.update(steps=steps, totals=[list(t) for t in totals])
@@ -308,11 +308,13 @@ def check_totals(totals, warmup: int, steps: int) -> tuple[tuple[int, int], ...]
         out = tuple((int(a), int(b)) for a, b in totals)
         exact = all(isinstance(v, int) and not isinstance(v, bool) for pair in totals for v in pair)
     except (TypeError, ValueError):
-        exact = False
-    if not exact or (out and (out[0][0] != warmup or out[-1][1] != steps
-                              or any(b <= a for a, b in out) or any(b[0] <= a[0] for a, b in zip(out, out[1:], strict=False)))):
-        raise ValueError(f"totals must be (step, total) pairs, the first from the warm-up's end ({warmup}), steps "
-                         f"rising, each total past its step, the last total --steps ({steps}); got {totals!r}")
+        out, exact = (), False
+    pairs = zip(out, out[1:], strict=False)
+    if not exact or (out and (out[0][0] != warmup or out[-1][1] != steps or any(b <= a for a, b in out)
+                              or any(not a[0] < b[0] < a[1] for a, b in pairs))):
+        raise ValueError(f"totals must be (step, total) pairs, the first from the warm-up's end ({warmup}), each "
+                         f"next step after the last and before its total, each total past its step, the last total "
+                         f"--steps ({steps}); got {totals!r}")
     return out
 
 

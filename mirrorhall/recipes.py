@@ -12,8 +12,12 @@ fresh folder and times each one::
 
 ``reference`` is the shipped ``checkpoints/reference``'s recipe (6,000 steps: 39-55 minutes on the
 2-core CPUs measured, ``docs/benchmarks.md``); ``fast`` is the same fitted to a 20-minute budget
-(``Recipe.minutes``: as many steps as the machine runs in time); ``tiny`` runs every stage at a scale that finishes in seconds (the tests run it). The same recipe gives the same checkpoint for the
-same seed and thread count on CPU.
+(``Recipe.minutes``: as many steps as the machine runs in time); ``tiny`` runs every stage at a
+scale that finishes in seconds (the tests run it). A recipe without a budget gives the same
+checkpoint for the same seed and thread count on CPU; with one, how many steps it trains depends
+on the machine's speed, and its run is the one the config saved in its checkpoints gives
+(``TrainConfig.from_json`` of ``checkpoint.json``'s ``run_config``, with the planned ``steps`` and
+``totals``): training that config again gives the same weights.
 """
 
 from __future__ import annotations

@@ -163,8 +163,11 @@ def test_a_time_budget_plans_the_run_a_plain_config_replays(tmp_path, small_data
     every = plan["eval_every"]
     assert [m["step"] for m in metrics(Path(cfg.out), "eval")] == sorted({*range(every, plan["steps"] + 1, every),
                                                                           plan["steps"]})
-    replay = dataclasses.replace(cfg, out=str(tmp_path / "replay"), steps=plan["steps"], totals=plan["totals"],
-                                 eval_every=every, checkpoint_every=plan["checkpoint_every"])
+    # the config saved in the run's checkpoint, read back, is the replay
+    replay = dataclasses.replace(TrainConfig.from_json(ma_config := load_model(Path(cfg.out))[2]["run_config"]),
+                                 out=str(tmp_path / "replay"))
+    assert (replay.steps, replay.totals, replay.eval_every) == (plan["steps"], tuple(map(tuple, plan["totals"])), every)
+    assert ma_config["schedule"] == "linear"
     train(replay, progress=False)
     ran = {m["step"]: (m["loss"], m["lr"]) for m in metrics(Path(cfg.out), "train")}
     assert ran == {m["step"]: (m["loss"], m["lr"]) for m in metrics(Path(replay.out), "train")}
@@ -195,8 +198,9 @@ def test_a_time_budget_plans_the_run_a_plain_config_replays(tmp_path, small_data
         train(dataclasses.replace(cfg, out=str(tmp_path / "w"), warmup=1), progress=False, budget=Budget(0.0))
     with pytest.raises(ConfigError, match="resume without one"):
         train(cfg, resume=True, progress=False, budget=Budget(0.0))
-    with pytest.raises(ValueError, match="totals must be"):
-        dataclasses.replace(cfg, totals=((10, 500), (400, 300)))
+    for bad in (((10, 500), (400, 300)), ((10, 500), (600, 10_000)), ((20, 10_000),), ((10, "x"),)):
+        with pytest.raises(ValueError, match="totals must be"):
+            dataclasses.replace(cfg, totals=bad)
 
 
 @pytest.mark.slow
