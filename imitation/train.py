@@ -248,7 +248,7 @@ class Budget:
     """Filled as the run goes: the first plan's measured seconds per step and fields, and every later
     total (``totals``)."""
     _last: tuple[int, float] = field(default=(0, 0.0), init=False, repr=False)
-    """The step and time of the last plan or look."""
+    """The step and time of the start of the timing, the last plan or the last look."""
 
     def timed(self, cfg: TrainConfig) -> tuple[int, int]:
         """The steps between which the rate is first measured: (first, last)."""
@@ -257,6 +257,18 @@ class Budget:
             raise ConfigError(f"a time budget times the first steps of the warm-up; give --warmup and --steps of at "
                               f"least 2 (got warmup {cfg.warmup}, steps {cfg.steps})")
         return max(1, last // 5), last
+
+    def after(self, cfg: TrainConfig, step: int, now: float) -> TrainConfig | None:
+        """Called after each step: starts the timing, makes the first plan, or looks again; returns
+        ``cfg`` with a new plan, or None when the run goes on as it is."""
+        first, last = self.timed(cfg)
+        if step == first:
+            self._last = (step, now)
+        elif step == last:
+            return self.planned(cfg, (now - self._last[1]) / (last - first), now)
+        elif step > last:
+            return self.revised(cfg, step, now)
+        return None
 
     def fits(self, step: int, seconds_per_step: float, now: float, at_most: int) -> int:
         """The total that ends by the deadline at this rate, counted from ``step``."""
@@ -549,7 +561,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     check_device(cfg.device)
     if budget is not None and resume:
         raise ConfigError("a time budget plans a run from its first step; resume without one")
-    timed = budget.timed(cfg) if budget is not None else None
+    if budget is not None:
+        budget.timed(cfg)  # a warm-up too short to time is refused before any work
     out = Path(cfg.out)
     if not resume and (out / "latest.json").exists():  # before any work (and any warning about the data)
         raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
@@ -586,20 +599,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise ConfigError(f"{err}; {_after_divergence(out)}") from None
         seen += metrics["samples"]
         step = trainer.step
-        if timed is not None:
-            now = time.perf_counter()
-            plan = None
-            if step == timed[0]:
-                t_timed = now
-            elif step == timed[1]:
-                plan = budget.planned(cfg, (now - t_timed) / (timed[1] - timed[0]), now)
-            elif step > timed[1]:
-                plan = budget.revised(cfg, step, now)
-            if plan is not None:
-                cfg = trainer.cfg = plan
-                bar.total = cfg.steps
-                _log(log_path, writer, "plan", {"step": step, "steps": cfg.steps,
-                                                "seconds_left": round(budget.deadline - now, 1)})
+        if budget is not None and (plan := budget.after(cfg, step, now := time.perf_counter())) is not None:
+            cfg = trainer.cfg = plan
+            bar.total = cfg.steps
+            _log(log_path, writer, "plan", {"step": step, "steps": cfg.steps,
+                                            "seconds_left": round(budget.deadline - now, 1)})
         if step % cfg.log_every == 0 or step == cfg.steps:
             metrics["samples_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
             _log(log_path, writer, "train", metrics)
